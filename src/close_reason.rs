@@ -1,0 +1,66 @@
+//! Why a session ended.
+
+use std::fmt;
+
+/// The reason a session was closed, carried by the `session closed` tracing
+/// event.
+///
+/// `Evicted`, `MaxLifetime` and `Closed` mean what they mean in `mcp-session`
+/// 0.2; the other variants name causes that crate could not tell apart.
+///
+/// # Example
+///
+/// ```
+/// use mcp_bounded_session::CloseReason;
+///
+/// assert_eq!(CloseReason::Evicted.to_string(), "Evicted");
+/// assert_eq!(CloseReason::IdleTimeout.to_string(), "IdleTimeout");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The cap was full and a newer session took this one's slot.
+    Evicted,
+    /// The session reached its configured maximum lifetime.
+    MaxLifetime,
+    /// The session was closed on request (HTTP DELETE or
+    /// `SessionManager::close_session`).
+    Closed,
+    /// No message went through the session for the configured idle timeout
+    /// (`SessionConfig::keep_alive`).
+    IdleTimeout,
+    /// The client never sent `initialize` within `SessionConfig::init_timeout`.
+    InitTimeout,
+    /// The session worker stopped for another reason (an internal error).
+    WorkerEnded,
+    /// The MCP handler serving the session stopped: it returned, panicked,
+    /// or the server is shutting down.
+    HandlerEnded,
+}
+
+impl CloseReason {
+    /// The variant's name, as printed by `Display`.
+    ///
+    /// ```
+    /// use mcp_bounded_session::CloseReason;
+    ///
+    /// assert_eq!(CloseReason::MaxLifetime.as_str(), "MaxLifetime");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Evicted => "Evicted",
+            Self::MaxLifetime => "MaxLifetime",
+            Self::Closed => "Closed",
+            Self::IdleTimeout => "IdleTimeout",
+            Self::InitTimeout => "InitTimeout",
+            Self::WorkerEnded => "WorkerEnded",
+            Self::HandlerEnded => "HandlerEnded",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

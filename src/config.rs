@@ -1,0 +1,168 @@
+//! Configuration: the builder, and rmcp's per-session configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use rmcp::transport::streamable_http_server::session::local::SessionConfig;
+
+use crate::manager::BoundedSessionManager;
+
+/// Fluent builder for [`BoundedSessionManager`], as in `mcp-session` 0.2.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use mcp_bounded_session::BoundedSessionManagerBuilder;
+///
+/// let manager = BoundedSessionManagerBuilder::new(100)
+///     .idle_timeout(Duration::from_secs(4 * 60 * 60))
+///     .max_lifetime(Duration::from_secs(24 * 60 * 60))
+///     .rate_limit(10, Duration::from_secs(60))
+///     .build();
+/// assert_eq!(manager.max_sessions(), 100);
+/// assert_eq!(
+///     manager.session_config().keep_alive,
+///     Some(Duration::from_secs(4 * 60 * 60))
+/// );
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct BoundedSessionManagerBuilder {
+    max_sessions: usize,
+    idle_timeout: Option<Duration>,
+    max_lifetime: Option<Duration>,
+    session_config: Option<SessionConfig>,
+    rate_limit: Option<(usize, Duration)>,
+}
+
+impl BoundedSessionManagerBuilder {
+    /// A builder for a manager that keeps at most `max_sessions` sessions.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_sessions` is 0.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use mcp_bounded_session::BoundedSessionManagerBuilder;
+    ///
+    /// let manager = BoundedSessionManagerBuilder::new(8).build();
+    /// assert_eq!(manager.max_sessions(), 8);
+    /// ```
+    pub fn new(max_sessions: usize) -> Self {
+        assert!(max_sessions >= 1, "max_sessions must be at least 1, got 0");
+        Self {
+            max_sessions,
+            idle_timeout: None,
+            max_lifetime: None,
+            session_config: None,
+            rate_limit: None,
+        }
+    }
+
+    /// Closes a session after `duration` without activity. This is
+    /// `SessionConfig::keep_alive`, and overrides it when both are given.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(8)
+    ///     .idle_timeout(Duration::from_secs(60))
+    ///     .build();
+    /// assert_eq!(manager.session_config().keep_alive, Some(Duration::from_secs(60)));
+    /// ```
+    pub fn idle_timeout(mut self, duration: Duration) -> Self {
+        self.idle_timeout = Some(duration);
+        self
+    }
+
+    /// Closes every session `duration` after its creation, whatever its
+    /// activity.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(8)
+    ///     .max_lifetime(Duration::from_secs(3600))
+    ///     .build();
+    /// # drop(manager);
+    /// ```
+    pub fn max_lifetime(mut self, duration: Duration) -> Self {
+        self.max_lifetime = Some(duration);
+        self
+    }
+
+    /// The configuration each session's worker runs with. An
+    /// [`idle_timeout`](Self::idle_timeout) given as well overrides its
+    /// `keep_alive`.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{BoundedSessionManagerBuilder, SessionConfig};
+    /// let mut config = SessionConfig::default();
+    /// config.channel_capacity = 64;
+    /// let manager = BoundedSessionManagerBuilder::new(8).session_config(config).build();
+    /// assert_eq!(manager.session_config().channel_capacity, 64);
+    /// ```
+    pub fn session_config(mut self, config: SessionConfig) -> Self {
+        self.session_config = Some(config);
+        self
+    }
+
+    /// At most `max_creates` session creations in any rolling `window`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_creates` is 0 or `window` is zero.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(8)
+    ///     .rate_limit(5, Duration::from_secs(1))
+    ///     .build();
+    /// assert_eq!(manager.rate_limit_retry_after(), Some(Duration::ZERO));
+    /// ```
+    pub fn rate_limit(mut self, max_creates: usize, window: Duration) -> Self {
+        assert!(
+            max_creates >= 1,
+            "max_creates must be at least 1; configure no rate limit instead of 0"
+        );
+        assert!(
+            !window.is_zero(),
+            "the rate-limit window must be longer than zero; configure no rate limit instead"
+        );
+        self.rate_limit = Some((max_creates, window));
+        self
+    }
+
+    /// Builds the manager, ready to hand to `StreamableHttpService::new`.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(8).build();
+    /// assert_eq!(manager.session_count(), 0);
+    /// ```
+    pub fn build(self) -> Arc<BoundedSessionManager> {
+        let explicit_keep_alive = self
+            .session_config
+            .as_ref()
+            .is_some_and(|config| config.keep_alive.is_some());
+        let mut session_config = self.session_config.unwrap_or_default();
+        if let Some(idle) = self.idle_timeout {
+            if explicit_keep_alive && session_config.keep_alive != Some(idle) {
+                tracing::warn!("idle_timeout overrides the keep_alive of the given SessionConfig");
+            }
+            session_config.keep_alive = Some(idle);
+        }
+        let mut manager = BoundedSessionManager::new(session_config, self.max_sessions);
+        if let Some((max_creates, window)) = self.rate_limit {
+            manager = manager.with_rate_limit(max_creates, window);
+        }
+        if let Some(lifetime) = self.max_lifetime {
+            manager = manager.with_max_lifetime(lifetime);
+        }
+        Arc::new(manager)
+    }
+}

@@ -1,0 +1,56 @@
+//! An exactly bounded, lock-free session manager for rmcp's Streamable HTTP
+//! server.
+//!
+//! [`BoundedSessionManager`] implements rmcp's `SessionManager`: it keeps
+//! every client's session in memory, never more than a configured cap (the
+//! oldest session is evicted when full, under any concurrency), optionally
+//! rate-limits session creation over an exact rolling window, and frees a
+//! session's slot the moment its worker ends (DELETE, eviction, idle or init
+//! timeout, maximum lifetime, handler exit).
+//!
+//! It is source-compatible with `mcp-session` 0.2: migrating is renaming
+//! `mcp_session` to `mcp_bounded_session` in `use` lines.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mcp_bounded_session::BoundedSessionManagerBuilder;
+//!
+//! let manager = BoundedSessionManagerBuilder::new(1_000)
+//!     .idle_timeout(Duration::from_secs(15 * 60))
+//!     .max_lifetime(Duration::from_secs(24 * 60 * 60))
+//!     .rate_limit(100, Duration::from_secs(60))
+//!     .build();
+//! // Pass `manager` to rmcp's `StreamableHttpService::new(factory, manager, config)`.
+//! # drop(manager);
+//! ```
+//!
+//! # Where each guarantee is kept
+//!
+//! | guarantee | module |
+//! |---|---|
+//! | exact cap, oldest-first eviction, slot hand-over | `registry` |
+//! | creation order, bounded stale entries | `eviction_queue` |
+//! | exact rolling-window rate limit | `rate_limiter` |
+//! | an ended session leaves at once; maximum lifetime | `session` |
+//! | the `SessionManager` wiring | `manager` |
+
+#![warn(missing_docs)]
+
+mod close_reason;
+mod config;
+mod error;
+mod eviction_queue;
+mod manager;
+mod rate_limiter;
+mod registry;
+mod session;
+
+pub use close_reason::CloseReason;
+pub use config::{BoundedSessionManagerBuilder, SessionConfig};
+pub use error::BoundedSessionError;
+pub use manager::BoundedSessionManager;
+pub use registry::SessionStats;
+pub use rmcp::transport::streamable_http_server::session::SessionId;
+pub use session::SessionTransport;

@@ -1,0 +1,432 @@
+//! [`BoundedSessionManager`]: rmcp's `SessionManager` on top of the registry.
+//!
+//! This module only wires the pieces together; each invariant is kept in the
+//! module named after it: the cap and eviction in [`crate::registry`], the
+//! creation order in [`crate::eviction_queue`], the rate limit in
+//! [`crate::rate_limiter`], and cleanup when a session ends in
+//! [`crate::session`].
+//!
+//! Every request-path method (`has_session`, `create_stream`,
+//! `accept_message`, `create_standalone_stream`, `resume`) does one `DashMap`
+//! lookup and clones the session's handle out of it, so no map lock is held
+//! while it talks to the session worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::transport::WorkerTransport;
+use rmcp::transport::common::server_side_http::session_id;
+use rmcp::transport::streamable_http_server::session::local::{
+    EventId, LocalSessionHandle, LocalSessionManagerError, SessionConfig, create_local_session,
+};
+use rmcp::transport::streamable_http_server::session::{
+    EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
+};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::BoundedSessionError;
+use crate::rate_limiter::RateLimiter;
+use crate::registry::{Registry, SessionStats, Slot};
+use crate::session::SessionTransport;
+
+/// An rmcp `SessionManager` that keeps at most `max_sessions` sessions in
+/// memory, evicting the oldest when full, with optional rate limiting of
+/// session creation and a maximum session lifetime.
+///
+/// It is a drop-in replacement for `mcp-session` 0.2's manager of the same
+/// name and for rmcp's `LocalSessionManager`: pass it (in an [`Arc`]) to
+/// `StreamableHttpService::new`.
+///
+/// Guarantees, under any concurrency:
+/// - live sessions never exceed `max_sessions`; when full, a creation evicts
+///   the oldest live session and takes its slot;
+/// - at most `max_creates` creations in any rolling window, when configured;
+/// - a session whose worker or handler ended (DELETE, eviction, idle or init
+///   timeout, maximum lifetime, handler exit, shutdown) leaves the map and
+///   frees its slot at once; its id answers 404 afterwards;
+/// - lookups never wait behind a creation or an eviction, and no lock is
+///   held across an `.await`.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+///
+/// let mut session_config = SessionConfig::default();
+/// session_config.keep_alive = Some(Duration::from_secs(15 * 60));
+/// let manager = Arc::new(
+///     BoundedSessionManager::new(session_config, 1_000)
+///         .with_rate_limit(100, Duration::from_secs(60)),
+/// );
+/// // StreamableHttpService::new(factory, manager, StreamableHttpServerConfig::default())
+/// # drop(manager);
+/// ```
+#[derive(Debug)]
+pub struct BoundedSessionManager {
+    registry: Arc<Registry<LocalSessionHandle>>,
+    session_config: SessionConfig,
+    rate_limiter: Option<RateLimiter>,
+    max_lifetime: Option<Duration>,
+}
+
+impl BoundedSessionManager {
+    /// A manager that keeps at most `max_sessions` sessions, each run with
+    /// `session_config` (idle timeout = `session_config.keep_alive`).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_sessions` is 0.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    ///
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 100);
+    /// assert_eq!(manager.max_sessions(), 100);
+    /// assert_eq!(manager.session_count(), 0);
+    /// ```
+    pub fn new(session_config: SessionConfig, max_sessions: usize) -> Self {
+        Self {
+            registry: Arc::new(Registry::new(max_sessions)),
+            session_config,
+            rate_limiter: None,
+            max_lifetime: None,
+        }
+    }
+
+    /// Allows at most `max_creates` session creations in any rolling `window`
+    /// (exact, see the rate limiter's docs). A refused creation returns
+    /// [`BoundedSessionError::RateLimited`] and evicts nothing. Restores from
+    /// a `SessionStore` are not counted: they re-admit a session that was
+    /// already created.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_creates` is 0 or `window` is zero.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    ///
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 100)
+    ///     .with_rate_limit(10, Duration::from_secs(60));
+    /// assert_eq!(manager.rate_limit_retry_after(), Some(Duration::ZERO));
+    /// ```
+    #[must_use]
+    pub fn with_rate_limit(mut self, max_creates: usize, window: Duration) -> Self {
+        self.rate_limiter = Some(RateLimiter::new(max_creates, window));
+        self
+    }
+
+    /// Closes every session `lifetime` after its creation, whatever its
+    /// activity, with [`CloseReason::MaxLifetime`](crate::CloseReason).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    ///
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 100)
+    ///     .with_max_lifetime(Duration::from_secs(24 * 60 * 60));
+    /// # drop(manager);
+    /// ```
+    #[must_use]
+    pub fn with_max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// The number of live sessions. Same value as [`Self::session_count`];
+    /// async for compatibility with `mcp-session`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it never suspends.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
+    /// assert_eq!(manager.active_session_count().await, 0);
+    /// # }
+    /// ```
+    pub async fn active_session_count(&self) -> usize {
+        self.session_count()
+    }
+
+    /// The number of live sessions: one atomic load, no lock.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
+    /// assert_eq!(manager.session_count(), 0);
+    /// ```
+    pub fn session_count(&self) -> usize {
+        self.registry.live()
+    }
+
+    /// The configured cap.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
+    /// assert_eq!(manager.max_sessions(), 10);
+    /// ```
+    pub fn max_sessions(&self) -> usize {
+        self.registry.max_sessions()
+    }
+
+    /// The configuration each session's worker runs with.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
+    /// assert_eq!(manager.session_config().channel_capacity, 16);
+    /// ```
+    pub fn session_config(&self) -> &SessionConfig {
+        &self.session_config
+    }
+
+    /// How long until the rate limiter would grant a creation (zero if now),
+    /// or `None` without a rate limit. Suitable for a `Retry-After` header.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
+    /// assert_eq!(manager.rate_limit_retry_after(), None);
+    /// ```
+    pub fn rate_limit_retry_after(&self) -> Option<Duration> {
+        self.rate_limiter.as_ref().map(RateLimiter::retry_after)
+    }
+
+    /// A snapshot of the internal counters (cap, live sessions, free slots,
+    /// eviction-queue length); see [`SessionStats`].
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
+    /// assert_eq!(manager.stats().free_slots, 10);
+    /// ```
+    pub fn stats(&self) -> SessionStats {
+        self.registry.census()
+    }
+
+    fn handle(&self, id: &SessionId) -> Result<LocalSessionHandle, BoundedSessionError> {
+        self.registry
+            .handle(id)
+            .ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
+    }
+
+    /// Starts a worker for `id` and admits it with `slot`; gives the slot
+    /// back (and stops the worker) if `id` is already live.
+    fn admit(&self, slot: Slot, id: SessionId) -> Option<SessionTransport> {
+        let (handle, worker) = create_local_session(id.clone(), self.session_config.clone());
+        let transport = WorkerTransport::spawn(worker);
+        match self
+            .registry
+            .insert(slot, id.clone(), handle, transport.cancel_token())
+        {
+            Ok(seq) => Some(SessionTransport::new(
+                transport,
+                self.registry.clone(),
+                id,
+                seq,
+                &self.session_config,
+                self.max_lifetime,
+            )),
+            Err(slot) => {
+                // Dropping the transport cancels the worker just spawned.
+                self.registry.release(slot);
+                None
+            }
+        }
+    }
+}
+
+impl SessionManager for BoundedSessionManager {
+    type Error = BoundedSessionError;
+    type Transport = SessionTransport;
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The only suspension point is waiting for a slot, which
+    /// happens only while every slot belongs to a creation still in progress;
+    /// dropping the future there returns its rate-limit grant and holds no
+    /// slot.
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        let grant = match &self.rate_limiter {
+            Some(limiter) => Some(limiter.try_acquire().map_err(|retry_after| {
+                tracing::debug!(
+                    retry_after_secs = retry_after.as_secs_f64(),
+                    "session creation refused by the rate limit"
+                );
+                BoundedSessionError::RateLimited
+            })?),
+            None => None,
+        };
+        loop {
+            let slot = self.registry.acquire_slot().await;
+            let id = session_id();
+            // A random 122-bit id that is already live would be returned
+            // here; retrying is cheaper than a special error for it.
+            if let Some(transport) = self.admit(slot, id.clone()) {
+                if let Some(grant) = grant {
+                    grant.commit();
+                }
+                return Ok((id, transport));
+            }
+        }
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if dropped after the request reached the worker, the
+    /// session stays and is closed by `init_timeout` if the handshake does
+    /// not complete.
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        let handle = self.handle(id)?;
+        Ok(handle
+            .initialize(message)
+            .await
+            .map_err(LocalSessionManagerError::from)?)
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it never suspends.
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        Ok(self.registry.contains(id))
+    }
+
+    /// Closes the session at once: removes it, frees its slot and stops its
+    /// worker (which ends its SSE streams). Closing an unknown or already
+    /// closed session succeeds and does nothing.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it never suspends.
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        self.registry
+            .close(id, None, crate::close_reason::CloseReason::Closed);
+        Ok(())
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe as far as this crate is concerned: no lock or slot is held
+    /// across its `.await`s. Dropped between opening the stream and queueing
+    /// the request, the session worker keeps an idle request stream until the
+    /// session ends (rmcp's local worker behaves so).
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let handle = self.handle(id)?;
+        let receiver = handle
+            .establish_request_wise_channel()
+            .await
+            .map_err(LocalSessionManagerError::from)?;
+        handle
+            .push_message(message, receiver.http_request_id)
+            .await
+            .map_err(LocalSessionManagerError::from)?;
+        Ok(ReceiverStream::new(receiver.inner))
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: no lock or slot is held across its `.await`.
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        let handle = self.handle(id)?;
+        handle
+            .push_message(message, None)
+            .await
+            .map_err(LocalSessionManagerError::from)?;
+        Ok(())
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: no lock or slot is held across its `.await`.
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let handle = self.handle(id)?;
+        let receiver = handle
+            .establish_common_channel()
+            .await
+            .map_err(LocalSessionManagerError::from)?;
+        Ok(ReceiverStream::new(receiver.inner))
+    }
+
+    /// Replays what the stream named by `last_event_id` missed, then goes on
+    /// with it. A malformed `last_event_id` is an error
+    /// (`InvalidEventId`), which rmcp answers with an empty stream.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: no lock or slot is held across its `.await`.
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let handle = self.handle(id)?;
+        let last_event_id: EventId = last_event_id
+            .parse()
+            .map_err(LocalSessionManagerError::from)?;
+        let receiver = handle
+            .resume(last_event_id)
+            .await
+            .map_err(LocalSessionManagerError::from)?;
+        Ok(ReceiverStream::new(receiver.inner))
+    }
+
+    /// Re-admits a session known to rmcp's `SessionStore`. It takes a slot
+    /// like any creation (evicting the oldest session when full) but is not
+    /// counted by the rate limit.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`SessionManager::create_session`].
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        if self.registry.contains(&id) {
+            return Ok(RestoreOutcome::AlreadyPresent);
+        }
+        let slot = self.registry.acquire_slot().await;
+        Ok(match self.admit(slot, id) {
+            Some(transport) => RestoreOutcome::Restored(transport),
+            None => RestoreOutcome::AlreadyPresent,
+        })
+    }
+
+    /// `None`: sessions replay missed events from their own in-memory cache.
+    /// rmcp 3.11 offers no public way to give its local worker an external
+    /// `EventStore`.
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        None
+    }
+}

@@ -1,0 +1,524 @@
+//! The registry of live sessions and the admission of new ones.
+//!
+//! # Invariants kept here
+//!
+//! 1. **Exact cap.** Live sessions never exceed `max_sessions`, at any
+//!    instant. There are exactly `max_sessions` *slots*. A slot is either a
+//!    permit in the `free` semaphore, or owned by one session in the map, or
+//!    held for a few instructions by the thread moving it between the two
+//!    (a [`Slot`] value, never held across an `.await`). A session enters the
+//!    map only with a slot and gives it back only after it left the map.
+//! 2. **Oldest-first, at most once.** When no slot is free, a creator pops
+//!    the oldest entry from the [`EvictionQueue`] and removes exactly that
+//!    admission (`remove_if` on its `seq`) from the map. Only one thread can
+//!    pop a given entry and only one `remove_if` can succeed, so a session is
+//!    evicted at most once and two creators never pick the same victim. The
+//!    evicted session's slot goes straight to the creator that evicted it,
+//!    never through the semaphore, so a third creator cannot take it and make
+//!    the burst overshoot.
+//! 3. **Every live session is queued once** (kept by [`EvictionQueue`]): an
+//!    admission is inserted into the map before its entry is pushed, so an
+//!    evictor never mistakes a new entry for a stale one.
+//! 4. **An ended session holds nothing.** Every removal path (eviction,
+//!    [`Registry::close`] from DELETE, expiry or the end of the worker) takes
+//!    the entry out of the map, cancels its worker and frees or hands over
+//!    its slot in the same synchronous step.
+//! 5. **No lock across `.await`, lookups never wait for admission.** Lookups
+//!    are single `DashMap` reads. The only `.await` in admission is waiting for
+//!    a slot, which holds nothing; everything else is synchronous.
+//!
+//! # The live counter
+//!
+//! `live` counts sessions in the map, for a cheap `session_count()`. It is
+//! incremented while the incrementing thread holds a slot, before the map
+//! insert, and decremented after the map removal, before the slot is
+//! released or handed over. Slot hand-offs through the semaphore order a
+//! release before the next acquire, so every prefix of `live`'s modification
+//! order has at most `max_sessions` more increments than decrements: a
+//! reader never sees more than the cap, even with `Relaxed` accesses.
+//!
+//! # Waiting
+//!
+//! If no slot is free and the queue holds no live session, every slot is
+//! owned by a creation between its slot and its push (a synchronous window).
+//! The creator then waits for either a permit or a new push. A Dekker-style
+//! pair of `SeqCst` fences (waiter: count itself, then look; pusher: push,
+//! then look for waiters) guarantees one of them sees the other.
+
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use rmcp::transport::streamable_http_server::session::SessionId;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::close_reason::CloseReason;
+use crate::eviction_queue::{EvictionQueue, QueueEntry};
+
+/// Proof that the holder owns one slot. It has no `Drop`: a slot must be
+/// consumed by [`Registry::insert`] or [`Registry::release`], and is never
+/// held across an `.await`.
+#[must_use = "a Slot must be inserted or released, or the cap shrinks"]
+#[derive(Debug)]
+pub(crate) struct Slot {
+    _owned: (),
+}
+
+/// One live session.
+#[derive(Debug)]
+pub(crate) struct SessionEntry<H> {
+    /// Unique admission number: tells this admission from an earlier one of
+    /// the same id (restore) and matches it to its queue entry.
+    pub(crate) seq: u64,
+    /// What the request path talks to.
+    pub(crate) handle: H,
+    /// Stops the session's worker; cancelling it ends its SSE streams.
+    cancel: CancellationToken,
+    created_at: Instant,
+}
+
+/// Live sessions, their slots and their creation order.
+#[derive(Debug)]
+pub(crate) struct Registry<H> {
+    max_sessions: usize,
+    sessions: DashMap<SessionId, SessionEntry<H>>,
+    queue: EvictionQueue,
+    free: Semaphore,
+    live: AtomicUsize,
+    next_seq: AtomicU64,
+    slot_waiters: AtomicUsize,
+    pushed: Notify,
+}
+
+/// Counts a waiting creator for as long as it waits, even if its future is
+/// dropped.
+struct WaiterGuard<'a>(&'a AtomicUsize);
+
+impl<'a> WaiterGuard<'a> {
+    fn new(waiters: &'a AtomicUsize) -> Self {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        Self(waiters)
+    }
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl<H: Clone> Registry<H> {
+    /// # Panics
+    ///
+    /// Panics if `max_sessions` is 0 or above the semaphore's limit.
+    pub(crate) fn new(max_sessions: usize) -> Self {
+        assert!(max_sessions >= 1, "max_sessions must be at least 1, got 0");
+        assert!(
+            max_sessions <= Semaphore::MAX_PERMITS,
+            "max_sessions must be at most {}, got {max_sessions}",
+            Semaphore::MAX_PERMITS
+        );
+        Self {
+            max_sessions,
+            sessions: DashMap::new(),
+            queue: EvictionQueue::new(),
+            free: Semaphore::new(max_sessions),
+            live: AtomicUsize::new(0),
+            next_seq: AtomicU64::new(0),
+            slot_waiters: AtomicUsize::new(0),
+            pushed: Notify::new(),
+        }
+    }
+
+    pub(crate) fn max_sessions(&self) -> usize {
+        self.max_sessions
+    }
+
+    /// Live sessions, without locking anything.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn contains(&self, id: &SessionId) -> bool {
+        self.sessions.contains_key(id)
+    }
+
+    /// A clone of the session's handle; the map is not locked afterwards.
+    pub(crate) fn handle(&self, id: &SessionId) -> Option<H> {
+        self.sessions.get(id).map(|entry| entry.handle.clone())
+    }
+
+    /// Obtains a slot: a free one, else the oldest live session's.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the only `.await` holds no slot, and a semaphore acquire
+    /// that is dropped gives back anything it was assigned.
+    pub(crate) async fn acquire_slot(&self) -> Slot {
+        loop {
+            if let Some(slot) = self.try_acquire_slot() {
+                return slot;
+            }
+            let _waiting = WaiterGuard::new(&self.slot_waiters);
+            let mut pushed = pin!(self.pushed.notified());
+            pushed.as_mut().enable();
+            fence(Ordering::SeqCst);
+            if let Some(slot) = self.try_acquire_slot() {
+                return slot;
+            }
+            tokio::select! {
+                permit = self.free.acquire() => {
+                    if let Ok(permit) = permit {
+                        permit.forget();
+                        return Slot { _owned: () };
+                    }
+                }
+                () = pushed => {}
+            }
+        }
+    }
+
+    /// A free slot, else the slot of the oldest live session, evicted.
+    fn try_acquire_slot(&self) -> Option<Slot> {
+        if let Some(slot) = self.try_free_slot() {
+            return Some(slot);
+        }
+        while let Some(oldest) = self.queue.pop() {
+            if let Some((id, entry)) = self
+                .sessions
+                .remove_if(&oldest.id, |_, entry| entry.seq == oldest.seq)
+            {
+                self.live.fetch_sub(1, Ordering::Relaxed);
+                Self::finish_close(&id, &entry, CloseReason::Evicted);
+                return Some(Slot { _owned: () });
+            }
+            self.queue.popped_stale();
+            // The stale entry's session freed its slot when it closed; take
+            // that rather than evicting a live session needlessly.
+            if let Some(slot) = self.try_free_slot() {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    fn try_free_slot(&self) -> Option<Slot> {
+        let permit = self.free.try_acquire().ok()?;
+        permit.forget();
+        Some(Slot { _owned: () })
+    }
+
+    /// Gives an unused slot back.
+    pub(crate) fn release(&self, slot: Slot) {
+        let Slot { _owned: () } = slot;
+        self.free.add_permits(1);
+    }
+
+    /// Admits a session with the slot. Returns the slot if `id` is already
+    /// live (a concurrent restore), without touching the existing session.
+    pub(crate) fn insert(
+        &self,
+        slot: Slot,
+        id: SessionId,
+        handle: H,
+        cancel: CancellationToken,
+    ) -> Result<u64, Slot> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.live.fetch_add(1, Ordering::Relaxed);
+        match self.sessions.entry(id.clone()) {
+            Entry::Occupied(_) => {
+                self.live.fetch_sub(1, Ordering::Relaxed);
+                return Err(slot);
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(SessionEntry {
+                    seq,
+                    handle,
+                    cancel,
+                    created_at: Instant::now(),
+                });
+            }
+        }
+        let Slot { _owned: () } = slot;
+        tracing::info!(session_id = %id, "session created");
+        self.queue.push(seq, id);
+        fence(Ordering::SeqCst);
+        if self.slot_waiters.load(Ordering::Relaxed) > 0 {
+            self.pushed.notify_waiters();
+        }
+        Ok(seq)
+    }
+
+    /// Removes the session (only admission `seq`, if given), stops its worker
+    /// and frees its slot. Returns whether it was live.
+    pub(crate) fn close(&self, id: &SessionId, seq: Option<u64>, reason: CloseReason) -> bool {
+        self.queue.will_leave_stale();
+        let removed = match seq {
+            Some(seq) => self.sessions.remove_if(id, |_, entry| entry.seq == seq),
+            None => self.sessions.remove(id),
+        };
+        let Some((id, entry)) = removed else {
+            self.queue.left_nothing();
+            return false;
+        };
+        let live = self.live.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.free.add_permits(1);
+        Self::finish_close(&id, &entry, reason);
+        self.queue
+            .compact_if_needed(live, |queued| self.is_current(queued));
+        true
+    }
+
+    fn is_current(&self, queued: &QueueEntry) -> bool {
+        self.sessions
+            .get(&queued.id)
+            .is_some_and(|entry| entry.seq == queued.seq)
+    }
+
+    fn finish_close(id: &SessionId, entry: &SessionEntry<H>, reason: CloseReason) {
+        entry.cancel.cancel();
+        tracing::info!(
+            session_id = %id,
+            duration_secs = entry.created_at.elapsed().as_secs_f64(),
+            reason = %reason,
+            "session closed"
+        );
+    }
+
+    /// Reads every counter; see [`SessionStats`].
+    pub(crate) fn census(&self) -> SessionStats {
+        SessionStats {
+            max_sessions: self.max_sessions,
+            live: self.live(),
+            mapped: self.sessions.len(),
+            free_slots: self.free.available_permits(),
+            queued: self.queue.len(),
+            stale: self.queue.stale(),
+        }
+    }
+}
+
+/// A snapshot of the manager's internal counters, for metrics and checks.
+///
+/// Each field is read separately, so the snapshot is only consistent while no
+/// session is being created or closed. At rest, `live == mapped`,
+/// `live + free_slots == max_sessions` and `queued == live + stale`.
+///
+/// # Example
+///
+/// ```
+/// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+///
+/// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
+/// let stats = manager.stats();
+/// assert_eq!(stats.live, 0);
+/// assert_eq!(stats.free_slots, 10);
+/// assert_eq!(stats.queued, 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// The cap.
+    pub max_sessions: usize,
+    /// The live-session counter (what `session_count()` returns).
+    pub live: usize,
+    /// Entries in the session map.
+    pub mapped: usize,
+    /// Slots not owned by any session.
+    pub free_slots: usize,
+    /// Entries in the eviction queue, live and stale.
+    pub queued: usize,
+    /// Entries in the eviction queue whose session already ended.
+    pub stale: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::eviction_queue::COMPACTION_SLACK;
+
+    fn admit(registry: &Registry<()>, slot: Slot, n: usize) -> (SessionId, CancellationToken) {
+        let id: SessionId = format!("s{n}").into();
+        let cancel = CancellationToken::new();
+        registry
+            .insert(slot, id.clone(), (), cancel.clone())
+            .expect("fresh id");
+        (id, cancel)
+    }
+
+    fn assert_conserved(registry: &Registry<()>) {
+        let census = registry.census();
+        assert_eq!(census.live, census.mapped, "{census:?}");
+        assert_eq!(
+            census.live + census.free_slots,
+            census.max_sessions,
+            "{census:?}"
+        );
+        assert_eq!(census.queued, census.live + census.stale, "{census:?}");
+    }
+
+    #[tokio::test]
+    async fn evicts_oldest_and_hands_over_its_slot() {
+        let registry = Registry::new(3);
+        let mut admitted = Vec::new();
+        for n in 0..3 {
+            let slot = registry.acquire_slot().await;
+            admitted.push(admit(&registry, slot, n));
+        }
+        assert_eq!(registry.census().free_slots, 0);
+        let slot = registry.acquire_slot().await;
+        assert!(admitted[0].1.is_cancelled(), "oldest session evicted");
+        assert!(!registry.contains(&admitted[0].0));
+        assert!(registry.contains(&admitted[1].0));
+        admit(&registry, slot, 3);
+        assert_eq!(registry.live(), 3);
+        assert_conserved(&registry);
+    }
+
+    #[tokio::test]
+    async fn closed_sessions_are_skipped_and_free_their_slot() {
+        let registry = Registry::new(2);
+        let a = admit(&registry, registry.acquire_slot().await, 0);
+        let b = admit(&registry, registry.acquire_slot().await, 1);
+        assert!(registry.close(&a.0, None, CloseReason::Closed));
+        assert!(
+            !registry.close(&a.0, None, CloseReason::Closed),
+            "closed once"
+        );
+        // The freed slot is used; b is not evicted.
+        admit(&registry, registry.acquire_slot().await, 2);
+        assert!(registry.contains(&b.0));
+        assert!(!b.1.is_cancelled());
+        assert_conserved(&registry);
+        // Now full: the next creation evicts b (a's stale entry is skipped).
+        let slot = registry.acquire_slot().await;
+        assert!(b.1.is_cancelled());
+        admit(&registry, slot, 3);
+        assert_conserved(&registry);
+    }
+
+    #[tokio::test]
+    async fn close_with_old_seq_does_not_touch_a_restored_session() {
+        let registry = Registry::new(2);
+        let id: SessionId = "same".into();
+        let first = registry
+            .insert(
+                registry.acquire_slot().await,
+                id.clone(),
+                (),
+                CancellationToken::new(),
+            )
+            .unwrap();
+        assert!(registry.close(&id, Some(first), CloseReason::Closed));
+        let second_cancel = CancellationToken::new();
+        let second = registry
+            .insert(
+                registry.acquire_slot().await,
+                id.clone(),
+                (),
+                second_cancel.clone(),
+            )
+            .unwrap();
+        assert_ne!(first, second);
+        assert!(!registry.close(&id, Some(first), CloseReason::WorkerEnded));
+        assert!(registry.contains(&id));
+        assert!(!second_cancel.is_cancelled());
+        assert_conserved(&registry);
+    }
+
+    #[tokio::test]
+    async fn duplicate_insert_returns_the_slot() {
+        let registry = Registry::new(2);
+        let id: SessionId = "dup".into();
+        registry
+            .insert(
+                registry.acquire_slot().await,
+                id.clone(),
+                (),
+                CancellationToken::new(),
+            )
+            .unwrap();
+        let slot = registry.acquire_slot().await;
+        let slot = registry
+            .insert(slot, id, (), CancellationToken::new())
+            .unwrap_err();
+        registry.release(slot);
+        assert_conserved(&registry);
+        assert_eq!(registry.live(), 1);
+    }
+
+    #[tokio::test]
+    async fn churn_below_cap_keeps_the_queue_bounded() {
+        let registry = Registry::new(1_000);
+        let keeper = admit(&registry, registry.acquire_slot().await, usize::MAX);
+        for n in 0..100_000 {
+            let (id, _) = admit(&registry, registry.acquire_slot().await, n);
+            assert!(registry.close(&id, None, CloseReason::Closed));
+            let census = registry.census();
+            assert!(
+                census.queued <= 2 * census.live + COMPACTION_SLACK + 1,
+                "{census:?}"
+            );
+        }
+        assert!(
+            registry.contains(&keeper.0),
+            "a live session survives compaction"
+        );
+        assert_conserved(&registry);
+        // The old keeper is still the oldest: the compactions kept the order.
+        let slots: Vec<Slot> = (0..999)
+            .map(|_| registry.try_free_slot().unwrap())
+            .collect();
+        let slot = registry.acquire_slot().await;
+        assert!(keeper.1.is_cancelled());
+        admit(&registry, slot, usize::MAX - 1);
+        slots.into_iter().for_each(|slot| registry.release(slot));
+        assert_conserved(&registry);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_creators_never_exceed_cap() {
+        let registry = Arc::new(Registry::<()>::new(4));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let registry = registry.clone();
+            let stop = stop.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut max_seen = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    max_seen = max_seen.max(registry.live());
+                }
+                max_seen
+            })
+        };
+        let tasks: Vec<_> = (0..64)
+            .map(|t| {
+                let registry = registry.clone();
+                tokio::spawn(async move {
+                    for n in 0..200 {
+                        let slot = registry.acquire_slot().await;
+                        let id: SessionId = format!("{t}-{n}").into();
+                        registry
+                            .insert(slot, id.clone(), (), CancellationToken::new())
+                            .unwrap();
+                        if n % 3 == 0 {
+                            registry.close(&id, None, CloseReason::Closed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(sampler.await.unwrap() <= 4);
+        assert_eq!(registry.live(), 4);
+        assert_conserved(&registry);
+    }
+}

@@ -1,0 +1,223 @@
+//! The transport handed to rmcp for each session, and the lease that ties the
+//! session's registry entry to it.
+//!
+//! # Invariant kept here (DESIGN invariant 4)
+//!
+//! A session whose worker ended, for any reason, is out of the registry and
+//! its slot is free, at once, without a polling interval.
+//!
+//! # Why the transport
+//!
+//! `StreamableHttpService` moves the transport returned by `create_session`
+//! into the task that runs the MCP handler, and that task lives exactly as
+//! long as the session can do anything:
+//! - when the worker stops by itself (idle `keep_alive`, `init_timeout`, an
+//!   error), the transport's `receive` returns `None`; the lease closes the
+//!   session right there, with the reason it can infer;
+//! - when the handler stops (it returned or panicked, or the server shuts
+//!   down), the transport is dropped and the lease closes the session;
+//! - the maximum lifetime is a deadline raced against `receive`, so it needs
+//!   no task or timer wheel entry of its own.
+//!
+//! Closing goes through [`Registry::close`] with this admission's `seq`, so a
+//! lease that fires after an eviction or a DELETE (which already removed the
+//! entry and cancelled the worker) does nothing, and one can never close a
+//! later session that reuses the id through `restore_session`.
+
+use std::borrow::Cow;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::RoleServer;
+use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::streamable_http_server::session::SessionId;
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionHandle, LocalSessionWorker, LocalSessionWorkerError, SessionConfig,
+};
+use rmcp::transport::{Transport, WorkerTransport};
+use tokio::time::{Instant, Sleep};
+
+use crate::close_reason::CloseReason;
+use crate::registry::Registry;
+
+/// The per-session transport that [`BoundedSessionManager`] gives to rmcp's
+/// `StreamableHttpService`; users do not handle it directly.
+///
+/// It carries messages between the MCP handler and the session worker, and
+/// closes the session in the manager when either side ends or the session
+/// reaches its maximum lifetime.
+///
+/// # Example
+///
+/// ```no_run
+/// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+/// use rmcp::transport::streamable_http_server::session::SessionManager;
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
+/// // What StreamableHttpService does on `initialize`:
+/// let (id, transport) = manager.create_session().await?;
+/// assert!(manager.has_session(&id).await?);
+/// drop(transport); // the handler went away: the session is closed
+/// assert!(!manager.has_session(&id).await?);
+/// # Ok(()) }
+/// ```
+///
+/// [`BoundedSessionManager`]: crate::BoundedSessionManager
+pub struct SessionTransport {
+    inner: WorkerTransport<LocalSessionWorker>,
+    lease: Lease,
+    lifetime: Option<Pin<Box<Sleep>>>,
+    init_timeout: Option<Duration>,
+    keep_alive: Option<Duration>,
+    received_any: bool,
+    created_at: Instant,
+    last_activity: Instant,
+}
+
+impl std::fmt::Debug for SessionTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionTransport")
+            .field("session_id", &self.lease.id)
+            .field("ended", &self.lease.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Closes admission `seq` of `id` exactly once: explicitly with a reason, or
+/// on drop as [`CloseReason::HandlerEnded`].
+struct Lease {
+    registry: Arc<Registry<LocalSessionHandle>>,
+    id: SessionId,
+    seq: u64,
+    ended: bool,
+}
+
+impl Lease {
+    fn end(&mut self, reason: CloseReason) {
+        if !self.ended {
+            self.ended = true;
+            self.registry.close(&self.id, Some(self.seq), reason);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.end(CloseReason::HandlerEnded);
+    }
+}
+
+impl SessionTransport {
+    pub(crate) fn new(
+        inner: WorkerTransport<LocalSessionWorker>,
+        registry: Arc<Registry<LocalSessionHandle>>,
+        id: SessionId,
+        seq: u64,
+        config: &SessionConfig,
+        max_lifetime: Option<Duration>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            inner,
+            lease: Lease {
+                registry,
+                id,
+                seq,
+                ended: false,
+            },
+            lifetime: max_lifetime
+                .map(|lifetime| Box::pin(tokio::time::sleep_until(now + lifetime))),
+            init_timeout: config.init_timeout,
+            keep_alive: config.keep_alive,
+            received_any: false,
+            created_at: now,
+            last_activity: now,
+        }
+    }
+
+    /// The session this transport serves.
+    ///
+    /// ```no_run
+    /// # use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    /// # use rmcp::transport::streamable_http_server::session::SessionManager;
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
+    /// let (id, transport) = manager.create_session().await?;
+    /// assert_eq!(transport.session_id(), &id);
+    /// # Ok(()) }
+    /// ```
+    pub fn session_id(&self) -> &SessionId {
+        &self.lease.id
+    }
+
+    /// Why the worker stopped on its own. rmcp's worker does not report its
+    /// quit reason through the transport, so this infers it from the
+    /// configured timeouts: an idle timeout can only have fired if nothing
+    /// passed through the transport for `keep_alive`, and an init timeout
+    /// only if nothing was ever received.
+    fn worker_end_reason(&self) -> CloseReason {
+        let now = Instant::now();
+        if !self.received_any
+            && self
+                .init_timeout
+                .is_some_and(|timeout| now >= self.created_at + timeout)
+        {
+            return CloseReason::InitTimeout;
+        }
+        if self
+            .keep_alive
+            .is_some_and(|idle| now >= self.last_activity + idle)
+        {
+            return CloseReason::IdleTimeout;
+        }
+        CloseReason::WorkerEnded
+    }
+}
+
+impl Transport<RoleServer> for SessionTransport {
+    type Error = LocalSessionWorkerError;
+
+    fn name() -> Cow<'static, str> {
+        "BoundedSessionTransport".into()
+    }
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.last_activity = Instant::now();
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
+        let received = match self.lifetime.as_mut() {
+            Some(deadline) => tokio::select! {
+                received = self.inner.receive() => received,
+                () = deadline.as_mut() => {
+                    self.lease.end(CloseReason::MaxLifetime);
+                    return None;
+                }
+            },
+            None => self.inner.receive().await,
+        };
+        match received {
+            Some(message) => {
+                self.received_any = true;
+                self.last_activity = Instant::now();
+                Some(message)
+            }
+            None => {
+                let reason = self.worker_end_reason();
+                self.lease.end(reason);
+                None
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.lease.end(CloseReason::HandlerEnded);
+        self.inner.close().await
+    }
+}
