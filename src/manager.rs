@@ -234,10 +234,11 @@ impl BoundedSessionManager {
         let transport = WorkerTransport::spawn(worker);
         match self
             .registry
-            .insert(slot, id.clone(), handle, transport.cancel_token())
+            .insert(slot, id.clone(), handle.clone(), transport.cancel_token())
         {
             Ok(seq) => Some(SessionTransport::new(
                 transport,
+                handle,
                 self.registry.clone(),
                 id,
                 seq,

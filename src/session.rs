@@ -67,6 +67,11 @@ use crate::registry::Registry;
 /// [`BoundedSessionManager`]: crate::BoundedSessionManager
 pub struct SessionTransport {
     inner: WorkerTransport<LocalSessionWorker>,
+    /// Keeps the worker's event channel open after the registry drops its
+    /// handle, so that a closed session's worker stops on its cancellation
+    /// token (a clean quit) rather than on a closed channel (logged by rmcp
+    /// as a fatal error).
+    _events_open: LocalSessionHandle,
     lease: Lease,
     lifetime: Option<Pin<Box<Sleep>>>,
     init_timeout: Option<Duration>,
@@ -112,6 +117,7 @@ impl Drop for Lease {
 impl SessionTransport {
     pub(crate) fn new(
         inner: WorkerTransport<LocalSessionWorker>,
+        handle: LocalSessionHandle,
         registry: Arc<Registry<LocalSessionHandle>>,
         id: SessionId,
         seq: u64,
@@ -121,6 +127,7 @@ impl SessionTransport {
         let now = Instant::now();
         Self {
             inner,
+            _events_open: handle,
             lease: Lease {
                 registry,
                 id,

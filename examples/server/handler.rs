@@ -1,0 +1,104 @@
+//! The example server's MCP handler: one plain tool and one that reports
+//! progress while it works. Shared with the integration tests.
+
+use std::time::Duration;
+
+use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
+use rmcp::model::{ProgressNotificationParam, RequestMetaObject, ServerCapabilities, ServerConfig};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
+
+/// Arguments of the `echo` tool.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct EchoParams {
+    /// Text to send back.
+    pub text: String,
+}
+
+/// Arguments of the `count` tool.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct CountParams {
+    /// How many steps to count (1 to 1000).
+    pub steps: u32,
+    /// Pause between steps, in milliseconds (at most 10000; default 10).
+    pub delay_ms: Option<u64>,
+}
+
+/// Demo MCP server.
+#[derive(Debug, Clone)]
+pub struct DemoServer {
+    #[expect(dead_code, reason = "read through the code #[tool_handler] generates")]
+    tool_router: ToolRouter<Self>,
+}
+
+impl Default for DemoServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DemoServer {
+    /// A server with the `echo` and `count` tools.
+    pub fn new() -> Self {
+        Self {
+            tool_router: Self::tool_router(),
+        }
+    }
+}
+
+#[tool_router]
+impl DemoServer {
+    /// Returns its input.
+    #[tool(description = "Return the given text unchanged")]
+    fn echo(&self, Parameters(EchoParams { text }): Parameters<EchoParams>) -> String {
+        text
+    }
+
+    /// Counts to `steps`, sending a progress notification after each step
+    /// when the caller supplied a progress token.
+    #[tool(description = "Count to `steps`, sending a progress notification per step")]
+    async fn count(
+        &self,
+        Parameters(CountParams { steps, delay_ms }): Parameters<CountParams>,
+        meta: RequestMetaObject,
+        client: Peer<RoleServer>,
+    ) -> Result<String, ErrorData> {
+        if !(1..=1000).contains(&steps) {
+            return Err(ErrorData::invalid_params(
+                "steps must be between 1 and 1000",
+                None,
+            ));
+        }
+        let delay = Duration::from_millis(delay_ms.unwrap_or(10));
+        if delay > Duration::from_secs(10) {
+            return Err(ErrorData::invalid_params(
+                "delay_ms must be at most 10000",
+                None,
+            ));
+        }
+        let token = meta.get_progress_token();
+        for step in 1..=steps {
+            tokio::time::sleep(delay).await;
+            if let Some(token) = &token {
+                client
+                    .notify_progress(
+                        ProgressNotificationParam::new(token.clone(), f64::from(step))
+                            .with_total(f64::from(steps))
+                            .with_message(format!("step {step} of {steps}")),
+                    )
+                    .await
+                    .map_err(|error| {
+                        ErrorData::internal_error(format!("progress not sent: {error}"), None)
+                    })?;
+            }
+        }
+        Ok(format!("counted to {steps}"))
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for DemoServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_instructions("Demo server behind mcp-bounded-session: `echo` and `count`.")
+    }
+}
