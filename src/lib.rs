@@ -35,6 +35,7 @@
 //! | exact rolling-window rate limit | `rate_limiter` |
 //! | an ended session leaves at once; maximum lifetime | `session` |
 //! | the `SessionManager` wiring | `manager` |
+//! | 429 / 404 / 503 instead of rmcp's 500 for refusals | `http` |
 
 #![warn(missing_docs)]
 
@@ -42,6 +43,7 @@ mod close_reason;
 mod config;
 mod error;
 mod eviction_queue;
+mod http;
 mod manager;
 mod rate_limiter;
 mod registry;
@@ -50,6 +52,7 @@ mod session;
 pub use close_reason::CloseReason;
 pub use config::{BoundedSessionManagerBuilder, SessionConfig};
 pub use error::BoundedSessionError;
+pub use http::{BoundedSessionLayer, BoundedSessionService};
 pub use manager::BoundedSessionManager;
 pub use registry::SessionStats;
 pub use rmcp::transport::streamable_http_server::session::SessionId;

@@ -19,7 +19,8 @@ use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::WorkerTransport;
 use rmcp::transport::common::server_side_http::session_id;
 use rmcp::transport::streamable_http_server::session::local::{
-    EventId, LocalSessionHandle, LocalSessionManagerError, SessionConfig, create_local_session,
+    EventId, LocalSessionHandle, LocalSessionManagerError, SessionConfig, SessionError,
+    create_local_session,
 };
 use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
@@ -27,6 +28,7 @@ use rmcp::transport::streamable_http_server::session::{
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::BoundedSessionError;
+use crate::http::{self, Refusal};
 use crate::rate_limiter::RateLimiter;
 use crate::registry::{Registry, SessionStats, Slot};
 use crate::session::SessionTransport;
@@ -221,10 +223,17 @@ impl BoundedSessionManager {
         self.registry.census()
     }
 
-    fn handle(&self, id: &SessionId) -> Result<LocalSessionHandle, BoundedSessionError> {
-        self.registry
-            .handle(id)
-            .ok_or_else(|| LocalSessionManagerError::SessionNotFound(id.clone()).into())
+    /// The session's handle. If it is gone, records `gone` for the HTTP
+    /// layer: the request raced the end of its session.
+    fn handle(
+        &self,
+        id: &SessionId,
+        gone: Refusal,
+    ) -> Result<LocalSessionHandle, BoundedSessionError> {
+        self.registry.handle(id).ok_or_else(|| {
+            http::record(gone);
+            LocalSessionManagerError::SessionNotFound(id.clone()).into()
+        })
     }
 
     /// Starts a worker for `id` and admits it with `slot`; gives the slot
@@ -267,6 +276,7 @@ impl SessionManager for BoundedSessionManager {
     async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
         let grant = match &self.rate_limiter {
             Some(limiter) => Some(limiter.try_acquire().map_err(|retry_after| {
+                http::record(Refusal::RateLimited { retry_after });
                 tracing::debug!(
                     retry_after_secs = retry_after.as_secs_f64(),
                     "session creation refused by the rate limit"
@@ -299,11 +309,12 @@ impl SessionManager for BoundedSessionManager {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage, Self::Error> {
-        let handle = self.handle(id)?;
-        Ok(handle
+        let gone = Refusal::EvictedBeforeInitialized;
+        let handle = self.handle(id, gone)?;
+        handle
             .initialize(message)
             .await
-            .map_err(LocalSessionManagerError::from)?)
+            .map_err(|error| worker_error(error, gone))
     }
 
     /// # Cancel safety
@@ -337,15 +348,16 @@ impl SessionManager for BoundedSessionManager {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let handle = self.handle(id)?;
+        let gone = Refusal::SessionGone;
+        let handle = self.handle(id, gone)?;
         let receiver = handle
             .establish_request_wise_channel()
             .await
-            .map_err(LocalSessionManagerError::from)?;
+            .map_err(|error| worker_error(error, gone))?;
         handle
             .push_message(message, receiver.http_request_id)
             .await
-            .map_err(LocalSessionManagerError::from)?;
+            .map_err(|error| worker_error(error, gone))?;
         Ok(ReceiverStream::new(receiver.inner))
     }
 
@@ -357,11 +369,12 @@ impl SessionManager for BoundedSessionManager {
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
-        let handle = self.handle(id)?;
+        let gone = Refusal::SessionGone;
+        let handle = self.handle(id, gone)?;
         handle
             .push_message(message, None)
             .await
-            .map_err(LocalSessionManagerError::from)?;
+            .map_err(|error| worker_error(error, gone))?;
         Ok(())
     }
 
@@ -372,11 +385,12 @@ impl SessionManager for BoundedSessionManager {
         &self,
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let handle = self.handle(id)?;
+        let gone = Refusal::SessionGone;
+        let handle = self.handle(id, gone)?;
         let receiver = handle
             .establish_common_channel()
             .await
-            .map_err(LocalSessionManagerError::from)?;
+            .map_err(|error| worker_error(error, gone))?;
         Ok(ReceiverStream::new(receiver.inner))
     }
 
@@ -392,14 +406,15 @@ impl SessionManager for BoundedSessionManager {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let handle = self.handle(id)?;
+        let gone = Refusal::SessionGone;
+        let handle = self.handle(id, gone)?;
         let last_event_id: EventId = last_event_id
             .parse()
             .map_err(LocalSessionManagerError::from)?;
         let receiver = handle
             .resume(last_event_id)
             .await
-            .map_err(LocalSessionManagerError::from)?;
+            .map_err(|error| worker_error(error, gone))?;
         Ok(ReceiverStream::new(receiver.inner))
     }
 
@@ -429,5 +444,94 @@ impl SessionManager for BoundedSessionManager {
     /// `EventStore`.
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         None
+    }
+}
+
+/// Converts a worker's error; a worker that is gone means the session ended
+/// under the request, which the HTTP layer answers as `gone`.
+fn worker_error(error: SessionError, gone: Refusal) -> BoundedSessionError {
+    if matches!(error, SessionError::SessionServiceTerminated) {
+        http::record(gone);
+    }
+    LocalSessionManagerError::from(error).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dropped_create_returns_its_rate_grant_and_holds_no_slot() {
+        let manager = BoundedSessionManager::new(SessionConfig::default(), 1)
+            .with_rate_limit(1, Duration::from_secs(60));
+        // Every slot belongs to a creation in progress, so create_session waits.
+        let in_progress = manager.registry.acquire_slot().await;
+        let mut create = Box::pin(manager.create_session());
+        assert!(futures::poll!(create.as_mut()).is_pending());
+        drop(create);
+        manager.registry.release(in_progress);
+        let stats = manager.stats();
+        assert_eq!((stats.live, stats.free_slots, stats.queued), (0, 1, 0));
+
+        // The grant came back: exactly one creation is allowed, not zero or two.
+        let (_id, _transport) = manager.create_session().await.unwrap();
+        assert!(matches!(
+            manager.create_session().await,
+            Err(BoundedSessionError::RateLimited)
+        ));
+        assert_eq!(manager.session_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn restore_counts_against_the_cap_and_reports_presence() {
+        let manager = BoundedSessionManager::new(SessionConfig::default(), 1);
+        let (first, _first_transport) = manager.create_session().await.unwrap();
+        assert!(matches!(
+            manager.restore_session(first.clone()).await.unwrap(),
+            RestoreOutcome::AlreadyPresent
+        ));
+        let restored: SessionId = "restored-from-store".into();
+        let RestoreOutcome::Restored(_transport) =
+            manager.restore_session(restored.clone()).await.unwrap()
+        else {
+            panic!("expected a restore");
+        };
+        assert!(manager.has_session(&restored).await.unwrap());
+        assert!(
+            !manager.has_session(&first).await.unwrap(),
+            "evicted for the restore"
+        );
+        assert_eq!(manager.session_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_transport_closes_the_session() {
+        let manager = BoundedSessionManager::new(SessionConfig::default(), 2);
+        let (id, transport) = manager.create_session().await.unwrap();
+        assert!(manager.has_session(&id).await.unwrap());
+        drop(transport);
+        assert!(!manager.has_session(&id).await.unwrap());
+        assert_eq!(manager.stats().free_slots, 2);
+    }
+
+    #[tokio::test]
+    async fn operations_on_unknown_sessions_are_not_found() {
+        let manager = BoundedSessionManager::new(SessionConfig::default(), 2);
+        let unknown: SessionId = "unknown".into();
+        let message: ClientJsonRpcMessage = serde_json::from_value(serde_json::json!({
+            "jsonrpc": "2.0", "method": "notifications/initialized"
+        }))
+        .unwrap();
+        let error = manager.accept_message(&unknown, message).await.unwrap_err();
+        assert!(error.is_session_not_found(), "{error}");
+        assert!(manager.close_session(&unknown).await.is_ok());
+        assert!(
+            manager
+                .resume(&unknown, "0".into())
+                .await
+                .err()
+                .unwrap()
+                .is_session_not_found()
+        );
     }
 }

@@ -521,4 +521,71 @@ mod tests {
         assert_eq!(registry.live(), 4);
         assert_conserved(&registry);
     }
+
+    #[tokio::test]
+    async fn dropped_waiter_holds_nothing() {
+        let registry = Registry::<()>::new(1);
+        // The only slot is held by a creation "in progress": nothing to evict.
+        let in_progress = registry.acquire_slot().await;
+        let mut waiter = Box::pin(registry.acquire_slot());
+        assert!(futures::poll!(waiter.as_mut()).is_pending());
+        assert_eq!(registry.slot_waiters.load(Ordering::SeqCst), 1);
+        drop(waiter);
+        assert_eq!(registry.slot_waiters.load(Ordering::SeqCst), 0);
+        registry.release(in_progress);
+        assert_conserved(&registry);
+        assert_eq!(registry.census().free_slots, 1);
+    }
+
+    #[tokio::test]
+    async fn waiter_wakes_to_evict_a_new_admission() {
+        let registry = Arc::new(Registry::<()>::new(1));
+        let in_progress = registry.acquire_slot().await;
+        let waiter = tokio::spawn({
+            let registry = registry.clone();
+            async move {
+                let slot = registry.acquire_slot().await;
+                admit(&registry, slot, 1)
+            }
+        });
+        tokio::task::yield_now().await;
+        let (_, first_cancel) = admit(&registry, in_progress, 0);
+        let (second, _) = waiter.await.unwrap();
+        assert!(
+            first_cancel.is_cancelled(),
+            "the waiter evicted the new oldest"
+        );
+        assert!(registry.contains(&second));
+        assert_conserved(&registry);
+    }
+
+    #[tokio::test]
+    async fn waiter_takes_a_released_slot() {
+        let registry = Arc::new(Registry::<()>::new(1));
+        let in_progress = registry.acquire_slot().await;
+        let waiter = tokio::spawn({
+            let registry = registry.clone();
+            async move { registry.acquire_slot().await }
+        });
+        tokio::task::yield_now().await;
+        registry.release(in_progress);
+        let slot = waiter.await.unwrap();
+        admit(&registry, slot, 0);
+        assert_conserved(&registry);
+    }
+
+    #[tokio::test]
+    async fn eviction_at_cap_pops_exactly_one_entry() {
+        // Creation at a full cap is O(1): one pop, one push, no scan.
+        let registry = Registry::<()>::new(10_000);
+        for n in 0..10_000 {
+            admit(&registry, registry.acquire_slot().await, n);
+        }
+        for n in 10_000..30_000 {
+            let slot = registry.acquire_slot().await;
+            assert_eq!(registry.census().queued, 9_999, "exactly one entry popped");
+            admit(&registry, slot, n);
+        }
+        assert_conserved(&registry);
+    }
 }

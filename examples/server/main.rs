@@ -11,9 +11,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mcp_bounded_session::BoundedSessionManagerBuilder;
+use mcp_bounded_session::{BoundedSessionLayer, BoundedSessionManagerBuilder};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
+use tower_layer::Layer;
 
 use handler::DemoServer;
 
@@ -114,7 +115,8 @@ async fn main() -> ExitCode {
         manager.clone(),
         StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
     );
-    let app = axum::Router::new().nest_service("/mcp", service);
+    // The layer answers refusals with 429 / 404 / 503 instead of rmcp's 500.
+    let app = axum::Router::new().nest_service("/mcp", BoundedSessionLayer.layer(service));
 
     let listener = match tokio::net::TcpListener::bind(options.bind).await {
         Ok(listener) => listener,

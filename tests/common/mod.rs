@@ -8,12 +8,13 @@ pub mod handler;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_bounded_session::BoundedSessionManager;
+use mcp_bounded_session::{BoundedSessionLayer, BoundedSessionManager};
 use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tower_layer::Layer;
 
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
 
@@ -39,7 +40,7 @@ impl TestServer {
             manager.clone(),
             config.with_cancellation_token(shutdown.child_token()),
         );
-        let app = axum::Router::new().nest_service("/mcp", service);
+        let app = axum::Router::new().nest_service("/mcp", BoundedSessionLayer.layer(service));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
         tokio::spawn({
@@ -307,4 +308,15 @@ pub fn was_created(session: &str) -> bool {
         .unwrap()
         .iter()
         .any(|e| e.session_id == session && e.message == "session created")
+}
+
+/// Every session id with a recorded `session created`, oldest first.
+pub fn created_sessions() -> Vec<String> {
+    EVENTS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.message == "session created")
+        .map(|e| e.session_id.clone())
+        .collect()
 }

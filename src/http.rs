@@ -1,0 +1,197 @@
+//! HTTP glue: the right status for a refused request, instead of a 500.
+//!
+//! rmcp 3.11's `StreamableHttpService` answers every error of a
+//! `SessionManager` with `500 Internal Server Error`. A rate-limited client
+//! should get `429` with `Retry-After`, a request racing the end of its
+//! session should get the `404` every later request gets, and a client whose
+//! brand-new session was evicted by a burst of newer ones before its
+//! handshake finished should get `503` with `Retry-After`.
+//!
+//! The manager knows which case it is; the service does not pass that on.
+//! [`BoundedSessionLayer`] runs each request inside a task-local scope in
+//! which the manager records the refusal; when the service then answers 500,
+//! the layer replaces the response. The service awaits the manager inline in
+//! the request's own future, so the record always belongs to this request.
+//! Without the layer, nothing is recorded and responses are rmcp's own.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+
+tokio::task_local! {
+    static REFUSAL: Cell<Option<Refusal>>;
+}
+
+/// Why the manager refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Session creation hit the rate limit.
+    RateLimited { retry_after: Duration },
+    /// The new session was evicted before its `initialize` was answered.
+    EvictedBeforeInitialized,
+    /// The session ended while the request was on its way to it.
+    SessionGone,
+}
+
+/// Records `refusal` for the current request, if it runs under
+/// [`BoundedSessionLayer`].
+pub(crate) fn record(refusal: Refusal) {
+    let _ = REFUSAL.try_with(|cell| cell.set(Some(refusal)));
+}
+
+/// A tower layer for rmcp's `StreamableHttpService` that answers refusals by
+/// [`BoundedSessionManager`](crate::BoundedSessionManager) with 429, 404 or
+/// 503 instead of 500 (see the module docs).
+///
+/// | refusal | status |
+/// |---|---|
+/// | session creation rate-limited | `429 Too Many Requests`, `Retry-After` |
+/// | the session ended while the request was in flight | `404 Not Found` |
+/// | the new session was evicted before its handshake finished | `503 Service Unavailable`, `Retry-After: 1` |
+///
+/// # Example
+///
+/// ```no_run
+/// use mcp_bounded_session::{BoundedSessionLayer, BoundedSessionManagerBuilder};
+/// use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+/// use tower_layer::Layer;
+/// # #[derive(Clone)] struct MyServer;
+/// # impl rmcp::ServerHandler for MyServer {}
+///
+/// let manager = BoundedSessionManagerBuilder::new(1_000).build();
+/// let service = StreamableHttpService::new(|| Ok(MyServer), manager, StreamableHttpServerConfig::default());
+/// let app: axum::Router = axum::Router::new().nest_service("/mcp", BoundedSessionLayer.layer(service));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BoundedSessionLayer;
+
+impl<S> tower_layer::Layer<S> for BoundedSessionLayer {
+    type Service = BoundedSessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BoundedSessionService { inner }
+    }
+}
+
+/// The service made by [`BoundedSessionLayer`].
+///
+/// # Example
+///
+/// ```no_run
+/// use mcp_bounded_session::{BoundedSessionLayer, BoundedSessionManagerBuilder, BoundedSessionService};
+/// use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+/// use tower_layer::Layer;
+/// # #[derive(Clone)] struct MyServer;
+/// # impl rmcp::ServerHandler for MyServer {}
+///
+/// let manager = BoundedSessionManagerBuilder::new(1_000).build();
+/// let service: BoundedSessionService<_> = BoundedSessionLayer.layer(
+///     StreamableHttpService::new(|| Ok(MyServer), manager, StreamableHttpServerConfig::default()),
+/// );
+/// # drop(service);
+/// ```
+#[derive(Debug, Clone)]
+pub struct BoundedSessionService<S> {
+    inner: S,
+}
+
+type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
+
+impl<S, B> tower_service::Service<Request<B>> for BoundedSessionService<S>
+where
+    S: tower_service::Service<Request<B>, Response = HttpResponse>,
+    S::Future: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let inner = self.inner.call(request);
+        Box::pin(REFUSAL.scope(Cell::new(None), async move {
+            let response = inner.await?;
+            if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+                return Ok(response);
+            }
+            Ok(match REFUSAL.with(Cell::get) {
+                Some(refusal) => refusal_response(refusal),
+                None => response,
+            })
+        }))
+    }
+}
+
+fn refusal_response(refusal: Refusal) -> HttpResponse {
+    let (status, retry_after, message) = match refusal {
+        Refusal::RateLimited { retry_after } => {
+            // Whole seconds, rounded up so a client retrying on time succeeds.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(secs.max(1)),
+                "Too Many Requests: the session creation rate limit is reached; retry later",
+            )
+        }
+        Refusal::EvictedBeforeInitialized => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(1),
+            "Service Unavailable: the server is at its session cap and newer sessions \
+             evicted this one before its initialization finished; retry later",
+        ),
+        Refusal::SessionGone => (StatusCode::NOT_FOUND, None, "Not Found: Session not found"),
+    };
+    let mut response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    if let Some(secs) = retry_after {
+        response = response.header(header::RETRY_AFTER, secs);
+    }
+    response
+        .body(Full::new(Bytes::from_static(message.as_bytes())).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let response = refusal_response(Refusal::RateLimited {
+            retry_after: Duration::from_millis(1_200),
+        });
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let response = refusal_response(Refusal::RateLimited {
+            retry_after: Duration::ZERO,
+        });
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn record_outside_the_layer_is_a_no_op() {
+        record(Refusal::SessionGone);
+    }
+
+    #[tokio::test]
+    async fn record_inside_the_scope_is_seen() {
+        let seen = REFUSAL
+            .scope(Cell::new(None), async {
+                record(Refusal::SessionGone);
+                REFUSAL.with(Cell::get)
+            })
+            .await;
+        assert_eq!(seen, Some(Refusal::SessionGone));
+    }
+}
