@@ -57,3 +57,8 @@ pub use manager::BoundedSessionManager;
 pub use registry::SessionStats;
 pub use rmcp::transport::streamable_http_server::session::SessionId;
 pub use session::SessionTransport;
+
+/// Compiles the README's Rust snippets as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
