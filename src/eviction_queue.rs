@@ -43,65 +43,79 @@
 //! Compaction drops only entries whose session is already gone, so every
 //! entry it drops was counted first and `stale` never underflows.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use crossbeam_queue::SegQueue;
-use parking_lot::RwLock;
 use rmcp::transport::streamable_http_server::session::SessionId;
+
+use crate::sync::{AtomicUsize, Fifo, Ordering, RwLock};
 
 /// Stale entries tolerated on top of one per live session before compacting;
 /// keeps a server with very few live sessions from compacting on every close.
-pub(crate) const COMPACTION_SLACK: usize = 64;
+#[cfg(not(mcp_bounded_session_loom))]
+pub const COMPACTION_SLACK: usize = 64;
+/// Under loom, compaction must happen within the few operations a model can
+/// explore, so it triggers as soon as stale entries outnumber live ones.
+#[cfg(mcp_bounded_session_loom)]
+pub const COMPACTION_SLACK: usize = 0;
 
 /// One admission, in creation order.
 #[derive(Debug, Clone)]
-pub(crate) struct QueueEntry {
+pub struct QueueEntry {
     /// Unique, increasing admission number.
-    pub(crate) seq: u64,
+    pub seq: u64,
     /// The admitted session.
-    pub(crate) id: SessionId,
+    pub id: SessionId,
 }
 
 /// FIFO of admissions with lazy deletion and amortised compaction.
-#[derive(Debug, Default)]
-pub(crate) struct EvictionQueue {
-    entries: SegQueue<QueueEntry>,
+#[derive(Debug)]
+pub struct EvictionQueue {
+    entries: Fifo<QueueEntry>,
     stale: AtomicUsize,
     gate: RwLock<()>,
 }
 
+impl Default for EvictionQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl EvictionQueue {
-    pub(crate) fn new() -> Self {
-        Self::default()
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self {
+            entries: Fifo::new(),
+            stale: AtomicUsize::new(0),
+            gate: RwLock::new(()),
+        }
     }
 
     /// Appends a newly admitted session. Its registry entry must already be
     /// visible, so that an evictor popping it right away finds it live.
-    pub(crate) fn push(&self, seq: u64, id: SessionId) {
+    pub fn push(&self, seq: u64, id: SessionId) {
         let _shared = self.gate.read();
         self.entries.push(QueueEntry { seq, id });
     }
 
     /// Removes and returns the oldest entry, live or stale. A caller that
     /// finds it stale must call [`Self::popped_stale`].
-    pub(crate) fn pop(&self) -> Option<QueueEntry> {
+    pub fn pop(&self) -> Option<QueueEntry> {
         let _shared = self.gate.read();
         self.entries.pop()
     }
 
     /// Records that a popped entry was stale.
-    pub(crate) fn popped_stale(&self) {
+    pub fn popped_stale(&self) {
         self.stale.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Announces that a session is about to be removed by a path that leaves
     /// its entry behind. Must precede the removal (see the module docs).
-    pub(crate) fn will_leave_stale(&self) {
+    pub fn will_leave_stale(&self) {
         self.stale.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes back [`Self::will_leave_stale`] when the removal found nothing.
-    pub(crate) fn left_nothing(&self) {
+    pub fn left_nothing(&self) {
         self.stale.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -110,11 +124,7 @@ impl EvictionQueue {
     /// `is_live` tells whether an entry's admission is still in the registry.
     /// Returns the number of stale entries dropped (0 when another thread was
     /// already compacting or there was nothing to do).
-    pub(crate) fn compact_if_needed(
-        &self,
-        live: usize,
-        is_live: impl Fn(&QueueEntry) -> bool,
-    ) -> usize {
+    pub fn compact_if_needed(&self, live: usize, is_live: impl Fn(&QueueEntry) -> bool) -> usize {
         if self.stale.load(Ordering::Relaxed) <= live.saturating_add(COMPACTION_SLACK) {
             return 0;
         }
@@ -139,12 +149,12 @@ impl EvictionQueue {
     }
 
     /// Entries currently queued, live and stale.
-    pub(crate) fn len(&self) -> usize {
+    pub fn queued(&self) -> usize {
         self.entries.len()
     }
 
     /// Stale entries currently counted.
-    pub(crate) fn stale(&self) -> usize {
+    pub fn stale(&self) -> usize {
         self.stale.load(Ordering::Relaxed)
     }
 }
@@ -198,7 +208,7 @@ mod tests {
             queue.will_leave_stale();
         }
         assert_eq!(queue.compact_if_needed(0, |_| false), 0);
-        assert_eq!(queue.len(), 10);
+        assert_eq!(queue.queued(), 10);
         assert_eq!(queue.stale(), 10);
     }
 

@@ -48,6 +48,7 @@ mod manager;
 mod rate_limiter;
 mod registry;
 mod session;
+mod sync;
 
 pub use close_reason::CloseReason;
 pub use config::{BoundedSessionManagerBuilder, SessionConfig};
@@ -57,6 +58,17 @@ pub use manager::BoundedSessionManager;
 pub use registry::SessionStats;
 pub use rmcp::transport::streamable_http_server::session::SessionId;
 pub use session::SessionTransport;
+
+/// The concurrent core, exposed only to the loom models in `loom-tests/`
+/// (built with `--cfg mcp_bounded_session_loom`). Not part of the API.
+#[cfg(mcp_bounded_session_loom)]
+#[doc(hidden)]
+pub mod loom_api {
+    pub use crate::close_reason::CloseReason;
+    pub use crate::eviction_queue::{COMPACTION_SLACK, EvictionQueue, QueueEntry};
+    pub use crate::rate_limiter::{Grant, RateLimiter};
+    pub use crate::registry::{Registry, SessionStats, Slot, Stop};
+}
 
 /// Compiles the README's Rust snippets as doc tests.
 #[cfg(doctest)]

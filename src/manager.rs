@@ -31,7 +31,7 @@ use crate::error::BoundedSessionError;
 use crate::http::{self, Refusal};
 use crate::rate_limiter::RateLimiter;
 use crate::registry::{Registry, SessionStats, Slot};
-use crate::session::SessionTransport;
+use crate::session::{LiveSession, SessionRegistry, SessionTransport};
 
 /// An rmcp `SessionManager` that keeps at most `max_sessions` sessions in
 /// memory, evicting the oldest when full, with optional rate limiting of
@@ -69,7 +69,7 @@ use crate::session::SessionTransport;
 /// ```
 #[derive(Debug)]
 pub struct BoundedSessionManager {
-    registry: Arc<Registry<LocalSessionHandle>>,
+    registry: Arc<SessionRegistry>,
     session_config: SessionConfig,
     rate_limiter: Option<RateLimiter>,
     max_lifetime: Option<Duration>,
@@ -230,7 +230,10 @@ impl BoundedSessionManager {
         id: &SessionId,
         gone: Refusal,
     ) -> Result<LocalSessionHandle, BoundedSessionError> {
-        self.registry.handle(id).ok_or_else(|| {
+        let handle = self
+            .registry
+            .with_session(id, |session| session.handle.clone());
+        handle.ok_or_else(|| {
             http::record(gone);
             LocalSessionManagerError::SessionNotFound(id.clone()).into()
         })
@@ -241,10 +244,11 @@ impl BoundedSessionManager {
     fn admit(&self, slot: Slot, id: SessionId) -> Option<SessionTransport> {
         let (handle, worker) = create_local_session(id.clone(), self.session_config.clone());
         let transport = WorkerTransport::spawn(worker);
-        match self
-            .registry
-            .insert(slot, id.clone(), handle.clone(), transport.cancel_token())
-        {
+        let session = LiveSession {
+            handle: handle.clone(),
+            cancel: transport.cancel_token(),
+        };
+        match self.registry.insert(slot, id.clone(), session) {
             Ok(seq) => Some(SessionTransport::new(
                 transport,
                 handle,
@@ -254,7 +258,7 @@ impl BoundedSessionManager {
                 &self.session_config,
                 self.max_lifetime,
             )),
-            Err(slot) => {
+            Err((slot, _)) => {
                 // Dropping the transport cancels the worker just spawned.
                 self.registry.release(slot);
                 None

@@ -20,9 +20,9 @@
 //! The log is a `VecDeque` of at most `max_creates` timestamps behind a
 //! `parking_lot::Mutex`. The critical section is a few comparisons and one
 //! push (amortised O(1): each grant is pruned once) and never spans an
-//! `.await`. Timestamps are taken inside the lock so the log is sorted,
-//! which is what makes pruning from the front correct. Only session creation
-//! takes this lock, never a lookup.
+//! `.await`. A grant's time is never earlier than the newest grant's, so the
+//! log stays sorted, which is what makes pruning from the front correct. Only
+//! session creation takes this lock, never a lookup.
 //!
 //! # Roll-back
 //!
@@ -34,12 +34,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio::time::Instant;
+
+use crate::sync::Mutex;
 
 /// Rolling-window creation limiter.
 #[derive(Debug)]
-pub(crate) struct RateLimiter {
+pub struct RateLimiter {
     max_creates: usize,
     window: Duration,
     log: Mutex<GrantLog>,
@@ -55,7 +56,7 @@ struct GrantLog {
 /// One reserved creation. Dropping it without [`Grant::commit`] returns it.
 #[must_use = "dropping a Grant returns it to the limiter"]
 #[derive(Debug)]
-pub(crate) struct Grant<'a> {
+pub struct Grant<'a> {
     limiter: &'a RateLimiter,
     ticket: u64,
     committed: bool,
@@ -65,7 +66,7 @@ impl RateLimiter {
     /// # Panics
     ///
     /// Panics if `max_creates` is 0 or `window` is zero.
-    pub(crate) fn new(max_creates: usize, window: Duration) -> Self {
+    pub fn new(max_creates: usize, window: Duration) -> Self {
         assert!(
             max_creates >= 1,
             "max_creates must be at least 1; configure no rate limit instead of 0"
@@ -85,9 +86,19 @@ impl RateLimiter {
     }
 
     /// Reserves one creation, or says how long until one is possible.
-    pub(crate) fn try_acquire(&self) -> Result<Grant<'_>, Duration> {
+    pub fn try_acquire(&self) -> Result<Grant<'_>, Duration> {
+        self.try_acquire_at(Instant::now())
+    }
+
+    /// [`Self::try_acquire`] at a given time. A `now` earlier than the newest
+    /// grant (a clock read before a concurrent caller's) counts as that
+    /// grant's time, which keeps the log sorted and only ever delays expiry.
+    pub fn try_acquire_at(&self, now: Instant) -> Result<Grant<'_>, Duration> {
         let mut log = self.log.lock();
-        let now = Instant::now();
+        let now = log
+            .grants
+            .back()
+            .map_or(now, |&(newest, _)| now.max(newest));
         while let Some(&(granted_at, _)) = log.grants.front() {
             if now.duration_since(granted_at) >= self.window {
                 log.grants.pop_front();
@@ -110,12 +121,12 @@ impl RateLimiter {
     }
 
     /// How long until a creation would be granted (zero if it would be now).
-    pub(crate) fn retry_after(&self) -> Duration {
+    pub fn retry_after(&self) -> Duration {
+        let now = Instant::now();
         let log = self.log.lock();
         if log.grants.len() < self.max_creates {
             return Duration::ZERO;
         }
-        let now = Instant::now();
         // The log may hold expired grants not pruned yet; the one that must
         // expire before a new grant fits is `len - max_creates` from the front.
         let blocking = log.grants[log.grants.len() - self.max_creates].0;
@@ -130,15 +141,16 @@ impl RateLimiter {
         }
     }
 
-    #[cfg(test)]
-    fn granted_in_log(&self) -> usize {
+    /// Grants currently remembered (expired ones may not be pruned yet).
+    #[cfg(any(test, mcp_bounded_session_loom))]
+    pub fn granted_in_log(&self) -> usize {
         self.log.lock().grants.len()
     }
 }
 
 impl Grant<'_> {
     /// Keeps the grant: the creation it reserved happened.
-    pub(crate) fn commit(mut self) {
+    pub fn commit(mut self) {
         self.committed = true;
     }
 }

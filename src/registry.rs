@@ -16,6 +16,15 @@
 //!    evicted session's slot goes straight to the creator that evicted it,
 //!    never through the semaphore, so a third creator cannot take it and make
 //!    the burst overshoot.
+//!
+//!    A creator evicts only when no slot is free *and none is on its way*: a
+//!    close counts itself in `closing` before it removes its session and
+//!    uncounts itself after it released the slot. A creator that sees a close
+//!    in flight waits for that slot instead of evicting, so a DELETE racing
+//!    a creation at a full cap never costs a second session its place. (Found
+//!    by the loom model `eviction_takes_the_oldest_live_session`.) Reading
+//!    `closing` before trying the semaphore makes this exact: if the creator
+//!    reads 0, every close that removed a session already released its slot.
 //! 3. **Every live session is queued once** (kept by [`EvictionQueue`]): an
 //!    admission is inserted into the map before its entry is pushed, so an
 //!    evictor never mistakes a new entry for a stale one.
@@ -39,58 +48,62 @@
 //!
 //! # Waiting
 //!
-//! If no slot is free and the queue holds no live session, every slot is
-//! owned by a creation between its slot and its push (a synchronous window).
-//! The creator then waits for either a permit or a new push. A Dekker-style
-//! pair of `SeqCst` fences (waiter: count itself, then look; pusher: push,
-//! then look for waiters) guarantees one of them sees the other.
+//! A creator waits when no slot is free and either a close is in flight or
+//! the queue holds no live session (every slot is owned by a creation
+//! between its slot and its push, a synchronous window). It waits for a
+//! permit, or for a `changed` notification: a push, or the end of a close
+//! (whose slot may have gone to a creator that never waited). A Dekker-style pair of `SeqCst` fences (waiter: count
+//! itself, then look; notifier: change, then look for waiters) guarantees
+//! that one of them sees the other, so no waiter sleeps through a change.
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 use rmcp::transport::streamable_http_server::session::SessionId;
-use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::close_reason::CloseReason;
 use crate::eviction_queue::{EvictionQueue, QueueEntry};
+use crate::sync::{AtomicU64, AtomicUsize, ConcurrentMap, Notify, Ordering, Semaphore, fence};
+
+/// What the registry keeps per session: something the request path clones
+/// out, and a way to stop the session's worker.
+pub trait Stop {
+    /// Stops the session's worker, which ends its SSE streams. Called once,
+    /// right after the session left the map.
+    fn stop(&self);
+}
 
 /// Proof that the holder owns one slot. It has no `Drop`: a slot must be
 /// consumed by [`Registry::insert`] or [`Registry::release`], and is never
 /// held across an `.await`.
 #[must_use = "a Slot must be inserted or released, or the cap shrinks"]
 #[derive(Debug)]
-pub(crate) struct Slot {
+pub struct Slot {
     _owned: (),
 }
 
 /// One live session.
 #[derive(Debug)]
-pub(crate) struct SessionEntry<H> {
+struct SessionEntry<H> {
     /// Unique admission number: tells this admission from an earlier one of
     /// the same id (restore) and matches it to its queue entry.
-    pub(crate) seq: u64,
-    /// What the request path talks to.
-    pub(crate) handle: H,
-    /// Stops the session's worker; cancelling it ends its SSE streams.
-    cancel: CancellationToken,
+    seq: u64,
+    session: H,
     created_at: Instant,
 }
 
 /// Live sessions, their slots and their creation order.
 #[derive(Debug)]
-pub(crate) struct Registry<H> {
+pub struct Registry<H> {
     max_sessions: usize,
-    sessions: DashMap<SessionId, SessionEntry<H>>,
+    sessions: ConcurrentMap<SessionId, SessionEntry<H>>,
     queue: EvictionQueue,
     free: Semaphore,
     live: AtomicUsize,
     next_seq: AtomicU64,
+    closing: AtomicUsize,
     slot_waiters: AtomicUsize,
-    pushed: Notify,
+    changed: Notify,
 }
 
 /// Counts a waiting creator for as long as it waits, even if its future is
@@ -110,11 +123,13 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
-impl<H: Clone> Registry<H> {
+impl<H: Stop> Registry<H> {
+    /// A registry with `max_sessions` free slots.
+    ///
     /// # Panics
     ///
     /// Panics if `max_sessions` is 0 or above the semaphore's limit.
-    pub(crate) fn new(max_sessions: usize) -> Self {
+    pub fn new(max_sessions: usize) -> Self {
         assert!(max_sessions >= 1, "max_sessions must be at least 1, got 0");
         assert!(
             max_sessions <= Semaphore::MAX_PERMITS,
@@ -123,32 +138,36 @@ impl<H: Clone> Registry<H> {
         );
         Self {
             max_sessions,
-            sessions: DashMap::new(),
+            sessions: ConcurrentMap::new(),
             queue: EvictionQueue::new(),
             free: Semaphore::new(max_sessions),
             live: AtomicUsize::new(0),
             next_seq: AtomicU64::new(0),
+            closing: AtomicUsize::new(0),
             slot_waiters: AtomicUsize::new(0),
-            pushed: Notify::new(),
+            changed: Notify::new(),
         }
     }
 
-    pub(crate) fn max_sessions(&self) -> usize {
+    /// The cap.
+    pub fn max_sessions(&self) -> usize {
         self.max_sessions
     }
 
     /// Live sessions, without locking anything.
-    pub(crate) fn live(&self) -> usize {
+    pub fn live(&self) -> usize {
         self.live.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn contains(&self, id: &SessionId) -> bool {
+    /// Whether `id` is live.
+    pub fn contains(&self, id: &SessionId) -> bool {
         self.sessions.contains_key(id)
     }
 
-    /// A clone of the session's handle; the map is not locked afterwards.
-    pub(crate) fn handle(&self, id: &SessionId) -> Option<H> {
-        self.sessions.get(id).map(|entry| entry.handle.clone())
+    /// Reads the live session `id` (typically clones a handle out); the map
+    /// is not locked after `read` returns.
+    pub fn with_session<R>(&self, id: &SessionId, read: impl FnOnce(&H) -> R) -> Option<R> {
+        self.sessions.with(id, |entry| read(&entry.session))
     }
 
     /// Obtains a slot: a free one, else the oldest live session's.
@@ -157,52 +176,56 @@ impl<H: Clone> Registry<H> {
     ///
     /// Cancel safe: the only `.await` holds no slot, and a semaphore acquire
     /// that is dropped gives back anything it was assigned.
-    pub(crate) async fn acquire_slot(&self) -> Slot {
+    pub async fn acquire_slot(&self) -> Slot {
         loop {
             if let Some(slot) = self.try_acquire_slot() {
                 return slot;
             }
             let _waiting = WaiterGuard::new(&self.slot_waiters);
-            let mut pushed = pin!(self.pushed.notified());
-            pushed.as_mut().enable();
+            let mut changed = pin!(self.changed.notified());
+            changed.as_mut().enable();
             fence(Ordering::SeqCst);
             if let Some(slot) = self.try_acquire_slot() {
                 return slot;
             }
             tokio::select! {
+                biased;
                 permit = self.free.acquire() => {
                     if let Ok(permit) = permit {
                         permit.forget();
                         return Slot { _owned: () };
                     }
                 }
-                () = pushed => {}
+                () = changed => {}
             }
         }
     }
 
-    /// A free slot, else the slot of the oldest live session, evicted.
-    fn try_acquire_slot(&self) -> Option<Slot> {
-        if let Some(slot) = self.try_free_slot() {
-            return Some(slot);
-        }
-        while let Some(oldest) = self.queue.pop() {
+    /// A free slot, else the slot of the oldest live session, evicted;
+    /// `None` when a close is about to free a slot or every slot belongs to
+    /// a creation in progress (the caller waits).
+    pub fn try_acquire_slot(&self) -> Option<Slot> {
+        loop {
+            // Read before trying the semaphore: reading 0 means every close
+            // that removed its session has released its slot already.
+            let closing = self.closing.load(Ordering::SeqCst);
+            if let Some(slot) = self.try_free_slot() {
+                return Some(slot);
+            }
+            if closing > 0 {
+                return None;
+            }
+            let oldest = self.queue.pop()?;
             if let Some((id, entry)) = self
                 .sessions
-                .remove_if(&oldest.id, |_, entry| entry.seq == oldest.seq)
+                .remove_if(&oldest.id, |entry| entry.seq == oldest.seq)
             {
                 self.live.fetch_sub(1, Ordering::Relaxed);
                 Self::finish_close(&id, &entry, CloseReason::Evicted);
                 return Some(Slot { _owned: () });
             }
             self.queue.popped_stale();
-            // The stale entry's session freed its slot when it closed; take
-            // that rather than evicting a live session needlessly.
-            if let Some(slot) = self.try_free_slot() {
-                return Some(slot);
-            }
         }
-        None
     }
 
     fn try_free_slot(&self) -> Option<Slot> {
@@ -212,60 +235,68 @@ impl<H: Clone> Registry<H> {
     }
 
     /// Gives an unused slot back.
-    pub(crate) fn release(&self, slot: Slot) {
+    pub fn release(&self, slot: Slot) {
         let Slot { _owned: () } = slot;
         self.free.add_permits(1);
     }
 
-    /// Admits a session with the slot. Returns the slot if `id` is already
-    /// live (a concurrent restore), without touching the existing session.
-    pub(crate) fn insert(
-        &self,
-        slot: Slot,
-        id: SessionId,
-        handle: H,
-        cancel: CancellationToken,
-    ) -> Result<u64, Slot> {
+    /// Admits a session with the slot; returns its admission number. Returns
+    /// the slot and the session if `id` is already live (a concurrent
+    /// restore), without touching the existing session.
+    pub fn insert(&self, slot: Slot, id: SessionId, session: H) -> Result<u64, (Slot, H)> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.live.fetch_add(1, Ordering::Relaxed);
-        match self.sessions.entry(id.clone()) {
-            Entry::Occupied(_) => {
-                self.live.fetch_sub(1, Ordering::Relaxed);
-                return Err(slot);
-            }
-            Entry::Vacant(vacant) => {
-                vacant.insert(SessionEntry {
-                    seq,
-                    handle,
-                    cancel,
-                    created_at: Instant::now(),
-                });
-            }
+        let entry = SessionEntry {
+            seq,
+            session,
+            created_at: Instant::now(),
+        };
+        if let Err(entry) = self.sessions.insert_if_vacant(id.clone(), entry) {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            return Err((slot, entry.session));
         }
         let Slot { _owned: () } = slot;
         tracing::info!(session_id = %id, "session created");
         self.queue.push(seq, id);
+        self.wake_waiters();
+        Ok(seq)
+    }
+
+    /// Wakes creators waiting for a change (see the module docs).
+    fn wake_waiters(&self) {
         fence(Ordering::SeqCst);
         if self.slot_waiters.load(Ordering::Relaxed) > 0 {
-            self.pushed.notify_waiters();
+            self.changed.notify_waiters();
         }
-        Ok(seq)
     }
 
     /// Removes the session (only admission `seq`, if given), stops its worker
     /// and frees its slot. Returns whether it was live.
-    pub(crate) fn close(&self, id: &SessionId, seq: Option<u64>, reason: CloseReason) -> bool {
+    pub fn close(&self, id: &SessionId, seq: Option<u64>, reason: CloseReason) -> bool {
+        // Unknown ids (a DELETE with garbage) touch no shared counter.
+        if !self.sessions.contains_key(id) {
+            return false;
+        }
+        self.closing.fetch_add(1, Ordering::SeqCst);
         self.queue.will_leave_stale();
         let removed = match seq {
-            Some(seq) => self.sessions.remove_if(id, |_, entry| entry.seq == seq),
+            Some(seq) => self.sessions.remove_if(id, |entry| entry.seq == seq),
             None => self.sessions.remove(id),
         };
         let Some((id, entry)) = removed else {
             self.queue.left_nothing();
+            self.closing.fetch_sub(1, Ordering::SeqCst);
+            // A creator may be waiting for the slot this close announced.
+            self.wake_waiters();
             return false;
         };
         let live = self.live.fetch_sub(1, Ordering::Relaxed) - 1;
         self.free.add_permits(1);
+        self.closing.fetch_sub(1, Ordering::SeqCst);
+        // A creator that waited for this slot may have lost it to another
+        // that never waited; it must look again now that nothing is in flight.
+        // (Found by the loom model `close_racing_eviction_racing_creation_*`.)
+        self.wake_waiters();
         Self::finish_close(&id, &entry, reason);
         self.queue
             .compact_if_needed(live, |queued| self.is_current(queued));
@@ -274,12 +305,12 @@ impl<H: Clone> Registry<H> {
 
     fn is_current(&self, queued: &QueueEntry) -> bool {
         self.sessions
-            .get(&queued.id)
-            .is_some_and(|entry| entry.seq == queued.seq)
+            .with(&queued.id, |entry| entry.seq == queued.seq)
+            .unwrap_or(false)
     }
 
     fn finish_close(id: &SessionId, entry: &SessionEntry<H>, reason: CloseReason) {
-        entry.cancel.cancel();
+        entry.session.stop();
         tracing::info!(
             session_id = %id,
             duration_secs = entry.created_at.elapsed().as_secs_f64(),
@@ -289,13 +320,13 @@ impl<H: Clone> Registry<H> {
     }
 
     /// Reads every counter; see [`SessionStats`].
-    pub(crate) fn census(&self) -> SessionStats {
+    pub fn census(&self) -> SessionStats {
         SessionStats {
             max_sessions: self.max_sessions,
             live: self.live(),
             mapped: self.sessions.len(),
             free_slots: self.free.available_permits(),
-            queued: self.queue.len(),
+            queued: self.queue.queued(),
             stale: self.queue.stale(),
         }
     }
@@ -339,19 +370,30 @@ pub struct SessionStats {
 mod tests {
     use std::sync::Arc;
 
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
     use crate::eviction_queue::COMPACTION_SLACK;
 
-    fn admit(registry: &Registry<()>, slot: Slot, n: usize) -> (SessionId, CancellationToken) {
+    impl Stop for CancellationToken {
+        fn stop(&self) {
+            self.cancel();
+        }
+    }
+
+    type TestRegistry = Registry<CancellationToken>;
+
+    fn admit(registry: &TestRegistry, slot: Slot, n: usize) -> (SessionId, CancellationToken) {
         let id: SessionId = format!("s{n}").into();
         let cancel = CancellationToken::new();
         registry
-            .insert(slot, id.clone(), (), cancel.clone())
-            .expect("fresh id");
+            .insert(slot, id.clone(), cancel.clone())
+            .map_err(|_| "duplicate id")
+            .unwrap();
         (id, cancel)
     }
 
-    fn assert_conserved(registry: &Registry<()>) {
+    fn assert_conserved(registry: &TestRegistry) {
         let census = registry.census();
         assert_eq!(census.live, census.mapped, "{census:?}");
         assert_eq!(
@@ -364,7 +406,7 @@ mod tests {
 
     #[tokio::test]
     async fn evicts_oldest_and_hands_over_its_slot() {
-        let registry = Registry::new(3);
+        let registry = TestRegistry::new(3);
         let mut admitted = Vec::new();
         for n in 0..3 {
             let slot = registry.acquire_slot().await;
@@ -382,7 +424,7 @@ mod tests {
 
     #[tokio::test]
     async fn closed_sessions_are_skipped_and_free_their_slot() {
-        let registry = Registry::new(2);
+        let registry = TestRegistry::new(2);
         let a = admit(&registry, registry.acquire_slot().await, 0);
         let b = admit(&registry, registry.acquire_slot().await, 1);
         assert!(registry.close(&a.0, None, CloseReason::Closed));
@@ -404,15 +446,15 @@ mod tests {
 
     #[tokio::test]
     async fn close_with_old_seq_does_not_touch_a_restored_session() {
-        let registry = Registry::new(2);
+        let registry = TestRegistry::new(2);
         let id: SessionId = "same".into();
         let first = registry
             .insert(
                 registry.acquire_slot().await,
                 id.clone(),
-                (),
                 CancellationToken::new(),
             )
+            .map_err(|_| "duplicate")
             .unwrap();
         assert!(registry.close(&id, Some(first), CloseReason::Closed));
         let second_cancel = CancellationToken::new();
@@ -420,9 +462,9 @@ mod tests {
             .insert(
                 registry.acquire_slot().await,
                 id.clone(),
-                (),
                 second_cancel.clone(),
             )
+            .map_err(|_| "duplicate")
             .unwrap();
         assert_ne!(first, second);
         assert!(!registry.close(&id, Some(first), CloseReason::WorkerEnded));
@@ -433,19 +475,19 @@ mod tests {
 
     #[tokio::test]
     async fn duplicate_insert_returns_the_slot() {
-        let registry = Registry::new(2);
+        let registry = TestRegistry::new(2);
         let id: SessionId = "dup".into();
         registry
             .insert(
                 registry.acquire_slot().await,
                 id.clone(),
-                (),
                 CancellationToken::new(),
             )
+            .map_err(|_| "duplicate")
             .unwrap();
         let slot = registry.acquire_slot().await;
-        let slot = registry
-            .insert(slot, id, (), CancellationToken::new())
+        let (slot, _) = registry
+            .insert(slot, id, CancellationToken::new())
             .unwrap_err();
         registry.release(slot);
         assert_conserved(&registry);
@@ -454,7 +496,7 @@ mod tests {
 
     #[tokio::test]
     async fn churn_below_cap_keeps_the_queue_bounded() {
-        let registry = Registry::new(1_000);
+        let registry = TestRegistry::new(1_000);
         let keeper = admit(&registry, registry.acquire_slot().await, usize::MAX);
         for n in 0..100_000 {
             let (id, _) = admit(&registry, registry.acquire_slot().await, n);
@@ -483,7 +525,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_creators_never_exceed_cap() {
-        let registry = Arc::new(Registry::<()>::new(4));
+        let registry = Arc::new(TestRegistry::new(4));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sampler = {
             let registry = registry.clone();
@@ -504,7 +546,8 @@ mod tests {
                         let slot = registry.acquire_slot().await;
                         let id: SessionId = format!("{t}-{n}").into();
                         registry
-                            .insert(slot, id.clone(), (), CancellationToken::new())
+                            .insert(slot, id.clone(), CancellationToken::new())
+                            .map_err(|_| "duplicate")
                             .unwrap();
                         if n % 3 == 0 {
                             registry.close(&id, None, CloseReason::Closed);
@@ -524,7 +567,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_waiter_holds_nothing() {
-        let registry = Registry::<()>::new(1);
+        let registry = TestRegistry::new(1);
         // The only slot is held by a creation "in progress": nothing to evict.
         let in_progress = registry.acquire_slot().await;
         let mut waiter = Box::pin(registry.acquire_slot());
@@ -539,7 +582,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiter_wakes_to_evict_a_new_admission() {
-        let registry = Arc::new(Registry::<()>::new(1));
+        let registry = Arc::new(TestRegistry::new(1));
         let in_progress = registry.acquire_slot().await;
         let waiter = tokio::spawn({
             let registry = registry.clone();
@@ -561,7 +604,7 @@ mod tests {
 
     #[tokio::test]
     async fn waiter_takes_a_released_slot() {
-        let registry = Arc::new(Registry::<()>::new(1));
+        let registry = Arc::new(TestRegistry::new(1));
         let in_progress = registry.acquire_slot().await;
         let waiter = tokio::spawn({
             let registry = registry.clone();
@@ -577,7 +620,7 @@ mod tests {
     #[tokio::test]
     async fn eviction_at_cap_pops_exactly_one_entry() {
         // Creation at a full cap is O(1): one pop, one push, no scan.
-        let registry = Registry::<()>::new(10_000);
+        let registry = TestRegistry::new(10_000);
         for n in 0..10_000 {
             admit(&registry, registry.acquire_slot().await, n);
         }

@@ -37,9 +37,26 @@ use rmcp::transport::streamable_http_server::session::local::{
 };
 use rmcp::transport::{Transport, WorkerTransport};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
 use crate::close_reason::CloseReason;
-use crate::registry::Registry;
+use crate::registry::{Registry, Stop};
+
+/// What the registry keeps for a live session: the handle the request path
+/// clones, and the token that stops the worker.
+#[derive(Debug)]
+pub(crate) struct LiveSession {
+    pub(crate) handle: LocalSessionHandle,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Stop for LiveSession {
+    fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+pub(crate) type SessionRegistry = Registry<LiveSession>;
 
 /// The per-session transport that [`BoundedSessionManager`] gives to rmcp's
 /// `StreamableHttpService`; users do not handle it directly.
@@ -93,7 +110,7 @@ impl std::fmt::Debug for SessionTransport {
 /// Closes admission `seq` of `id` exactly once: explicitly with a reason, or
 /// on drop as [`CloseReason::HandlerEnded`].
 struct Lease {
-    registry: Arc<Registry<LocalSessionHandle>>,
+    registry: Arc<SessionRegistry>,
     id: SessionId,
     seq: u64,
     ended: bool,
@@ -118,7 +135,7 @@ impl SessionTransport {
     pub(crate) fn new(
         inner: WorkerTransport<LocalSessionWorker>,
         handle: LocalSessionHandle,
-        registry: Arc<Registry<LocalSessionHandle>>,
+        registry: Arc<SessionRegistry>,
         id: SessionId,
         seq: u64,
         config: &SessionConfig,

@@ -1,0 +1,64 @@
+//! Loom models of `mcp-bounded-session`'s concurrent core live in `tests/`.
+//!
+//! Run them with the crate's loom stand-ins swapped in:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg mcp_bounded_session_loom" LOOM_MAX_PREEMPTIONS=3 \
+//!     cargo test -p loom-tests --release
+//! ```
+//!
+//! Without that cfg the models compile to nothing.
+#![cfg(mcp_bounded_session_loom)]
+
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use mcp_bounded_session::loom_api::{Registry, SessionStats, Stop};
+
+/// A session that counts how often it was stopped.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub name: &'static str,
+    pub stops: Arc<AtomicUsize>,
+}
+
+impl Probe {
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            stops: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn stops(&self) -> usize {
+        self.stops.load(Ordering::SeqCst)
+    }
+}
+
+impl Stop for Probe {
+    fn stop(&self) {
+        self.stops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Admits `probe` under its name, taking a slot: a free one, else the
+/// oldest live session's, else waiting (the async path, driven by loom).
+/// Returns the admission number.
+pub fn create(registry: &Registry<Probe>, probe: Probe) -> u64 {
+    let slot = loom::future::block_on(registry.acquire_slot());
+    match registry.insert(slot, probe.name.into(), probe) {
+        Ok(seq) => seq,
+        Err(_) => panic!("names are unique in a model"),
+    }
+}
+
+/// At rest, every slot is free or owned by exactly one mapped session, and
+/// the queue holds every live session plus the counted stale entries.
+pub fn assert_conserved(stats: SessionStats) {
+    assert_eq!(stats.live, stats.mapped, "{stats:?}");
+    assert_eq!(
+        stats.live + stats.free_slots,
+        stats.max_sessions,
+        "{stats:?}"
+    );
+    assert_eq!(stats.queued, stats.live + stats.stale, "{stats:?}");
+}

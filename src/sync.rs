@@ -1,0 +1,316 @@
+//! The synchronisation primitives the concurrent core is built on, behind one
+//! facade so that the same algorithm code is model-checked by loom.
+//!
+//! Normal builds use the ecosystem's crates: `DashMap`, `crossbeam`'s
+//! `SegQueue`, `parking_lot` locks, `tokio`'s `Semaphore` and `Notify`. Those
+//! are opaque to loom (their atomics are not loom's), so under
+//! `--cfg mcp_bounded_session_loom` each is replaced by a small stand-in with
+//! the same contract built on loom's primitives. The crate's own atomics and
+//! fences are then what loom explores. Only the methods the core uses exist.
+
+#[cfg(not(mcp_bounded_session_loom))]
+mod imp {
+    use std::hash::Hash;
+
+    pub(crate) use parking_lot::{Mutex, RwLock};
+    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+    pub(crate) use tokio::sync::{Notify, Semaphore};
+
+    /// A concurrent hash map (`DashMap`): sharded locks held only inside
+    /// each call.
+    #[derive(Debug)]
+    pub(crate) struct ConcurrentMap<K: Eq + Hash, V>(dashmap::DashMap<K, V>);
+
+    impl<K: Eq + Hash + Clone, V> ConcurrentMap<K, V> {
+        pub(crate) fn new() -> Self {
+            Self(dashmap::DashMap::new())
+        }
+        pub(crate) fn contains_key(&self, key: &K) -> bool {
+            self.0.contains_key(key)
+        }
+        pub(crate) fn with<R>(&self, key: &K, read: impl FnOnce(&V) -> R) -> Option<R> {
+            self.0.get(key).map(|value| read(value.value()))
+        }
+        /// Inserts unless `key` is present; gives `value` back if it was.
+        pub(crate) fn insert_if_vacant(&self, key: K, value: V) -> Result<(), V> {
+            match self.0.entry(key) {
+                dashmap::Entry::Occupied(_) => Err(value),
+                dashmap::Entry::Vacant(vacant) => {
+                    vacant.insert(value);
+                    Ok(())
+                }
+            }
+        }
+        pub(crate) fn remove_if(&self, key: &K, keep: impl FnOnce(&V) -> bool) -> Option<(K, V)> {
+            self.0.remove_if(key, |_, value| keep(value))
+        }
+        pub(crate) fn remove(&self, key: &K) -> Option<(K, V)> {
+            self.0.remove(key)
+        }
+        pub(crate) fn len(&self) -> usize {
+            self.0.len()
+        }
+    }
+
+    /// An unbounded lock-free FIFO (`crossbeam`'s `SegQueue`).
+    #[derive(Debug)]
+    pub(crate) struct Fifo<T>(crossbeam_queue::SegQueue<T>);
+
+    impl<T> Fifo<T> {
+        pub(crate) fn new() -> Self {
+            Self(crossbeam_queue::SegQueue::new())
+        }
+        pub(crate) fn push(&self, value: T) {
+            self.0.push(value);
+        }
+        pub(crate) fn pop(&self) -> Option<T> {
+            self.0.pop()
+        }
+        pub(crate) fn len(&self) -> usize {
+            self.0.len()
+        }
+    }
+}
+
+#[cfg(mcp_bounded_session_loom)]
+mod imp {
+    //! Loom stand-ins. Each keeps the contract the core relies on:
+    //! linearizable map and queue operations, a semaphore whose `acquire`
+    //! wakes when permits are added, and a `Notify` whose enabled
+    //! `Notified` futures are woken by every later `notify_waiters`.
+
+    use std::collections::{HashMap, VecDeque};
+    use std::future::Future;
+    use std::hash::Hash;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+
+    /// `parking_lot::Mutex`'s API on loom's mutex.
+    #[derive(Debug)]
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(loom::sync::Mutex::new(value))
+        }
+        pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+            self.0.lock().expect("loom mutex poisoned")
+        }
+    }
+
+    /// `parking_lot::RwLock`'s API on loom's lock.
+    #[derive(Debug)]
+    pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(loom::sync::RwLock::new(value))
+        }
+        pub(crate) fn read(&self) -> loom::sync::RwLockReadGuard<'_, T> {
+            self.0.read().expect("loom lock poisoned")
+        }
+        pub(crate) fn try_write(&self) -> Option<loom::sync::RwLockWriteGuard<'_, T>> {
+            self.0.try_write().ok()
+        }
+    }
+
+    impl<T: Default> Default for RwLock<T> {
+        fn default() -> Self {
+            Self::new(T::default())
+        }
+    }
+
+    #[derive(Debug)]
+    pub(crate) struct ConcurrentMap<K, V>(Mutex<HashMap<K, V>>);
+
+    impl<K: Eq + Hash + Clone, V> ConcurrentMap<K, V> {
+        pub(crate) fn new() -> Self {
+            Self(Mutex::new(HashMap::new()))
+        }
+        pub(crate) fn contains_key(&self, key: &K) -> bool {
+            self.0.lock().contains_key(key)
+        }
+        pub(crate) fn with<R>(&self, key: &K, read: impl FnOnce(&V) -> R) -> Option<R> {
+            self.0.lock().get(key).map(read)
+        }
+        pub(crate) fn insert_if_vacant(&self, key: K, value: V) -> Result<(), V> {
+            let mut map = self.0.lock();
+            if map.contains_key(&key) {
+                return Err(value);
+            }
+            map.insert(key, value);
+            Ok(())
+        }
+        pub(crate) fn remove_if(&self, key: &K, keep: impl FnOnce(&V) -> bool) -> Option<(K, V)> {
+            let mut map = self.0.lock();
+            if map.get(key).is_some_and(keep) {
+                map.remove_entry(key)
+            } else {
+                None
+            }
+        }
+        pub(crate) fn remove(&self, key: &K) -> Option<(K, V)> {
+            self.0.lock().remove_entry(key)
+        }
+        pub(crate) fn len(&self) -> usize {
+            self.0.lock().len()
+        }
+    }
+
+    #[derive(Debug)]
+    pub(crate) struct Fifo<T>(Mutex<VecDeque<T>>);
+
+    impl<T> Fifo<T> {
+        pub(crate) fn new() -> Self {
+            Self(Mutex::new(VecDeque::new()))
+        }
+        pub(crate) fn push(&self, value: T) {
+            self.0.lock().push_back(value);
+        }
+        pub(crate) fn pop(&self) -> Option<T> {
+            self.0.lock().pop_front()
+        }
+        pub(crate) fn len(&self) -> usize {
+            self.0.lock().len()
+        }
+    }
+
+    /// Counting semaphore with tokio's contract for the calls used here.
+    #[derive(Debug)]
+    pub(crate) struct Semaphore {
+        permits: Mutex<usize>,
+        waiters: Mutex<Vec<Waker>>,
+    }
+
+    #[derive(Debug)]
+    pub(crate) struct TryAcquireError;
+
+    /// A permit; `forget` keeps it taken, dropping it gives it back.
+    #[derive(Debug)]
+    pub(crate) struct SemaphorePermit<'a>(Option<&'a Semaphore>);
+
+    impl SemaphorePermit<'_> {
+        pub(crate) fn forget(mut self) {
+            self.0 = None;
+        }
+    }
+
+    impl Drop for SemaphorePermit<'_> {
+        fn drop(&mut self) {
+            if let Some(semaphore) = self.0 {
+                semaphore.add_permits(1);
+            }
+        }
+    }
+
+    impl Semaphore {
+        pub(crate) const MAX_PERMITS: usize = usize::MAX >> 3;
+
+        pub(crate) fn new(permits: usize) -> Self {
+            Self {
+                permits: Mutex::new(permits),
+                waiters: Mutex::new(Vec::new()),
+            }
+        }
+        pub(crate) fn try_acquire(&self) -> Result<SemaphorePermit<'_>, TryAcquireError> {
+            let mut permits = self.permits.lock();
+            if *permits == 0 {
+                return Err(TryAcquireError);
+            }
+            *permits -= 1;
+            Ok(SemaphorePermit(Some(self)))
+        }
+        pub(crate) fn add_permits(&self, n: usize) {
+            *self.permits.lock() += n;
+            for waker in std::mem::take(&mut *self.waiters.lock()) {
+                waker.wake();
+            }
+        }
+        pub(crate) fn available_permits(&self) -> usize {
+            *self.permits.lock()
+        }
+        pub(crate) async fn acquire(&self) -> Result<SemaphorePermit<'_>, TryAcquireError> {
+            std::future::poll_fn(|cx| {
+                if let Ok(permit) = self.try_acquire() {
+                    return Poll::Ready(Ok(permit));
+                }
+                self.waiters.lock().push(cx.waker().clone());
+                // A permit added between the check and the registration
+                // woke nobody: check again.
+                match self.try_acquire() {
+                    Ok(permit) => Poll::Ready(Ok(permit)),
+                    Err(_) => Poll::Pending,
+                }
+            })
+            .await
+        }
+    }
+
+    /// `tokio::sync::Notify`, for `notified().enable()` and `notify_waiters`.
+    #[derive(Debug)]
+    pub(crate) struct Notify {
+        generation: Mutex<u64>,
+        waiters: Mutex<Vec<Waker>>,
+    }
+
+    impl Notify {
+        pub(crate) fn new() -> Self {
+            Self {
+                generation: Mutex::new(0),
+                waiters: Mutex::new(Vec::new()),
+            }
+        }
+        pub(crate) fn notify_waiters(&self) {
+            *self.generation.lock() += 1;
+            for waker in std::mem::take(&mut *self.waiters.lock()) {
+                waker.wake();
+            }
+        }
+        pub(crate) fn notified(&self) -> Notified<'_> {
+            Notified {
+                notify: self,
+                enabled_at: None,
+            }
+        }
+    }
+
+    /// Completes once `notify_waiters` runs after it was enabled.
+    #[derive(Debug)]
+    pub(crate) struct Notified<'a> {
+        notify: &'a Notify,
+        enabled_at: Option<u64>,
+    }
+
+    impl Notified<'_> {
+        pub(crate) fn enable(self: Pin<&mut Self>) -> bool {
+            let this = self.get_mut();
+            if this.enabled_at.is_none() {
+                this.enabled_at = Some(*this.notify.generation.lock());
+            }
+            false
+        }
+    }
+
+    impl Future for Notified<'_> {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let this = self.get_mut();
+            let enabled_at = *this
+                .enabled_at
+                .get_or_insert_with(|| *this.notify.generation.lock());
+            if *this.notify.generation.lock() != enabled_at {
+                return Poll::Ready(());
+            }
+            this.notify.waiters.lock().push(cx.waker().clone());
+            if *this.notify.generation.lock() != enabled_at {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        }
+    }
+}
+
+pub(crate) use imp::*;
