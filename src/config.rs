@@ -6,6 +6,8 @@ use std::time::Duration;
 pub use rmcp::transport::streamable_http_server::session::local::SessionConfig;
 
 use crate::manager::BoundedSessionManager;
+use crate::rate_limiter::RateLimiter;
+use crate::session::SessionRegistry;
 
 /// Fluent builder for [`BoundedSessionManager`], as in `mcp-session` 0.2.
 ///
@@ -41,7 +43,7 @@ impl BoundedSessionManagerBuilder {
     ///
     /// # Panics
     ///
-    /// Panics if `max_sessions` is 0.
+    /// Panics if `max_sessions` is 0 (or beyond 2^61, tokio's semaphore limit).
     ///
     /// # Example
     ///
@@ -52,7 +54,7 @@ impl BoundedSessionManagerBuilder {
     /// assert_eq!(manager.max_sessions(), 8);
     /// ```
     pub fn new(max_sessions: usize) -> Self {
-        assert!(max_sessions >= 1, "max_sessions must be at least 1, got 0");
+        SessionRegistry::validate(max_sessions);
         Self {
             max_sessions,
             idle_timeout: None,
@@ -125,14 +127,7 @@ impl BoundedSessionManagerBuilder {
     /// assert_eq!(manager.rate_limit_retry_after(), Some(Duration::ZERO));
     /// ```
     pub fn rate_limit(mut self, max_creates: usize, window: Duration) -> Self {
-        assert!(
-            max_creates >= 1,
-            "max_creates must be at least 1; configure no rate limit instead of 0"
-        );
-        assert!(
-            !window.is_zero(),
-            "the rate-limit window must be longer than zero; configure no rate limit instead"
-        );
+        RateLimiter::validate(max_creates, window);
         self.rate_limit = Some((max_creates, window));
         self
     }

@@ -34,7 +34,8 @@ tokio::task_local! {
 pub(crate) enum Refusal {
     /// Session creation hit the rate limit.
     RateLimited { retry_after: Duration },
-    /// The new session was evicted before its `initialize` was answered.
+    /// The new session ended (typically evicted by newer ones at the cap)
+    /// before its `initialize` was answered.
     EvictedBeforeInitialized,
     /// The session ended while the request was on its way to it.
     SessionGone,
@@ -54,7 +55,7 @@ pub(crate) fn record(refusal: Refusal) {
 /// |---|---|
 /// | session creation rate-limited | `429 Too Many Requests`, `Retry-After` |
 /// | the session ended while the request was in flight | `404 Not Found` |
-/// | the new session was evicted before its handshake finished | `503 Service Unavailable`, `Retry-After: 1` |
+/// | the new session ended before its handshake finished (evicted at the cap) | `503 Service Unavailable`, `Retry-After: 1` |
 ///
 /// # Example
 ///
@@ -146,8 +147,8 @@ fn refusal_response(refusal: Refusal) -> HttpResponse {
         Refusal::EvictedBeforeInitialized => (
             StatusCode::SERVICE_UNAVAILABLE,
             Some(1),
-            "Service Unavailable: the server is at its session cap and newer sessions \
-             evicted this one before its initialization finished; retry later",
+            "Service Unavailable: the new session ended before its initialization \
+             finished (at the session cap, newer sessions evict older ones); retry later",
         ),
         Refusal::SessionGone => (StatusCode::NOT_FOUND, None, "Not Found: Session not found"),
     };
@@ -179,9 +180,84 @@ mod tests {
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 
-    #[test]
-    fn record_outside_the_layer_is_a_no_op() {
+    #[tokio::test]
+    async fn a_record_outside_the_layer_reaches_no_request() {
         record(Refusal::SessionGone);
+        let seen = REFUSAL
+            .scope(Cell::new(None), async { REFUSAL.with(Cell::get) })
+            .await;
+        assert_eq!(seen, None);
+    }
+
+    /// An inner service that records a refusal (as the manager does) and
+    /// answers with a status (as rmcp's service does on a manager error).
+    #[derive(Clone)]
+    struct Inner(Option<Refusal>, StatusCode);
+
+    impl tower_service::Service<Request<()>> for Inner {
+        type Response = HttpResponse;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            let Inner(refusal, status) = self.clone();
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                if let Some(refusal) = refusal {
+                    record(refusal);
+                }
+                let mut response = Response::new(Full::new(Bytes::new()).boxed());
+                *response.status_mut() = status;
+                Ok(response)
+            })
+        }
+    }
+
+    async fn respond(refusal: Option<Refusal>, status: StatusCode) -> HttpResponse {
+        use tower_layer::Layer;
+        use tower_service::Service;
+        let mut service = BoundedSessionLayer.layer(Inner(refusal, status));
+        service.call(Request::new(())).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn refusals_replace_the_500() {
+        let gone = respond(
+            Some(Refusal::SessionGone),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        )
+        .await;
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+        let evicted = respond(
+            Some(Refusal::EvictedBeforeInitialized),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        )
+        .await;
+        assert_eq!(evicted.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(evicted.headers()[header::RETRY_AFTER], "1");
+        let limited = respond(
+            Some(Refusal::RateLimited {
+                retry_after: Duration::from_secs(7),
+            }),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        )
+        .await;
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[tokio::test]
+    async fn other_responses_pass_through() {
+        // A 500 the manager did not explain stays a 500.
+        let unexplained = respond(None, StatusCode::INTERNAL_SERVER_ERROR).await;
+        assert_eq!(unexplained.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // A refusal followed by a recovery (not a 500) is not rewritten.
+        let recovered = respond(Some(Refusal::SessionGone), StatusCode::OK).await;
+        assert_eq!(recovered.status(), StatusCode::OK);
     }
 
     #[tokio::test]

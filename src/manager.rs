@@ -27,11 +27,12 @@ use rmcp::transport::streamable_http_server::session::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::close_reason::CloseReason;
 use crate::error::BoundedSessionError;
 use crate::http::{self, Refusal};
-use crate::rate_limiter::RateLimiter;
+use crate::rate_limiter::{Grant, RateLimiter};
 use crate::registry::{Registry, SessionStats, Slot};
-use crate::session::{LiveSession, SessionRegistry, SessionTransport};
+use crate::session::{EndedHandlers, Lease, LiveSession, SessionRegistry, SessionTransport};
 
 /// An rmcp `SessionManager` that keeps at most `max_sessions` sessions in
 /// memory, evicting the oldest when full, with optional rate limiting of
@@ -70,6 +71,7 @@ use crate::session::{LiveSession, SessionRegistry, SessionTransport};
 #[derive(Debug)]
 pub struct BoundedSessionManager {
     registry: Arc<SessionRegistry>,
+    ended_handlers: Arc<EndedHandlers>,
     session_config: SessionConfig,
     rate_limiter: Option<RateLimiter>,
     max_lifetime: Option<Duration>,
@@ -81,7 +83,7 @@ impl BoundedSessionManager {
     ///
     /// # Panics
     ///
-    /// Panics if `max_sessions` is 0.
+    /// Panics if `max_sessions` is 0 (or beyond 2^61, tokio's semaphore limit).
     ///
     /// # Example
     ///
@@ -95,6 +97,7 @@ impl BoundedSessionManager {
     pub fn new(session_config: SessionConfig, max_sessions: usize) -> Self {
         Self {
             registry: Arc::new(Registry::new(max_sessions)),
+            ended_handlers: Arc::new(EndedHandlers::new(max_sessions)),
             session_config,
             rate_limiter: None,
             max_lifetime: None,
@@ -104,8 +107,7 @@ impl BoundedSessionManager {
     /// Allows at most `max_creates` session creations in any rolling `window`
     /// (exact, see the rate limiter's docs). A refused creation returns
     /// [`BoundedSessionError::RateLimited`] and evicts nothing. Restores from
-    /// a `SessionStore` are not counted: they re-admit a session that was
-    /// already created.
+    /// a `SessionStore` count as creations.
     ///
     /// # Panics
     ///
@@ -239,9 +241,26 @@ impl BoundedSessionManager {
         })
     }
 
+    /// A grant from the rate limiter, if one is configured; a refusal is
+    /// recorded for the HTTP layer.
+    fn rate_grant(&self) -> Result<Option<Grant<'_>>, BoundedSessionError> {
+        let Some(limiter) = &self.rate_limiter else {
+            return Ok(None);
+        };
+        let grant = limiter.try_acquire().map_err(|retry_after| {
+            http::record(Refusal::RateLimited { retry_after });
+            tracing::debug!(
+                retry_after_secs = retry_after.as_secs_f64(),
+                "session admission refused by the rate limit"
+            );
+            BoundedSessionError::RateLimited
+        })?;
+        Ok(Some(grant))
+    }
+
     /// Starts a worker for `id` and admits it with `slot`; gives the slot
     /// back (and stops the worker) if `id` is already live.
-    fn admit(&self, slot: Slot, id: SessionId) -> Option<SessionTransport> {
+    fn admit(&self, slot: Slot<'_>, id: SessionId) -> Option<SessionTransport> {
         let (handle, worker) = create_local_session(id.clone(), self.session_config.clone());
         let transport = WorkerTransport::spawn(worker);
         let session = LiveSession {
@@ -252,15 +271,13 @@ impl BoundedSessionManager {
             Ok(seq) => Some(SessionTransport::new(
                 transport,
                 handle,
-                self.registry.clone(),
-                id,
-                seq,
+                Lease::new(self.registry.clone(), self.ended_handlers.clone(), id, seq),
                 &self.session_config,
                 self.max_lifetime,
             )),
-            Err((slot, _)) => {
-                // Dropping the transport cancels the worker just spawned.
-                self.registry.release(slot);
+            Err((_slot, _session)) => {
+                // Dropping the slot frees it; dropping the transport cancels
+                // the worker just spawned.
                 None
             }
         }
@@ -278,17 +295,7 @@ impl SessionManager for BoundedSessionManager {
     /// dropping the future there returns its rate-limit grant and holds no
     /// slot.
     async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
-        let grant = match &self.rate_limiter {
-            Some(limiter) => Some(limiter.try_acquire().map_err(|retry_after| {
-                http::record(Refusal::RateLimited { retry_after });
-                tracing::debug!(
-                    retry_after_secs = retry_after.as_secs_f64(),
-                    "session creation refused by the rate limit"
-                );
-                BoundedSessionError::RateLimited
-            })?),
-            None => None,
-        };
+        let grant = self.rate_grant()?;
         loop {
             let slot = self.registry.acquire_slot().await;
             let id = session_id();
@@ -305,9 +312,11 @@ impl SessionManager for BoundedSessionManager {
 
     /// # Cancel safety
     ///
-    /// Cancel safe: if dropped after the request reached the worker, the
-    /// session stays and is closed by `init_timeout` if the handshake does
-    /// not complete.
+    /// Cancel safe: no lock or slot is held across its `.await`. Dropped
+    /// before the request reached the worker, the session waits for its
+    /// handshake until `init_timeout`; dropped after, rmcp's worker cannot
+    /// deliver the answer and stops, and the session closes at once
+    /// (`WorkerEnded`).
     async fn initialize_session(
         &self,
         id: &SessionId,
@@ -332,12 +341,17 @@ impl SessionManager for BoundedSessionManager {
     /// worker (which ends its SSE streams). Closing an unknown or already
     /// closed session succeeds and does nothing.
     ///
+    /// rmcp's service also calls this when a session's handler has ended;
+    /// that call is recognised and closes nothing, so it cannot close a
+    /// session restored under the same id meanwhile (see `session.rs`).
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it never suspends.
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
-        self.registry
-            .close(id, None, crate::close_reason::CloseReason::Closed);
+        if !self.ended_handlers.take(id) {
+            self.registry.close(id, None, CloseReason::Closed);
+        }
         Ok(())
     }
 
@@ -422,9 +436,10 @@ impl SessionManager for BoundedSessionManager {
         Ok(ReceiverStream::new(receiver.inner))
     }
 
-    /// Re-admits a session known to rmcp's `SessionStore`. It takes a slot
-    /// like any creation (evicting the oldest session when full) but is not
-    /// counted by the rate limit.
+    /// Re-admits a session known to rmcp's `SessionStore`. It is admitted
+    /// like a creation: it takes a slot (evicting the oldest session when
+    /// full) and counts against the rate limit, so replaying stored ids
+    /// cannot evict sessions faster than creating new ones could.
     ///
     /// # Cancel safety
     ///
@@ -436,9 +451,16 @@ impl SessionManager for BoundedSessionManager {
         if self.registry.contains(&id) {
             return Ok(RestoreOutcome::AlreadyPresent);
         }
+        let grant = self.rate_grant()?;
         let slot = self.registry.acquire_slot().await;
         Ok(match self.admit(slot, id) {
-            Some(transport) => RestoreOutcome::Restored(transport),
+            Some(transport) => {
+                if let Some(grant) = grant {
+                    grant.commit();
+                }
+                RestoreOutcome::Restored(transport)
+            }
+            // Raced with a concurrent restore; the grant goes back.
             None => RestoreOutcome::AlreadyPresent,
         })
     }
@@ -473,7 +495,7 @@ mod tests {
         let mut create = Box::pin(manager.create_session());
         assert!(futures::poll!(create.as_mut()).is_pending());
         drop(create);
-        manager.registry.release(in_progress);
+        drop(in_progress);
         let stats = manager.stats();
         assert_eq!((stats.live, stats.free_slots, stats.queued), (0, 1, 0));
 
@@ -506,6 +528,25 @@ mod tests {
             "evicted for the restore"
         );
         assert_eq!(manager.session_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn huge_durations_mean_never_not_a_panic() {
+        let mut config = SessionConfig::default();
+        config.keep_alive = Some(Duration::MAX);
+        config.init_timeout = Some(Duration::MAX);
+        let manager = BoundedSessionManager::new(config, 2).with_max_lifetime(Duration::MAX);
+        let (id, transport) = manager.create_session().await.unwrap();
+        assert!(manager.has_session(&id).await.unwrap());
+        // The worker ends (DELETE); the transport infers a reason without
+        // adding Duration::MAX to the clock.
+        let mut transport = transport;
+        manager.close_session(&id).await.unwrap();
+        assert!(
+            rmcp::transport::Transport::receive(&mut transport)
+                .await
+                .is_none()
+        );
     }
 
     #[tokio::test]

@@ -67,14 +67,7 @@ impl RateLimiter {
     ///
     /// Panics if `max_creates` is 0 or `window` is zero.
     pub fn new(max_creates: usize, window: Duration) -> Self {
-        assert!(
-            max_creates >= 1,
-            "max_creates must be at least 1; configure no rate limit instead of 0"
-        );
-        assert!(
-            !window.is_zero(),
-            "the rate-limit window must be longer than zero; configure no rate limit instead"
-        );
+        Self::validate(max_creates, window);
         Self {
             max_creates,
             window,
@@ -83,6 +76,18 @@ impl RateLimiter {
                 next_ticket: 0,
             }),
         }
+    }
+
+    /// Panics with an actionable message unless the limit admits something.
+    pub fn validate(max_creates: usize, window: Duration) {
+        assert!(
+            max_creates >= 1,
+            "max_creates must be at least 1; configure no rate limit instead of 0"
+        );
+        assert!(
+            !window.is_zero(),
+            "the rate-limit window must be longer than zero; configure no rate limit instead"
+        );
     }
 
     /// Reserves one creation, or says how long until one is possible.

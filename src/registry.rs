@@ -73,13 +73,26 @@ pub trait Stop {
     fn stop(&self);
 }
 
-/// Proof that the holder owns one slot. It has no `Drop`: a slot must be
-/// consumed by [`Registry::insert`] or [`Registry::release`], and is never
-/// held across an `.await`.
-#[must_use = "a Slot must be inserted or released, or the cap shrinks"]
+/// Proof that the holder owns one slot, between taking it and admitting a
+/// session with it (never across an `.await`). Dropping it unused, even
+/// while unwinding from a panic, gives the slot back to the semaphore.
+#[must_use = "dropping a Slot gives it back"]
 #[derive(Debug)]
-pub struct Slot {
-    _owned: (),
+pub struct Slot<'a> {
+    free: &'a Semaphore,
+}
+
+impl Slot<'_> {
+    /// The slot now belongs to a session in the map.
+    fn into_session(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.free.add_permits(1);
+    }
 }
 
 /// One live session.
@@ -130,12 +143,7 @@ impl<H: Stop> Registry<H> {
     ///
     /// Panics if `max_sessions` is 0 or above the semaphore's limit.
     pub fn new(max_sessions: usize) -> Self {
-        assert!(max_sessions >= 1, "max_sessions must be at least 1, got 0");
-        assert!(
-            max_sessions <= Semaphore::MAX_PERMITS,
-            "max_sessions must be at most {}, got {max_sessions}",
-            Semaphore::MAX_PERMITS
-        );
+        Self::validate(max_sessions);
         Self {
             max_sessions,
             sessions: ConcurrentMap::new(),
@@ -147,6 +155,16 @@ impl<H: Stop> Registry<H> {
             slot_waiters: AtomicUsize::new(0),
             changed: Notify::new(),
         }
+    }
+
+    /// Panics with an actionable message unless `max_sessions` is a usable cap.
+    pub fn validate(max_sessions: usize) {
+        assert!(max_sessions >= 1, "max_sessions must be at least 1, got 0");
+        assert!(
+            max_sessions <= Semaphore::MAX_PERMITS,
+            "max_sessions must be at most {}, got {max_sessions}",
+            Semaphore::MAX_PERMITS
+        );
     }
 
     /// The cap.
@@ -176,7 +194,7 @@ impl<H: Stop> Registry<H> {
     ///
     /// Cancel safe: the only `.await` holds no slot, and a semaphore acquire
     /// that is dropped gives back anything it was assigned.
-    pub async fn acquire_slot(&self) -> Slot {
+    pub async fn acquire_slot(&self) -> Slot<'_> {
         loop {
             if let Some(slot) = self.try_acquire_slot() {
                 return slot;
@@ -193,7 +211,7 @@ impl<H: Stop> Registry<H> {
                 permit = self.free.acquire() => {
                     if let Ok(permit) = permit {
                         permit.forget();
-                        return Slot { _owned: () };
+                        return Slot { free: &self.free };
                     }
                 }
                 () = changed => {}
@@ -204,7 +222,7 @@ impl<H: Stop> Registry<H> {
     /// A free slot, else the slot of the oldest live session, evicted;
     /// `None` when a close is about to free a slot or every slot belongs to
     /// a creation in progress (the caller waits).
-    pub fn try_acquire_slot(&self) -> Option<Slot> {
+    pub fn try_acquire_slot(&self) -> Option<Slot<'_>> {
         loop {
             // Read before trying the semaphore: reading 0 means every close
             // that removed its session has released its slot already.
@@ -222,28 +240,27 @@ impl<H: Stop> Registry<H> {
             {
                 self.live.fetch_sub(1, Ordering::Relaxed);
                 Self::finish_close(&id, &entry, CloseReason::Evicted);
-                return Some(Slot { _owned: () });
+                return Some(Slot { free: &self.free });
             }
             self.queue.popped_stale();
         }
     }
 
-    fn try_free_slot(&self) -> Option<Slot> {
+    fn try_free_slot(&self) -> Option<Slot<'_>> {
         let permit = self.free.try_acquire().ok()?;
         permit.forget();
-        Some(Slot { _owned: () })
-    }
-
-    /// Gives an unused slot back.
-    pub fn release(&self, slot: Slot) {
-        let Slot { _owned: () } = slot;
-        self.free.add_permits(1);
+        Some(Slot { free: &self.free })
     }
 
     /// Admits a session with the slot; returns its admission number. Returns
     /// the slot and the session if `id` is already live (a concurrent
     /// restore), without touching the existing session.
-    pub fn insert(&self, slot: Slot, id: SessionId, session: H) -> Result<u64, (Slot, H)> {
+    pub fn insert<'a>(
+        &'a self,
+        slot: Slot<'a>,
+        id: SessionId,
+        session: H,
+    ) -> Result<u64, (Slot<'a>, H)> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.live.fetch_add(1, Ordering::Relaxed);
         let entry = SessionEntry {
@@ -255,10 +272,12 @@ impl<H: Stop> Registry<H> {
             self.live.fetch_sub(1, Ordering::Relaxed);
             return Err((slot, entry.session));
         }
-        let Slot { _owned: () } = slot;
-        tracing::info!(session_id = %id, "session created");
-        self.queue.push(seq, id);
+        slot.into_session();
+        // Nothing that can panic between the map insert and the push: a
+        // mapped session that is not queued could never be evicted.
+        self.queue.push(seq, id.clone());
         self.wake_waiters();
+        tracing::info!(session_id = %id, "session created");
         Ok(seq)
     }
 
@@ -383,7 +402,7 @@ mod tests {
 
     type TestRegistry = Registry<CancellationToken>;
 
-    fn admit(registry: &TestRegistry, slot: Slot, n: usize) -> (SessionId, CancellationToken) {
+    fn admit(registry: &TestRegistry, slot: Slot<'_>, n: usize) -> (SessionId, CancellationToken) {
         let id: SessionId = format!("s{n}").into();
         let cancel = CancellationToken::new();
         registry
@@ -489,7 +508,7 @@ mod tests {
         let (slot, _) = registry
             .insert(slot, id, CancellationToken::new())
             .unwrap_err();
-        registry.release(slot);
+        drop(slot);
         assert_conserved(&registry);
         assert_eq!(registry.live(), 1);
     }
@@ -513,13 +532,13 @@ mod tests {
         );
         assert_conserved(&registry);
         // The old keeper is still the oldest: the compactions kept the order.
-        let slots: Vec<Slot> = (0..999)
+        let slots: Vec<Slot<'_>> = (0..999)
             .map(|_| registry.try_free_slot().unwrap())
             .collect();
         let slot = registry.acquire_slot().await;
         assert!(keeper.1.is_cancelled());
         admit(&registry, slot, usize::MAX - 1);
-        slots.into_iter().for_each(|slot| registry.release(slot));
+        drop(slots);
         assert_conserved(&registry);
     }
 
@@ -575,7 +594,7 @@ mod tests {
         assert_eq!(registry.slot_waiters.load(Ordering::SeqCst), 1);
         drop(waiter);
         assert_eq!(registry.slot_waiters.load(Ordering::SeqCst), 0);
-        registry.release(in_progress);
+        drop(in_progress);
         assert_conserved(&registry);
         assert_eq!(registry.census().free_slots, 1);
     }
@@ -608,12 +627,14 @@ mod tests {
         let in_progress = registry.acquire_slot().await;
         let waiter = tokio::spawn({
             let registry = registry.clone();
-            async move { registry.acquire_slot().await }
+            async move {
+                let slot = registry.acquire_slot().await;
+                admit(&registry, slot, 0)
+            }
         });
         tokio::task::yield_now().await;
-        registry.release(in_progress);
-        let slot = waiter.await.unwrap();
-        admit(&registry, slot, 0);
+        drop(in_progress);
+        waiter.await.unwrap();
         assert_conserved(&registry);
     }
 

@@ -23,11 +23,24 @@
 //! lease that fires after an eviction or a DELETE (which already removed the
 //! entry and cancelled the worker) does nothing, and one can never close a
 //! later session that reuses the id through `restore_session`.
+//!
+//! # rmcp's closing call
+//!
+//! When a handler task ends, rmcp's service calls `close_session(id)`, by id
+//! only, possibly seconds later (it first lets in-flight tool calls finish).
+//! If the session was evicted and its id restored from a `SessionStore` in
+//! the meantime, that call would close the *restored* session. So every
+//! lease that ends leaves a marker in [`EndedHandlers`], and the manager's
+//! `close_session` that finds a marker consumes it and closes nothing. A
+//! client DELETE racing that call still closes the current session: of the
+//! two calls, whichever comes second finds no marker.
 
 use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use dashmap::DashMap;
 
 use rmcp::RoleServer;
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
@@ -57,6 +70,47 @@ impl Stop for LiveSession {
 }
 
 pub(crate) type SessionRegistry = Registry<LiveSession>;
+
+/// Ids whose handler ended and whose closing call from rmcp's service has not
+/// arrived yet (see the module docs).
+#[derive(Debug)]
+pub(crate) struct EndedHandlers {
+    ended: DashMap<SessionId, Instant>,
+    /// Markers kept before pruning: rmcp's closing call consumes each marker
+    /// right after it is made, so only direct users of the manager that never
+    /// call `close_session` leave markers behind.
+    limit: usize,
+}
+
+impl EndedHandlers {
+    /// How long a marker waits for rmcp's closing call (which follows the
+    /// handler's end after at most rmcp's 5-second drain of in-flight calls).
+    const WAIT: Duration = Duration::from_secs(60);
+
+    pub(crate) fn new(max_sessions: usize) -> Self {
+        Self {
+            ended: DashMap::new(),
+            limit: max_sessions.saturating_mul(2).max(1024),
+        }
+    }
+
+    fn record(&self, id: SessionId) {
+        if self.ended.len() >= self.limit {
+            let now = Instant::now();
+            self.ended
+                .retain(|_, ended_at| now.duration_since(*ended_at) < Self::WAIT);
+            if self.ended.len() >= self.limit {
+                self.ended.clear();
+            }
+        }
+        self.ended.insert(id, Instant::now());
+    }
+
+    /// Consumes the marker of `id`; true if its handler had ended.
+    pub(crate) fn take(&self, id: &SessionId) -> bool {
+        self.ended.remove(id).is_some()
+    }
+}
 
 /// The per-session transport that [`BoundedSessionManager`] gives to rmcp's
 /// `StreamableHttpService`; users do not handle it directly.
@@ -109,18 +163,35 @@ impl std::fmt::Debug for SessionTransport {
 
 /// Closes admission `seq` of `id` exactly once: explicitly with a reason, or
 /// on drop as [`CloseReason::HandlerEnded`].
-struct Lease {
+pub(crate) struct Lease {
     registry: Arc<SessionRegistry>,
+    ended_handlers: Arc<EndedHandlers>,
     id: SessionId,
     seq: u64,
     ended: bool,
 }
 
 impl Lease {
+    pub(crate) fn new(
+        registry: Arc<SessionRegistry>,
+        ended_handlers: Arc<EndedHandlers>,
+        id: SessionId,
+        seq: u64,
+    ) -> Self {
+        Self {
+            registry,
+            ended_handlers,
+            id,
+            seq,
+            ended: false,
+        }
+    }
+
     fn end(&mut self, reason: CloseReason) {
         if !self.ended {
             self.ended = true;
             self.registry.close(&self.id, Some(self.seq), reason);
+            self.ended_handlers.record(self.id.clone());
         }
     }
 }
@@ -135,9 +206,7 @@ impl SessionTransport {
     pub(crate) fn new(
         inner: WorkerTransport<LocalSessionWorker>,
         handle: LocalSessionHandle,
-        registry: Arc<SessionRegistry>,
-        id: SessionId,
-        seq: u64,
+        lease: Lease,
         config: &SessionConfig,
         max_lifetime: Option<Duration>,
     ) -> Self {
@@ -145,14 +214,11 @@ impl SessionTransport {
         Self {
             inner,
             _events_open: handle,
-            lease: Lease {
-                registry,
-                id,
-                seq,
-                ended: false,
-            },
+            lease,
+            // A lifetime too long to add to the clock never ends.
             lifetime: max_lifetime
-                .map(|lifetime| Box::pin(tokio::time::sleep_until(now + lifetime))),
+                .and_then(|lifetime| now.checked_add(lifetime))
+                .map(|deadline| Box::pin(tokio::time::sleep_until(deadline))),
             init_timeout: config.init_timeout,
             keep_alive: config.keep_alive,
             received_any: false,
@@ -183,17 +249,16 @@ impl SessionTransport {
     /// only if nothing was ever received.
     fn worker_end_reason(&self) -> CloseReason {
         let now = Instant::now();
-        if !self.received_any
-            && self
-                .init_timeout
-                .is_some_and(|timeout| now >= self.created_at + timeout)
-        {
+        // `checked_add` overflowing means the timeout can never have fired.
+        let elapsed = |since: Instant, timeout: Option<Duration>| {
+            timeout
+                .and_then(|timeout| since.checked_add(timeout))
+                .is_some_and(|deadline| now >= deadline)
+        };
+        if !self.received_any && elapsed(self.created_at, self.init_timeout) {
             return CloseReason::InitTimeout;
         }
-        if self
-            .keep_alive
-            .is_some_and(|idle| now >= self.last_activity + idle)
-        {
+        if elapsed(self.last_activity, self.keep_alive) {
             return CloseReason::IdleTimeout;
         }
         CloseReason::WorkerEnded

@@ -54,6 +54,11 @@ async fn concurrent_initialize_burst_never_exceeds_the_cap() {
         std::thread::spawn(move || {
             let (mut samples, mut max_seen) = (0u64, 0);
             while !done.load(Ordering::Relaxed) {
+                // The counter, not the map's length: DashMap::len sums its
+                // shards one by one, so an eviction in one shard and an
+                // insert in another can be counted together although they
+                // never coexisted. (The loom models check the map itself,
+                // whose stand-in counts atomically.)
                 max_seen = max_seen.max(manager.session_count());
                 samples += 1;
             }

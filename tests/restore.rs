@@ -1,0 +1,116 @@
+//! Sessions restored from rmcp's `SessionStore` count against the cap and
+//! the rate limit, and rmcp's late closing call for an evicted session's
+//! handler does not close the restored session.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{TestServer, assert_conserved, eventually};
+use mcp_bounded_session::BoundedSessionManagerBuilder;
+use reqwest::StatusCode;
+use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use rmcp::transport::streamable_http_server::session::{
+    SessionState, SessionStore, SessionStoreError,
+};
+use serde_json::json;
+
+#[derive(Default)]
+struct MemoryStore(Mutex<HashMap<String, SessionState>>);
+
+#[async_trait::async_trait]
+impl SessionStore for MemoryStore {
+    async fn load(&self, id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        Ok(self.0.lock().unwrap().get(id).cloned())
+    }
+    async fn store(&self, id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
+        self.0.lock().unwrap().insert(id.to_owned(), state.clone());
+        Ok(())
+    }
+    async fn delete(&self, id: &str) -> Result<(), SessionStoreError> {
+        self.0.lock().unwrap().remove(id);
+        Ok(())
+    }
+}
+
+fn config_with_store() -> StreamableHttpServerConfig {
+    let mut config = StreamableHttpServerConfig::default();
+    config.session_store = Some(Arc::new(MemoryStore::default()));
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_session_survives_the_evicted_handlers_late_close() {
+    let server = TestServer::start_with(
+        BoundedSessionManagerBuilder::new(2).build(),
+        config_with_store(),
+    )
+    .await;
+    let client = server.client();
+    let a = client.initialize().await.unwrap();
+
+    // A tool call keeps A's handler busy after A is evicted; rmcp lets it
+    // finish before it closes A by id.
+    let slow_call = tokio::spawn({
+        let (client, a) = (client.clone(), a.clone());
+        async move {
+            client
+                .request(
+                    &a,
+                    json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                           "params": {"name": "count", "arguments": {"steps": 40, "delay_ms": 100}}}),
+                )
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.initialize().await.unwrap();
+    client.initialize().await.unwrap();
+    assert_eq!(
+        client.status_of(&a).await,
+        StatusCode::OK,
+        "A restored on use"
+    );
+
+    assert!(client.works(&a).await, "A was not restored");
+    // rmcp drains the old handler (at most 5 s), then closes A by id.
+    let _ = slow_call.await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Asked of the manager directly: a request would restore A again.
+    assert!(
+        server.manager.has_session(&a.clone().into()).await.unwrap(),
+        "the evicted handler's late close killed the restored session"
+    );
+    assert!(client.works(&a).await);
+    assert_eq!(server.manager.session_count(), 2);
+    assert_conserved(&server.manager);
+
+    // A DELETE still closes the restored session.
+    assert!(client.delete(&a).await.is_success());
+    assert!(
+        eventually(Duration::from_secs(2), || server.manager.session_count()
+            == 1)
+        .await
+    );
+}
+
+#[tokio::test]
+async fn restores_are_rate_limited_like_creations() {
+    let server = TestServer::start_with(
+        BoundedSessionManagerBuilder::new(1)
+            .rate_limit(2, Duration::from_secs(60))
+            .build(),
+        config_with_store(),
+    )
+    .await;
+    let client = server.client();
+    let a = client.initialize().await.unwrap();
+    let b = client.initialize().await.unwrap(); // evicts A
+    assert_eq!(client.status_of(&a).await, StatusCode::TOO_MANY_REQUESTS);
+    assert!(client.works(&b).await, "a refused restore evicted B");
+    assert_eq!(server.manager.session_count(), 1);
+    assert_conserved(&server.manager);
+}
