@@ -1,5 +1,5 @@
-//! An exactly bounded, lock-free session manager for rmcp's Streamable HTTP
-//! server.
+//! An exactly bounded session manager for rmcp's Streamable HTTP server, with
+//! no global lock on the request path.
 //!
 //! [`BoundedSessionManager`] implements rmcp's `SessionManager`: it keeps
 //! every client's session in memory, never more than a configured cap (the
@@ -33,8 +33,9 @@
 //! | exact cap, oldest-first eviction, slot hand-over | `registry` |
 //! | creation order, bounded stale entries | `eviction_queue` |
 //! | exact rolling-window rate limit | `rate_limiter` |
-//! | an ended session leaves at once; maximum lifetime | `session` |
+//! | an ended session leaves at once; maximum lifetime; rmcp's late close ignored | `session` |
 //! | the `SessionManager` wiring | `manager` |
+//! | loom-visible stand-ins for the primitives (model checking) | `sync` |
 //! | 429 / 404 / 503 instead of rmcp's 500 for refusals | `http` |
 
 #![warn(missing_docs)]

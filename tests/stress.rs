@@ -220,4 +220,10 @@ async fn a_million_create_close_cycles_keep_memory_flat() {
         "the queue grew with churn: up to {max_queued} entries for 100 live sessions"
     );
     assert_conserved(&manager);
+    for (id, _) in &long_lived {
+        assert!(
+            manager.has_session(id).await.unwrap(),
+            "compaction lost {id}"
+        );
+    }
 }
