@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{Bencher, BenchmarkId, Criterion, criterion_group, criterion_main};
 use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -28,6 +28,35 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// Fills a manager with `live` sessions, then measures one creation at the
+/// full cap plus `retire` of the oldest session's handle. Returns the handles
+/// still held, so the caller decides when the sessions end.
+fn measure_create_at_cap<S>(
+    b: &mut Bencher<'_>,
+    rt: &tokio::runtime::Runtime,
+    live: usize,
+    create: impl AsyncFn() -> S,
+    retire: impl AsyncFn(S),
+) -> VecDeque<S> {
+    let mut held = VecDeque::with_capacity(live + 1);
+    rt.block_on(async {
+        for _ in 0..live {
+            held.push_back(create().await);
+        }
+    });
+    b.iter_custom(|iters| {
+        rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..iters {
+                held.push_back(create().await);
+                retire(held.pop_front().expect("filled")).await;
+            }
+            start.elapsed()
+        })
+    });
+    held
+}
+
 fn create_at_cap(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("create_at_cap");
@@ -38,70 +67,44 @@ fn create_at_cap(c: &mut Criterion) {
     for live in LIVE {
         group.bench_with_input(BenchmarkId::new("bounded", live), &live, |b, &live| {
             let manager = BoundedSessionManager::new(SessionConfig::default(), live);
-            let mut held = VecDeque::with_capacity(live + 1);
-            rt.block_on(async {
-                for _ in 0..live {
-                    held.push_back(manager.create_session().await.unwrap());
-                }
-            });
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        // Evicts the oldest session and takes its slot.
-                        held.push_back(manager.create_session().await.unwrap());
-                        drop(held.pop_front());
-                    }
-                    start.elapsed()
-                })
-            });
+            // The creation evicts the oldest session and takes its slot;
+            // dropping the evicted transport is all that is left to do.
+            let held = measure_create_at_cap(
+                b,
+                &rt,
+                live,
+                async || manager.create_session().await.unwrap(),
+                async |oldest| drop(oldest),
+            );
             assert_eq!(manager.session_count(), live);
+            drop(held);
         });
-
         group.bench_with_input(BenchmarkId::new("rmcp_local", live), &live, |b, &live| {
             let manager = LocalSessionManager::default();
-            let mut held = VecDeque::with_capacity(live + 1);
-            rt.block_on(async {
-                for _ in 0..live {
-                    held.push_back(manager.create_session().await.unwrap());
-                }
-            });
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        held.push_back(manager.create_session().await.unwrap());
-                        // The same eviction, by hand: close the oldest.
-                        let (oldest, transport) = held.pop_front().unwrap();
-                        manager.close_session(&oldest).await.unwrap();
-                        drop(transport);
-                    }
-                    start.elapsed()
-                })
-            });
+            // The same eviction, by hand: close the oldest.
+            measure_create_at_cap(
+                b,
+                &rt,
+                live,
+                async || manager.create_session().await.unwrap(),
+                async |(oldest, transport)| {
+                    manager.close_session(&oldest).await.unwrap();
+                    drop(transport);
+                },
+            );
         });
-
         group.bench_with_input(BenchmarkId::new("mcp_session", live), &live, |b, &live| {
             let manager = mcp_session::BoundedSessionManager::new(
                 mcp_session::SessionConfig::default(),
                 live,
             );
-            let mut held = VecDeque::with_capacity(live + 1);
-            rt.block_on(async {
-                for _ in 0..live {
-                    held.push_back(manager.create_session().await.unwrap());
-                }
-            });
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        held.push_back(manager.create_session().await.unwrap());
-                        drop(held.pop_front());
-                    }
-                    start.elapsed()
-                })
-            });
+            measure_create_at_cap(
+                b,
+                &rt,
+                live,
+                async || manager.create_session().await.unwrap(),
+                async |oldest| drop(oldest),
+            );
         });
     }
     group.finish();
