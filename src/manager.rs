@@ -291,9 +291,9 @@ impl SessionManager for BoundedSessionManager {
     /// # Cancel safety
     ///
     /// Cancel safe. The only suspension point is waiting for a slot, which
-    /// happens only while every slot belongs to a creation still in progress;
-    /// dropping the future there returns its rate-limit grant and holds no
-    /// slot.
+    /// happens only while a close is in flight or every slot belongs to a
+    /// creation still in progress; dropping the future there returns its
+    /// rate-limit grant and holds no slot.
     async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
         let grant = self.rate_grant()?;
         loop {

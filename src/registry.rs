@@ -17,14 +17,18 @@
 //!    never through the semaphore, so a third creator cannot take it and make
 //!    the burst overshoot.
 //!
-//!    A creator evicts only when no slot is free *and none is on its way*: a
-//!    close counts itself in `closing` before it removes its session and
-//!    uncounts itself after it released the slot. A creator that sees a close
-//!    in flight waits for that slot instead of evicting, so a DELETE racing
-//!    a creation at a full cap never costs a second session its place. (Found
-//!    by the loom model `eviction_takes_the_oldest_live_session`.) Reading
-//!    `closing` before trying the semaphore makes this exact: if the creator
-//!    reads 0, every close that removed a session already released its slot.
+//!    A creator evicts only when, as it looks, no slot is free *and none is
+//!    on its way*: a close counts itself in `closing` before it removes its
+//!    session and uncounts itself after it released the slot. A creator that
+//!    sees a close in flight waits for that slot instead of evicting, so a
+//!    DELETE already under way never costs a second session its place.
+//!    (Found by the loom model `eviction_takes_the_oldest_live_session`.)
+//!    Reading `closing` before trying the semaphore makes the look exact: if
+//!    the creator reads 0, every close that removed a session already
+//!    released its slot. A close that *starts and finishes* between the look
+//!    and the eviction is not undone: its slot stays free, and the evicted
+//!    session was still the oldest live one when it went (loom model
+//!    `eviction_racing_compaction_takes_the_oldest_live_session`).
 //! 3. **Every live session is queued once** (kept by [`EvictionQueue`]): an
 //!    admission is inserted into the map before its entry is pushed, so an
 //!    evictor never mistakes a new entry for a stale one.
@@ -51,8 +55,8 @@
 //! A creator waits when no slot is free and either a close is in flight or
 //! the queue holds no live session (every slot is owned by a creation
 //! between its slot and its push, a synchronous window). It waits for a
-//! permit, or for a `changed` notification: a push, or the end of a close
-//! (whose slot may have gone to a creator that never waited). A Dekker-style pair of `SeqCst` fences (waiter: count
+//! `changed` notification, sent by a push, the end of a close, or a slot
+//! given back unused. A Dekker-style pair of `SeqCst` fences (waiter: count
 //! itself, then look; notifier: change, then look for waiters) guarantees
 //! that one of them sees the other, so no waiter sleeps through a change.
 
@@ -79,7 +83,7 @@ pub trait Stop {
 #[must_use = "dropping a Slot gives it back"]
 #[derive(Debug)]
 pub struct Slot<'a> {
-    free: &'a Semaphore,
+    slots: &'a Slots,
 }
 
 impl Slot<'_> {
@@ -91,7 +95,44 @@ impl Slot<'_> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
+        self.slots.release();
+    }
+}
+
+/// Slot accounting: the free slots, the closes in flight, and the creators
+/// waiting for either to change.
+///
+/// Creators never queue on the semaphore (only `try_acquire` and
+/// `add_permits` are used): a queued acquirer would be handed a released
+/// permit directly, leaving a slot neither free nor owned while other
+/// creators decide whether to evict. Waiting is on `changed` alone.
+#[derive(Debug)]
+struct Slots {
+    free: Semaphore,
+    closing: AtomicUsize,
+    waiters: AtomicUsize,
+    changed: Notify,
+}
+
+impl Slots {
+    fn try_take(&self) -> Option<Slot<'_>> {
+        let permit = self.free.try_acquire().ok()?;
+        permit.forget();
+        Some(Slot { slots: self })
+    }
+
+    /// Frees a slot that no session owns.
+    fn release(&self) {
         self.free.add_permits(1);
+        self.wake_waiters();
+    }
+
+    /// Wakes creators waiting for a change (see the module docs).
+    fn wake_waiters(&self) {
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            self.changed.notify_waiters();
+        }
     }
 }
 
@@ -111,12 +152,9 @@ pub struct Registry<H> {
     max_sessions: usize,
     sessions: ConcurrentMap<SessionId, SessionEntry<H>>,
     queue: EvictionQueue,
-    free: Semaphore,
+    slots: Slots,
     live: AtomicUsize,
     next_seq: AtomicU64,
-    closing: AtomicUsize,
-    slot_waiters: AtomicUsize,
-    changed: Notify,
 }
 
 /// Counts a waiting creator for as long as it waits, even if its future is
@@ -148,12 +186,14 @@ impl<H: Stop> Registry<H> {
             max_sessions,
             sessions: ConcurrentMap::new(),
             queue: EvictionQueue::new(),
-            free: Semaphore::new(max_sessions),
+            slots: Slots {
+                free: Semaphore::new(max_sessions),
+                closing: AtomicUsize::new(0),
+                waiters: AtomicUsize::new(0),
+                changed: Notify::new(),
+            },
             live: AtomicUsize::new(0),
             next_seq: AtomicU64::new(0),
-            closing: AtomicUsize::new(0),
-            slot_waiters: AtomicUsize::new(0),
-            changed: Notify::new(),
         }
     }
 
@@ -192,30 +232,21 @@ impl<H: Stop> Registry<H> {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: the only `.await` holds no slot, and a semaphore acquire
-    /// that is dropped gives back anything it was assigned.
+    /// Cancel safe: the only `.await` waits for a notification and holds
+    /// nothing; the waiter count is restored on drop.
     pub async fn acquire_slot(&self) -> Slot<'_> {
         loop {
             if let Some(slot) = self.try_acquire_slot() {
                 return slot;
             }
-            let _waiting = WaiterGuard::new(&self.slot_waiters);
-            let mut changed = pin!(self.changed.notified());
+            let _waiting = WaiterGuard::new(&self.slots.waiters);
+            let mut changed = pin!(self.slots.changed.notified());
             changed.as_mut().enable();
             fence(Ordering::SeqCst);
             if let Some(slot) = self.try_acquire_slot() {
                 return slot;
             }
-            tokio::select! {
-                biased;
-                permit = self.free.acquire() => {
-                    if let Ok(permit) = permit {
-                        permit.forget();
-                        return Slot { free: &self.free };
-                    }
-                }
-                () = changed => {}
-            }
+            changed.await;
         }
     }
 
@@ -226,8 +257,8 @@ impl<H: Stop> Registry<H> {
         loop {
             // Read before trying the semaphore: reading 0 means every close
             // that removed its session has released its slot already.
-            let closing = self.closing.load(Ordering::SeqCst);
-            if let Some(slot) = self.try_free_slot() {
+            let closing = self.slots.closing.load(Ordering::SeqCst);
+            if let Some(slot) = self.slots.try_take() {
                 return Some(slot);
             }
             if closing > 0 {
@@ -239,17 +270,13 @@ impl<H: Stop> Registry<H> {
                 .remove_if(&oldest.id, |entry| entry.seq == oldest.seq)
             {
                 self.live.fetch_sub(1, Ordering::Relaxed);
+                // The slot exists before anything that could panic runs.
+                let slot = Slot { slots: &self.slots };
                 Self::finish_close(&id, &entry, CloseReason::Evicted);
-                return Some(Slot { free: &self.free });
+                return Some(slot);
             }
             self.queue.popped_stale();
         }
-    }
-
-    fn try_free_slot(&self) -> Option<Slot<'_>> {
-        let permit = self.free.try_acquire().ok()?;
-        permit.forget();
-        Some(Slot { free: &self.free })
     }
 
     /// Admits a session with the slot; returns its admission number. Returns
@@ -276,17 +303,9 @@ impl<H: Stop> Registry<H> {
         // Nothing that can panic between the map insert and the push: a
         // mapped session that is not queued could never be evicted.
         self.queue.push(seq, id.clone());
-        self.wake_waiters();
+        self.slots.wake_waiters();
         tracing::info!(session_id = %id, "session created");
         Ok(seq)
-    }
-
-    /// Wakes creators waiting for a change (see the module docs).
-    fn wake_waiters(&self) {
-        fence(Ordering::SeqCst);
-        if self.slot_waiters.load(Ordering::Relaxed) > 0 {
-            self.changed.notify_waiters();
-        }
     }
 
     /// Removes the session (only admission `seq`, if given), stops its worker
@@ -296,7 +315,7 @@ impl<H: Stop> Registry<H> {
         if !self.sessions.contains_key(id) {
             return false;
         }
-        self.closing.fetch_add(1, Ordering::SeqCst);
+        self.slots.closing.fetch_add(1, Ordering::SeqCst);
         self.queue.will_leave_stale();
         let removed = match seq {
             Some(seq) => self.sessions.remove_if(id, |entry| entry.seq == seq),
@@ -304,18 +323,18 @@ impl<H: Stop> Registry<H> {
         };
         let Some((id, entry)) = removed else {
             self.queue.left_nothing();
-            self.closing.fetch_sub(1, Ordering::SeqCst);
+            self.slots.closing.fetch_sub(1, Ordering::SeqCst);
             // A creator may be waiting for the slot this close announced.
-            self.wake_waiters();
+            self.slots.wake_waiters();
             return false;
         };
         let live = self.live.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.free.add_permits(1);
-        self.closing.fetch_sub(1, Ordering::SeqCst);
-        // A creator that waited for this slot may have lost it to another
-        // that never waited; it must look again now that nothing is in flight.
+        self.slots.free.add_permits(1);
+        self.slots.closing.fetch_sub(1, Ordering::SeqCst);
+        // Waiters look again only now that nothing is in flight: one woken
+        // by the permit alone could see `closing > 0` and sleep for good.
         // (Found by the loom model `close_racing_eviction_racing_creation_*`.)
-        self.wake_waiters();
+        self.slots.wake_waiters();
         Self::finish_close(&id, &entry, reason);
         self.queue
             .compact_if_needed(live, |queued| self.is_current(queued));
@@ -344,7 +363,7 @@ impl<H: Stop> Registry<H> {
             max_sessions: self.max_sessions,
             live: self.live(),
             mapped: self.sessions.len(),
-            free_slots: self.free.available_permits(),
+            free_slots: self.slots.free.available_permits(),
             queued: self.queue.queued(),
             stale: self.queue.stale(),
         }
@@ -545,7 +564,7 @@ mod tests {
         assert_conserved(&registry);
         // The old keeper is still the oldest: the compactions kept the order.
         let slots: Vec<Slot<'_>> = (0..999)
-            .map(|_| registry.try_free_slot().unwrap())
+            .map(|_| registry.slots.try_take().unwrap())
             .collect();
         let slot = registry.acquire_slot().await;
         assert!(keeper.1.is_cancelled());
@@ -603,9 +622,9 @@ mod tests {
         let in_progress = registry.acquire_slot().await;
         let mut waiter = Box::pin(registry.acquire_slot());
         assert!(futures::poll!(waiter.as_mut()).is_pending());
-        assert_eq!(registry.slot_waiters.load(Ordering::SeqCst), 1);
+        assert_eq!(registry.slots.waiters.load(Ordering::SeqCst), 1);
         drop(waiter);
-        assert_eq!(registry.slot_waiters.load(Ordering::SeqCst), 0);
+        assert_eq!(registry.slots.waiters.load(Ordering::SeqCst), 0);
         drop(in_progress);
         assert_conserved(&registry);
         assert_eq!(registry.census().free_slots, 1);

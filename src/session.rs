@@ -72,43 +72,70 @@ impl Stop for LiveSession {
 pub(crate) type SessionRegistry = Registry<LiveSession>;
 
 /// Ids whose handler ended and whose closing call from rmcp's service has not
-/// arrived yet (see the module docs).
+/// arrived yet (see the module docs): per id, how many such calls are due and
+/// when the last handler ended.
 #[derive(Debug)]
 pub(crate) struct EndedHandlers {
-    ended: DashMap<SessionId, Instant>,
-    /// Markers kept before pruning: rmcp's closing call consumes each marker
-    /// right after it is made, so only direct users of the manager that never
-    /// call `close_session` leave markers behind.
+    ended: DashMap<SessionId, (u32, Instant)>,
+    /// When the markers were last scanned for expiry; a full map is scanned
+    /// at most once per `PRUNE_EVERY`, so recording stays O(1) amortised.
+    last_prune: parking_lot::Mutex<Option<Instant>>,
+    /// Markers kept at most: rmcp's closing call consumes each marker right
+    /// after it is made, so only direct users of the manager that never call
+    /// `close_session` leave markers behind; those expire after `WAIT`.
     limit: usize,
 }
 
 impl EndedHandlers {
-    /// How long a marker waits for rmcp's closing call (which follows the
-    /// handler's end after at most rmcp's 5-second drain of in-flight calls).
+    /// How long a marker waits for rmcp's closing call, which follows the
+    /// handler's end after at most rmcp's 5-second drain of in-flight calls.
     const WAIT: Duration = Duration::from_secs(60);
+    const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
     pub(crate) fn new(max_sessions: usize) -> Self {
         Self {
             ended: DashMap::new(),
+            last_prune: parking_lot::Mutex::new(None),
             limit: max_sessions.saturating_mul(2).max(1024),
         }
     }
 
     fn record(&self, id: SessionId) {
+        let now = Instant::now();
         if self.ended.len() >= self.limit {
-            let now = Instant::now();
-            self.ended
-                .retain(|_, ended_at| now.duration_since(*ended_at) < Self::WAIT);
+            let pruned_lately = self.last_prune.try_lock().is_none_or(|mut last| {
+                let lately = last.is_some_and(|at| now.duration_since(at) < Self::PRUNE_EVERY);
+                if !lately {
+                    *last = Some(now);
+                }
+                lately
+            });
+            if !pruned_lately {
+                self.ended
+                    .retain(|_, (_, ended_at)| now.duration_since(*ended_at) < Self::WAIT);
+            }
             if self.ended.len() >= self.limit {
-                self.ended.clear();
+                // Every marker is recent: keep them and skip this one, so the
+                // memory stays bounded and only this session loses the
+                // protection.
+                return;
             }
         }
-        self.ended.insert(id, Instant::now());
+        let mut marker = self.ended.entry(id).or_insert((0, now));
+        marker.0 += 1;
+        marker.1 = now;
     }
 
-    /// Consumes the marker of `id`; true if its handler had ended.
+    /// Consumes one due closing call for `id`; true if one was due.
     pub(crate) fn take(&self, id: &SessionId) -> bool {
-        self.ended.remove(id).is_some()
+        let now = Instant::now();
+        let mut due = false;
+        self.ended.remove_if_mut(id, |_, (count, ended_at)| {
+            due = now.duration_since(*ended_at) < Self::WAIT;
+            *count -= 1;
+            !due || *count == 0
+        });
+        due
     }
 }
 
@@ -308,5 +335,39 @@ impl Transport<RoleServer> for SessionTransport {
     async fn close(&mut self) -> Result<(), Self::Error> {
         self.lease.end(CloseReason::HandlerEnded);
         self.inner.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn each_ended_handler_excuses_one_close_for_a_while() {
+        let ended = EndedHandlers::new(4);
+        let id: SessionId = "a".into();
+        assert!(!ended.take(&id), "nothing ended: a close is a DELETE");
+        // Evicted, restored and evicted again: two late closes are due.
+        ended.record(id.clone());
+        ended.record(id.clone());
+        assert!(ended.take(&id));
+        assert!(ended.take(&id));
+        assert!(!ended.take(&id));
+        // A marker nobody consumed does not swallow a DELETE much later.
+        ended.record(id.clone());
+        tokio::time::advance(EndedHandlers::WAIT).await;
+        assert!(!ended.take(&id));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn markers_stay_bounded() {
+        let ended = EndedHandlers::new(1);
+        for n in 0..5_000 {
+            ended.record(format!("s{n}").into());
+        }
+        assert!(ended.ended.len() <= ended.limit);
+        tokio::time::advance(EndedHandlers::WAIT).await;
+        ended.record("late".into());
+        assert!(ended.ended.len() <= 1, "expired markers are dropped");
     }
 }

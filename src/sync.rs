@@ -75,9 +75,9 @@ mod imp {
 #[cfg(mcp_bounded_session_loom)]
 mod imp {
     //! Loom stand-ins. Each keeps the contract the core relies on:
-    //! linearizable map and queue operations, a semaphore whose `acquire`
-    //! wakes when permits are added, and a `Notify` whose enabled
-    //! `Notified` futures are woken by every later `notify_waiters`.
+    //! linearizable map and queue operations, a counting semaphore, and a
+    //! `Notify` whose `Notified` futures are woken by every `notify_waiters`
+    //! after their creation (and that stores no permit).
 
     use std::collections::{HashMap, VecDeque};
     use std::future::Future;
@@ -177,11 +177,13 @@ mod imp {
         }
     }
 
-    /// Counting semaphore with tokio's contract for the calls used here.
+    /// Counting semaphore with tokio's contract for the calls used here
+    /// (`try_acquire`, `add_permits`; nobody queues on it, see
+    /// `registry.rs`, so tokio's hand-over of permits to queued waiters
+    /// never happens and need not be modelled).
     #[derive(Debug)]
     pub(crate) struct Semaphore {
         permits: Mutex<usize>,
-        waiters: Mutex<Vec<Waker>>,
     }
 
     #[derive(Debug)]
@@ -211,7 +213,6 @@ mod imp {
         pub(crate) fn new(permits: usize) -> Self {
             Self {
                 permits: Mutex::new(permits),
-                waiters: Mutex::new(Vec::new()),
             }
         }
         pub(crate) fn try_acquire(&self) -> Result<SemaphorePermit<'_>, TryAcquireError> {
@@ -224,27 +225,9 @@ mod imp {
         }
         pub(crate) fn add_permits(&self, n: usize) {
             *self.permits.lock() += n;
-            for waker in std::mem::take(&mut *self.waiters.lock()) {
-                waker.wake();
-            }
         }
         pub(crate) fn available_permits(&self) -> usize {
             *self.permits.lock()
-        }
-        pub(crate) async fn acquire(&self) -> Result<SemaphorePermit<'_>, TryAcquireError> {
-            std::future::poll_fn(|cx| {
-                if let Ok(permit) = self.try_acquire() {
-                    return Poll::Ready(Ok(permit));
-                }
-                self.waiters.lock().push(cx.waker().clone());
-                // A permit added between the check and the registration
-                // woke nobody: check again.
-                match self.try_acquire() {
-                    Ok(permit) => Poll::Ready(Ok(permit)),
-                    Err(_) => Poll::Pending,
-                }
-            })
-            .await
         }
     }
 
@@ -268,27 +251,26 @@ mod imp {
                 waker.wake();
             }
         }
+        /// Like tokio's, the future is tied to the `notify_waiters` calls
+        /// made after its creation.
         pub(crate) fn notified(&self) -> Notified<'_> {
             Notified {
                 notify: self,
-                enabled_at: None,
+                created_at: *self.generation.lock(),
             }
         }
     }
 
-    /// Completes once `notify_waiters` runs after it was enabled.
+    /// Completes once `notify_waiters` ran after its creation.
     #[derive(Debug)]
     pub(crate) struct Notified<'a> {
         notify: &'a Notify,
-        enabled_at: Option<u64>,
+        created_at: u64,
     }
 
     impl Notified<'_> {
+        /// A no-op: the generation is captured at creation already.
         pub(crate) fn enable(self: Pin<&mut Self>) -> bool {
-            let this = self.get_mut();
-            if this.enabled_at.is_none() {
-                this.enabled_at = Some(*this.notify.generation.lock());
-            }
             false
         }
     }
@@ -298,14 +280,12 @@ mod imp {
 
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
             let this = self.get_mut();
-            let enabled_at = *this
-                .enabled_at
-                .get_or_insert_with(|| *this.notify.generation.lock());
-            if *this.notify.generation.lock() != enabled_at {
+            let created_at = this.created_at;
+            if *this.notify.generation.lock() != created_at {
                 return Poll::Ready(());
             }
             this.notify.waiters.lock().push(cx.waker().clone());
-            if *this.notify.generation.lock() != enabled_at {
+            if *this.notify.generation.lock() != created_at {
                 return Poll::Ready(());
             }
             Poll::Pending

@@ -100,7 +100,10 @@ async fn stress(cap: usize) {
                             // DELETE: the worker stops, so its handler ends.
                             let (id, handler) = mine.swap_remove(pick);
                             manager.close_session(&id).await.unwrap();
-                            handler.await.unwrap();
+                            tokio::time::timeout(Duration::from_secs(10), handler)
+                                .await
+                                .expect("the handler outlived its closed session")
+                                .unwrap();
                             assert!(!manager.has_session(&id).await.unwrap());
                         }
                         9 if !mine.is_empty() => {
