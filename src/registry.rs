@@ -331,9 +331,10 @@ impl<H: Stop> Registry<H> {
         let live = self.live.fetch_sub(1, Ordering::Relaxed) - 1;
         self.slots.free.add_permits(1);
         self.slots.closing.fetch_sub(1, Ordering::SeqCst);
-        // Waiters look again only now that nothing is in flight: one woken
-        // by the permit alone could see `closing > 0` and sleep for good.
-        // (Found by the loom model `close_racing_eviction_racing_creation_*`.)
+        // Wake only once `closing` has dropped: a waiter that looked while
+        // this close was in flight waits for it, and the freed slot may go
+        // to a creator that never waited. (Found by the loom model
+        // `close_racing_eviction_racing_creation_*`.)
         self.slots.wake_waiters();
         Self::finish_close(&id, &entry, reason);
         self.queue

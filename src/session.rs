@@ -33,7 +33,10 @@
 //! lease that ends leaves a marker in [`EndedHandlers`], and the manager's
 //! `close_session` that finds a marker consumes it and closes nothing. A
 //! client DELETE racing that call still closes the current session: of the
-//! two calls, whichever comes second finds no marker.
+//! two calls, whichever comes second finds no marker. Markers count per id
+//! (an id evicted twice owes two calls) and expire after a minute, so one
+//! left behind by a direct user of the manager cannot swallow a later
+//! DELETE.
 
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -144,7 +147,10 @@ impl EndedHandlers {
 ///
 /// It carries messages between the MCP handler and the session worker, and
 /// closes the session in the manager when either side ends or the session
-/// reaches its maximum lifetime.
+/// reaches its maximum lifetime. It must be driven the way rmcp's service
+/// drives it (`receive` until `None`, then drop): that is how the end of the
+/// worker is noticed, and rmcp's local worker only answers requests to a
+/// session that has ended once its transport is dropped.
 ///
 /// # Example
 ///
