@@ -631,17 +631,23 @@ mod tests {
         assert_eq!(registry.census().free_slots, 1);
     }
 
+    /// A task that waits for a slot and admits session `n` with it.
+    fn spawn_creator(
+        registry: &Arc<TestRegistry>,
+        n: usize,
+    ) -> tokio::task::JoinHandle<(SessionId, CancellationToken)> {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let slot = registry.acquire_slot().await;
+            admit(&registry, slot, n)
+        })
+    }
+
     #[tokio::test]
     async fn waiter_wakes_to_evict_a_new_admission() {
         let registry = Arc::new(TestRegistry::new(1));
         let in_progress = registry.acquire_slot().await;
-        let waiter = tokio::spawn({
-            let registry = registry.clone();
-            async move {
-                let slot = registry.acquire_slot().await;
-                admit(&registry, slot, 1)
-            }
-        });
+        let waiter = spawn_creator(&registry, 1);
         tokio::task::yield_now().await;
         let (_, first_cancel) = admit(&registry, in_progress, 0);
         let (second, _) = waiter.await.unwrap();
@@ -657,13 +663,7 @@ mod tests {
     async fn waiter_takes_a_released_slot() {
         let registry = Arc::new(TestRegistry::new(1));
         let in_progress = registry.acquire_slot().await;
-        let waiter = tokio::spawn({
-            let registry = registry.clone();
-            async move {
-                let slot = registry.acquire_slot().await;
-                admit(&registry, slot, 0)
-            }
-        });
+        let waiter = spawn_creator(&registry, 0);
         tokio::task::yield_now().await;
         drop(in_progress);
         waiter.await.unwrap();
