@@ -1,0 +1,174 @@
+//! Request-path lookups (`has_session`) by several tasks while one task
+//! creates sessions at a full cap: this crate, rmcp 3.11's
+//! `LocalSessionManager` (the bench closes the oldest session itself, so the
+//! work is equal) and `mcp-session` 0.2, in one run. Criterion reports
+//! lookups per second; the creations per second the creator sustained
+//! meanwhile are printed at the end.
+//!
+//! ```text
+//! cargo bench --bench lookup_under_churn
+//! ```
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp_v1::transport::streamable_http_server::session::SessionManager as SessionManagerV1;
+
+const LIVE: [usize; 3] = [100, 1_000, 10_000];
+const READERS: usize = 4;
+const LOOKUPS_PER_READER: usize = 2_000;
+/// Readers yield every this many lookups and the creator after every
+/// creation, alike for every manager. Without yields, tokio's cooperative
+/// scheduling lets whichever task never suspends hold one of the two
+/// threads, and the numbers measure scheduling instead of the managers (a
+/// creator yielding every 64 creations cut this crate's lookups fourfold).
+const YIELD_EVERY: usize = 64;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Creations counted during the measured rounds of one manager.
+#[derive(Default)]
+struct CreateRate {
+    creates: u64,
+    elapsed: Duration,
+}
+
+/// Benchmarks one manager: `$create` makes a session at the full cap (the
+/// creator holds its handle), `$retire` ends the oldest handle, `$lookup`
+/// is the request-path check.
+macro_rules! bench_manager {
+    ($group:expr, $rt:expr, $rates:expr, $name:literal, $live:expr, $manager:expr,
+     create: |$cm:ident| $create:expr,
+     retire: |$rm:ident, $old:ident| $retire:expr,
+     lookup: |$lm:ident, $id:ident| $lookup:expr $(,)?) => {{
+        let manager = Arc::new($manager);
+        let held = Arc::new(Mutex::new(VecDeque::new()));
+        let ids = $rt.block_on(async {
+            let mut ids = Vec::with_capacity($live);
+            for _ in 0..$live {
+                let $cm = &*manager;
+                let (id, transport) = $create;
+                ids.push(id.clone());
+                held.lock().unwrap().push_back((id, transport));
+            }
+            Arc::new(ids)
+        });
+        let rate = Arc::new(Mutex::new(CreateRate::default()));
+        $group.bench_with_input(BenchmarkId::new($name, $live), &$live, |b, _| {
+            b.iter_custom(|iters| {
+                $rt.block_on(async {
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let creator = tokio::spawn({
+                        let (manager, held, stop, rate) =
+                            (manager.clone(), held.clone(), stop.clone(), rate.clone());
+                        async move {
+                            let start = Instant::now();
+                            let mut creates = 0u64;
+                            while !stop.load(Ordering::Relaxed) {
+                                let $cm = &*manager;
+                                let created = $create;
+                                let $old = {
+                                    let mut held = held.lock().unwrap();
+                                    held.push_back(created);
+                                    held.pop_front().expect("filled")
+                                };
+                                let $rm = &*manager;
+                                $retire;
+                                creates += 1;
+                                tokio::task::yield_now().await;
+                            }
+                            let mut rate = rate.lock().unwrap();
+                            rate.creates += creates;
+                            rate.elapsed += start.elapsed();
+                        }
+                    });
+                    let start = Instant::now();
+                    let readers: Vec<_> = (0..READERS)
+                        .map(|reader| {
+                            let (manager, ids) = (manager.clone(), ids.clone());
+                            tokio::spawn(async move {
+                                let mut found = 0usize;
+                                for i in 0..iters as usize * LOOKUPS_PER_READER {
+                                    let $id = &ids[(i * 7 + reader) % ids.len()];
+                                    let $lm = &*manager;
+                                    found += usize::from($lookup);
+                                    if i % YIELD_EVERY == 0 {
+                                        tokio::task::yield_now().await;
+                                    }
+                                }
+                                found
+                            })
+                        })
+                        .collect();
+                    for reader in readers {
+                        black_box(reader.await.unwrap());
+                    }
+                    let elapsed = start.elapsed();
+                    stop.store(true, Ordering::Relaxed);
+                    creator.await.unwrap();
+                    elapsed
+                })
+            });
+        });
+        let rate = rate.lock().unwrap();
+        $rates.push((
+            format!("{}/{}", $name, $live),
+            rate.creates as f64 / rate.elapsed.as_secs_f64().max(1e-9),
+        ));
+    }};
+}
+
+fn lookup_under_churn(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("lookup_under_churn");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements((READERS * LOOKUPS_PER_READER) as u64));
+    let mut rates: Vec<(String, f64)> = Vec::new();
+    for live in LIVE {
+        bench_manager!(
+            group, rt, rates, "bounded", live,
+            BoundedSessionManager::new(SessionConfig::default(), live),
+            create: |m| m.create_session().await.unwrap(),
+            // The creation evicted the oldest; its handle is just dropped.
+            retire: |_m, oldest| drop(oldest),
+            lookup: |m, id| m.has_session(id).await.unwrap(),
+        );
+        bench_manager!(
+            group, rt, rates, "rmcp_local", live,
+            LocalSessionManager::default(),
+            create: |m| m.create_session().await.unwrap(),
+            retire: |m, oldest| m.close_session(&oldest.0).await.unwrap(),
+            lookup: |m, id| m.has_session(id).await.unwrap(),
+        );
+        bench_manager!(
+            group, rt, rates, "mcp_session", live,
+            mcp_session::BoundedSessionManager::new(mcp_session::SessionConfig::default(), live),
+            create: |m| m.create_session().await.unwrap(),
+            retire: |_m, oldest| drop(oldest),
+            lookup: |m, id| m.has_session(id).await.unwrap(),
+        );
+    }
+    group.finish();
+    for (name, per_second) in rates {
+        println!("lookup_under_churn/{name}: creator sustained {per_second:.0} creates/s");
+    }
+}
+
+criterion_group!(benches, lookup_under_churn);
+criterion_main!(benches);
