@@ -37,8 +37,9 @@
 //!    the entry out of the map, cancels its worker and frees or hands over
 //!    its slot in the same synchronous step.
 //! 5. **No lock across `.await`, lookups never wait for admission.** Lookups
-//!    are single `DashMap` reads. The only `.await` in admission is waiting for
-//!    a slot, which holds nothing; everything else is synchronous.
+//!    are single `DashMap` reads, which at most wait out one insert or
+//!    removal in the same shard. The only `.await` in admission is waiting
+//!    for a slot, which holds nothing; everything else is synchronous.
 //!
 //! # The live counter
 //!
