@@ -1,0 +1,132 @@
+//! Resident memory per idle, initialized session at 10,000 sessions, for
+//! this crate, rmcp 3.11's `LocalSessionManager` and `mcp-session` 0.2.
+//!
+//! Each manager is measured in a child process of its own (allocators do not
+//! give memory back, so sequential measurements in one process would
+//! interfere): the process RSS before and after creating and initializing
+//! the sessions, each with its MCP handler running, divided by their number.
+//!
+//! ```text
+//! cargo bench --bench memory_per_session
+//! ```
+
+use std::process::Command;
+use std::sync::Arc;
+
+const SESSIONS: usize = 10_000;
+const MANAGERS: [&str; 3] = ["bounded", "rmcp_local", "mcp_session"];
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .expect("statm resident field");
+    // The page size of every platform this bench runs on (x86-64, aarch64 Linux).
+    pages * 4096
+}
+
+fn initialize_json() -> serde_json::Value {
+    serde_json::json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-03-26",
+            "capabilities": {},
+            "clientInfo": { "name": "memory-bench", "version": "1" }
+        }
+    })
+}
+
+struct Silent;
+impl rmcp::ServerHandler for Silent {}
+struct SilentV1;
+impl rmcp_v1::ServerHandler for SilentV1 {}
+
+/// Creates and initializes `SESSIONS` sessions with `$manager`, each served
+/// by a handler from `$serve`; returns the manager (kept alive).
+macro_rules! fill {
+    ($manager:expr, $trait:path, $message:ty, $serve:expr) => {{
+        use $trait as _;
+        let manager = Arc::new($manager);
+        for _ in 0..SESSIONS {
+            let (id, transport) = manager.create_session().await.unwrap();
+            tokio::spawn(async move {
+                if let Ok(service) = $serve(transport).await {
+                    let _ = service.waiting().await;
+                }
+            });
+            let message: $message = serde_json::from_value(initialize_json()).unwrap();
+            manager.initialize_session(&id, message).await.unwrap();
+        }
+        manager
+    }};
+}
+
+fn measure(manager: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let before = resident_bytes();
+        let mut config = mcp_bounded_session::SessionConfig::default();
+        config.keep_alive = None;
+        let keep: Box<dyn std::any::Any> = match manager {
+            "bounded" => Box::new(fill!(
+                mcp_bounded_session::BoundedSessionManager::new(config, SESSIONS),
+                rmcp::transport::streamable_http_server::session::SessionManager,
+                rmcp::model::ClientJsonRpcMessage,
+                |t| rmcp::serve_server(Silent, t)
+            )),
+            "rmcp_local" => {
+                let mut local = rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default();
+                local.session_config.keep_alive = None;
+                Box::new(fill!(
+                    local,
+                    rmcp::transport::streamable_http_server::session::SessionManager,
+                    rmcp::model::ClientJsonRpcMessage,
+                    |t| rmcp::serve_server(Silent, t)
+                ))
+            }
+            _ => {
+                let mut config = mcp_session::SessionConfig::default();
+                config.keep_alive = None;
+                Box::new(fill!(
+                    mcp_session::BoundedSessionManager::new(config, SESSIONS),
+                    rmcp_v1::transport::streamable_http_server::session::SessionManager,
+                    rmcp_v1::model::ClientJsonRpcMessage,
+                    |t| rmcp_v1::serve_server(SilentV1, t)
+                ))
+            }
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let after = resident_bytes();
+        println!(
+            "memory_per_session/{manager}: {} bytes per idle initialized session ({SESSIONS} sessions, RSS +{} KiB)",
+            (after - before) / SESSIONS,
+            (after - before) / 1024
+        );
+        drop(keep);
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(position) = args.iter().position(|arg| arg == "--measure") {
+        measure(&args[position + 1]);
+        return;
+    }
+    if args.iter().any(|arg| arg == "--list") {
+        return;
+    }
+    let exe = std::env::current_exe().expect("own path");
+    for manager in MANAGERS {
+        let status = Command::new(&exe)
+            .args(["--measure", manager])
+            .status()
+            .expect("child process");
+        assert!(status.success(), "measuring {manager} failed");
+    }
+}
