@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{
-    TestServer, assert_conserved, close_reason, eventually, record_lifecycle_events, was_created,
+    TestServer, assert_conserved, close_reason, eventually, record_lifecycle_events,
+    stream_ends_within, was_created,
 };
-use futures::StreamExt;
 use mcp_bounded_session::{BoundedSessionManager, BoundedSessionManagerBuilder, SessionConfig};
 use reqwest::StatusCode;
 
@@ -125,22 +125,26 @@ async fn eviction_ends_the_open_sse_stream() {
     let victim = client.initialize().await.unwrap();
     let stream = client.open_standalone(&victim).await;
     assert_eq!(stream.status(), StatusCode::OK);
-    let mut body = stream.bytes_stream();
-
     client.initialize().await.unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(chunk) = body.next().await {
-            if chunk.is_err() {
-                break;
-            }
-        }
-    })
-    .await;
     assert!(
-        ended.is_ok(),
+        stream_ends_within(stream, Duration::from_secs(5)).await,
         "the evicted session's GET stream stayed open"
     );
     assert_eq!(client.status_of(&victim).await, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn delete_ends_the_open_sse_stream() {
+    let server = TestServer::start(BoundedSessionManagerBuilder::new(2).build()).await;
+    let client = server.client();
+    let session = client.initialize().await.unwrap();
+    let stream = client.open_standalone(&session).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(client.delete(&session).await.is_success());
+    assert!(
+        stream_ends_within(stream, Duration::from_secs(5)).await,
+        "the deleted session's GET stream stayed open"
+    );
 }
 
 #[tokio::test]

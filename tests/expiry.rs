@@ -6,7 +6,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestServer, assert_conserved, close_reason, eventually, record_lifecycle_events};
+use common::{
+    TestServer, assert_conserved, close_reason, eventually, record_lifecycle_events,
+    stream_ends_within,
+};
 use mcp_bounded_session::{BoundedSessionManager, BoundedSessionManagerBuilder, SessionConfig};
 use reqwest::StatusCode;
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -48,6 +51,25 @@ async fn idle_sessions_free_their_slots_so_newcomers_evict_nobody() {
     }
     assert_eq!(server.manager.session_count(), CAP);
     assert_conserved(&server.manager);
+}
+
+#[tokio::test]
+async fn idle_expiry_ends_the_open_sse_stream() {
+    let server = TestServer::start(
+        BoundedSessionManagerBuilder::new(2)
+            .idle_timeout(Duration::from_millis(300))
+            .build(),
+    )
+    .await;
+    let client = server.client();
+    let session = client.initialize().await.unwrap();
+    let stream = client.open_standalone(&session).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(
+        stream_ends_within(stream, Duration::from_secs(5)).await,
+        "the expired session's GET stream stayed open"
+    );
+    assert_eq!(client.status_of(&session).await, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

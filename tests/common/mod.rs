@@ -194,6 +194,21 @@ impl Client {
     }
 }
 
+/// Whether the SSE response's body ends (or breaks) within `timeout`.
+pub async fn stream_ends_within(response: reqwest::Response, timeout: Duration) -> bool {
+    use futures::StreamExt;
+    let mut body = response.bytes_stream();
+    tokio::time::timeout(timeout, async {
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// The JSON-RPC messages in an SSE body (priming events carry no data).
 pub fn sse_messages(body: &str) -> Vec<Value> {
     body.split("\n\n")
