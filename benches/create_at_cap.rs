@@ -7,26 +7,19 @@
 //! cargo bench --bench create_at_cap
 //! ```
 
+mod common;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{LIVE, runtime};
 use criterion::{Bencher, BenchmarkId, Criterion, criterion_group, criterion_main};
 use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp_v1::transport::streamable_http_server::session::SessionManager as SessionManagerV1;
-
-const LIVE: [usize; 3] = [100, 1_000, 10_000];
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// Fills a manager with `live` sessions, then measures one creation at the
 /// full cap plus `retire` of the oldest session's handle. Returns the handles

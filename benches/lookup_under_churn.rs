@@ -9,19 +9,21 @@
 //! cargo bench --bench lookup_under_churn
 //! ```
 
+mod common;
+
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{LIVE, runtime};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp_v1::transport::streamable_http_server::session::SessionManager as SessionManagerV1;
 
-const LIVE: [usize; 3] = [100, 1_000, 10_000];
 const READERS: usize = 4;
 const LOOKUPS_PER_READER: usize = 2_000;
 /// Readers yield every this many lookups and the creator after every
@@ -30,14 +32,6 @@ const LOOKUPS_PER_READER: usize = 2_000;
 /// threads, and the numbers measure scheduling instead of the managers (a
 /// creator yielding every 64 creations cut this crate's lookups fourfold).
 const YIELD_EVERY: usize = 64;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// Creations counted during the measured rounds of one manager.
 #[derive(Default)]

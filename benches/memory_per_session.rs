@@ -10,6 +10,9 @@
 //! cargo bench --bench memory_per_session
 //! ```
 
+#[allow(dead_code, reason = "this bench uses only the runtime")]
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 
@@ -64,12 +67,7 @@ macro_rules! fill {
 }
 
 fn measure(manager: &str) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    common::runtime().block_on(async {
         let before = resident_bytes();
         let mut config = mcp_bounded_session::SessionConfig::default();
         config.keep_alive = None;

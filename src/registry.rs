@@ -61,8 +61,6 @@
 //! itself, then look; notifier: change, then look for waiters) guarantees
 //! that one of them sees the other, so no waiter sleeps through a change.
 
-use std::pin::pin;
-
 use rmcp::transport::streamable_http_server::session::SessionId;
 use tokio::time::Instant;
 
@@ -241,8 +239,9 @@ impl<H: Stop> Registry<H> {
                 return slot;
             }
             let _waiting = WaiterGuard::new(&self.slots.waiters);
-            let mut changed = pin!(self.slots.changed.notified());
-            changed.as_mut().enable();
+            // A `Notified` is woken by every `notify_waiters` after its
+            // creation, polled or not: creating it before looking suffices.
+            let changed = self.slots.changed.notified();
             fence(Ordering::SeqCst);
             if let Some(slot) = self.try_acquire_slot() {
                 return slot;

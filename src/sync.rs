@@ -231,7 +231,7 @@ mod imp {
         }
     }
 
-    /// `tokio::sync::Notify`, for `notified().enable()` and `notify_waiters`.
+    /// `tokio::sync::Notify`, for `notified()` and `notify_waiters`.
     #[derive(Debug)]
     pub(crate) struct Notify {
         generation: Mutex<u64>,
@@ -266,13 +266,6 @@ mod imp {
     pub(crate) struct Notified<'a> {
         notify: &'a Notify,
         created_at: u64,
-    }
-
-    impl Notified<'_> {
-        /// A no-op: the generation is captured at creation already.
-        pub(crate) fn enable(self: Pin<&mut Self>) -> bool {
-            false
-        }
     }
 
     impl Future for Notified<'_> {
