@@ -36,6 +36,8 @@ pub struct BoundedSessionManagerBuilder {
     max_lifetime: Option<Duration>,
     session_config: Option<SessionConfig>,
     rate_limit: Option<(usize, Duration)>,
+    replay_capacity: Option<usize>,
+    max_request_streams: Option<usize>,
 }
 
 impl BoundedSessionManagerBuilder {
@@ -61,6 +63,8 @@ impl BoundedSessionManagerBuilder {
             max_lifetime: None,
             session_config: None,
             rate_limit: None,
+            replay_capacity: None,
+            max_request_streams: None,
         }
     }
 
@@ -132,6 +136,42 @@ impl BoundedSessionManagerBuilder {
         self
     }
 
+    /// How many events each SSE stream keeps for replay after a
+    /// reconnection; see [`BoundedSessionManager::with_replay_capacity`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if `capacity` is 0.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(8).replay_capacity(128).build();
+    /// assert_eq!(manager.replay_capacity(), 128);
+    /// ```
+    pub fn replay_capacity(mut self, capacity: usize) -> Self {
+        assert!(capacity > 0, "the replay capacity must be at least 1");
+        self.replay_capacity = Some(capacity);
+        self
+    }
+
+    /// Requests in flight per session; see
+    /// [`BoundedSessionManager::with_max_request_streams`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if `limit` is 0.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(8).max_request_streams(16).build();
+    /// # drop(manager);
+    /// ```
+    pub fn max_request_streams(mut self, limit: usize) -> Self {
+        assert!(limit > 0, "at least one request stream per session");
+        self.max_request_streams = Some(limit);
+        self
+    }
+
     /// Builds the manager, ready to hand to `StreamableHttpService::new`.
     ///
     /// ```
@@ -157,6 +197,12 @@ impl BoundedSessionManagerBuilder {
         }
         if let Some(lifetime) = self.max_lifetime {
             manager = manager.with_max_lifetime(lifetime);
+        }
+        if let Some(capacity) = self.replay_capacity {
+            manager = manager.with_replay_capacity(capacity);
+        }
+        if let Some(limit) = self.max_request_streams {
+            manager = manager.with_max_request_streams(limit);
         }
         Arc::new(manager)
     }

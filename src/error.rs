@@ -1,11 +1,18 @@
 //! Errors of the session manager.
 
+use rmcp::model::RequestId;
+use rmcp::transport::streamable_http_server::session::EventStoreError;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManagerError;
+
+use crate::event_id::EventIdError;
+use crate::replay_buffer::ReplayError;
 
 /// Errors returned by [`BoundedSessionManager`](crate::BoundedSessionManager).
 ///
-/// The variants match `mcp-session` 0.2, so code that matches on them keeps
-/// compiling after the migration.
+/// `Inner` and `RateLimited` match `mcp-session` 0.2, so code that matches
+/// on them keeps compiling after the migration (the enum is
+/// `#[non_exhaustive]`, as that one is); the others come from this crate's
+/// own session worker.
 ///
 /// # Example
 ///
@@ -30,6 +37,74 @@ pub enum BoundedSessionError {
          retry once the rolling window frees a creation"
     )]
     RateLimited,
+    /// A `Last-Event-ID` that this crate never issues.
+    #[error(transparent)]
+    InvalidEventId(#[from] EventIdError),
+    /// The stream named by a `Last-Event-ID` cannot be replayed exactly.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// The client sent a request with the id of one of its requests still
+    /// in flight in this session; JSON-RPC ids must be unique among them.
+    #[error("request id {0} is already in flight in this session; use a fresh id per request")]
+    DuplicateRequestId(RequestId),
+    /// The session already has this many requests in flight (the
+    /// builder's `max_request_streams`).
+    #[error(
+        "too many requests in flight in this session (limit {limit}); wait for answers \
+         before sending more"
+    )]
+    TooManyStreams {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// No request with this id is in flight in the session (it was never
+    /// sent, or it was already answered or cancelled).
+    #[error("no request {0} in flight in this session")]
+    UnknownRequest(RequestId),
+    /// A message reached the session before its `initialize` handshake.
+    #[error("the session has not finished its initialize handshake yet")]
+    NotInitialized,
+    /// `initialize` was sent to a session that already had one.
+    #[error("the session is already initialized; start a new session to initialize again")]
+    AlreadyInitialized,
+    /// A notification or response was given where a request was expected.
+    #[error("expected a JSON-RPC request")]
+    NotARequest,
+    /// The configured external `EventStore` failed.
+    #[error("event store failed: {0}")]
+    EventStore(#[source] EventStoreError),
+    /// The session's transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// Errors of a session's transport, as the MCP handler sees them when it
+/// sends a message.
+///
+/// # Example
+///
+/// ```
+/// use mcp_bounded_session::TransportError;
+///
+/// assert!(TransportError::SessionEnded.to_string().contains("ended"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The session ended (closed, evicted or expired); the message was not
+    /// delivered.
+    #[error("the session has ended; the message was not delivered")]
+    SessionEnded,
+    /// The client did not send `initialize` in time
+    /// (`SessionConfig::init_timeout`).
+    #[error("no initialize request within {0:?}")]
+    InitTimeout(std::time::Duration),
+    /// The session worker's task failed (panicked or was aborted).
+    #[error("the session worker failed: {0}")]
+    WorkerFailed(String),
+    /// The configured external `EventStore` failed to store an event.
+    #[error("event store failed: {0}")]
+    EventStore(#[source] EventStoreError),
 }
 
 impl BoundedSessionError {

@@ -39,6 +39,10 @@ pub(crate) enum Refusal {
     EvictedBeforeInitialized,
     /// The session ended while the request was on its way to it.
     SessionGone,
+    /// The session already has its limit of requests in flight.
+    TooManyStreams,
+    /// The request reuses the id of a request still in flight.
+    DuplicateRequestId,
 }
 
 /// Records `refusal` for the current request, if it runs under
@@ -56,6 +60,8 @@ pub(crate) fn record(refusal: Refusal) {
 /// | session creation rate-limited | `429 Too Many Requests`, `Retry-After` |
 /// | the session ended while the request was in flight | `404 Not Found` |
 /// | the new session ended before its handshake finished (evicted at the cap) | `503 Service Unavailable`, `Retry-After: 1` |
+/// | the session has its limit of requests in flight | `429 Too Many Requests`, `Retry-After: 1` |
+/// | the request reuses the id of a request still in flight | `409 Conflict` |
 ///
 /// # Example
 ///
@@ -151,6 +157,18 @@ fn refusal_response(refusal: Refusal) -> HttpResponse {
              finished (at the session cap, newer sessions evict older ones); retry later",
         ),
         Refusal::SessionGone => (StatusCode::NOT_FOUND, None, "Not Found: Session not found"),
+        Refusal::TooManyStreams => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(1),
+            "Too Many Requests: this session has its limit of requests in flight; \
+             wait for answers before sending more",
+        ),
+        Refusal::DuplicateRequestId => (
+            StatusCode::CONFLICT,
+            None,
+            "Conflict: a request with this JSON-RPC id is still in flight in this session; \
+             use a fresh id per request",
+        ),
     };
     let mut response = Response::builder()
         .status(status)

@@ -34,6 +34,9 @@
 //! | creation order, bounded stale entries | `eviction_queue` |
 //! | exact rolling-window rate limit | `rate_limiter` |
 //! | an ended session leaves at once; maximum lifetime; rmcp's late close ignored | `session` |
+//! | message routing per stream, replay after a reconnection, bounded memory per session | `worker` |
+//! | exact replay from a fixed ring, or an error | `replay_buffer` |
+//! | event ids: rmcp's format, one spelling per id | `event_id` |
 //! | the `SessionManager` wiring | `manager` |
 //! | loom-visible stand-ins for the primitives (model checking) | `sync` |
 //! | 429 / 404 / 503 instead of rmcp's 500 for refusals | `http` |
@@ -43,22 +46,28 @@
 mod close_reason;
 mod config;
 mod error;
+mod event_id;
 mod eviction_queue;
 mod http;
 mod manager;
 mod rate_limiter;
 mod registry;
+mod replay_buffer;
 mod session;
 mod sync;
+mod worker;
 
 pub use close_reason::CloseReason;
 pub use config::{BoundedSessionManagerBuilder, SessionConfig};
-pub use error::BoundedSessionError;
+pub use error::{BoundedSessionError, TransportError};
+pub use event_id::EventIdError;
 pub use http::{BoundedSessionLayer, BoundedSessionService};
 pub use manager::BoundedSessionManager;
 pub use registry::SessionStats;
+pub use replay_buffer::ReplayError;
 pub use rmcp::transport::streamable_http_server::session::SessionId;
 pub use session::SessionTransport;
+pub use worker::SessionHandle;
 
 /// The concurrent core, exposed only to the loom models in `loom-tests/`
 /// (built with `--cfg mcp_bounded_session_loom`). Not part of the API.

@@ -15,24 +15,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use futures::StreamExt;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::WorkerTransport;
 use rmcp::transport::common::server_side_http::session_id;
 use rmcp::transport::streamable_http_server::session::local::{
-    EventId, LocalSessionHandle, LocalSessionManagerError, SessionConfig, SessionError,
-    create_local_session,
+    LocalSessionManagerError, SessionConfig,
 };
 use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
 };
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::close_reason::CloseReason;
 use crate::error::BoundedSessionError;
+use crate::event_id::EventId;
 use crate::http::{self, Refusal};
 use crate::rate_limiter::{Grant, RateLimiter};
 use crate::registry::{Registry, SessionStats, Slot};
 use crate::session::{EndedHandlers, Lease, LiveSession, SessionRegistry, SessionTransport};
+use crate::worker::{self, SessionHandle, WorkerSettings};
 
 /// An rmcp `SessionManager` that keeps at most `max_sessions` sessions in
 /// memory, evicting the oldest when full, with optional rate limiting of
@@ -72,7 +73,7 @@ use crate::session::{EndedHandlers, Lease, LiveSession, SessionRegistry, Session
 pub struct BoundedSessionManager {
     registry: Arc<SessionRegistry>,
     ended_handlers: Arc<EndedHandlers>,
-    session_config: SessionConfig,
+    settings: Arc<WorkerSettings>,
     rate_limiter: Option<RateLimiter>,
     max_lifetime: Option<Duration>,
 }
@@ -81,9 +82,14 @@ impl BoundedSessionManager {
     /// A manager that keeps at most `max_sessions` sessions, each run with
     /// `session_config` (idle timeout = `session_config.keep_alive`).
     ///
+    /// Each stream keeps as many events for replay as
+    /// `session_config.channel_capacity` (rmcp's default, 16), unless
+    /// [`Self::with_replay_capacity`] says otherwise.
+    ///
     /// # Panics
     ///
-    /// Panics if `max_sessions` is 0 (or beyond 2^61, tokio's semaphore limit).
+    /// Panics if `max_sessions` is 0 (or beyond 2^61, tokio's semaphore
+    /// limit), or if `session_config.channel_capacity` is 0.
     ///
     /// # Example
     ///
@@ -95,10 +101,19 @@ impl BoundedSessionManager {
     /// assert_eq!(manager.session_count(), 0);
     /// ```
     pub fn new(session_config: SessionConfig, max_sessions: usize) -> Self {
+        assert!(
+            session_config.channel_capacity > 0,
+            "SessionConfig::channel_capacity must be at least 1"
+        );
         Self {
             registry: Arc::new(Registry::new(max_sessions)),
             ended_handlers: Arc::new(EndedHandlers::new(max_sessions)),
-            session_config,
+            settings: Arc::new(WorkerSettings {
+                replay_capacity: session_config.channel_capacity,
+                max_request_streams: Self::DEFAULT_MAX_REQUEST_STREAMS,
+                event_store: None,
+                session: session_config,
+            }),
             rate_limiter: None,
             max_lifetime: None,
         }
@@ -146,6 +161,106 @@ impl BoundedSessionManager {
     pub fn with_max_lifetime(mut self, lifetime: Duration) -> Self {
         self.max_lifetime = Some(lifetime);
         self
+    }
+
+    /// How many events each SSE stream keeps for replay after a reconnection
+    /// (`Last-Event-ID`); older ones are overwritten, and a client asking
+    /// for them gets an error instead of a replay with a gap.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `capacity` is 0.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    ///
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 100)
+    ///     .with_replay_capacity(64);
+    /// assert_eq!(manager.replay_capacity(), 64);
+    /// ```
+    #[must_use]
+    pub fn with_replay_capacity(mut self, capacity: usize) -> Self {
+        assert!(capacity > 0, "the replay capacity must be at least 1");
+        Arc::make_mut(&mut self.settings).replay_capacity = capacity;
+        self
+    }
+
+    /// The default of [`Self::with_max_request_streams`].
+    pub const DEFAULT_MAX_REQUEST_STREAMS: usize = 256;
+
+    /// At most `limit` requests in flight per session (each has its own SSE
+    /// stream); one more is refused (`429` behind [`BoundedSessionLayer`]).
+    /// As many completed request streams are kept for late resumes, for at
+    /// most `SessionConfig::completed_cache_ttl`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `limit` is 0.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    ///
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 100)
+    ///     .with_max_request_streams(32);
+    /// # drop(manager);
+    /// ```
+    ///
+    /// [`BoundedSessionLayer`]: crate::BoundedSessionLayer
+    #[must_use]
+    pub fn with_max_request_streams(mut self, limit: usize) -> Self {
+        assert!(limit > 0, "at least one request stream per session");
+        Arc::make_mut(&mut self.settings).max_request_streams = limit;
+        self
+    }
+
+    /// Keeps sent events in an external rmcp `EventStore` (which assigns
+    /// their ids and replays them, possibly on another instance) instead of
+    /// each stream's in-memory ring, as `LocalSessionManager::with_event_store`.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    /// use rmcp::transport::streamable_http_server::session::EventStore;
+    ///
+    /// # fn demo(store: Arc<dyn EventStore>) {
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 100)
+    ///     .with_event_store(store);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_event_store(mut self, store: Arc<dyn EventStore>) -> Self {
+        Arc::make_mut(&mut self.settings).event_store = Some(store);
+        self
+    }
+
+    /// How many events each SSE stream keeps for replay.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
+    /// assert_eq!(manager.replay_capacity(), 16);
+    /// ```
+    pub fn replay_capacity(&self) -> usize {
+        self.settings.replay_capacity
+    }
+
+    /// A handle on a live session, to close its SSE streams from the server
+    /// side (SEP-1699 polling); `None` if the session is not live.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
+    /// assert!(manager.session(&"unknown".into()).is_none());
+    /// ```
+    pub fn session(&self, id: &SessionId) -> Option<SessionHandle> {
+        self.registry
+            .with_session(id, |session| session.handle.clone())
     }
 
     /// The number of live sessions. Same value as [`Self::session_count`];
@@ -198,7 +313,7 @@ impl BoundedSessionManager {
     /// assert_eq!(manager.session_config().channel_capacity, 16);
     /// ```
     pub fn session_config(&self) -> &SessionConfig {
-        &self.session_config
+        &self.settings.session
     }
 
     /// How long until the rate limiter would grant a creation (zero if now),
@@ -227,15 +342,8 @@ impl BoundedSessionManager {
 
     /// The session's handle. If it is gone, records `gone` for the HTTP
     /// layer: the request raced the end of its session.
-    fn handle(
-        &self,
-        id: &SessionId,
-        gone: Refusal,
-    ) -> Result<LocalSessionHandle, BoundedSessionError> {
-        let handle = self
-            .registry
-            .with_session(id, |session| session.handle.clone());
-        handle.ok_or_else(|| {
+    fn handle(&self, id: &SessionId, gone: Refusal) -> Result<SessionHandle, BoundedSessionError> {
+        self.session(id).ok_or_else(|| {
             http::record(gone);
             LocalSessionManagerError::SessionNotFound(id.clone()).into()
         })
@@ -261,18 +369,17 @@ impl BoundedSessionManager {
     /// Starts a worker for `id` and admits it with `slot`; gives the slot
     /// back (and stops the worker) if `id` is already live.
     fn admit(&self, slot: Slot<'_>, id: SessionId) -> Option<SessionTransport> {
-        let (handle, worker) = create_local_session(id.clone(), self.session_config.clone());
+        let (handle, worker, end_cause) = worker::create(id.clone(), self.settings.clone());
         let transport = WorkerTransport::spawn(worker);
         let session = LiveSession {
-            handle: handle.clone(),
+            handle,
             cancel: transport.cancel_token(),
         };
         match self.registry.insert(slot, id.clone(), session) {
             Ok(seq) => Some(SessionTransport::new(
                 transport,
-                handle,
+                end_cause,
                 Lease::new(self.registry.clone(), self.ended_handlers.clone(), id, seq),
-                &self.session_config,
                 self.max_lifetime,
             )),
             Err((_slot, _session)) => {
@@ -314,8 +421,8 @@ impl SessionManager for BoundedSessionManager {
     ///
     /// Cancel safe: no lock or slot is held across its `.await`. Dropped
     /// before the request reached the worker, the session waits for its
-    /// handshake until `init_timeout`; dropped after, rmcp's worker cannot
-    /// deliver the answer and stops, and the session closes at once
+    /// handshake until `init_timeout`; dropped after, nobody can learn the
+    /// session's id, so its worker stops and the session closes at once
     /// (`WorkerEnded`).
     async fn initialize_session(
         &self,
@@ -327,7 +434,7 @@ impl SessionManager for BoundedSessionManager {
         handle
             .initialize(message)
             .await
-            .map_err(|error| worker_error(error, gone))
+            .map_err(|error| refused(error, gone))
     }
 
     /// # Cancel safety
@@ -355,12 +462,14 @@ impl SessionManager for BoundedSessionManager {
         Ok(())
     }
 
+    /// Opens the request's SSE stream and hands the request to the session,
+    /// in one round trip to the session worker.
+    ///
     /// # Cancel safety
     ///
-    /// Cancel safe as far as this crate is concerned: no lock or slot is held
-    /// across its `.await`s. Dropped between opening the stream and queueing
-    /// the request, the session worker keeps an idle request stream until the
-    /// session ends (rmcp's local worker behaves so).
+    /// Cancel safe: no lock or slot is held across its `.await`. Dropped
+    /// after the worker took the request, the request still runs and its
+    /// answers are kept for a resume (`Last-Event-ID`).
     async fn create_stream(
         &self,
         id: &SessionId,
@@ -368,20 +477,16 @@ impl SessionManager for BoundedSessionManager {
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let gone = Refusal::SessionGone;
         let handle = self.handle(id, gone)?;
-        let receiver = handle
-            .establish_request_wise_channel()
-            .await
-            .map_err(|error| worker_error(error, gone))?;
         handle
-            .push_message(message, receiver.http_request_id)
+            .request(message)
             .await
-            .map_err(|error| worker_error(error, gone))?;
-        Ok(ReceiverStream::new(receiver.inner))
+            .map_err(|error| refused(error, gone))
     }
 
     /// # Cancel safety
     ///
-    /// Cancel safe: no lock or slot is held across its `.await`.
+    /// Cancel safe: no lock or slot is held across its `.await`; the message
+    /// is delivered or not at all.
     async fn accept_message(
         &self,
         id: &SessionId,
@@ -390,12 +495,16 @@ impl SessionManager for BoundedSessionManager {
         let gone = Refusal::SessionGone;
         let handle = self.handle(id, gone)?;
         handle
-            .push_message(message, None)
+            .accept(message)
             .await
-            .map_err(|error| worker_error(error, gone))?;
-        Ok(())
+            .map_err(|error| refused(error, gone))
     }
 
+    /// The standalone (GET) stream. If the previous one is still connected,
+    /// this one is a shadow that only gets keep-alives (as rmcp's worker);
+    /// otherwise it takes over and first replays the kept notifications the
+    /// previous one did not hand out.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: no lock or slot is held across its `.await`.
@@ -405,16 +514,18 @@ impl SessionManager for BoundedSessionManager {
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let gone = Refusal::SessionGone;
         let handle = self.handle(id, gone)?;
-        let receiver = handle
-            .establish_common_channel()
+        handle
+            .standalone()
             .await
-            .map_err(|error| worker_error(error, gone))?;
-        Ok(ReceiverStream::new(receiver.inner))
+            .map_err(|error| refused(error, gone))
     }
 
-    /// Replays what the stream named by `last_event_id` missed, then goes on
-    /// with it. A malformed `last_event_id` is an error
-    /// (`InvalidEventId`), which rmcp answers with an empty stream.
+    /// Replays exactly the kept events that followed `last_event_id` on its
+    /// stream, then goes on with that stream (a completed request's stream
+    /// ends after the replay). A malformed id, one this stream never issued,
+    /// or one whose followers were already overwritten is an error, which
+    /// rmcp answers with an empty stream. With an external `EventStore`, the
+    /// store replays instead.
     ///
     /// # Cancel safety
     ///
@@ -424,16 +535,21 @@ impl SessionManager for BoundedSessionManager {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        if let Some(store) = &self.settings.event_store {
+            let replay = store
+                .replay_events_after(&last_event_id)
+                .await
+                .map_err(BoundedSessionError::EventStore)?;
+            return Ok(replay.left_stream());
+        }
         let gone = Refusal::SessionGone;
         let handle = self.handle(id, gone)?;
-        let last_event_id: EventId = last_event_id
-            .parse()
-            .map_err(LocalSessionManagerError::from)?;
-        let receiver = handle
-            .resume(last_event_id)
+        let last_seen = EventId::parse(&last_event_id)?;
+        let stream = handle
+            .resume(last_seen)
             .await
-            .map_err(|error| worker_error(error, gone))?;
-        Ok(ReceiverStream::new(receiver.inner))
+            .map_err(|error| refused(error, gone))?;
+        Ok(stream.right_stream())
     }
 
     /// Re-admits a session known to rmcp's `SessionStore`. It is admitted
@@ -465,21 +581,26 @@ impl SessionManager for BoundedSessionManager {
         })
     }
 
-    /// `None`: sessions replay missed events from their own in-memory cache.
-    /// rmcp 3.11 offers no public way to give its local worker an external
-    /// `EventStore`.
+    /// The store given to [`BoundedSessionManager::with_event_store`], if
+    /// any; without one, each stream replays from its own in-memory ring.
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
-        None
+        self.settings.event_store.clone()
     }
 }
 
-/// Converts a worker's error; a worker that is gone means the session ended
-/// under the request, which the HTTP layer answers as `gone`.
-fn worker_error(error: SessionError, gone: Refusal) -> BoundedSessionError {
-    if matches!(error, SessionError::SessionServiceTerminated) {
-        http::record(gone);
+/// Records for the HTTP layer why the session refused a request: a session
+/// that is gone means it ended under the request (answered as `gone`).
+fn refused(error: BoundedSessionError, gone: Refusal) -> BoundedSessionError {
+    let refusal = match &error {
+        error if error.is_session_not_found() => Some(gone),
+        BoundedSessionError::TooManyStreams { .. } => Some(Refusal::TooManyStreams),
+        BoundedSessionError::DuplicateRequestId(_) => Some(Refusal::DuplicateRequestId),
+        _ => None,
+    };
+    if let Some(refusal) = refusal {
+        http::record(refusal);
     }
-    LocalSessionManagerError::from(error).into()
+    error
 }
 
 #[cfg(test)]

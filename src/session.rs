@@ -13,7 +13,7 @@
 //! long as the session can do anything:
 //! - when the worker stops by itself (idle `keep_alive`, `init_timeout`, an
 //!   error), the transport's `receive` returns `None`; the lease closes the
-//!   session right there, with the reason it can infer;
+//!   session right there, with the reason the worker left behind;
 //! - when the handler stops (it returned or panicked, or the server shuts
 //!   down), the transport is dropped and the lease closes the session;
 //! - the maximum lifetime is a deadline raced against `receive`, so it needs
@@ -48,21 +48,20 @@ use dashmap::DashMap;
 use rmcp::RoleServer;
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::SessionId;
-use rmcp::transport::streamable_http_server::session::local::{
-    LocalSessionHandle, LocalSessionWorker, LocalSessionWorkerError, SessionConfig,
-};
 use rmcp::transport::{Transport, WorkerTransport};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::close_reason::CloseReason;
+use crate::error::TransportError;
 use crate::registry::{Registry, Stop};
+use crate::worker::{EndCause, SessionHandle, SessionWorker};
 
 /// What the registry keeps for a live session: the handle the request path
 /// clones, and the token that stops the worker.
 #[derive(Debug)]
 pub(crate) struct LiveSession {
-    pub(crate) handle: LocalSessionHandle,
+    pub(crate) handle: SessionHandle,
     pub(crate) cancel: CancellationToken,
 }
 
@@ -149,8 +148,7 @@ impl EndedHandlers {
 /// closes the session in the manager when either side ends or the session
 /// reaches its maximum lifetime. It must be driven the way rmcp's service
 /// drives it (`receive` until `None`, then drop): that is how the end of the
-/// worker is noticed, and rmcp's local worker only answers requests to a
-/// session that has ended once its transport is dropped.
+/// worker is noticed.
 ///
 /// # Example
 ///
@@ -170,19 +168,10 @@ impl EndedHandlers {
 ///
 /// [`BoundedSessionManager`]: crate::BoundedSessionManager
 pub struct SessionTransport {
-    inner: WorkerTransport<LocalSessionWorker>,
-    /// Keeps the worker's event channel open after the registry drops its
-    /// handle, so that a closed session's worker stops on its cancellation
-    /// token (a clean quit) rather than on a closed channel (logged by rmcp
-    /// as a fatal error).
-    _events_open: LocalSessionHandle,
+    inner: WorkerTransport<SessionWorker>,
     lease: Lease,
     lifetime: Option<Pin<Box<Sleep>>>,
-    init_timeout: Option<Duration>,
-    keep_alive: Option<Duration>,
-    received_any: bool,
-    created_at: Instant,
-    last_activity: Instant,
+    end_cause: EndCause,
 }
 
 impl std::fmt::Debug for SessionTransport {
@@ -237,26 +226,19 @@ impl Drop for Lease {
 
 impl SessionTransport {
     pub(crate) fn new(
-        inner: WorkerTransport<LocalSessionWorker>,
-        handle: LocalSessionHandle,
+        inner: WorkerTransport<SessionWorker>,
+        end_cause: EndCause,
         lease: Lease,
-        config: &SessionConfig,
         max_lifetime: Option<Duration>,
     ) -> Self {
-        let now = Instant::now();
         Self {
             inner,
-            _events_open: handle,
             lease,
             // A lifetime too long to add to the clock never ends.
             lifetime: max_lifetime
-                .and_then(|lifetime| now.checked_add(lifetime))
+                .and_then(|lifetime| Instant::now().checked_add(lifetime))
                 .map(|deadline| Box::pin(tokio::time::sleep_until(deadline))),
-            init_timeout: config.init_timeout,
-            keep_alive: config.keep_alive,
-            received_any: false,
-            created_at: now,
-            last_activity: now,
+            end_cause,
         }
     }
 
@@ -274,32 +256,10 @@ impl SessionTransport {
     pub fn session_id(&self) -> &SessionId {
         &self.lease.id
     }
-
-    /// Why the worker stopped on its own. rmcp's worker does not report its
-    /// quit reason through the transport, so this infers it from the
-    /// configured timeouts: an idle timeout can only have fired if nothing
-    /// passed through the transport for `keep_alive`, and an init timeout
-    /// only if nothing was ever received.
-    fn worker_end_reason(&self) -> CloseReason {
-        let now = Instant::now();
-        // `checked_add` overflowing means the timeout can never have fired.
-        let elapsed = |since: Instant, timeout: Option<Duration>| {
-            timeout
-                .and_then(|timeout| since.checked_add(timeout))
-                .is_some_and(|deadline| now >= deadline)
-        };
-        if !self.received_any && elapsed(self.created_at, self.init_timeout) {
-            return CloseReason::InitTimeout;
-        }
-        if elapsed(self.last_activity, self.keep_alive) {
-            return CloseReason::IdleTimeout;
-        }
-        CloseReason::WorkerEnded
-    }
 }
 
 impl Transport<RoleServer> for SessionTransport {
-    type Error = LocalSessionWorkerError;
+    type Error = TransportError;
 
     fn name() -> Cow<'static, str> {
         "BoundedSessionTransport".into()
@@ -309,7 +269,6 @@ impl Transport<RoleServer> for SessionTransport {
         &mut self,
         item: TxJsonRpcMessage<RoleServer>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        self.last_activity = Instant::now();
         self.inner.send(item)
     }
 
@@ -324,18 +283,18 @@ impl Transport<RoleServer> for SessionTransport {
             },
             None => self.inner.receive().await,
         };
-        match received {
-            Some(message) => {
-                self.received_any = true;
-                self.last_activity = Instant::now();
-                Some(message)
-            }
-            None => {
-                let reason = self.worker_end_reason();
-                self.lease.end(reason);
-                None
-            }
+        if received.is_none() {
+            // The worker says why it stopped by itself; if it was stopped
+            // (closed, evicted), the registry already knows and this is a
+            // no-op.
+            let reason = self
+                .end_cause
+                .get()
+                .copied()
+                .unwrap_or(CloseReason::WorkerEnded);
+            self.lease.end(reason);
         }
+        received
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {

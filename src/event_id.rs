@@ -1,0 +1,164 @@
+//! SSE event ids: `index` on the standalone stream, `index/stream` on the
+//! stream of one HTTP request, the format rmcp 3.11's local worker uses, so
+//! clients that stored an id keep working after the migration.
+//!
+//! # Invariant kept here
+//!
+//! Parsing is total and strict: any string a client may put in
+//! `Last-Event-ID` is either exactly the id some event of this crate carried,
+//! or an [`EventIdError`]. No sign, no whitespace, no leading zero, no number
+//! wider than 64 bits, nothing after the second number: a lenient parse
+//! could map two different strings to one id, and a replay would then start
+//! at an event the client never saw.
+//!
+//! The worker never parses ids on its hot path: it keeps integer indices and
+//! only formats them, once per event sent.
+
+use std::fmt::{self, Write as _};
+
+/// The identity of one event: its position on its stream, and which HTTP
+/// request's stream that is (`None`: the standalone GET stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct EventId {
+    pub(crate) index: u64,
+    pub(crate) stream: Option<u64>,
+}
+
+/// Why a `Last-Event-ID` is not an id this crate issued.
+///
+/// # Example
+///
+/// ```
+/// use mcp_bounded_session::EventIdError;
+///
+/// let error = EventIdError::Malformed;
+/// assert!(error.to_string().contains("Last-Event-ID"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventIdError {
+    /// Not of the form `index` or `index/stream` with decimal digits only.
+    #[error(
+        "malformed Last-Event-ID: expected `<index>` or `<index>/<stream>` in decimal digits, \
+         as sent in an event's `id:` field"
+    )]
+    Malformed,
+    /// A number in the id does not fit in 64 bits.
+    #[error("Last-Event-ID out of range: its numbers must fit in 64 bits")]
+    OutOfRange,
+}
+
+/// Longest id worth looking at: two 20-digit numbers and a slash.
+const MAX_LEN: usize = 41;
+
+impl EventId {
+    pub(crate) fn parse(text: &str) -> Result<Self, EventIdError> {
+        if text.len() > MAX_LEN {
+            return Err(EventIdError::Malformed);
+        }
+        let (index, stream) = match text.split_once('/') {
+            Some((index, stream)) => (index, Some(stream)),
+            None => (text, None),
+        };
+        Ok(Self {
+            index: parse_decimal(index)?,
+            stream: stream.map(parse_decimal).transpose()?,
+        })
+    }
+
+    /// Appends the id's text to `out`.
+    pub(crate) fn write_to(&self, out: &mut String) {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{}", self.index);
+        if let Some(stream) = self.stream {
+            let _ = write!(out, "/{stream}");
+        }
+    }
+
+    pub(crate) fn to_text(self) -> String {
+        let mut text = String::with_capacity(24);
+        self.write_to(&mut text);
+        text
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.index)?;
+        if let Some(stream) = self.stream {
+            write!(f, "/{stream}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Digits only (`u64::from_str` would also take a leading `+`), and no
+/// leading zero, so that each number has one spelling.
+fn parse_decimal(text: &str) -> Result<u64, EventIdError> {
+    let canonical = text == "0" || !text.starts_with('0');
+    if text.is_empty() || !canonical || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(EventIdError::Malformed);
+    }
+    text.parse().map_err(|_| EventIdError::OutOfRange)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_rmcp_and_parses_back() {
+        for id in [
+            EventId {
+                index: 0,
+                stream: None,
+            },
+            EventId {
+                index: 17,
+                stream: Some(3),
+            },
+            EventId {
+                index: u64::MAX,
+                stream: Some(u64::MAX),
+            },
+        ] {
+            let text = id.to_text();
+            assert_eq!(text, id.to_string());
+            assert_eq!(EventId::parse(&text), Ok(id));
+        }
+        assert_eq!(
+            EventId {
+                index: 4,
+                stream: Some(9)
+            }
+            .to_text(),
+            "4/9"
+        );
+    }
+
+    #[test]
+    fn rejects_everything_it_did_not_issue() {
+        for text in [
+            "", "/", "1/", "/1", "-1", "+1", " 1", "1 ", "1/2/3", "1/-2", "1/+2", "0x10", "1.0",
+            "١", "1/a", "abc", "1//2", "01", "1/007", "00",
+        ] {
+            assert_eq!(
+                EventId::parse(text),
+                Err(EventIdError::Malformed),
+                "{text:?}"
+            );
+        }
+        assert_eq!(
+            EventId::parse("18446744073709551616"),
+            Err(EventIdError::OutOfRange)
+        );
+        assert_eq!(
+            EventId::parse("1/18446744073709551616"),
+            Err(EventIdError::OutOfRange)
+        );
+        assert_eq!(
+            EventId::parse(&"9".repeat(10_000)),
+            Err(EventIdError::Malformed)
+        );
+    }
+}

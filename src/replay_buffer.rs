@@ -1,0 +1,285 @@
+//! The replay cache of one SSE stream: a fixed-capacity ring of the newest
+//! events, addressed by integer index.
+//!
+//! # Invariant kept here (DESIGN invariant 8)
+//!
+//! Events get consecutive indices from [`FIRST_INDEX`]; the ring keeps the
+//! newest `capacity` of them. [`ReplayBuffer::after`] answers "what follows
+//! event `last_seen`" with exactly the kept events whose index is greater,
+//! in order, or an error when it cannot: some of those events were already
+//! overwritten ([`ReplayError::Overwritten`]), or `last_seen` was never
+//! issued ([`ReplayError::Ahead`]). It never answers with a partial or
+//! shifted range, because a client told "here is what you missed" must not
+//! silently lose events or receive one it already has.
+//!
+//! # Why a ring
+//!
+//! Appending is O(1) and never allocates once the ring is full (the slot of
+//! the oldest event is reused); replaying `k` events is O(k) with no search
+//! and no id parsing: event `i` lives in slot `(i - FIRST_INDEX) % capacity`.
+//! Memory per stream is bounded by `capacity` entries whatever the traffic,
+//! and a stream that never sends allocates nothing.
+
+use std::iter::FusedIterator;
+
+/// The index of a stream's first event. Index 0 is the priming event sent
+/// when the stream opens: replaying "after 0" means replaying everything
+/// kept.
+pub(crate) const FIRST_INDEX: u64 = 1;
+
+/// Why a stream cannot be resumed from a `Last-Event-ID`.
+///
+/// rmcp's service answers a failed resume with an empty `200` stream (a
+/// reconnecting `EventSource` then stops instead of retrying the same id).
+///
+/// # Example
+///
+/// ```
+/// use mcp_bounded_session::ReplayError;
+///
+/// let error = ReplayError::Overwritten { last_seen: 3, oldest_kept: 10 };
+/// assert!(error.to_string().contains("replay capacity"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// Some events after `last_seen` were already overwritten by newer ones:
+    /// replaying the rest would silently skip them.
+    #[error(
+        "cannot resume after event {last_seen}: the events up to {} were overwritten \
+         (the oldest kept is {oldest_kept}); raise the replay capacity if clients \
+         reconnect this late",
+        oldest_kept - 1
+    )]
+    Overwritten {
+        /// The index the client last saw.
+        last_seen: u64,
+        /// The oldest index still kept.
+        oldest_kept: u64,
+    },
+    /// `last_seen` is beyond the newest event this stream sent: the id was
+    /// not issued by this stream.
+    #[error("cannot resume after event {last_seen}: the stream's newest event is {newest}")]
+    Ahead {
+        /// The index the client claims to have seen.
+        last_seen: u64,
+        /// The newest index the stream has sent (0 if none).
+        newest: u64,
+    },
+    /// The id names a request stream this session does not have: it never
+    /// existed, or it completed and its replay cache expired
+    /// (`SessionConfig::completed_cache_ttl`).
+    #[error(
+        "cannot resume request stream {0}: it does not exist, or it completed and its \
+         replay cache expired"
+    )]
+    UnknownStream(u64),
+}
+
+/// A ring of the newest `capacity` events of one stream.
+#[derive(Debug)]
+pub(crate) struct ReplayBuffer<T> {
+    slots: Vec<T>,
+    capacity: usize,
+    /// The index the next event gets.
+    next: u64,
+}
+
+impl<T> ReplayBuffer<T> {
+    /// # Panics
+    ///
+    /// Panics if `capacity` is 0 (the builder rejects it first).
+    pub(crate) fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "a replay buffer keeps at least one event");
+        Self {
+            slots: Vec::new(),
+            capacity,
+            next: FIRST_INDEX,
+        }
+    }
+
+    /// The newest index pushed, or `FIRST_INDEX - 1` if none.
+    pub(crate) fn newest(&self) -> u64 {
+        self.next - 1
+    }
+
+    /// The oldest index still kept (`next_index()` if none is).
+    pub(crate) fn oldest_kept(&self) -> u64 {
+        self.next - self.slots.len() as u64
+    }
+
+    /// How many events are kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn slot(&self, index: u64) -> usize {
+        // `capacity` fits in u64 and the remainder is below it.
+        ((index - FIRST_INDEX) % self.capacity as u64) as usize
+    }
+
+    /// Appends an event, overwriting the oldest when full; returns its index.
+    pub(crate) fn push(&mut self, event: T) -> u64 {
+        let index = self.next;
+        if self.slots.len() < self.capacity {
+            if self.slots.capacity() == 0 {
+                self.slots.reserve_exact(self.capacity);
+            }
+            self.slots.push(event);
+        } else {
+            let slot = self.slot(index);
+            self.slots[slot] = event;
+        }
+        self.next += 1;
+        index
+    }
+
+    /// The kept events after `last_seen`, oldest first, with their indices;
+    /// or why they cannot be replayed exactly (see the module docs).
+    pub(crate) fn after(&self, last_seen: u64) -> Result<Replay<'_, T>, ReplayError> {
+        if last_seen > self.newest() {
+            return Err(ReplayError::Ahead {
+                last_seen,
+                newest: self.newest(),
+            });
+        }
+        let oldest_kept = self.oldest_kept();
+        if last_seen + 1 < oldest_kept {
+            return Err(ReplayError::Overwritten {
+                last_seen,
+                oldest_kept,
+            });
+        }
+        Ok(Replay {
+            buffer: self,
+            next: last_seen + 1,
+        })
+    }
+}
+
+/// The iterator [`ReplayBuffer::after`] returns.
+#[derive(Debug)]
+pub(crate) struct Replay<'a, T> {
+    buffer: &'a ReplayBuffer<T>,
+    next: u64,
+}
+
+impl<'a, T> Iterator for Replay<'a, T> {
+    type Item = (u64, &'a T);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.buffer.next {
+            return None;
+        }
+        let index = self.next;
+        self.next += 1;
+        Some((index, &self.buffer.slots[self.buffer.slot(index)]))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = (self.buffer.next - self.next) as usize;
+        (left, Some(left))
+    }
+}
+
+impl<T> ExactSizeIterator for Replay<'_, T> {}
+impl<T> FusedIterator for Replay<'_, T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replayed(buffer: &ReplayBuffer<u64>, last_seen: u64) -> Result<Vec<u64>, ReplayError> {
+        buffer.after(last_seen).map(|replay| {
+            replay
+                .map(|(index, &event)| {
+                    assert_eq!(index, event, "event stored under its own index");
+                    event
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn replays_exactly_what_follows() {
+        let mut buffer = ReplayBuffer::new(4);
+        assert_eq!(replayed(&buffer, 0), Ok(vec![]));
+        assert_eq!(
+            replayed(&buffer, 1),
+            Err(ReplayError::Ahead {
+                last_seen: 1,
+                newest: 0
+            })
+        );
+        for event in 1..=3 {
+            assert_eq!(buffer.push(event), event);
+        }
+        assert_eq!(replayed(&buffer, 0), Ok(vec![1, 2, 3]));
+        assert_eq!(replayed(&buffer, 2), Ok(vec![3]));
+        assert_eq!(replayed(&buffer, 3), Ok(vec![]));
+    }
+
+    #[test]
+    fn overwrites_the_oldest_and_says_so() {
+        let mut buffer = ReplayBuffer::new(4);
+        for event in 1..=10 {
+            buffer.push(event);
+        }
+        assert_eq!(buffer.len(), 4);
+        assert_eq!(buffer.oldest_kept(), 7);
+        // After 6 the kept events 7..=10 are exactly what was missed.
+        assert_eq!(replayed(&buffer, 6), Ok(vec![7, 8, 9, 10]));
+        assert_eq!(
+            replayed(&buffer, 5),
+            Err(ReplayError::Overwritten {
+                last_seen: 5,
+                oldest_kept: 7
+            })
+        );
+        assert_eq!(
+            replayed(&buffer, u64::MAX),
+            Err(ReplayError::Ahead {
+                last_seen: u64::MAX,
+                newest: 10
+            })
+        );
+        assert_eq!(buffer.after(8).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn allocates_once_and_only_when_used() {
+        let mut buffer = ReplayBuffer::new(3);
+        assert_eq!(buffer.slots.capacity(), 0);
+        for event in 1..=100 {
+            buffer.push(event);
+            assert_eq!(buffer.slots.capacity(), 3);
+        }
+    }
+
+    #[test]
+    fn agrees_with_a_vec_of_everything() {
+        // Every capacity, every history length, every last_seen: the ring
+        // answers as a list of all events would, where it still can.
+        for capacity in 1..6 {
+            let mut buffer = ReplayBuffer::new(capacity);
+            let mut all = Vec::new();
+            for event in 1..=12u64 {
+                buffer.push(event);
+                all.push(event);
+                for last_seen in 0..=14u64 {
+                    let expected: Vec<u64> =
+                        all.iter().copied().filter(|&e| e > last_seen).collect();
+                    match replayed(&buffer, last_seen) {
+                        Ok(events) => assert_eq!(events, expected),
+                        Err(ReplayError::Ahead { .. }) => assert!(last_seen > event),
+                        Err(ReplayError::Overwritten { .. }) => {
+                            assert!(expected.len() > capacity)
+                        }
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+            }
+        }
+    }
+}

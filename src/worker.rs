@@ -1,0 +1,1088 @@
+//! The session worker: one task per session that routes every message
+//! between the MCP handler and the session's SSE streams, and keeps what
+//! each stream sent for replay.
+//!
+//! # Invariants kept here (DESIGN invariant 8)
+//!
+//! - Per stream, events carry consecutive indices and reach the client in
+//!   order; a reconnection with `Last-Event-ID` gets exactly the kept events
+//!   after it (see [`crate::replay_buffer`]), so a client never receives the
+//!   same event twice on one stream.
+//! - Every server message goes to exactly one stream: a response or error to
+//!   the stream of the request it answers (which it then completes), a
+//!   progress notification to the stream of its progress token, a request
+//!   marked with rmcp's `OriginatingRequestId` to its originating request's
+//!   stream (SEP-2260), anything else, or anything whose stream is gone, to
+//!   the standalone stream.
+//! - Memory per session is bounded by the configuration: each stream keeps
+//!   at most `replay_capacity` events and buffers at most `channel_capacity`
+//!   (a resumed stream: its replay on top); at most `max_request_streams`
+//!   request streams are open and as many completed ones are kept for late
+//!   resumes (at most `completed_cache_ttl`); at most 32 shadow streams.
+//! - The worker never waits on a client without also watching its
+//!   cancellation token: a client that stops reading stalls its own session
+//!   only until the session is closed, evicted or expires, and the task
+//!   always ends with it.
+//!
+//! # Why an actor
+//!
+//! All per-session state (routes, streams, rings) lives in this one task, as
+//! in rmcp's local worker: no lock, and ordering per session comes for free.
+//! The request path reaches it through [`SessionHandle`], a channel sender
+//! cloned out of the registry.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use rmcp::RoleServer;
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientNotification, GetExtensions, GetMeta, JsonRpcMessage,
+    ProgressToken, RequestId, ServerJsonRpcMessage, ServerNotification,
+};
+use rmcp::service::OriginatingRequestId;
+use rmcp::transport::common::server_side_http::session_id as random_id;
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManagerError, SessionConfig,
+};
+use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage, SessionId};
+use rmcp::transport::worker::{Worker, WorkerConfig, WorkerContext, WorkerQuitReason};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::close_reason::CloseReason;
+use crate::error::{BoundedSessionError, TransportError};
+use crate::event_id::EventId;
+use crate::replay_buffer::{ReplayBuffer, ReplayError};
+
+/// Shadow streams kept at most (as rmcp's local worker): extra GET streams
+/// opened while the standalone stream is alive get keep-alives only.
+const MAX_SHADOW_STREAMS: usize = 32;
+
+/// What every worker of one manager runs with, shared.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerSettings {
+    pub(crate) session: SessionConfig,
+    pub(crate) replay_capacity: usize,
+    pub(crate) max_request_streams: usize,
+    pub(crate) event_store: Option<Arc<dyn EventStore>>,
+}
+
+/// A request from the HTTP side to a session's worker.
+#[derive(Debug)]
+enum SessionEvent {
+    Initialize {
+        request: ClientJsonRpcMessage,
+        reply: oneshot::Sender<Result<ServerJsonRpcMessage, BoundedSessionError>>,
+    },
+    Request {
+        request: ClientJsonRpcMessage,
+        reply: oneshot::Sender<Result<SseStream, BoundedSessionError>>,
+    },
+    Accept {
+        message: ClientJsonRpcMessage,
+    },
+    Standalone {
+        reply: oneshot::Sender<Result<SseStream, BoundedSessionError>>,
+    },
+    Resume {
+        last_seen: EventId,
+        reply: oneshot::Sender<Result<SseStream, BoundedSessionError>>,
+    },
+    CloseStream {
+        target: StreamTarget,
+        retry: Option<Duration>,
+        reply: oneshot::Sender<Result<(), BoundedSessionError>>,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum StreamTarget {
+    Standalone,
+    Http(u64),
+    Request(RequestId),
+}
+
+/// A handle on one live session's worker: what the manager uses on the
+/// request path, and what a server uses to close a stream from its side.
+///
+/// Get one with
+/// [`BoundedSessionManager::session`](crate::BoundedSessionManager::session).
+/// Cloning is cheap (a channel sender); a handle outliving its session gets
+/// "session not found" errors.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use mcp_bounded_session::{BoundedSessionManager, SessionConfig, SessionId};
+///
+/// # async fn demo(manager: &BoundedSessionManager, id: SessionId) -> Result<(), Box<dyn std::error::Error>> {
+/// if let Some(session) = manager.session(&id) {
+///     // Ask the client to reconnect to its GET stream in 1 s (SEP-1699 polling).
+///     session.close_standalone_sse_stream(Some(Duration::from_secs(1))).await?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    id: SessionId,
+    events: mpsc::Sender<SessionEvent>,
+}
+
+impl SessionHandle {
+    /// The session's id.
+    ///
+    /// ```no_run
+    /// # use mcp_bounded_session::{BoundedSessionManager, SessionId};
+    /// # fn demo(manager: &BoundedSessionManager, id: SessionId) {
+    /// let session = manager.session(&id).expect("live");
+    /// assert_eq!(session.id(), &id);
+    /// # }
+    /// ```
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    fn gone(&self) -> BoundedSessionError {
+        LocalSessionManagerError::SessionNotFound(self.id.clone()).into()
+    }
+
+    async fn send(&self, event: SessionEvent) -> Result<(), BoundedSessionError> {
+        self.events.send(event).await.map_err(|_| self.gone())
+    }
+
+    async fn ask<T>(
+        &self,
+        event: impl FnOnce(oneshot::Sender<Result<T, BoundedSessionError>>) -> SessionEvent,
+    ) -> Result<T, BoundedSessionError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(event(reply)).await?;
+        answer.await.map_err(|_| self.gone())?
+    }
+
+    pub(crate) async fn initialize(
+        &self,
+        request: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, BoundedSessionError> {
+        self.ask(|reply| SessionEvent::Initialize { request, reply })
+            .await
+    }
+
+    pub(crate) async fn request(
+        &self,
+        request: ClientJsonRpcMessage,
+    ) -> Result<SseStream, BoundedSessionError> {
+        self.ask(|reply| SessionEvent::Request { request, reply })
+            .await
+    }
+
+    pub(crate) async fn accept(
+        &self,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), BoundedSessionError> {
+        self.send(SessionEvent::Accept { message }).await
+    }
+
+    pub(crate) async fn standalone(&self) -> Result<SseStream, BoundedSessionError> {
+        self.ask(|reply| SessionEvent::Standalone { reply }).await
+    }
+
+    pub(crate) async fn resume(
+        &self,
+        last_seen: EventId,
+    ) -> Result<SseStream, BoundedSessionError> {
+        self.ask(|reply| SessionEvent::Resume { last_seen, reply })
+            .await
+    }
+
+    async fn close_stream(
+        &self,
+        target: StreamTarget,
+        retry: Option<Duration>,
+    ) -> Result<(), BoundedSessionError> {
+        self.ask(|reply| SessionEvent::CloseStream {
+            target,
+            retry,
+            reply,
+        })
+        .await
+    }
+
+    /// Closes the SSE stream of HTTP request `http_request_id` (the number
+    /// after the `/` in its event ids), as rmcp's
+    /// `LocalSessionHandle::close_sse_stream`: with `retry`, a last event
+    /// tells the client when to reconnect. The request goes on; what it
+    /// sends next is kept for the client's `GET` with `Last-Event-ID`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before the worker took the request, nothing
+    /// happens; after, the stream is closed all the same.
+    ///
+    /// ```no_run
+    /// # use mcp_bounded_session::SessionHandle;
+    /// # async fn demo(session: SessionHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// session.close_sse_stream(0, None).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn close_sse_stream(
+        &self,
+        http_request_id: u64,
+        retry: Option<Duration>,
+    ) -> Result<(), BoundedSessionError> {
+        self.close_stream(StreamTarget::Http(http_request_id), retry)
+            .await
+    }
+
+    /// Closes the SSE stream that carries JSON-RPC request `request_id`
+    /// (what a tool handler knows as its request's id), as
+    /// [`Self::close_sse_stream`] does.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Self::close_sse_stream`].
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use mcp_bounded_session::SessionHandle;
+    /// # use rmcp::model::RequestId;
+    /// # async fn demo(session: SessionHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// session
+    ///     .close_request_sse_stream(RequestId::Number(1), Some(Duration::from_millis(500)))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn close_request_sse_stream(
+        &self,
+        request_id: RequestId,
+        retry: Option<Duration>,
+    ) -> Result<(), BoundedSessionError> {
+        self.close_stream(StreamTarget::Request(request_id), retry)
+            .await
+    }
+
+    /// Closes the standalone (GET) SSE stream and every shadow stream, as
+    /// rmcp's `LocalSessionHandle::close_standalone_sse_stream`. Later
+    /// notifications are kept for the client's next `GET`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Self::close_sse_stream`].
+    ///
+    /// ```no_run
+    /// # use mcp_bounded_session::SessionHandle;
+    /// # async fn demo(session: SessionHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// session.close_standalone_sse_stream(None).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn close_standalone_sse_stream(
+        &self,
+        retry: Option<Duration>,
+    ) -> Result<(), BoundedSessionError> {
+        self.close_stream(StreamTarget::Standalone, retry).await
+    }
+}
+
+/// An event on its way to a client, with its index on its stream.
+type Outgoing = (u64, ServerSseMessage);
+
+/// The SSE stream handed to rmcp's service for one HTTP response.
+///
+/// It records the index of the last event it handed to the HTTP body, so a
+/// standalone stream that replaces a dead one without `Last-Event-ID`
+/// replays exactly what the dead one did not hand out.
+#[derive(Debug)]
+pub(crate) struct SseStream {
+    events: mpsc::Receiver<Outgoing>,
+    handed_out: Option<Arc<AtomicU64>>,
+}
+
+impl Stream for SseStream {
+    type Item = ServerSseMessage;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        this.events.poll_recv(cx).map(|event| {
+            event.map(|(index, message)| {
+                if let Some(handed_out) = &this.handed_out {
+                    // Only the worker reads it, after this stream died.
+                    handed_out.store(index, Ordering::Relaxed);
+                }
+                message
+            })
+        })
+    }
+}
+
+/// What a stream keeps of an event for replay: the message is shared with
+/// the copy in flight, and the id is rebuilt from the index, so keeping an
+/// event costs no allocation.
+#[derive(Debug, Clone)]
+struct Kept {
+    message: Option<Arc<ServerJsonRpcMessage>>,
+    retry: Option<Duration>,
+}
+
+/// One SSE stream: the sender of its current HTTP response (if any) and the
+/// ring of its newest events.
+#[derive(Debug)]
+struct OutStream {
+    /// `None` for the standalone stream, else the HTTP request's number.
+    http_request_id: Option<u64>,
+    sender: Option<mpsc::Sender<Outgoing>>,
+    /// `None` with an external event store, which keeps the events instead.
+    ring: Option<ReplayBuffer<Kept>>,
+    /// With an event store: the stream's id there.
+    store_stream: Option<String>,
+    /// With an event store: the index the next event gets.
+    next_unringed: u64,
+}
+
+impl OutStream {
+    fn new(http_request_id: Option<u64>, settings: &WorkerSettings) -> Self {
+        let (ring, store_stream) = match &settings.event_store {
+            None => (Some(ReplayBuffer::new(settings.replay_capacity)), None),
+            Some(_) => (None, Some(random_id().to_string())),
+        };
+        Self {
+            http_request_id,
+            sender: None,
+            ring,
+            store_stream,
+            next_unringed: crate::replay_buffer::FIRST_INDEX,
+        }
+    }
+
+    fn event_id(&self, index: u64) -> String {
+        EventId {
+            index,
+            stream: self.http_request_id,
+        }
+        .to_text()
+    }
+
+    fn is_connected(&self) -> bool {
+        self.sender
+            .as_ref()
+            .is_some_and(|sender| !sender.is_closed())
+    }
+
+    /// Numbers the event, keeps it for replay and hands it to the client if
+    /// one is connected. Waits while the client's buffer is full (the
+    /// session's only backpressure); returns `false` if `cancel` fired
+    /// meanwhile.
+    async fn send(
+        &mut self,
+        message: Option<Arc<ServerJsonRpcMessage>>,
+        retry: Option<Duration>,
+        settings: &WorkerSettings,
+        cancel: &CancellationToken,
+    ) -> Result<bool, TransportError> {
+        let mut event = ServerSseMessage::default();
+        event.retry = retry;
+        let index = match (&mut self.ring, &settings.event_store) {
+            (Some(ring), _) => ring.push(Kept {
+                message: message.clone(),
+                retry,
+            }),
+            (None, Some(store)) => {
+                event.message = message.clone();
+                let stream = self.store_stream.as_deref().unwrap_or_default();
+                let id = store
+                    .store_event(stream, &event)
+                    .await
+                    .map_err(TransportError::EventStore)?;
+                event.event_id = Some(id);
+                let index = self.next_unringed;
+                self.next_unringed += 1;
+                index
+            }
+            (None, None) => unreachable!("a stream without a ring has an event store"),
+        };
+        if event.event_id.is_none() {
+            event.event_id = Some(self.event_id(index));
+        }
+        event.message = message;
+        Ok(self.deliver((index, event), cancel).await)
+    }
+
+    async fn deliver(&mut self, event: Outgoing, cancel: &CancellationToken) -> bool {
+        let Some(sender) = &self.sender else {
+            return true;
+        };
+        match sender.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.sender = None;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                tokio::select! {
+                    sent = sender.send(event) => {
+                        if sent.is_err() {
+                            self.sender = None;
+                        }
+                        true
+                    }
+                    () = cancel.cancelled() => false,
+                }
+            }
+        }
+    }
+
+    /// Starts a new HTTP response for this stream (ending the previous one)
+    /// that first carries the kept events after `last_seen`.
+    fn reconnect(
+        &mut self,
+        last_seen: u64,
+        channel_capacity: usize,
+        handed_out: Option<Arc<AtomicU64>>,
+    ) -> Result<SseStream, ReplayError> {
+        let replay = match &self.ring {
+            Some(ring) => Some(ring.after(last_seen)?),
+            None => None,
+        };
+        let missed = replay.as_ref().map_or(0, ExactSizeIterator::len);
+        // Room for the whole replay, so it never waits on the client before
+        // the client has its stream.
+        let (sender, events) = mpsc::channel(channel_capacity.max(missed + 1));
+        for (index, kept) in replay.into_iter().flatten() {
+            let mut event = ServerSseMessage::default();
+            event.event_id = Some(self.event_id(index));
+            event.message = kept.message.clone();
+            event.retry = kept.retry;
+            // Cannot fail: the channel is new, large enough and its
+            // receiver is alive.
+            let _ = sender.try_send((index, event));
+        }
+        if let Some(handed_out) = &handed_out {
+            handed_out.store(last_seen, Ordering::Relaxed);
+        }
+        self.sender = Some(sender);
+        Ok(SseStream { events, handed_out })
+    }
+}
+
+/// Which request a client resource (its request id, its progress token)
+/// belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Route {
+    Request(RequestId),
+    Progress(ProgressToken),
+}
+
+#[derive(Debug)]
+struct RequestStream {
+    out: OutStream,
+    routes: Vec<Route>,
+    completed: bool,
+}
+
+/// Where the session's worker stopped by itself, for the transport to
+/// report as the close reason.
+pub(crate) type EndCause = Arc<OnceLock<CloseReason>>;
+
+/// The worker of one session; runs inside rmcp's `WorkerTransport`.
+pub(crate) struct SessionWorker {
+    id: SessionId,
+    settings: Arc<WorkerSettings>,
+    events: mpsc::Receiver<SessionEvent>,
+    end_cause: EndCause,
+    next_http_request_id: u64,
+    requests: HashMap<u64, RequestStream>,
+    routes: HashMap<Route, u64>,
+    /// Completed request streams, in completion order, kept for late
+    /// resumes until `completed_cache_ttl`.
+    completed: VecDeque<(Instant, u64)>,
+    active_requests: usize,
+    standalone: OutStream,
+    /// What the standalone stream's current response handed out.
+    standalone_handed_out: Arc<AtomicU64>,
+    shadows: Vec<mpsc::Sender<Outgoing>>,
+}
+
+impl std::fmt::Debug for SessionWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionWorker")
+            .field("id", &self.id)
+            .field("requests", &self.requests.len())
+            .field("shadows", &self.shadows.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new session: the handle the registry keeps, the worker to spawn, and
+/// where the worker will leave its end cause.
+pub(crate) fn create(
+    id: SessionId,
+    settings: Arc<WorkerSettings>,
+) -> (SessionHandle, SessionWorker, EndCause) {
+    let (events_tx, events) = mpsc::channel(settings.session.channel_capacity);
+    let end_cause = EndCause::default();
+    let handle = SessionHandle {
+        id: id.clone(),
+        events: events_tx,
+    };
+    let worker = SessionWorker {
+        standalone: OutStream::new(None, &settings),
+        id,
+        settings,
+        events,
+        end_cause: end_cause.clone(),
+        next_http_request_id: 0,
+        requests: HashMap::new(),
+        routes: HashMap::new(),
+        completed: VecDeque::new(),
+        active_requests: 0,
+        standalone_handed_out: Arc::new(AtomicU64::new(0)),
+        shadows: Vec::new(),
+    };
+    (handle, worker, end_cause)
+}
+
+type Quit = WorkerQuitReason<TransportError>;
+
+impl SessionWorker {
+    fn quit(&self, cause: CloseReason, reason: Quit) -> Quit {
+        let _ = self.end_cause.set(cause);
+        reason
+    }
+
+    /// Waits for `initialize`, hands it to the handler and answers the
+    /// client with the handler's response. Anything else that arrives first
+    /// is refused (not left waiting).
+    async fn initialize(&mut self, context: &mut WorkerContext<Self>) -> Result<(), Quit> {
+        let cancel = context.cancellation_token.clone();
+        let deadline = self
+            .settings
+            .session
+            .init_timeout
+            .and_then(|timeout| Instant::now().checked_add(timeout));
+        let init_timeout = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(init_timeout);
+        let (request, reply) = loop {
+            let event = tokio::select! {
+                () = cancel.cancelled() => return Err(Quit::Cancelled),
+                () = &mut init_timeout => {
+                    let timeout = self.settings.session.init_timeout.unwrap_or_default();
+                    return Err(self.quit(
+                        CloseReason::InitTimeout,
+                        Quit::fatal(TransportError::InitTimeout(timeout), "waiting for initialize"),
+                    ));
+                }
+                event = self.events.recv() => event,
+            };
+            match event {
+                None => return Err(Quit::TransportClosed),
+                Some(SessionEvent::Initialize { request, reply }) => break (request, reply),
+                Some(other) => refuse(other, BoundedSessionError::NotInitialized),
+            }
+        };
+        let request_id = match &request {
+            JsonRpcMessage::Request(request) => Some(request.id.clone()),
+            _ => None,
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return Err(Quit::Cancelled),
+            sent = context.send_to_handler(request) => sent.map_err(|quit| self.quit(CloseReason::HandlerEnded, quit))?,
+        }
+        loop {
+            let from_handler = tokio::select! {
+                () = cancel.cancelled() => return Err(Quit::Cancelled),
+                received = context.recv_from_handler() => received.map_err(|quit| self.quit(CloseReason::HandlerEnded, quit))?,
+            };
+            let answers_initialize = match &from_handler.message {
+                JsonRpcMessage::Response(response) => Some(&response.id) == request_id.as_ref(),
+                JsonRpcMessage::Error(error) => error.id.as_ref() == request_id.as_ref(),
+                _ => false,
+            };
+            if !answers_initialize {
+                // A notification before the handshake's answer (a log line,
+                // say): the standalone stream keeps it for the first GET.
+                let sent = self
+                    .standalone
+                    .send(
+                        Some(Arc::new(from_handler.message)),
+                        None,
+                        &self.settings,
+                        &cancel,
+                    )
+                    .await;
+                let _ = from_handler.responder.send(sent.map(|_| ()));
+                continue;
+            }
+            if reply.send(Ok(from_handler.message)).is_err() {
+                // The client gave up on its handshake: nobody knows this
+                // session's id, so it ends now rather than at its timeout.
+                let _ = from_handler
+                    .responder
+                    .send(Err(TransportError::SessionEnded));
+                return Err(self.quit(
+                    CloseReason::WorkerEnded,
+                    Quit::fatal(TransportError::SessionEnded, "answering initialize"),
+                ));
+            }
+            let _ = from_handler.responder.send(Ok(()));
+            return Ok(());
+        }
+    }
+
+    async fn serve(&mut self, mut context: WorkerContext<Self>) -> Result<(), Quit> {
+        self.initialize(&mut context).await?;
+        let cancel = context.cancellation_token.clone();
+        let keep_alive = self.settings.session.keep_alive;
+        let mut last_activity = Instant::now();
+        let idle_deadline = |last: Instant| keep_alive.and_then(|idle| last.checked_add(idle));
+        // One timer for the whole session, pushed back lazily when it fires:
+        // resetting it on every message would touch the timer wheel each time.
+        let idle_timer =
+            tokio::time::sleep_until(idle_deadline(last_activity).unwrap_or_else(far_future));
+        tokio::pin!(idle_timer);
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Quit::Cancelled),
+                received = context.from_handler_rx.recv() => {
+                    let Some(request) = received else {
+                        return Err(self.quit(CloseReason::HandlerEnded, Quit::HandlerTerminated));
+                    };
+                    let (message, responder) = (request.message, request.responder);
+                    match self.on_server_message(message, &cancel).await {
+                        Ok(true) => { let _ = responder.send(Ok(())); }
+                        Ok(false) => {
+                            let _ = responder.send(Err(TransportError::SessionEnded));
+                            return Err(Quit::Cancelled);
+                        }
+                        Err(error) => { let _ = responder.send(Err(error)); }
+                    }
+                }
+                received = self.events.recv() => {
+                    let Some(event) = received else {
+                        // The registry dropped its handle: the session was
+                        // closed, and its cancellation is on its way.
+                        return Err(Quit::TransportClosed);
+                    };
+                    if !self.on_session_event(event, &mut context, &cancel).await? {
+                        return Err(Quit::Cancelled);
+                    }
+                }
+                () = &mut idle_timer => {
+                    match idle_deadline(last_activity) {
+                        Some(deadline) if deadline > Instant::now() => {
+                            idle_timer.as_mut().reset(deadline);
+                            continue;
+                        }
+                        _ => {
+                            let idle = keep_alive.unwrap_or_default();
+                            return Err(self.quit(CloseReason::IdleTimeout, Quit::IdleTimeout(idle)));
+                        }
+                    }
+                }
+            }
+            last_activity = Instant::now();
+            self.expire_completed(last_activity);
+        }
+    }
+
+    /// Routes one message from the handler; `Ok(false)` if the session was
+    /// cancelled while a client's buffer was full.
+    async fn on_server_message(
+        &mut self,
+        message: ServerJsonRpcMessage,
+        cancel: &CancellationToken,
+    ) -> Result<bool, TransportError> {
+        let (stream, completes) = self.route(&message);
+        let message = Some(Arc::new(message));
+        let Some(http_request_id) = stream else {
+            return self
+                .standalone
+                .send(message, None, &self.settings, cancel)
+                .await;
+        };
+        let Some(request) = self.requests.get_mut(&http_request_id) else {
+            return self
+                .standalone
+                .send(message, None, &self.settings, cancel)
+                .await;
+        };
+        let delivered = request
+            .out
+            .send(message, None, &self.settings, cancel)
+            .await?;
+        if completes {
+            self.complete(http_request_id);
+        }
+        Ok(delivered)
+    }
+
+    /// The request stream a server message belongs to (`None`: the
+    /// standalone stream), and whether it is that request's last message.
+    fn route(&self, message: &ServerJsonRpcMessage) -> (Option<u64>, bool) {
+        let by_request = |id: &RequestId| self.routes.get(&Route::Request(id.clone())).copied();
+        match message {
+            JsonRpcMessage::Response(response) => (by_request(&response.id), true),
+            JsonRpcMessage::Error(error) => (error.id.as_ref().and_then(by_request), true),
+            JsonRpcMessage::Request(request) => {
+                let originating = request.request.extensions().get::<OriginatingRequestId>();
+                let stream = originating.and_then(|originating| by_request(&originating.0));
+                if originating.is_some() && stream.is_none() {
+                    tracing::debug!(
+                        session_id = %self.id,
+                        "originating request already answered; server request goes to the standalone stream"
+                    );
+                }
+                (stream, false)
+            }
+            JsonRpcMessage::Notification(notification) => match &notification.notification {
+                ServerNotification::ProgressNotification(progress) => (
+                    self.routes
+                        .get(&Route::Progress(progress.params.progress_token.clone()))
+                        .copied(),
+                    false,
+                ),
+                ServerNotification::CancelledNotification(cancelled) => (
+                    cancelled.params.request_id.as_ref().and_then(by_request),
+                    false,
+                ),
+                _ => (None, false),
+            },
+        }
+    }
+
+    /// Ends a request stream's HTTP response and forgets its routes; keeps
+    /// its ring for late resumes.
+    fn complete(&mut self, http_request_id: u64) {
+        let Some(request) = self.requests.get_mut(&http_request_id) else {
+            return;
+        };
+        if request.completed {
+            return;
+        }
+        request.completed = true;
+        request.out.sender = None;
+        for route in request.routes.drain(..) {
+            if self.routes.get(&route) == Some(&http_request_id) {
+                self.routes.remove(&route);
+            }
+        }
+        self.active_requests -= 1;
+        self.completed.push_back((Instant::now(), http_request_id));
+        // Completed streams kept for resumes are bounded like open ones.
+        while self.completed.len() > self.settings.max_request_streams {
+            if let Some((_, oldest)) = self.completed.pop_front() {
+                self.requests.remove(&oldest);
+            }
+        }
+    }
+
+    fn expire_completed(&mut self, now: Instant) {
+        let ttl = self.settings.session.completed_cache_ttl;
+        while let Some(&(at, http_request_id)) = self.completed.front() {
+            if now.saturating_duration_since(at) < ttl {
+                break;
+            }
+            self.completed.pop_front();
+            self.requests.remove(&http_request_id);
+        }
+    }
+
+    /// Handles one request from the HTTP side; `Ok(false)` if the session
+    /// was cancelled meanwhile.
+    async fn on_session_event(
+        &mut self,
+        event: SessionEvent,
+        context: &mut WorkerContext<Self>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, Quit> {
+        match event {
+            SessionEvent::Initialize { reply, .. } => {
+                let _ = reply.send(Err(BoundedSessionError::AlreadyInitialized));
+            }
+            SessionEvent::Request { request, reply } => {
+                let stream = match self.open_request_stream(&request, cancel).await {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                        return Ok(true);
+                    }
+                };
+                if reply.send(Ok(stream)).is_err() {
+                    // The HTTP request went away before it got its stream;
+                    // the handler still answers, into the ring.
+                    tracing::debug!(session_id = %self.id, "request dropped before its stream opened");
+                }
+                return self.forward_to_handler(request, context, cancel).await;
+            }
+            SessionEvent::Accept { message } => {
+                if let JsonRpcMessage::Notification(notification) = &message
+                    && let ClientNotification::CancelledNotification(cancelled) =
+                        &notification.notification
+                    && let Some(request_id) = &cancelled.params.request_id
+                    && let Some(&http_request_id) =
+                        self.routes.get(&Route::Request(request_id.clone()))
+                {
+                    self.complete(http_request_id);
+                }
+                return self.forward_to_handler(message, context, cancel).await;
+            }
+            SessionEvent::Standalone { reply } => {
+                let _ = reply.send(Ok(self.open_standalone(None)));
+            }
+            SessionEvent::Resume { last_seen, reply } => {
+                let _ = reply.send(self.resume(last_seen));
+            }
+            SessionEvent::CloseStream {
+                target,
+                retry,
+                reply,
+            } => {
+                let closed = self.close_stream(target, retry, cancel).await;
+                let _ = reply.send(closed);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn forward_to_handler(
+        &mut self,
+        message: ClientJsonRpcMessage,
+        context: &mut WorkerContext<Self>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, Quit> {
+        tokio::select! {
+            sent = context.send_to_handler(message) => {
+                sent.map_err(|quit| self.quit(CloseReason::HandlerEnded, quit))?;
+                Ok(true)
+            }
+            () = cancel.cancelled() => Ok(false),
+        }
+    }
+
+    async fn open_request_stream(
+        &mut self,
+        request: &ClientJsonRpcMessage,
+        cancel: &CancellationToken,
+    ) -> Result<SseStream, BoundedSessionError> {
+        let JsonRpcMessage::Request(request) = request else {
+            return Err(BoundedSessionError::NotARequest);
+        };
+        let request_route = Route::Request(request.id.clone());
+        if self.routes.contains_key(&request_route) {
+            return Err(BoundedSessionError::DuplicateRequestId(request.id.clone()));
+        }
+        if self.active_requests >= self.settings.max_request_streams {
+            return Err(BoundedSessionError::TooManyStreams {
+                limit: self.settings.max_request_streams,
+            });
+        }
+        let http_request_id = self.next_http_request_id;
+        self.next_http_request_id += 1;
+        let mut out = OutStream::new(Some(http_request_id), &self.settings);
+        let (sender, events) = mpsc::channel(self.settings.session.channel_capacity);
+        out.sender = Some(sender);
+        if let Some(retry) = self.settings.session.sse_retry {
+            let priming = match (&self.settings.event_store, out.store_stream.as_deref()) {
+                (Some(store), Some(stream)) => {
+                    let mut priming = ServerSseMessage::default();
+                    priming.retry = Some(retry);
+                    let id = store
+                        .store_event(stream, &priming)
+                        .await
+                        .map_err(BoundedSessionError::EventStore)?;
+                    priming.event_id = Some(id);
+                    priming
+                }
+                _ => ServerSseMessage::priming(out.event_id(0), retry),
+            };
+            // The channel is new: room for the priming event.
+            out.deliver((0, priming), cancel).await;
+        }
+        let mut routes = vec![request_route.clone()];
+        self.routes.insert(request_route, http_request_id);
+        if let Some(token) = request.request.get_meta().get_progress_token() {
+            let route = Route::Progress(token);
+            self.routes.insert(route.clone(), http_request_id);
+            routes.push(route);
+        }
+        self.requests.insert(
+            http_request_id,
+            RequestStream {
+                out,
+                routes,
+                completed: false,
+            },
+        );
+        self.active_requests += 1;
+        Ok(SseStream {
+            events,
+            handed_out: None,
+        })
+    }
+
+    /// A `GET` without `Last-Event-ID` (`last_seen: None`) or with a
+    /// standalone id. While the standalone stream is alive, a second `GET`
+    /// becomes a keep-alive-only shadow stream (so two `EventSource`s of one
+    /// client do not keep replacing each other); otherwise it takes over and
+    /// first replays what the previous response did not hand out (or what
+    /// followed `last_seen`).
+    fn open_standalone(&mut self, last_seen: Option<u64>) -> SseStream {
+        self.shadows.retain(|shadow| !shadow.is_closed());
+        if self.standalone.is_connected() {
+            if self.shadows.len() >= MAX_SHADOW_STREAMS {
+                self.shadows.remove(0);
+            }
+            let (sender, events) = mpsc::channel(1);
+            self.shadows.push(sender);
+            return SseStream {
+                events,
+                handed_out: None,
+            };
+        }
+        let missed_from =
+            last_seen.unwrap_or_else(|| self.standalone_handed_out.load(Ordering::Relaxed));
+        let handed_out = Arc::new(AtomicU64::new(missed_from));
+        self.standalone_handed_out = handed_out.clone();
+        let capacity = self.settings.session.channel_capacity;
+        match self
+            .standalone
+            .reconnect(missed_from, capacity, Some(handed_out.clone()))
+        {
+            Ok(stream) => stream,
+            Err(error) => {
+                // Without Last-Event-ID the client asked for nothing in
+                // particular: it gets every event still kept.
+                tracing::warn!(session_id = %self.id, %error, "standalone stream lost events");
+                let oldest = self
+                    .standalone
+                    .ring
+                    .as_ref()
+                    .map_or(0, |ring| ring.oldest_kept() - 1);
+                self.standalone
+                    .reconnect(oldest, capacity, Some(handed_out))
+                    .unwrap_or_else(|_| unreachable!("the oldest kept event can be replayed"))
+            }
+        }
+    }
+
+    fn resume(&mut self, last_seen: EventId) -> Result<SseStream, BoundedSessionError> {
+        let Some(http_request_id) = last_seen.stream else {
+            if self.standalone.is_connected() {
+                return Ok(self.open_standalone(Some(last_seen.index)));
+            }
+            // Check first, so a bad id leaves the standalone stream alone.
+            if let Some(ring) = &self.standalone.ring {
+                ring.after(last_seen.index)?;
+            }
+            return Ok(self.open_standalone(Some(last_seen.index)));
+        };
+        let capacity = self.settings.session.channel_capacity;
+        let request = self
+            .requests
+            .get_mut(&http_request_id)
+            .ok_or(ReplayError::UnknownStream(http_request_id))?;
+        let stream = request.out.reconnect(last_seen.index, capacity, None)?;
+        if request.completed {
+            // Nothing more will come: the replay is all, then the stream ends.
+            request.out.sender = None;
+        }
+        Ok(stream)
+    }
+
+    async fn close_stream(
+        &mut self,
+        target: StreamTarget,
+        retry: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<(), BoundedSessionError> {
+        let http_request_id = match target {
+            StreamTarget::Standalone => {
+                if let Some(retry) = retry {
+                    self.standalone
+                        .send(None, Some(retry), &self.settings, cancel)
+                        .await
+                        .map_err(BoundedSessionError::from)?;
+                }
+                self.standalone.sender = None;
+                self.shadows.clear();
+                return Ok(());
+            }
+            StreamTarget::Http(http_request_id) => http_request_id,
+            StreamTarget::Request(request_id) => *self
+                .routes
+                .get(&Route::Request(request_id.clone()))
+                .ok_or(BoundedSessionError::UnknownRequest(request_id))?,
+        };
+        let request = self
+            .requests
+            .get_mut(&http_request_id)
+            .ok_or(ReplayError::UnknownStream(http_request_id))?;
+        if let Some(retry) = retry {
+            request
+                .out
+                .send(None, Some(retry), &self.settings, cancel)
+                .await
+                .map_err(BoundedSessionError::from)?;
+        }
+        request.out.sender = None;
+        Ok(())
+    }
+}
+
+/// Answers an event that cannot be served with `error`.
+fn refuse(event: SessionEvent, error: BoundedSessionError) {
+    match event {
+        SessionEvent::Initialize { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        SessionEvent::Request { reply, .. }
+        | SessionEvent::Standalone { reply }
+        | SessionEvent::Resume { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        SessionEvent::CloseStream { reply, .. } => {
+            let _ = reply.send(Err(error));
+        }
+        SessionEvent::Accept { .. } => {}
+    }
+}
+
+fn far_future() -> Instant {
+    // About 30 years, as tokio's own "never" deadlines.
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+impl Worker for SessionWorker {
+    type Error = TransportError;
+    type Role = RoleServer;
+
+    fn err_closed() -> Self::Error {
+        TransportError::SessionEnded
+    }
+
+    fn err_join(error: tokio::task::JoinError) -> Self::Error {
+        TransportError::WorkerFailed(error.to_string())
+    }
+
+    fn config(&self) -> WorkerConfig {
+        let mut config = WorkerConfig::default();
+        config.channel_buffer_capacity = self.settings.session.channel_capacity;
+        config
+    }
+
+    async fn run(mut self, context: WorkerContext<Self>) -> Result<(), Quit> {
+        let served = self.serve(context).await;
+        tracing::debug!(session_id = %self.id, "session worker stopped");
+        served
+    }
+}
