@@ -1086,3 +1086,468 @@ impl Worker for SessionWorker {
         served
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use rmcp::transport::Transport;
+    use serde_json::json;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn client(value: serde_json::Value) -> ClientJsonRpcMessage {
+        serde_json::from_value(value).expect("a client message")
+    }
+
+    fn server(value: serde_json::Value) -> ServerJsonRpcMessage {
+        serde_json::from_value(value).expect("a server message")
+    }
+
+    fn call(id: i64, progress_token: Option<&str>) -> ClientJsonRpcMessage {
+        let mut params = json!({ "name": "work", "arguments": {} });
+        if let Some(token) = progress_token {
+            params["_meta"] = json!({ "progressToken": token });
+        }
+        client(json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params }))
+    }
+
+    fn answer(id: i64) -> ServerJsonRpcMessage {
+        server(json!({ "jsonrpc": "2.0", "id": id, "result": {} }))
+    }
+
+    fn progress(token: &str, progress: u32) -> ServerJsonRpcMessage {
+        server(json!({
+            "jsonrpc": "2.0", "method": "notifications/progress",
+            "params": { "progressToken": token, "progress": progress }
+        }))
+    }
+
+    fn log_line(n: u32) -> ServerJsonRpcMessage {
+        server(json!({
+            "jsonrpc": "2.0", "method": "notifications/message",
+            "params": { "level": "info", "data": n }
+        }))
+    }
+
+    /// A session worker run by rmcp's `WorkerTransport`, initialized; the
+    /// test plays both the HTTP side (`handle`) and the MCP handler
+    /// (`handler`).
+    struct Session {
+        handle: SessionHandle,
+        handler: rmcp::transport::WorkerTransport<SessionWorker>,
+        end_cause: EndCause,
+    }
+
+    fn settings(config: impl FnOnce(&mut WorkerSettings)) -> Arc<WorkerSettings> {
+        let mut settings = WorkerSettings {
+            session: SessionConfig::default(),
+            replay_capacity: 16,
+            max_request_streams: 8,
+            event_store: None,
+        };
+        config(&mut settings);
+        Arc::new(settings)
+    }
+
+    async fn session(settings: Arc<WorkerSettings>) -> Session {
+        let (handle, worker, end_cause) = create("test".into(), settings);
+        let mut handler = rmcp::transport::WorkerTransport::spawn(worker);
+        let initialize = client(json!({
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": { "name": "test", "version": "0" }
+            }
+        }));
+        let answered = {
+            let handle = handle.clone();
+            tokio::spawn(async move { handle.initialize(initialize).await })
+        };
+        let received = handler
+            .receive()
+            .await
+            .expect("initialize reaches the handler");
+        assert!(matches!(received, JsonRpcMessage::Request(_)));
+        handler.send(answer(0)).await.unwrap();
+        answered.await.unwrap().expect("initialize answered");
+        Session {
+            handle,
+            handler,
+            end_cause,
+        }
+    }
+
+    impl Session {
+        /// Sends a request and has the handler take it.
+        async fn request(&mut self, request: ClientJsonRpcMessage) -> SseStream {
+            let stream = self.handle.request(request).await.unwrap();
+            self.handler
+                .receive()
+                .await
+                .expect("the request reaches the handler");
+            stream
+        }
+    }
+
+    /// The next event's id and JSON-RPC id / method, or None at the end.
+    async fn next(stream: &mut SseStream) -> Option<(String, String)> {
+        let event = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("the stream neither sent nor ended")?;
+        let what = match event.message.as_deref() {
+            None => "priming".to_owned(),
+            Some(JsonRpcMessage::Response(response)) => format!("answer {}", response.id),
+            Some(JsonRpcMessage::Notification(notification)) => {
+                let value = serde_json::to_value(notification).unwrap();
+                match value["params"]["progress"].as_f64() {
+                    Some(progress) => format!("progress {progress}"),
+                    None => format!("log {}", value["params"]["data"]),
+                }
+            }
+            Some(JsonRpcMessage::Request(request)) => format!("request {}", request.id),
+            Some(JsonRpcMessage::Error(error)) => format!("error {:?}", error.id),
+        };
+        Some((event.event_id.unwrap_or_default(), what))
+    }
+
+    async fn assert_pending(stream: &mut SseStream) {
+        let next = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+        assert!(next.is_err(), "expected nothing, got {next:?}");
+    }
+
+    fn ids(events: &[(String, String)]) -> Vec<&str> {
+        events.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    async fn drain(stream: &mut SseStream) -> Vec<(String, String)> {
+        let mut events = Vec::new();
+        while let Some(event) = next(stream).await {
+            events.push(event);
+        }
+        events
+    }
+
+    #[tokio::test]
+    async fn answers_and_progress_ride_their_request_stream_which_then_ends() {
+        let mut session = session(settings(|_| {})).await;
+        let mut stream = session.request(call(1, Some("tok"))).await;
+        let mut standalone = session.handle.standalone().await.unwrap();
+        session.handler.send(progress("tok", 1)).await.unwrap();
+        session.handler.send(log_line(7)).await.unwrap();
+        session.handler.send(answer(1)).await.unwrap();
+        let events = drain(&mut stream).await;
+        assert_eq!(
+            events,
+            [
+                ("0/0".into(), "priming".into()),
+                ("1/0".into(), "progress 1".into()),
+                ("2/0".into(), "answer 1".into()),
+            ]
+        );
+        assert_eq!(
+            next(&mut standalone).await,
+            Some(("1".into(), "log 7".into()))
+        );
+        // The progress token is forgotten with the request.
+        session.handler.send(progress("tok", 2)).await.unwrap();
+        assert_eq!(
+            next(&mut standalone).await,
+            Some(("2".into(), "progress 2".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn server_requests_ride_their_originating_request_stream_while_it_lasts() {
+        let mut session = session(settings(|_| {})).await;
+        let mut stream = session.request(call(1, None)).await;
+        let mut standalone = session.handle.standalone().await.unwrap();
+        let associated = |id: i64| {
+            let mut request = server(json!({ "jsonrpc": "2.0", "id": id, "method": "ping" }));
+            if let JsonRpcMessage::Request(request) = &mut request {
+                request
+                    .request
+                    .extensions_mut()
+                    .insert(OriginatingRequestId(RequestId::Number(1)));
+            }
+            request
+        };
+        session.handler.send(associated(100)).await.unwrap();
+        let unassociated = server(json!({ "jsonrpc": "2.0", "id": 101, "method": "ping" }));
+        session.handler.send(unassociated).await.unwrap();
+        session.handler.send(answer(1)).await.unwrap();
+        // Its request answered, an associated request falls back.
+        session.handler.send(associated(102)).await.unwrap();
+        let events = drain(&mut stream).await;
+        let what: Vec<_> = events.iter().map(|(_, what)| what.as_str()).collect();
+        assert_eq!(what, ["priming", "request 100", "answer 1"]);
+        assert_eq!(next(&mut standalone).await.unwrap().1, "request 101");
+        assert_eq!(next(&mut standalone).await.unwrap().1, "request 102");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_request_ends_its_stream_and_a_late_answer_goes_standalone() {
+        let mut session = session(settings(|_| {})).await;
+        let mut stream = session.request(call(1, None)).await;
+        let mut standalone = session.handle.standalone().await.unwrap();
+        let cancel = client(json!({
+            "jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": { "requestId": 1 }
+        }));
+        session.handle.accept(cancel).await.unwrap();
+        session
+            .handler
+            .receive()
+            .await
+            .expect("the handler hears of it");
+        assert_eq!(
+            drain(&mut stream).await.len(),
+            1,
+            "priming only, then the end"
+        );
+        session.handler.send(answer(1)).await.unwrap();
+        assert_eq!(next(&mut standalone).await.unwrap().1, "answer 1");
+        // The id is free again.
+        let _again = session.request(call(1, None)).await;
+    }
+
+    #[tokio::test]
+    async fn in_flight_ids_are_unique_and_bounded() {
+        let mut session = session(settings(|s| s.max_request_streams = 2)).await;
+        let _first = session.request(call(1, None)).await;
+        assert!(matches!(
+            session.handle.request(call(1, None)).await,
+            Err(BoundedSessionError::DuplicateRequestId(RequestId::Number(
+                1
+            )))
+        ));
+        let _second = session.request(call(2, None)).await;
+        assert!(matches!(
+            session.handle.request(call(3, None)).await,
+            Err(BoundedSessionError::TooManyStreams { limit: 2 })
+        ));
+        session.handler.send(answer(1)).await.unwrap();
+        let _third = session.request(call(3, None)).await;
+    }
+
+    #[tokio::test]
+    async fn a_resumed_request_stream_gets_exactly_what_followed() {
+        let mut session = session(settings(|_| {})).await;
+        let mut stream = session.request(call(1, Some("tok"))).await;
+        session.handler.send(progress("tok", 1)).await.unwrap();
+        assert_eq!(next(&mut stream).await.unwrap().0, "0/0");
+        assert_eq!(next(&mut stream).await.unwrap().0, "1/0");
+        // The connection drops; more progress and the answer arrive meanwhile.
+        drop(stream);
+        session.handler.send(progress("tok", 2)).await.unwrap();
+        session.handler.send(progress("tok", 3)).await.unwrap();
+        let resume = |index| EventId {
+            index,
+            stream: Some(0),
+        };
+        let mut resumed = session.handle.resume(resume(1)).await.unwrap();
+        assert_eq!(
+            next(&mut resumed).await,
+            Some(("2/0".into(), "progress 2".into()))
+        );
+        assert_eq!(next(&mut resumed).await.unwrap().0, "3/0");
+        assert_pending(&mut resumed).await;
+        session.handler.send(answer(1)).await.unwrap();
+        assert_eq!(next(&mut resumed).await.unwrap().1, "answer 1");
+        assert_eq!(next(&mut resumed).await, None, "answered: the stream ends");
+
+        // Completed, it can still be resumed (and ends after the replay).
+        let mut late = session.handle.resume(resume(2)).await.unwrap();
+        assert_eq!(ids(&drain(&mut late).await), ["3/0", "4/0"]);
+        let mut nothing_missed = session.handle.resume(resume(4)).await.unwrap();
+        assert_eq!(next(&mut nothing_missed).await, None);
+        assert!(matches!(
+            session.handle.resume(resume(5)).await,
+            Err(BoundedSessionError::Replay(ReplayError::Ahead {
+                last_seen: 5,
+                newest: 4
+            }))
+        ));
+        assert!(matches!(
+            session
+                .handle
+                .resume(EventId {
+                    index: 0,
+                    stream: Some(9)
+                })
+                .await,
+            Err(BoundedSessionError::Replay(ReplayError::UnknownStream(9)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_resume_that_would_skip_overwritten_events_is_refused() {
+        let mut session = session(settings(|s| s.replay_capacity = 2)).await;
+        let stream = session.request(call(1, Some("tok"))).await;
+        drop(stream);
+        for n in 1..=5 {
+            session.handler.send(progress("tok", n)).await.unwrap();
+        }
+        let resume = |index| EventId {
+            index,
+            stream: Some(0),
+        };
+        assert!(matches!(
+            session.handle.resume(resume(2)).await,
+            Err(BoundedSessionError::Replay(ReplayError::Overwritten {
+                last_seen: 2,
+                oldest_kept: 4
+            }))
+        ));
+        let mut resumed = session.handle.resume(resume(3)).await.unwrap();
+        assert_eq!(next(&mut resumed).await.unwrap().1, "progress 4");
+        assert_eq!(next(&mut resumed).await.unwrap().1, "progress 5");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn completed_streams_expire_after_their_ttl() {
+        let ttl = Duration::from_secs(60);
+        let mut session = session(settings(|s| s.session.completed_cache_ttl = ttl)).await;
+        let _stream = session.request(call(1, None)).await;
+        session.handler.send(answer(1)).await.unwrap();
+        let resume = EventId {
+            index: 0,
+            stream: Some(0),
+        };
+        tokio::time::advance(ttl - Duration::from_secs(1)).await;
+        assert!(session.handle.resume(resume).await.is_ok(), "still kept");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Expiry runs as the worker handles its next event.
+        let _ = session.handle.standalone().await.unwrap();
+        assert!(matches!(
+            session.handle.resume(resume).await,
+            Err(BoundedSessionError::Replay(ReplayError::UnknownStream(0)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_second_get_is_a_shadow_and_a_later_one_replays_what_was_missed() {
+        let mut session = session(settings(|_| {})).await;
+        // Sent before any GET: kept for the first one.
+        session.handler.send(log_line(1)).await.unwrap();
+        let mut primary = session.handle.standalone().await.unwrap();
+        assert_eq!(next(&mut primary).await, Some(("1".into(), "log 1".into())));
+        let mut shadow = session.handle.standalone().await.unwrap();
+        session.handler.send(log_line(2)).await.unwrap();
+        assert_eq!(next(&mut primary).await.unwrap().0, "2");
+        assert_pending(&mut shadow).await;
+        // The primary dies; what follows is kept for the next GET, which
+        // replays only that.
+        drop(primary);
+        session.handler.send(log_line(3)).await.unwrap();
+        session.handler.send(log_line(4)).await.unwrap();
+        let mut next_get = session.handle.standalone().await.unwrap();
+        assert_eq!(next(&mut next_get).await.unwrap().0, "3");
+        assert_eq!(next(&mut next_get).await.unwrap().0, "4");
+        assert_pending(&mut next_get).await;
+        // A GET with Last-Event-ID while that one lives is a shadow too.
+        let mut resumed = session
+            .handle
+            .resume(EventId {
+                index: 1,
+                stream: None,
+            })
+            .await
+            .unwrap();
+        assert_pending(&mut resumed).await;
+        // Closing from the server side ends the stream and its shadows.
+        session
+            .handle
+            .close_standalone_sse_stream(Some(Duration::from_millis(10)))
+            .await
+            .unwrap();
+        let (id, what) = next(&mut next_get).await.unwrap();
+        assert_eq!((id.as_str(), what.as_str()), ("5", "priming"));
+        assert_eq!(next(&mut next_get).await, None);
+        assert_eq!(next(&mut shadow).await, None);
+        assert_eq!(next(&mut resumed).await, None);
+    }
+
+    #[tokio::test]
+    async fn the_server_closes_a_request_stream_and_the_client_resumes_it() {
+        let mut session = session(settings(|_| {})).await;
+        let mut stream = session.request(call(1, Some("tok"))).await;
+        session
+            .handle
+            .close_request_sse_stream(RequestId::Number(1), Some(Duration::from_millis(100)))
+            .await
+            .unwrap();
+        let events = drain(&mut stream).await;
+        assert_eq!(ids(&events), ["0/0", "1/0"]);
+        session.handler.send(progress("tok", 1)).await.unwrap();
+        session.handler.send(answer(1)).await.unwrap();
+        let mut resumed = session
+            .handle
+            .resume(EventId {
+                index: 1,
+                stream: Some(0),
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&drain(&mut resumed).await), ["2/0", "3/0"]);
+        assert!(matches!(
+            session
+                .handle
+                .close_request_sse_stream(RequestId::Number(1), None)
+                .await,
+            Err(BoundedSessionError::UnknownRequest(RequestId::Number(1)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_stalls_only_until_the_session_is_closed() {
+        let mut session = session(settings(|s| s.session.channel_capacity = 2)).await;
+        let stream = session.request(call(1, Some("tok"))).await;
+        let cancel = session.handler.cancel_token();
+        // Priming + 1 fill the client's buffer; the next send waits.
+        session.handler.send(progress("tok", 1)).await.unwrap();
+        let blocked = session.handler.send(progress("tok", 2));
+        let blocked = tokio::spawn(blocked);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!blocked.is_finished(), "backpressure from the client");
+        cancel.cancel();
+        assert!(
+            tokio::time::timeout(WAIT, session.handler.receive())
+                .await
+                .expect("the worker ends")
+                .is_none()
+        );
+        assert!(blocked.await.unwrap().is_err());
+        drop(stream);
+        assert!(
+            session.end_cause.get().is_none(),
+            "stopped, not ended by itself"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_and_init_timeouts_are_reported_as_such() {
+        let idle = Duration::from_secs(30);
+        let mut session = session(settings(|s| s.session.keep_alive = Some(idle))).await;
+        tokio::time::advance(idle / 2).await;
+        let _ = session.handle.standalone().await.unwrap();
+        tokio::time::advance(idle / 2 + Duration::from_secs(1)).await;
+        assert!(session.end_cause.get().is_none(), "activity pushed it back");
+        assert!(session.handler.receive().await.is_none());
+        assert_eq!(session.end_cause.get(), Some(&CloseReason::IdleTimeout));
+
+        let init = Duration::from_secs(10);
+        let (handle, worker, end_cause) = create(
+            "t".into(),
+            settings(|s| s.session.init_timeout = Some(init)),
+        );
+        let mut handler = rmcp::transport::WorkerTransport::spawn(worker);
+        // Anything but initialize is refused at once, not left waiting.
+        assert!(matches!(
+            handle.standalone().await,
+            Err(BoundedSessionError::NotInitialized)
+        ));
+        assert!(handler.receive().await.is_none());
+        assert_eq!(end_cause.get(), Some(&CloseReason::InitTimeout));
+    }
+}
