@@ -1,10 +1,14 @@
-//! The example server's MCP handler: one plain tool and one that reports
-//! progress while it works. Shared with the integration tests.
+//! The example server's MCP handler: one plain tool, one that reports
+//! progress while it works, and one that sends notifications to the
+//! client's standalone (GET) stream. Shared with the integration tests.
 
 use std::time::Duration;
 
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
-use rmcp::model::{ProgressNotificationParam, RequestMetaObject, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    ProgressNotificationParam, RequestMetaObject, ResourceUpdatedNotificationParam,
+    ServerCapabilities, ServerConfig,
+};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 
 /// Arguments of the `echo` tool.
@@ -23,6 +27,13 @@ pub struct CountParams {
     pub delay_ms: Option<u64>,
 }
 
+/// Arguments of the `announce` tool.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct AnnounceParams {
+    /// How many notifications to send (1 to 100).
+    pub count: u32,
+}
+
 /// Demo MCP server.
 #[derive(Debug, Clone)]
 pub struct DemoServer {
@@ -37,7 +48,7 @@ impl Default for DemoServer {
 }
 
 impl DemoServer {
-    /// A server with the `echo` and `count` tools.
+    /// A server with the `echo`, `count` and `announce` tools.
     pub fn new() -> Self {
         Self {
             tool_router: Self::tool_router(),
@@ -93,12 +104,44 @@ impl DemoServer {
         }
         Ok(format!("counted to {steps}"))
     }
+
+    /// Sends `count` `notifications/resources/updated` for
+    /// `demo://announce/1`, `demo://announce/2`, ... They are not tied to
+    /// this request, so they travel on the client's standalone (GET) stream,
+    /// and are kept for its next GET if none is open.
+    #[tool(
+        description = "Send `count` numbered resource-updated notifications to the standalone stream"
+    )]
+    async fn announce(
+        &self,
+        Parameters(AnnounceParams { count }): Parameters<AnnounceParams>,
+        client: Peer<RoleServer>,
+    ) -> Result<String, ErrorData> {
+        if !(1..=100).contains(&count) {
+            return Err(ErrorData::invalid_params(
+                "count must be between 1 and 100",
+                None,
+            ));
+        }
+        for n in 1..=count {
+            client
+                .notify_resource_updated(ResourceUpdatedNotificationParam::new(format!(
+                    "demo://announce/{n}"
+                )))
+                .await
+                .map_err(|error| {
+                    ErrorData::internal_error(format!("notification not sent: {error}"), None)
+                })?;
+        }
+        Ok(format!("announced {count}"))
+    }
 }
 
 #[tool_handler]
 impl ServerHandler for DemoServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_instructions("Demo server behind mcp-bounded-session: `echo` and `count`.")
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
+            "Demo server behind mcp-bounded-session: `echo`, `count` and `announce`.",
+        )
     }
 }

@@ -329,3 +329,65 @@ pub fn created_sessions() -> Vec<String> {
         .map(|e| e.session_id.clone())
         .collect()
 }
+
+/// One event of an SSE body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    /// The JSON-RPC message, if the event carries one (priming events don't).
+    pub message: Option<Value>,
+}
+
+/// Reads an SSE response event by event.
+pub struct SseReader {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl SseReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event with an id or a message (keep-alive comments are
+    /// skipped); `None` when the body ends.
+    ///
+    /// # Panics
+    ///
+    /// Panics if nothing arrives within `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<SseEvent> {
+        use futures::StreamExt;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let raw: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    id: None,
+                    message: None,
+                };
+                let mut data = String::new();
+                for line in raw.lines() {
+                    if let Some(id) = line.strip_prefix("id:") {
+                        event.id = Some(id.trim_start().to_owned());
+                    } else if let Some(chunk) = line.strip_prefix("data:") {
+                        data.push_str(chunk.trim_start());
+                    }
+                }
+                event.message = serde_json::from_str(&data).ok();
+                if event.id.is_some() || event.message.is_some() {
+                    return Some(event);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(timeout, self.body.next())
+                .await
+                .expect("the SSE stream neither sent nor ended in time");
+            match chunk {
+                Some(Ok(bytes)) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
+}
