@@ -161,4 +161,35 @@ mod tests {
             Err(EventIdError::Malformed)
         );
     }
+
+    #[test]
+    fn every_accepted_text_prints_back_as_itself() {
+        for text in [
+            "0",
+            "7",
+            "10/0",
+            "18446744073709551615/3",
+            "00",
+            "1/01",
+            "+1",
+            "",
+        ] {
+            check_one_spelling(text.as_bytes());
+        }
+    }
+}
+
+/// One spelling per id: whatever text parses must print back as itself.
+/// Run by the fuzz target `replay_ring` and the unit tests.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_one_spelling(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(id) = EventId::parse(text)
+    {
+        assert_eq!(
+            id.to_text(),
+            text,
+            "parsed {text:?} but it prints otherwise"
+        );
+    }
 }

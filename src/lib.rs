@@ -80,6 +80,21 @@ pub mod loom_api {
     pub use crate::registry::{Registry, SessionStats, Slot, Stop};
 }
 
+/// Checks of internal pieces against simple models, for the fuzz targets in
+/// `fuzz/` (cargo-fuzz builds with `--cfg fuzzing`). Not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz_api {
+    /// See `replay_buffer::check_against_model`.
+    pub fn replay_ring_matches_model(data: &[u8]) {
+        crate::replay_buffer::check_against_model(data);
+    }
+    /// See `event_id::check_one_spelling`.
+    pub fn event_id_has_one_spelling(data: &[u8]) {
+        crate::event_id::check_one_spelling(data);
+    }
+}
+
 /// Compiles the README's Rust snippets as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Runs the official MCP conformance suite (@modelcontextprotocol/conformance,
+# pinned in .ci/conformance/package-lock.json) in `server` mode against
+# examples/conformance_server.rs, over every server scenario, pending ones
+# included. Fails if any check fails or warns, or if a scenario did not run.
+#
+# Needs Rust, Node 20+, npm and Python 3. Every step is time-bounded.
+# Results go to target/conformance/ (one checks.json per scenario); the
+# cargo target directory is $CARGO_TARGET_DIR when set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target_dir=${CARGO_TARGET_DIR:-target}
+out=$target_dir/conformance
+rm -rf "$out"
+mkdir -p "$out"
+
+echo "-- installing the pinned suite"
+timeout 300 npm ci --prefix .ci/conformance --no-audit --no-fund --loglevel=error
+suite=.ci/conformance/node_modules/.bin/conformance
+
+echo "-- building the example server"
+timeout 1200 cargo build --release --example conformance_server
+
+server_pid=
+stop_server() {
+  if [[ -n "$server_pid" ]]; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+}
+trap stop_server EXIT
+trap 'exit 143' INT TERM
+
+# Port 0: the server picks a free loopback port and prints its URL.
+"$target_dir/release/examples/conformance_server" --bind 127.0.0.1:0 \
+  >"$out/server.stdout" 2>"$out/server.log" &
+server_pid=$!
+
+url=
+for _ in $(seq 1 300); do
+  url=$(sed -n 's/^listening on //p' "$out/server.stdout")
+  [[ -n "$url" ]] && break
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "conformance server exited before listening:" >&2
+    cat "$out/server.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+if [[ -z "$url" ]]; then
+  echo "conformance server did not listen within 30 s" >&2
+  exit 1
+fi
+echo "-- server listening on $url"
+
+started=$(date +%s)
+status=0
+timeout 600 "$suite" server --url "$url" --suite all --output-dir "$out/results" \
+  >"$out/runner.log" 2>&1 || status=$?
+grep -v '^Results saved to \|^Running client scenario ' "$out/runner.log" || true
+echo "-- suite ran in $(($(date +%s) - started)) s (exit code $status)"
+
+# The runner's exit code counts failed checks only; also insist that every
+# server scenario wrote its results and that no check warned.
+"$suite" list --server | sed -n 's/^  - //p' >"$out/scenarios.txt"
+python3 - "$out/results" "$out/scenarios.txt" <<'EOF' || status=1
+import json, pathlib, re, sys
+
+results, scenarios = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+expected = set(scenarios.read_text().split())
+ran, bad = set(), []
+for checks_file in sorted(results.glob("*/checks.json")):
+    match = re.fullmatch(r"server-(.+)-\d{4}-\d\d-\d\dT.*", checks_file.parent.name)
+    scenario = match.group(1) if match else checks_file.parent.name
+    ran.add(scenario)
+    for check in json.loads(checks_file.read_text()):
+        if check["status"] in ("FAILURE", "WARNING"):
+            bad.append(f"{scenario}: {check['status']} {check['id']}: "
+                       f"{check.get('errorMessage') or check.get('description')}")
+missing = sorted(expected - ran)
+for line in bad:
+    print(line)
+if missing:
+    print("scenarios without results:", ", ".join(missing))
+if not expected:
+    print("the suite listed no server scenario")
+print(f"{len(ran & expected)}/{len(expected)} scenarios ran, "
+      f"{len(bad)} failed or warning checks")
+sys.exit(1 if bad or missing or not expected else 0)
+EOF
+
+if [[ "$status" -ne 0 ]]; then
+  echo "MCP conformance suite FAILED; server log ($out/server.log):" >&2
+  tail -n 50 "$out/server.log" >&2
+  exit 1
+fi
+echo "MCP conformance suite passed"
