@@ -1550,4 +1550,55 @@ mod tests {
         assert!(handler.receive().await.is_none());
         assert_eq!(end_cause.get(), Some(&CloseReason::InitTimeout));
     }
+
+    /// An in-memory `EventStore` that names events `e1`, `e2`, ...
+    #[derive(Default)]
+    struct CountingStore {
+        events: parking_lot::Mutex<Vec<(String, ServerSseMessage)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl EventStore for CountingStore {
+        async fn store_event(
+            &self,
+            stream_id: &str,
+            event: &ServerSseMessage,
+        ) -> Result<String, rmcp::transport::streamable_http_server::session::EventStoreError>
+        {
+            let mut events = self.events.lock();
+            events.push((stream_id.to_owned(), event.clone()));
+            Ok(format!("e{}", events.len()))
+        }
+
+        async fn replay_events_after(
+            &self,
+            _last_event_id: &str,
+        ) -> Result<
+            rmcp::transport::streamable_http_server::session::EventStream,
+            rmcp::transport::streamable_http_server::session::EventStoreError,
+        > {
+            Ok(Box::pin(futures::stream::empty()))
+        }
+    }
+
+    #[tokio::test]
+    async fn with_an_event_store_the_store_names_and_keeps_the_events() {
+        let store = Arc::new(CountingStore::default());
+        let mut session = session(settings(|s| s.event_store = Some(store.clone()))).await;
+        let mut stream = session.request(call(1, Some("tok"))).await;
+        session.handler.send(progress("tok", 1)).await.unwrap();
+        session.handler.send(answer(1)).await.unwrap();
+        let events = drain(&mut stream).await;
+        assert_eq!(ids(&events), ["e1", "e2", "e3"]);
+        let stored = store.events.lock();
+        assert_eq!(stored.len(), 3);
+        assert!(
+            stored.iter().all(|(stream, _)| *stream == stored[0].0),
+            "one stream id"
+        );
+        assert!(
+            stored[0].1.message.is_none(),
+            "the priming event is stored too"
+        );
+    }
 }
