@@ -292,15 +292,28 @@ impl SessionHandle {
 /// An event on its way to a client, with its index on its stream.
 type Outgoing = (u64, ServerSseMessage);
 
-/// The SSE stream handed to rmcp's service for one HTTP response.
+/// The SSE stream handed to rmcp's service for one HTTP response: first the
+/// replayed events (a plain list: replaying needs no channel round trip per
+/// event), then the live ones.
 ///
 /// It records the index of the last event it handed to the HTTP body, so a
 /// standalone stream that replaces a dead one without `Last-Event-ID`
 /// replays exactly what the dead one did not hand out.
 #[derive(Debug)]
 pub(crate) struct SseStream {
+    replay: std::vec::IntoIter<Outgoing>,
     events: mpsc::Receiver<Outgoing>,
     handed_out: Option<Arc<AtomicU64>>,
+}
+
+impl SseStream {
+    fn live(events: mpsc::Receiver<Outgoing>) -> Self {
+        Self {
+            replay: Vec::new().into_iter(),
+            events,
+            handed_out: None,
+        }
+    }
 }
 
 impl Stream for SseStream {
@@ -308,7 +321,11 @@ impl Stream for SseStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        this.events.poll_recv(cx).map(|event| {
+        let event = match this.replay.next() {
+            Some(event) => Poll::Ready(Some(event)),
+            None => this.events.poll_recv(cx),
+        };
+        event.map(|event| {
             event.map(|(index, message)| {
                 if let Some(handed_out) = &this.handed_out {
                     // Only the worker reads it, after this stream died.
@@ -317,6 +334,10 @@ impl Stream for SseStream {
                 message
             })
         })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.replay.len(), None)
     }
 }
 
@@ -448,24 +469,27 @@ impl OutStream {
             Some(ring) => Some(ring.after(last_seen)?),
             None => None,
         };
-        let missed = replay.as_ref().map_or(0, ExactSizeIterator::len);
-        // Room for the whole replay, so it never waits on the client before
-        // the client has its stream.
-        let (sender, events) = mpsc::channel(channel_capacity.max(missed + 1));
-        for (index, kept) in replay.into_iter().flatten() {
-            let mut event = ServerSseMessage::default();
-            event.event_id = Some(self.event_id(index));
-            event.message = kept.message.clone();
-            event.retry = kept.retry;
-            // Cannot fail: the channel is new, large enough and its
-            // receiver is alive.
-            let _ = sender.try_send((index, event));
-        }
+        let replayed: Vec<Outgoing> = replay
+            .into_iter()
+            .flatten()
+            .map(|(index, kept)| {
+                let mut event = ServerSseMessage::default();
+                event.event_id = Some(self.event_id(index));
+                event.message = kept.message.clone();
+                event.retry = kept.retry;
+                (index, event)
+            })
+            .collect();
+        let (sender, events) = mpsc::channel(channel_capacity);
         if let Some(handed_out) = &handed_out {
             handed_out.store(last_seen, Ordering::Relaxed);
         }
         self.sender = Some(sender);
-        Ok(SseStream { events, handed_out })
+        Ok(SseStream {
+            replay: replayed.into_iter(),
+            events,
+            handed_out,
+        })
     }
 }
 
@@ -649,10 +673,13 @@ impl SessionWorker {
         let idle_timer =
             tokio::time::sleep_until(idle_deadline(last_activity).unwrap_or_else(far_future));
         tokio::pin!(idle_timer);
+        // Registered with the token once, not once per message.
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
         loop {
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => return Err(Quit::Cancelled),
+                () = &mut cancelled => return Err(Quit::Cancelled),
                 received = context.from_handler_rx.recv() => {
                     let Some(request) = received else {
                         return Err(self.quit(CloseReason::HandlerEnded, Quit::HandlerTerminated));
@@ -924,10 +951,7 @@ impl SessionWorker {
             },
         );
         self.active_requests += 1;
-        Ok(SseStream {
-            events,
-            handed_out: None,
-        })
+        Ok(SseStream::live(events))
     }
 
     /// A `GET` without `Last-Event-ID` (`last_seen: None`) or with a
@@ -944,10 +968,7 @@ impl SessionWorker {
             }
             let (sender, events) = mpsc::channel(1);
             self.shadows.push(sender);
-            return SseStream {
-                events,
-                handed_out: None,
-            };
+            return SseStream::live(events);
         }
         let missed_from =
             last_seen.unwrap_or_else(|| self.standalone_handed_out.load(Ordering::Relaxed));

@@ -1,4 +1,5 @@
 //! What every bench shares: the runtime they measure on and the sizes.
+#![allow(dead_code, reason = "each bench uses its own part of it")]
 
 /// Live-session counts each comparison is run at.
 pub const LIVE: [usize; 3] = [100, 1_000, 10_000];
