@@ -118,6 +118,21 @@ fn parse_decimal(text: &str) -> Result<u64, EventIdError> {
     text.parse().map_err(|_| EventIdError::OutOfRange)
 }
 
+/// One spelling per id: whatever text parses must print back as itself.
+/// Run by the fuzz target `replay_ring` and the unit tests.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_one_spelling(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(id) = EventId::parse(text)
+    {
+        assert_eq!(
+            id.to_text(),
+            text,
+            "parsed {text:?} but it prints otherwise"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,20 +207,5 @@ mod tests {
         ] {
             check_one_spelling(text.as_bytes());
         }
-    }
-}
-
-/// One spelling per id: whatever text parses must print back as itself.
-/// Run by the fuzz target `replay_ring` and the unit tests.
-#[cfg(any(test, fuzzing))]
-pub(crate) fn check_one_spelling(data: &[u8]) {
-    if let Ok(text) = std::str::from_utf8(data)
-        && let Ok(id) = EventId::parse(text)
-    {
-        assert_eq!(
-            id.to_text(),
-            text,
-            "parsed {text:?} but it prints otherwise"
-        );
     }
 }

@@ -186,6 +186,54 @@ impl<'a, T> Iterator for Replay<'a, T> {
 impl<T> ExactSizeIterator for Replay<'_, T> {}
 impl<T> FusedIterator for Replay<'_, T> {}
 
+/// The ring against the simplest model that is obviously right (a list of
+/// every event ever pushed), driven by arbitrary bytes: the fuzz target
+/// `replay_ring` and the unit test below run it.
+///
+/// Byte 0 picks the capacity (1 to 32); then each byte is an operation: an
+/// even byte pushes an event, an odd one asks for the events after an index
+/// near the newest (from 8 below it to 7 above).
+#[cfg(any(test, fuzzing))]
+pub(crate) fn check_against_model(data: &[u8]) {
+    let Some((&first, ops)) = data.split_first() else {
+        return;
+    };
+    let capacity = usize::from(first % 32) + 1;
+    let mut ring = ReplayBuffer::new(capacity);
+    let mut all: Vec<u64> = Vec::new();
+    for &op in ops {
+        if op % 2 == 0 {
+            let index = ring.push(all.len() as u64 + FIRST_INDEX);
+            all.push(index);
+            assert_eq!(index, all.len() as u64, "consecutive indices from 1");
+            continue;
+        }
+        let newest = all.len() as u64;
+        let last_seen = (newest + u64::from(op >> 4)).saturating_sub(8);
+        let missed: Vec<u64> = all.iter().copied().filter(|&e| e > last_seen).collect();
+        match ring.after(last_seen) {
+            Ok(replay) => {
+                let replayed: Vec<u64> = replay
+                    .map(|(index, &event)| {
+                        assert_eq!(index, event);
+                        event
+                    })
+                    .collect();
+                assert_eq!(replayed, missed, "exactly the events after {last_seen}");
+            }
+            Err(ReplayError::Ahead { newest: said, .. }) => {
+                assert!(last_seen > newest);
+                assert_eq!(said, newest);
+            }
+            Err(ReplayError::Overwritten { oldest_kept, .. }) => {
+                assert!(missed.len() > capacity, "refused although all were kept");
+                assert_eq!(oldest_kept, newest - capacity as u64 + 1);
+            }
+            Err(other) => panic!("a ring never says {other}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,54 +328,6 @@ mod tests {
                     }
                 }
             }
-        }
-    }
-}
-
-/// The ring against the simplest model that is obviously right (a list of
-/// every event ever pushed), driven by arbitrary bytes: the fuzz target
-/// `replay_ring` and the unit test below run it.
-///
-/// Byte 0 picks the capacity (1 to 32); then each byte is an operation: an
-/// even byte pushes an event, an odd one asks for the events after an index
-/// near the newest (from 8 below it to 7 above).
-#[cfg(any(test, fuzzing))]
-pub(crate) fn check_against_model(data: &[u8]) {
-    let Some((&first, ops)) = data.split_first() else {
-        return;
-    };
-    let capacity = usize::from(first % 32) + 1;
-    let mut ring = ReplayBuffer::new(capacity);
-    let mut all: Vec<u64> = Vec::new();
-    for &op in ops {
-        if op % 2 == 0 {
-            let index = ring.push(all.len() as u64 + FIRST_INDEX);
-            all.push(index);
-            assert_eq!(index, all.len() as u64, "consecutive indices from 1");
-            continue;
-        }
-        let newest = all.len() as u64;
-        let last_seen = (newest + u64::from(op >> 4)).saturating_sub(8);
-        let missed: Vec<u64> = all.iter().copied().filter(|&e| e > last_seen).collect();
-        match ring.after(last_seen) {
-            Ok(replay) => {
-                let replayed: Vec<u64> = replay
-                    .map(|(index, &event)| {
-                        assert_eq!(index, event);
-                        event
-                    })
-                    .collect();
-                assert_eq!(replayed, missed, "exactly the events after {last_seen}");
-            }
-            Err(ReplayError::Ahead { newest: said, .. }) => {
-                assert!(last_seen > newest);
-                assert_eq!(said, newest);
-            }
-            Err(ReplayError::Overwritten { oldest_kept, .. }) => {
-                assert!(missed.len() > capacity, "refused although all were kept");
-                assert_eq!(oldest_kept, newest - capacity as u64 + 1);
-            }
-            Err(other) => panic!("a ring never says {other}"),
         }
     }
 }
