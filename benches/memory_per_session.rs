@@ -10,7 +10,6 @@
 //! cargo bench --bench memory_per_session
 //! ```
 
-#[allow(dead_code, reason = "this bench uses only the runtime")]
 mod common;
 
 use std::process::Command;
