@@ -6,11 +6,12 @@
 //! Events get consecutive indices from [`FIRST_INDEX`]; the ring keeps the
 //! newest `capacity` of them. [`ReplayBuffer::after`] answers "what follows
 //! event `last_seen`" with exactly the kept events whose index is greater,
-//! in order, or an error when it cannot: some of those events were already
-//! overwritten ([`ReplayError::Overwritten`]), or `last_seen` was never
-//! issued ([`ReplayError::Ahead`]). It never answers with a partial or
-//! shifted range, because a client told "here is what you missed" must not
-//! silently lose events or receive one it already has.
+//! in order, or says why it cannot ([`Miss`]): some of those events were
+//! already overwritten, or `last_seen` was never issued. It never answers
+//! with a partial or shifted range on its own; what to do with a miss is the
+//! caller's decision, made explicit (the worker replays what is kept, and
+//! the jump in the indices shows the client the gap). Either way no event
+//! can be replayed twice: a replay starts strictly after an index.
 //!
 //! # Why a ring
 //!
@@ -27,38 +28,23 @@ use std::iter::FusedIterator;
 /// kept.
 pub(crate) const FIRST_INDEX: u64 = 1;
 
-/// Why a stream cannot be resumed from a `Last-Event-ID`.
+/// Why a request's stream cannot be resumed from a `Last-Event-ID`.
 ///
-/// rmcp's service answers a failed resume with an empty `200` stream (a
-/// reconnecting `EventSource` then stops instead of retrying the same id).
+/// rmcp's service answers a failed resume with an empty `200` stream.
 ///
 /// # Example
 ///
 /// ```
 /// use mcp_bounded_session::ReplayError;
 ///
-/// let error = ReplayError::Overwritten { last_seen: 3, oldest_kept: 10 };
-/// assert!(error.to_string().contains("replay capacity"));
+/// let error = ReplayError::UnknownStream(3);
+/// assert!(error.to_string().contains("expired"));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplayError {
-    /// Some events after `last_seen` were already overwritten by newer ones:
-    /// replaying the rest would silently skip them.
-    #[error(
-        "cannot resume after event {last_seen}: the events up to {} were overwritten \
-         (the oldest kept is {oldest_kept}); raise the replay capacity if clients \
-         reconnect this late",
-        oldest_kept - 1
-    )]
-    Overwritten {
-        /// The index the client last saw.
-        last_seen: u64,
-        /// The oldest index still kept.
-        oldest_kept: u64,
-    },
-    /// `last_seen` is beyond the newest event this stream sent: the id was
-    /// not issued by this stream.
+    /// `last_seen` is beyond the newest event this request's stream sent:
+    /// the id was not issued by this stream.
     #[error("cannot resume after event {last_seen}: the stream's newest event is {newest}")]
     Ahead {
         /// The index the client claims to have seen.
@@ -74,6 +60,15 @@ pub enum ReplayError {
          replay cache expired"
     )]
     UnknownStream(u64),
+}
+
+/// Why [`ReplayBuffer::after`] cannot replay exactly what followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    /// Events after `last_seen` up to `oldest_kept - 1` were overwritten.
+    Overwritten { oldest_kept: u64 },
+    /// `last_seen` is beyond `newest`.
+    Ahead { newest: u64 },
 }
 
 /// A ring of the newest `capacity` events of one stream.
@@ -137,24 +132,25 @@ impl<T> ReplayBuffer<T> {
 
     /// The kept events after `last_seen`, oldest first, with their indices;
     /// or why they cannot be replayed exactly (see the module docs).
-    pub(crate) fn after(&self, last_seen: u64) -> Result<Replay<'_, T>, ReplayError> {
+    pub(crate) fn after(&self, last_seen: u64) -> Result<Replay<'_, T>, Miss> {
         if last_seen > self.newest() {
-            return Err(ReplayError::Ahead {
-                last_seen,
+            return Err(Miss::Ahead {
                 newest: self.newest(),
             });
         }
         let oldest_kept = self.oldest_kept();
         if last_seen + 1 < oldest_kept {
-            return Err(ReplayError::Overwritten {
-                last_seen,
-                oldest_kept,
-            });
+            return Err(Miss::Overwritten { oldest_kept });
         }
-        Ok(Replay {
+        Ok(self.from(last_seen + 1))
+    }
+
+    /// The kept events from index `first` on (clamped to what is kept).
+    pub(crate) fn from(&self, first: u64) -> Replay<'_, T> {
+        Replay {
             buffer: self,
-            next: last_seen + 1,
-        })
+            next: first.clamp(self.oldest_kept(), self.next),
+        }
     }
 }
 
@@ -163,6 +159,13 @@ impl<T> ReplayBuffer<T> {
 pub(crate) struct Replay<'a, T> {
     buffer: &'a ReplayBuffer<T>,
     next: u64,
+}
+
+impl<T> Replay<'_, T> {
+    /// The index of the first event not yet yielded.
+    pub(crate) fn next_index(&self) -> u64 {
+        self.next
+    }
 }
 
 impl<'a, T> Iterator for Replay<'a, T> {
@@ -221,15 +224,17 @@ pub(crate) fn check_against_model(data: &[u8]) {
                     .collect();
                 assert_eq!(replayed, missed, "exactly the events after {last_seen}");
             }
-            Err(ReplayError::Ahead { newest: said, .. }) => {
+            Err(Miss::Ahead { newest: said }) => {
                 assert!(last_seen > newest);
                 assert_eq!(said, newest);
             }
-            Err(ReplayError::Overwritten { oldest_kept, .. }) => {
+            Err(Miss::Overwritten { oldest_kept }) => {
                 assert!(missed.len() > capacity, "refused although all were kept");
                 assert_eq!(oldest_kept, newest - capacity as u64 + 1);
+                // What the worker then replays: the newest `capacity`, in order.
+                let kept: Vec<u64> = ring.from(0).map(|(_, &event)| event).collect();
+                assert_eq!(kept, missed[missed.len() - capacity..]);
             }
-            Err(other) => panic!("a ring never says {other}"),
         }
     }
 }
@@ -238,7 +243,7 @@ pub(crate) fn check_against_model(data: &[u8]) {
 mod tests {
     use super::*;
 
-    fn replayed(buffer: &ReplayBuffer<u64>, last_seen: u64) -> Result<Vec<u64>, ReplayError> {
+    fn replayed(buffer: &ReplayBuffer<u64>, last_seen: u64) -> Result<Vec<u64>, Miss> {
         buffer.after(last_seen).map(|replay| {
             replay
                 .map(|(index, &event)| {
@@ -253,13 +258,7 @@ mod tests {
     fn replays_exactly_what_follows() {
         let mut buffer = ReplayBuffer::new(4);
         assert_eq!(replayed(&buffer, 0), Ok(vec![]));
-        assert_eq!(
-            replayed(&buffer, 1),
-            Err(ReplayError::Ahead {
-                last_seen: 1,
-                newest: 0
-            })
-        );
+        assert_eq!(replayed(&buffer, 1), Err(Miss::Ahead { newest: 0 }));
         for event in 1..=3 {
             assert_eq!(buffer.push(event), event);
         }
@@ -280,18 +279,13 @@ mod tests {
         assert_eq!(replayed(&buffer, 6), Ok(vec![7, 8, 9, 10]));
         assert_eq!(
             replayed(&buffer, 5),
-            Err(ReplayError::Overwritten {
-                last_seen: 5,
-                oldest_kept: 7
-            })
+            Err(Miss::Overwritten { oldest_kept: 7 })
         );
-        assert_eq!(
-            replayed(&buffer, u64::MAX),
-            Err(ReplayError::Ahead {
-                last_seen: u64::MAX,
-                newest: 10
-            })
-        );
+        assert_eq!(replayed(&buffer, u64::MAX), Err(Miss::Ahead { newest: 10 }));
+        let from = |first| buffer.from(first).map(|(_, &e)| e).collect::<Vec<_>>();
+        assert_eq!(from(0), [7, 8, 9, 10], "clamped to the oldest kept");
+        assert_eq!(from(9), [9, 10]);
+        assert_eq!(from(99), [] as [u64; 0], "clamped to the newest");
         assert_eq!(buffer.after(8).unwrap().len(), 2);
     }
 
@@ -320,11 +314,10 @@ mod tests {
                         all.iter().copied().filter(|&e| e > last_seen).collect();
                     match replayed(&buffer, last_seen) {
                         Ok(events) => assert_eq!(events, expected),
-                        Err(ReplayError::Ahead { .. }) => assert!(last_seen > event),
-                        Err(ReplayError::Overwritten { .. }) => {
+                        Err(Miss::Ahead { .. }) => assert!(last_seen > event),
+                        Err(Miss::Overwritten { .. }) => {
                             assert!(expected.len() > capacity)
                         }
-                        Err(other) => panic!("{other}"),
                     }
                 }
             }

@@ -58,11 +58,16 @@ use tokio_util::sync::CancellationToken;
 use crate::close_reason::CloseReason;
 use crate::error::{BoundedSessionError, TransportError};
 use crate::event_id::EventId;
-use crate::replay_buffer::{ReplayBuffer, ReplayError};
+use crate::replay_buffer::{Miss, ReplayBuffer, ReplayError};
 
 /// Shadow streams kept at most (as rmcp's local worker): extra GET streams
 /// opened while the standalone stream is alive get keep-alives only.
 const MAX_SHADOW_STREAMS: usize = 32;
+
+/// How long the worker waits for a client that does not read a connected
+/// stream (its buffer is full) before it disconnects that stream; the
+/// events stay in the stream's ring for a resume. At most the idle timeout.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// What every worker of one manager runs with, shared.
 #[derive(Debug, Clone)]
@@ -71,6 +76,15 @@ pub(crate) struct WorkerSettings {
     pub(crate) replay_capacity: usize,
     pub(crate) max_request_streams: usize,
     pub(crate) event_store: Option<Arc<dyn EventStore>>,
+}
+
+impl WorkerSettings {
+    fn stall_limit(&self) -> Duration {
+        self.session
+            .keep_alive
+            .unwrap_or(STALL_LIMIT)
+            .min(STALL_LIMIT)
+    }
 }
 
 /// A request from the HTTP side to a session's worker.
@@ -366,10 +380,18 @@ struct OutStream {
 }
 
 impl OutStream {
-    fn new(http_request_id: Option<u64>, settings: &WorkerSettings) -> Self {
+    fn new(http_request_id: Option<u64>, settings: &WorkerSettings, session: &SessionId) -> Self {
         let (ring, store_stream) = match &settings.event_store {
             None => (Some(ReplayBuffer::new(settings.replay_capacity)), None),
-            Some(_) => (None, Some(random_id().to_string())),
+            // The standalone stream's name in the store is rmcp's, and
+            // stable across restores of the session on any instance.
+            Some(_) => (
+                None,
+                Some(match http_request_id {
+                    None => format!("{session}:common"),
+                    Some(_) => random_id().to_string(),
+                }),
+            ),
         };
         Self {
             http_request_id,
@@ -430,10 +452,19 @@ impl OutStream {
             event.event_id = Some(self.event_id(index));
         }
         event.message = message;
-        Ok(self.deliver((index, event), cancel).await)
+        Ok(self.deliver((index, event), settings, cancel).await)
     }
 
-    async fn deliver(&mut self, event: Outgoing, cancel: &CancellationToken) -> bool {
+    /// Hands an event to the connected client, if any. A full buffer is
+    /// waited on for at most the stall limit, then the stream is
+    /// disconnected (the event is in the ring for the client's resume).
+    /// Returns `false` if `cancel` fired meanwhile.
+    async fn deliver(
+        &mut self,
+        event: Outgoing,
+        settings: &WorkerSettings,
+        cancel: &CancellationToken,
+    ) -> bool {
         let Some(sender) = &self.sender else {
             return true;
         };
@@ -444,6 +475,7 @@ impl OutStream {
                 true
             }
             Err(mpsc::error::TrySendError::Full(event)) => {
+                let stall_limit = settings.stall_limit();
                 tokio::select! {
                     sent = sender.send(event) => {
                         if sent.is_err() {
@@ -452,26 +484,29 @@ impl OutStream {
                         true
                     }
                     () = cancel.cancelled() => false,
+                    () = tokio::time::sleep(stall_limit) => {
+                        tracing::debug!(
+                            stream = ?self.http_request_id,
+                            "client stopped reading its stream; disconnected it (it can resume)"
+                        );
+                        self.sender = None;
+                        true
+                    }
                 }
             }
         }
     }
 
-    /// Starts a new HTTP response for this stream (ending the previous one)
-    /// that first carries the kept events after `last_seen`.
-    fn reconnect(
-        &mut self,
-        last_seen: u64,
-        channel_capacity: usize,
-        handed_out: Option<Arc<AtomicU64>>,
-    ) -> Result<SseStream, ReplayError> {
-        let replay = match &self.ring {
-            Some(ring) => Some(ring.after(last_seen)?),
-            None => None,
-        };
-        let replayed: Vec<Outgoing> = replay
-            .into_iter()
-            .flatten()
+    /// The kept events from index `first` on, as events to send.
+    fn kept_from(&self, first: u64) -> Vec<Outgoing> {
+        self.ring
+            .as_ref()
+            .map(|ring| self.to_events(ring.from(first)))
+            .unwrap_or_default()
+    }
+
+    fn to_events(&self, replay: crate::replay_buffer::Replay<'_, Kept>) -> Vec<Outgoing> {
+        replay
             .map(|(index, kept)| {
                 let mut event = ServerSseMessage::default();
                 event.event_id = Some(self.event_id(index));
@@ -479,10 +514,59 @@ impl OutStream {
                 event.retry = kept.retry;
                 (index, event)
             })
-            .collect();
+            .collect()
+    }
+
+    /// Starts a new HTTP response for this stream (ending the previous one)
+    /// that first carries the kept events after `last_seen`.
+    ///
+    /// If some of those were overwritten, it carries what is kept (the jump
+    /// in the indices shows the gap) rather than nothing: a refusal would
+    /// only make the client retry the same id forever. A standalone id ahead
+    /// of the stream (issued before the session was restored, say) resumes
+    /// it live; a request stream's is refused, as no such event exists.
+    fn reconnect(
+        &mut self,
+        last_seen: u64,
+        channel_capacity: usize,
+        handed_out: Option<Arc<AtomicU64>>,
+    ) -> Result<SseStream, ReplayError> {
+        let replay = match &self.ring {
+            None => None,
+            Some(ring) => Some(match ring.after(last_seen) {
+                Ok(replay) => replay,
+                Err(Miss::Overwritten { oldest_kept }) => {
+                    tracing::warn!(
+                        stream = ?self.http_request_id,
+                        last_seen,
+                        oldest_kept,
+                        "replay has a gap: missed events were overwritten; raise the replay capacity"
+                    );
+                    ring.from(oldest_kept)
+                }
+                Err(Miss::Ahead { newest }) => {
+                    if self.http_request_id.is_some() {
+                        return Err(ReplayError::Ahead { last_seen, newest });
+                    }
+                    tracing::warn!(
+                        last_seen,
+                        newest,
+                        "Last-Event-ID ahead of the standalone stream (issued before a restore?); \
+                         resuming it live"
+                    );
+                    ring.from(newest + 1)
+                }
+            }),
+        };
+        let handed_before = replay
+            .as_ref()
+            .map_or(last_seen, |replay| replay.next_index() - 1);
+        let replayed = replay
+            .map(|replay| self.to_events(replay))
+            .unwrap_or_default();
         let (sender, events) = mpsc::channel(channel_capacity);
         if let Some(handed_out) = &handed_out {
-            handed_out.store(last_seen, Ordering::Relaxed);
+            handed_out.store(handed_before, Ordering::Relaxed);
         }
         self.sender = Some(sender);
         Ok(SseStream {
@@ -528,7 +612,18 @@ pub(crate) struct SessionWorker {
     standalone: OutStream,
     /// What the standalone stream's current response handed out.
     standalone_handed_out: Arc<AtomicU64>,
-    shadows: Vec<mpsc::Sender<Outgoing>>,
+    /// Extra GET streams opened while the standalone one was connected,
+    /// oldest first; the newest live one takes over when that one dies.
+    shadows: Vec<Shadow>,
+}
+
+/// A GET stream waiting in reserve (see [`SessionWorker::open_standalone`]).
+#[derive(Debug)]
+struct Shadow {
+    sender: mpsc::Sender<Outgoing>,
+    handed_out: Arc<AtomicU64>,
+    /// The client's `Last-Event-ID`, if it sent one.
+    last_seen: Option<u64>,
 }
 
 impl std::fmt::Debug for SessionWorker {
@@ -554,7 +649,7 @@ pub(crate) fn create(
         events: events_tx,
     };
     let worker = SessionWorker {
-        standalone: OutStream::new(None, &settings),
+        standalone: OutStream::new(None, &settings, &id),
         id,
         settings,
         events,
@@ -579,9 +674,14 @@ impl SessionWorker {
     }
 
     /// Waits for `initialize`, hands it to the handler and answers the
-    /// client with the handler's response. Anything else that arrives first
-    /// is refused (not left waiting).
-    async fn initialize(&mut self, context: &mut WorkerContext<Self>) -> Result<(), Quit> {
+    /// client with the handler's response. Requests that arrive first (a
+    /// request racing the handshake a session restore replays, say) are kept
+    /// and returned, to be served right after; beyond `channel_capacity` of
+    /// them, the rest are refused rather than left waiting.
+    async fn initialize(
+        &mut self,
+        context: &mut WorkerContext<Self>,
+    ) -> Result<Vec<SessionEvent>, Quit> {
         let cancel = context.cancellation_token.clone();
         let deadline = self
             .settings
@@ -595,6 +695,7 @@ impl SessionWorker {
             }
         };
         tokio::pin!(init_timeout);
+        let mut early = Vec::new();
         let (request, reply) = loop {
             let event = tokio::select! {
                 () = cancel.cancelled() => return Err(Quit::Cancelled),
@@ -610,6 +711,9 @@ impl SessionWorker {
             match event {
                 None => return Err(Quit::TransportClosed),
                 Some(SessionEvent::Initialize { request, reply }) => break (request, reply),
+                Some(other) if early.len() < self.settings.session.channel_capacity => {
+                    early.push(other);
+                }
                 Some(other) => refuse(other, BoundedSessionError::NotInitialized),
             }
         };
@@ -635,13 +739,7 @@ impl SessionWorker {
                 // A notification before the handshake's answer (a log line,
                 // say): the standalone stream keeps it for the first GET.
                 let sent = self
-                    .standalone
-                    .send(
-                        Some(Arc::new(from_handler.message)),
-                        None,
-                        &self.settings,
-                        &cancel,
-                    )
+                    .send_standalone(Some(Arc::new(from_handler.message)), &cancel)
                     .await;
                 let _ = from_handler.responder.send(sent.map(|_| ()));
                 continue;
@@ -658,13 +756,18 @@ impl SessionWorker {
                 ));
             }
             let _ = from_handler.responder.send(Ok(()));
-            return Ok(());
+            return Ok(early);
         }
     }
 
     async fn serve(&mut self, mut context: WorkerContext<Self>) -> Result<(), Quit> {
-        self.initialize(&mut context).await?;
+        let early = self.initialize(&mut context).await?;
         let cancel = context.cancellation_token.clone();
+        for event in early {
+            if !self.on_session_event(event, &mut context, &cancel).await? {
+                return Err(Quit::Cancelled);
+            }
+        }
         let keep_alive = self.settings.session.keep_alive;
         let mut last_activity = Instant::now();
         let idle_deadline = |last: Instant| keep_alive.and_then(|idle| last.checked_add(idle));
@@ -732,25 +835,59 @@ impl SessionWorker {
         let (stream, completes) = self.route(&message);
         let message = Some(Arc::new(message));
         let Some(http_request_id) = stream else {
-            return self
-                .standalone
-                .send(message, None, &self.settings, cancel)
-                .await;
+            return self.send_standalone(message, cancel).await;
         };
         let Some(request) = self.requests.get_mut(&http_request_id) else {
-            return self
-                .standalone
-                .send(message, None, &self.settings, cancel)
-                .await;
+            return self.send_standalone(message, cancel).await;
         };
-        let delivered = request
+        let sent = request
             .out
             .send(message, None, &self.settings, cancel)
-            .await?;
+            .await;
+        // Even if the event store failed: the request is over either way, and
+        // its stream must end and its routes and count be released.
         if completes {
             self.complete(http_request_id);
         }
-        Ok(delivered)
+        sent
+    }
+
+    /// Sends on the standalone stream; if its client is gone but a shadow
+    /// stream is alive, that one takes over first.
+    async fn send_standalone(
+        &mut self,
+        message: Option<Arc<ServerJsonRpcMessage>>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, TransportError> {
+        if !self.standalone.is_connected() && !self.promote_shadow(cancel).await {
+            return Ok(false);
+        }
+        self.standalone
+            .send(message, None, &self.settings, cancel)
+            .await
+    }
+
+    /// Makes the newest live shadow stream the standalone stream, replaying
+    /// to it what the dead one did not hand out (or what followed the
+    /// shadow's own `Last-Event-ID`). `false` if cancelled meanwhile.
+    async fn promote_shadow(&mut self, cancel: &CancellationToken) -> bool {
+        self.shadows.retain(|shadow| !shadow.sender.is_closed());
+        let Some(shadow) = self.shadows.pop() else {
+            return true;
+        };
+        let last_seen = shadow
+            .last_seen
+            .unwrap_or_else(|| self.standalone_handed_out.load(Ordering::Relaxed));
+        shadow.handed_out.store(last_seen, Ordering::Relaxed);
+        self.standalone_handed_out = shadow.handed_out;
+        self.standalone.sender = Some(shadow.sender);
+        tracing::debug!(session_id = %self.id, "a shadow stream took over the standalone stream");
+        for event in self.standalone.kept_from(last_seen + 1) {
+            if !self.standalone.deliver(event, &self.settings, cancel).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// The request stream a server message belongs to (`None`: the
@@ -915,7 +1052,7 @@ impl SessionWorker {
         }
         let http_request_id = self.next_http_request_id;
         self.next_http_request_id += 1;
-        let mut out = OutStream::new(Some(http_request_id), &self.settings);
+        let mut out = OutStream::new(Some(http_request_id), &self.settings, &self.id);
         let (sender, events) = mpsc::channel(self.settings.session.channel_capacity);
         out.sender = Some(sender);
         if let Some(retry) = self.settings.session.sse_retry {
@@ -933,7 +1070,7 @@ impl SessionWorker {
                 _ => ServerSseMessage::priming(out.event_id(0), retry),
             };
             // The channel is new: room for the priming event.
-            out.deliver((0, priming), cancel).await;
+            out.deliver((0, priming), &self.settings, cancel).await;
         }
         let mut routes = vec![request_route.clone()];
         self.routes.insert(request_route, http_request_id);
@@ -961,50 +1098,39 @@ impl SessionWorker {
     /// first replays what the previous response did not hand out (or what
     /// followed `last_seen`).
     fn open_standalone(&mut self, last_seen: Option<u64>) -> SseStream {
-        self.shadows.retain(|shadow| !shadow.is_closed());
+        let capacity = self.settings.session.channel_capacity;
+        self.shadows.retain(|shadow| !shadow.sender.is_closed());
         if self.standalone.is_connected() {
             if self.shadows.len() >= MAX_SHADOW_STREAMS {
                 self.shadows.remove(0);
             }
-            let (sender, events) = mpsc::channel(1);
-            self.shadows.push(sender);
-            return SseStream::live(events);
+            // Full size: it may take over (`promote_shadow`).
+            let (sender, events) = mpsc::channel(capacity);
+            let handed_out = Arc::new(AtomicU64::new(0));
+            self.shadows.push(Shadow {
+                sender,
+                handed_out: handed_out.clone(),
+                last_seen,
+            });
+            return SseStream {
+                replay: Vec::new().into_iter(),
+                events,
+                handed_out: Some(handed_out),
+            };
         }
         let missed_from =
             last_seen.unwrap_or_else(|| self.standalone_handed_out.load(Ordering::Relaxed));
         let handed_out = Arc::new(AtomicU64::new(missed_from));
         self.standalone_handed_out = handed_out.clone();
-        let capacity = self.settings.session.channel_capacity;
-        match self
-            .standalone
-            .reconnect(missed_from, capacity, Some(handed_out.clone()))
-        {
-            Ok(stream) => stream,
-            Err(error) => {
-                // Without Last-Event-ID the client asked for nothing in
-                // particular: it gets every event still kept.
-                tracing::warn!(session_id = %self.id, %error, "standalone stream lost events");
-                let oldest = self
-                    .standalone
-                    .ring
-                    .as_ref()
-                    .map_or(0, |ring| ring.oldest_kept() - 1);
-                self.standalone
-                    .reconnect(oldest, capacity, Some(handed_out))
-                    .unwrap_or_else(|_| unreachable!("the oldest kept event can be replayed"))
-            }
-        }
+        // The standalone stream resumes from any index (see `reconnect`),
+        // so the fallback, an ended stream, is never used.
+        self.standalone
+            .reconnect(missed_from, capacity, Some(handed_out))
+            .unwrap_or_else(|_| SseStream::live(mpsc::channel(1).1))
     }
 
     fn resume(&mut self, last_seen: EventId) -> Result<SseStream, BoundedSessionError> {
         let Some(http_request_id) = last_seen.stream else {
-            if self.standalone.is_connected() {
-                return Ok(self.open_standalone(Some(last_seen.index)));
-            }
-            // Check first, so a bad id leaves the standalone stream alone.
-            if let Some(ring) = &self.standalone.ring {
-                ring.after(last_seen.index)?;
-            }
             return Ok(self.open_standalone(Some(last_seen.index)));
         };
         let capacity = self.settings.session.channel_capacity;
@@ -1402,7 +1528,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_resume_that_would_skip_overwritten_events_is_refused() {
+    async fn a_resume_after_overwritten_events_replays_what_is_kept_with_the_gap_visible() {
         let mut session = session(settings(|s| s.replay_capacity = 2)).await;
         let stream = session.request(call(1, Some("tok"))).await;
         drop(stream);
@@ -1413,16 +1539,22 @@ mod tests {
             index,
             stream: Some(0),
         };
-        assert!(matches!(
-            session.handle.resume(resume(2)).await,
-            Err(BoundedSessionError::Replay(ReplayError::Overwritten {
-                last_seen: 2,
-                oldest_kept: 4
-            }))
-        ));
-        let mut resumed = session.handle.resume(resume(3)).await.unwrap();
-        assert_eq!(next(&mut resumed).await.unwrap().1, "progress 4");
-        assert_eq!(next(&mut resumed).await.unwrap().1, "progress 5");
+        // 3 and earlier are gone: the client gets 4 and 5, and the jump from
+        // its 2 to 4 in the ids shows what it lost (a refusal would only
+        // make it retry the same id forever).
+        let mut resumed = session.handle.resume(resume(2)).await.unwrap();
+        assert_eq!(
+            next(&mut resumed).await,
+            Some(("4/0".into(), "progress 4".into()))
+        );
+        assert_eq!(next(&mut resumed).await.unwrap().0, "5/0");
+        let mut exact = session.handle.resume(resume(3)).await.unwrap();
+        assert_eq!(next(&mut exact).await.unwrap().0, "4/0");
+        assert_eq!(next(&mut exact).await.unwrap().0, "5/0");
+        // The answer still arrives live, and ends the stream.
+        session.handler.send(answer(1)).await.unwrap();
+        assert_eq!(next(&mut exact).await.unwrap().1, "answer 1");
+        assert_eq!(next(&mut exact).await, None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1447,7 +1579,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_second_get_is_a_shadow_and_a_later_one_replays_what_was_missed() {
+    async fn a_second_get_is_a_shadow_that_takes_over_when_the_first_dies() {
         let mut session = session(settings(|_| {})).await;
         // Sent before any GET: kept for the first one.
         session.handler.send(log_line(1)).await.unwrap();
@@ -1457,36 +1589,98 @@ mod tests {
         session.handler.send(log_line(2)).await.unwrap();
         assert_eq!(next(&mut primary).await.unwrap().0, "2");
         assert_pending(&mut shadow).await;
-        // The primary dies; what follows is kept for the next GET, which
-        // replays only that.
+        // The primary dies: the shadow takes over, from what the primary
+        // did not hand out.
         drop(primary);
         session.handler.send(log_line(3)).await.unwrap();
         session.handler.send(log_line(4)).await.unwrap();
+        assert_eq!(next(&mut shadow).await.unwrap().0, "3");
+        assert_eq!(next(&mut shadow).await.unwrap().0, "4");
+        // No stream left: kept for the next GET, which replays just that.
+        drop(shadow);
+        session.handler.send(log_line(5)).await.unwrap();
         let mut next_get = session.handle.standalone().await.unwrap();
-        assert_eq!(next(&mut next_get).await.unwrap().0, "3");
-        assert_eq!(next(&mut next_get).await.unwrap().0, "4");
+        assert_eq!(next(&mut next_get).await.unwrap().0, "5");
         assert_pending(&mut next_get).await;
-        // A GET with Last-Event-ID while that one lives is a shadow too.
+        // A reconnect with Last-Event-ID while that one lives waits in
+        // reserve, and takes over from its own Last-Event-ID.
         let mut resumed = session
             .handle
             .resume(EventId {
-                index: 1,
+                index: 3,
                 stream: None,
             })
             .await
             .unwrap();
         assert_pending(&mut resumed).await;
+        drop(next_get);
+        session.handler.send(log_line(6)).await.unwrap();
+        for expected in ["4", "5", "6"] {
+            assert_eq!(next(&mut resumed).await.unwrap().0, expected);
+        }
         // Closing from the server side ends the stream and its shadows.
+        let mut another_shadow = session.handle.standalone().await.unwrap();
         session
             .handle
             .close_standalone_sse_stream(Some(Duration::from_millis(10)))
             .await
             .unwrap();
-        let (id, what) = next(&mut next_get).await.unwrap();
-        assert_eq!((id.as_str(), what.as_str()), ("5", "priming"));
-        assert_eq!(next(&mut next_get).await, None);
-        assert_eq!(next(&mut shadow).await, None);
+        let (id, what) = next(&mut resumed).await.unwrap();
+        assert_eq!((id.as_str(), what.as_str()), ("7", "priming"));
         assert_eq!(next(&mut resumed).await, None);
+        assert_eq!(next(&mut another_shadow).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_standalone_id_from_before_a_restore_resumes_live() {
+        let mut session = session(settings(|_| {})).await;
+        // The fresh worker never sent event 57; its client had it from the
+        // session's previous life.
+        let mut resumed = session
+            .handle
+            .resume(EventId {
+                index: 57,
+                stream: None,
+            })
+            .await
+            .unwrap();
+        session.handler.send(log_line(1)).await.unwrap();
+        assert_eq!(next(&mut resumed).await.unwrap().0, "1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_disconnected_and_can_resume() {
+        let mut session = session(settings(|s| s.session.channel_capacity = 2)).await;
+        let mut unread = session.handle.standalone().await.unwrap();
+        let mut stream = session.request(call(1, None)).await;
+        assert_eq!(next(&mut stream).await.unwrap().1, "priming");
+        let mut sends = Vec::new();
+        for n in 1..=3 {
+            sends.push(tokio::spawn(session.handler.send(log_line(n))));
+            tokio::task::yield_now().await;
+        }
+        sends.push(tokio::spawn(session.handler.send(answer(1))));
+        // Past the stall limit the unread stream is let go, and the answer
+        // behind it reaches its own, read, stream.
+        assert_pending(&mut stream).await;
+        tokio::time::sleep(STALL_LIMIT).await;
+        assert_eq!(next(&mut stream).await.unwrap().1, "answer 1");
+        for send in sends {
+            send.await.unwrap().unwrap();
+        }
+        // The unread stream ends after what it buffered; the rest is kept.
+        assert_eq!(next(&mut unread).await.unwrap().0, "1");
+        assert_eq!(next(&mut unread).await.unwrap().0, "2");
+        assert_eq!(next(&mut unread).await, None);
+        let mut resumed = session
+            .handle
+            .resume(EventId {
+                index: 2,
+                stream: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(next(&mut resumed).await.unwrap().0, "3");
     }
 
     #[tokio::test]
@@ -1563,13 +1757,12 @@ mod tests {
             settings(|s| s.session.init_timeout = Some(init)),
         );
         let mut handler = rmcp::transport::WorkerTransport::spawn(worker);
-        // Anything but initialize is refused at once, not left waiting.
-        assert!(matches!(
-            handle.standalone().await,
-            Err(BoundedSessionError::NotInitialized)
-        ));
+        // A request before initialize waits for it; the session ends
+        // instead, and the request learns so.
+        let early = tokio::spawn(async move { handle.standalone().await });
         assert!(handler.receive().await.is_none());
         assert_eq!(end_cause.get(), Some(&CloseReason::InitTimeout));
+        assert!(early.await.unwrap().unwrap_err().is_session_not_found());
     }
 
     /// An in-memory `EventStore` that names events `e1`, `e2`, ...
@@ -1620,6 +1813,74 @@ mod tests {
         assert!(
             stored[0].1.message.is_none(),
             "the priming event is stored too"
+        );
+    }
+
+    /// Fails its `fail_at`-th `store_event`, like a store losing its
+    /// connection once.
+    struct FlakyStore {
+        calls: std::sync::atomic::AtomicUsize,
+        fail_at: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl EventStore for FlakyStore {
+        async fn store_event(
+            &self,
+            _stream_id: &str,
+            _event: &ServerSseMessage,
+        ) -> Result<String, rmcp::transport::streamable_http_server::session::EventStoreError>
+        {
+            let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+            if call == self.fail_at {
+                return Err("store unavailable".into());
+            }
+            Ok(format!("e{call}"))
+        }
+
+        async fn replay_events_after(
+            &self,
+            _last_event_id: &str,
+        ) -> Result<
+            rmcp::transport::streamable_http_server::session::EventStream,
+            rmcp::transport::streamable_http_server::session::EventStoreError,
+        > {
+            Ok(Box::pin(futures::stream::empty()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_the_store_failed_on_still_ends_its_request() {
+        let store = Arc::new(FlakyStore {
+            calls: Default::default(),
+            fail_at: 2,
+        });
+        let mut session = session(settings(|s| {
+            s.event_store = Some(store.clone());
+            s.max_request_streams = 1;
+        }))
+        .await;
+        let mut stream = session.request(call(1, None)).await;
+        assert_eq!(next(&mut stream).await.unwrap().1, "priming");
+        assert!(
+            session.handler.send(answer(1)).await.is_err(),
+            "the handler hears of it"
+        );
+        assert_eq!(next(&mut stream).await, None, "the stream ends");
+        // Its slot among the requests in flight and its id are free again.
+        let _again = session.request(call(1, None)).await;
+    }
+
+    #[test]
+    fn the_standalone_stream_keeps_rmcps_name_in_an_event_store() {
+        let store: Arc<dyn EventStore> = Arc::new(CountingStore::default());
+        let settings = settings(|s| s.event_store = Some(store));
+        let (_, first, _) = create("sid".into(), settings.clone());
+        let (_, restored, _) = create("sid".into(), settings);
+        assert_eq!(first.standalone.store_stream.as_deref(), Some("sid:common"));
+        assert_eq!(
+            first.standalone.store_stream,
+            restored.standalone.store_stream
         );
     }
 }

@@ -48,7 +48,7 @@ async fn rmcp_client_initializes_calls_a_tool_with_progress_and_closes() -> anyh
     let tools = client.list_all_tools().await?;
     let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
     names.sort();
-    assert_eq!(names, ["count", "echo"]);
+    assert_eq!(names, ["announce", "count", "echo"]);
 
     let echoed = client
         .call_tool(
