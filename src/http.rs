@@ -43,6 +43,8 @@ pub(crate) enum Refusal {
     TooManyStreams,
     /// The request reuses the id of a request still in flight.
     DuplicateRequestId,
+    /// The session has not finished its `initialize` handshake.
+    NotInitialized,
 }
 
 /// Records `refusal` for the current request, if it runs under
@@ -62,6 +64,7 @@ pub(crate) fn record(refusal: Refusal) {
 /// | the new session ended before its handshake finished (evicted at the cap) | `503 Service Unavailable`, `Retry-After: 1` |
 /// | the session has its limit of requests in flight | `429 Too Many Requests`, `Retry-After: 1` |
 /// | the request reuses the id of a request still in flight | `409 Conflict` |
+/// | the session has not finished its `initialize` handshake | `400 Bad Request` |
 ///
 /// # Example
 ///
@@ -162,6 +165,11 @@ fn refusal_response(refusal: Refusal) -> HttpResponse {
             Some(1),
             "Too Many Requests: this session has its limit of requests in flight; \
              wait for answers before sending more",
+        ),
+        Refusal::NotInitialized => (
+            StatusCode::BAD_REQUEST,
+            None,
+            "Bad Request: the session has not finished its initialize handshake",
         ),
         Refusal::DuplicateRequestId => (
             StatusCode::CONFLICT,

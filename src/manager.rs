@@ -33,7 +33,7 @@ use crate::http::{self, Refusal};
 use crate::rate_limiter::{Grant, RateLimiter};
 use crate::registry::{Registry, SessionStats, Slot};
 use crate::session::{EndedHandlers, Lease, LiveSession, SessionRegistry, SessionTransport};
-use crate::worker::{self, SessionHandle, WorkerSettings};
+use crate::worker::{self, Origin, SessionHandle, WorkerSettings};
 
 /// An rmcp `SessionManager` that keeps at most `max_sessions` sessions in
 /// memory, evicting the oldest when full, with optional rate limiting of
@@ -368,8 +368,8 @@ impl BoundedSessionManager {
 
     /// Starts a worker for `id` and admits it with `slot`; gives the slot
     /// back (and stops the worker) if `id` is already live.
-    fn admit(&self, slot: Slot<'_>, id: SessionId) -> Option<SessionTransport> {
-        let (handle, worker, end_cause) = worker::create(id.clone(), self.settings.clone());
+    fn admit(&self, slot: Slot<'_>, id: SessionId, origin: Origin) -> Option<SessionTransport> {
+        let (handle, worker, end_cause) = worker::create(id.clone(), self.settings.clone(), origin);
         let transport = WorkerTransport::spawn(worker);
         let session = LiveSession {
             handle,
@@ -408,7 +408,7 @@ impl SessionManager for BoundedSessionManager {
             let id = session_id();
             // A random 122-bit id that is already live would be returned
             // here; retrying is cheaper than a special error for it.
-            if let Some(transport) = self.admit(slot, id.clone()) {
+            if let Some(transport) = self.admit(slot, id.clone(), Origin::Created) {
                 if let Some(grant) = grant {
                     grant.commit();
                 }
@@ -569,7 +569,7 @@ impl SessionManager for BoundedSessionManager {
         }
         let grant = self.rate_grant()?;
         let slot = self.registry.acquire_slot().await;
-        Ok(match self.admit(slot, id) {
+        Ok(match self.admit(slot, id, Origin::Restored) {
             Some(transport) => {
                 if let Some(grant) = grant {
                     grant.commit();
@@ -595,6 +595,7 @@ fn refused(error: BoundedSessionError, gone: Refusal) -> BoundedSessionError {
         error if error.is_session_not_found() => Some(gone),
         BoundedSessionError::TooManyStreams { .. } => Some(Refusal::TooManyStreams),
         BoundedSessionError::DuplicateRequestId(_) => Some(Refusal::DuplicateRequestId),
+        BoundedSessionError::NotInitialized => Some(Refusal::NotInitialized),
         _ => None,
     };
     if let Some(refusal) = refusal {

@@ -602,6 +602,7 @@ pub(crate) struct SessionWorker {
     settings: Arc<WorkerSettings>,
     events: mpsc::Receiver<SessionEvent>,
     end_cause: EndCause,
+    origin: Origin,
     next_http_request_id: u64,
     requests: HashMap<u64, RequestStream>,
     routes: HashMap<Route, u64>,
@@ -636,11 +637,22 @@ impl std::fmt::Debug for SessionWorker {
     }
 }
 
+/// How a session came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A client's `initialize`: nobody can know its id before the answer.
+    Created,
+    /// Restored from rmcp's `SessionStore`: rmcp replays the handshake, and
+    /// the client's requests that triggered the restore may arrive first.
+    Restored,
+}
+
 /// A new session: the handle the registry keeps, the worker to spawn, and
 /// where the worker will leave its end cause.
 pub(crate) fn create(
     id: SessionId,
     settings: Arc<WorkerSettings>,
+    origin: Origin,
 ) -> (SessionHandle, SessionWorker, EndCause) {
     let (events_tx, events) = mpsc::channel(settings.session.channel_capacity);
     let end_cause = EndCause::default();
@@ -654,6 +666,7 @@ pub(crate) fn create(
         settings,
         events,
         end_cause: end_cause.clone(),
+        origin,
         next_http_request_id: 0,
         requests: HashMap::new(),
         routes: HashMap::new(),
@@ -674,10 +687,11 @@ impl SessionWorker {
     }
 
     /// Waits for `initialize`, hands it to the handler and answers the
-    /// client with the handler's response. Requests that arrive first (a
-    /// request racing the handshake a session restore replays, say) are kept
-    /// and returned, to be served right after; beyond `channel_capacity` of
-    /// them, the rest are refused rather than left waiting.
+    /// client with the handler's response. In a restored session, requests
+    /// that arrive first (racing the handshake rmcp replays) are kept and
+    /// returned, to be served right after, up to `channel_capacity` of them;
+    /// anything else that arrives first is refused at once, not left
+    /// waiting (no client can know a new session's id before its answer).
     async fn initialize(
         &mut self,
         context: &mut WorkerContext<Self>,
@@ -711,7 +725,10 @@ impl SessionWorker {
             match event {
                 None => return Err(Quit::TransportClosed),
                 Some(SessionEvent::Initialize { request, reply }) => break (request, reply),
-                Some(other) if early.len() < self.settings.session.channel_capacity => {
+                Some(other)
+                    if self.origin == Origin::Restored
+                        && early.len() < self.settings.session.channel_capacity =>
+                {
                     early.push(other);
                 }
                 Some(other) => refuse(other, BoundedSessionError::NotInitialized),
@@ -1298,7 +1315,7 @@ mod tests {
     }
 
     async fn session(settings: Arc<WorkerSettings>) -> Session {
-        let (handle, worker, end_cause) = create("test".into(), settings);
+        let (handle, worker, end_cause) = create("test".into(), settings, Origin::Created);
         let mut handler = rmcp::transport::WorkerTransport::spawn(worker);
         let initialize = client(json!({
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
@@ -1752,13 +1769,21 @@ mod tests {
         assert_eq!(session.end_cause.get(), Some(&CloseReason::IdleTimeout));
 
         let init = Duration::from_secs(10);
-        let (handle, worker, end_cause) = create(
-            "t".into(),
-            settings(|s| s.session.init_timeout = Some(init)),
-        );
+        let timeout = |s: &mut WorkerSettings| s.session.init_timeout = Some(init);
+        let (handle, worker, end_cause) = create("t".into(), settings(timeout), Origin::Created);
         let mut handler = rmcp::transport::WorkerTransport::spawn(worker);
-        // A request before initialize waits for it; the session ends
-        // instead, and the request learns so.
+        // Anything but initialize is refused at once, not left waiting.
+        assert!(matches!(
+            handle.standalone().await,
+            Err(BoundedSessionError::NotInitialized)
+        ));
+        assert!(handler.receive().await.is_none());
+        assert_eq!(end_cause.get(), Some(&CloseReason::InitTimeout));
+
+        // In a restored session, a request before the replayed handshake
+        // waits for it; if the session ends instead, the request learns so.
+        let (handle, worker, end_cause) = create("r".into(), settings(timeout), Origin::Restored);
+        let mut handler = rmcp::transport::WorkerTransport::spawn(worker);
         let early = tokio::spawn(async move { handle.standalone().await });
         assert!(handler.receive().await.is_none());
         assert_eq!(end_cause.get(), Some(&CloseReason::InitTimeout));
@@ -1875,8 +1900,8 @@ mod tests {
     fn the_standalone_stream_keeps_rmcps_name_in_an_event_store() {
         let store: Arc<dyn EventStore> = Arc::new(CountingStore::default());
         let settings = settings(|s| s.event_store = Some(store));
-        let (_, first, _) = create("sid".into(), settings.clone());
-        let (_, restored, _) = create("sid".into(), settings);
+        let (_, first, _) = create("sid".into(), settings.clone(), Origin::Created);
+        let (_, restored, _) = create("sid".into(), settings, Origin::Restored);
         assert_eq!(first.standalone.store_stream.as_deref(), Some("sid:common"));
         assert_eq!(
             first.standalone.store_stream,
