@@ -1,0 +1,335 @@
+//! End to end over loopback HTTP, through the real `StreamableHttpService`,
+//! for this crate, rmcp 3.11's `LocalSessionManager` and `mcp-session` 0.2
+//! (on rmcp 1.x's service), one after the other in one run:
+//!
+//! - with 10,000 idle initialized sessions live, 32 concurrent clients each
+//!   loop over a whole session (initialize, notifications/initialized, one
+//!   `tools/call`, DELETE): sessions per second;
+//! - then 32 concurrent clients, each on one of the live sessions, loop over
+//!   `tools/call`: tool calls per second.
+//!
+//! Server and clients share the machine's two cores, as in any loopback
+//! test; compare the managers within one run. Not a criterion bench: each
+//! phase is a fixed-duration load, reported as a rate.
+//!
+//! ```text
+//! cargo bench --bench http_load
+//! HTTP_LOAD_SECS=10 HTTP_LOAD_LIVE=1000 cargo bench --bench http_load
+//! ```
+
+mod common;
+
+#[path = "../examples/server/handler.rs"]
+#[allow(dead_code, reason = "the bench calls only `echo`")]
+mod handler;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mcp_bounded_session::{BoundedSessionLayer, BoundedSessionManager, SessionConfig};
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower_layer::Layer;
+
+const CLIENTS: usize = 32;
+const PROTOCOL_VERSION: &str = "2025-06-18";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// An rmcp 1.x handler with the same `echo` tool as the example server, for
+/// `mcp-session` (built on rmcp 1.x).
+#[derive(Clone)]
+struct EchoV1;
+
+impl rmcp_v1::ServerHandler for EchoV1 {
+    fn get_info(&self) -> rmcp_v1::model::ServerInfo {
+        let mut info = rmcp_v1::model::ServerInfo::default();
+        info.capabilities = rmcp_v1::model::ServerCapabilities::builder()
+            .enable_tools()
+            .build();
+        info
+    }
+
+    async fn call_tool(
+        &self,
+        request: rmcp_v1::model::CallToolRequestParams,
+        _context: rmcp_v1::service::RequestContext<rmcp_v1::RoleServer>,
+    ) -> Result<rmcp_v1::model::CallToolResult, rmcp_v1::ErrorData> {
+        let text = request
+            .arguments
+            .as_ref()
+            .and_then(|arguments| arguments.get("text"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(rmcp_v1::model::CallToolResult::success(vec![
+            rmcp_v1::model::Content::text(text),
+        ]))
+    }
+}
+
+/// Serves `router` on 127.0.0.1:0 until `shutdown`; returns the MCP URL.
+async fn serve(router: axum::Router, shutdown: CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    url
+}
+
+async fn serve_v3<M: SessionManager>(manager: Arc<M>, shutdown: CancellationToken) -> String {
+    let service = StreamableHttpService::new(
+        || Ok(handler::DemoServer::new()),
+        manager,
+        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
+    );
+    let router = axum::Router::new().nest_service("/mcp", BoundedSessionLayer.layer(service));
+    serve(router, shutdown).await
+}
+
+async fn serve_mcp_session(shutdown: CancellationToken, cap: usize) -> String {
+    use rmcp_v1::transport::streamable_http_server as v1;
+    let manager = Arc::new(mcp_session::BoundedSessionManager::new(
+        mcp_session::SessionConfig::default(),
+        cap,
+    ));
+    let mut config = v1::StreamableHttpServerConfig::default();
+    config.cancellation_token = shutdown.child_token();
+    let service = v1::StreamableHttpService::new(|| Ok(EchoV1), manager, config);
+    let router = axum::Router::new().nest_service("/mcp", service);
+    serve(router, shutdown).await
+}
+
+/// A raw MCP client over one shared connection pool.
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Client {
+    async fn post(&self, session: Option<&str>, body: &Value) -> (Option<String>, String) {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", PROTOCOL_VERSION)
+            .json(body);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        let response = request.send().await.expect("server reachable");
+        assert!(
+            response.status().is_success(),
+            "{} for {body}",
+            response.status()
+        );
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .map(|value| value.to_str().unwrap().to_owned());
+        (session, response.text().await.unwrap())
+    }
+
+    async fn initialize(&self) -> String {
+        let (session, body) = self
+            .post(
+                None,
+                &json!({
+                    "jsonrpc": "2.0", "id": 0, "method": "initialize",
+                    "params": {
+                        "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+                        "clientInfo": { "name": "http_load", "version": "1" }
+                    }
+                }),
+            )
+            .await;
+        assert!(body.contains("serverInfo"), "{body}");
+        let session = session.expect("a session id");
+        self.post(
+            Some(&session),
+            &json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
+        )
+        .await;
+        session
+    }
+
+    async fn echo(&self, session: &str, id: u64) {
+        let (_, body) = self
+            .post(
+                Some(session),
+                &json!({
+                    "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                    "params": { "name": "echo", "arguments": { "text": "ping" } }
+                }),
+            )
+            .await;
+        assert!(body.contains("ping"), "{body}");
+    }
+
+    async fn delete(&self, session: &str) {
+        let status = self
+            .http
+            .delete(&self.url)
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", PROTOCOL_VERSION)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "DELETE: {status}");
+    }
+}
+
+/// Runs `CLIENTS` tasks, each repeating `work` until `duration` has passed;
+/// returns the completed repetitions per second.
+async fn rate<F, Fut>(duration: Duration, work: F) -> f64
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let done = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let (done, count, work) = (done.clone(), count.clone(), work.clone());
+            tokio::spawn(async move {
+                let mut round = 0;
+                while !done.load(Ordering::Relaxed) {
+                    round += 1;
+                    work(client, round).await;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    done.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Measured {
+    sessions_per_sec: f64,
+    calls_per_sec: f64,
+}
+
+async fn measure(url: String, live: usize, duration: Duration) -> Measured {
+    let client = Client {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(CLIENTS)
+            .build()
+            .unwrap(),
+        url,
+    };
+    // Fill: `live` idle initialized sessions, created by CLIENTS at once.
+    let sessions = Arc::new(tokio::sync::Mutex::new(Vec::with_capacity(live)));
+    let per_client = live.div_ceil(CLIENTS);
+    let fillers: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let (client, sessions) = (client.clone(), sessions.clone());
+            let count = per_client.min(live.saturating_sub(n * per_client));
+            tokio::spawn(async move {
+                for _ in 0..count {
+                    let session = client.initialize().await;
+                    sessions.lock().await.push(session);
+                }
+            })
+        })
+        .collect();
+    for filler in fillers {
+        filler.await.unwrap();
+    }
+    let sessions = Arc::new(std::mem::take(&mut *sessions.lock().await));
+    assert_eq!(sessions.len(), live);
+
+    let sessions_per_sec = rate(duration, {
+        let client = client.clone();
+        move |_, _| {
+            let client = client.clone();
+            async move {
+                let session = client.initialize().await;
+                client.echo(&session, 1).await;
+                client.delete(&session).await;
+            }
+        }
+    })
+    .await;
+    let calls_per_sec = rate(duration, {
+        let (client, sessions) = (client.clone(), sessions.clone());
+        move |n, round| {
+            let (client, sessions) = (client.clone(), sessions.clone());
+            async move { client.echo(&sessions[n * 7 % sessions.len()], round).await }
+        }
+    })
+    .await;
+    Measured {
+        sessions_per_sec,
+        calls_per_sec,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let live = env_or("HTTP_LOAD_LIVE", 10_000) as usize;
+    let duration = Duration::from_secs(env_or("HTTP_LOAD_SECS", 5));
+    // Room for the live sessions and the ones the clients create: no
+    // eviction, so every manager does the same work.
+    let cap = live + CLIENTS;
+    let runtime = common::runtime();
+    println!(
+        "http_load: {live} live sessions, {CLIENTS} clients, {} s per phase",
+        duration.as_secs()
+    );
+    let mut results = Vec::new();
+    for name in ["bounded", "rmcp_local", "mcp_session"] {
+        let measured = runtime.block_on(async {
+            let shutdown = CancellationToken::new();
+            let url = match name {
+                "bounded" => {
+                    let manager = BoundedSessionManager::new(SessionConfig::default(), cap);
+                    serve_v3(Arc::new(manager), shutdown.clone()).await
+                }
+                "rmcp_local" => {
+                    serve_v3(Arc::new(LocalSessionManager::default()), shutdown.clone()).await
+                }
+                _ => serve_mcp_session(shutdown.clone(), cap).await,
+            };
+            let measured = measure(url, live, duration).await;
+            shutdown.cancel();
+            // Let the sessions' tasks wind down before the next manager.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            measured
+        });
+        println!(
+            "{name:>12}: {:>8.0} sessions/s (initialize + call + DELETE)   {:>8.0} tool calls/s",
+            measured.sessions_per_sec, measured.calls_per_sec
+        );
+        results.push((name, measured));
+    }
+    let ours = &results[0].1;
+    for (name, other) in &results[1..] {
+        println!(
+            "bounded / {name}: sessions/s {:.2}x, tool calls/s {:.2}x",
+            ours.sessions_per_sec / other.sessions_per_sec,
+            ours.calls_per_sec / other.calls_per_sec
+        );
+    }
+}
