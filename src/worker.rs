@@ -87,19 +87,22 @@ impl WorkerSettings {
     }
 }
 
-/// A request from the HTTP side to a session's worker.
+/// A request from the HTTP side to a session's worker. Messages are boxed:
+/// a channel allocates room for its events in blocks of 32, so a small event
+/// keeps every session's queue small (a message is ten times the size of
+/// the rest).
 #[derive(Debug)]
 enum SessionEvent {
     Initialize {
-        request: ClientJsonRpcMessage,
+        request: Box<ClientJsonRpcMessage>,
         reply: oneshot::Sender<Result<ServerJsonRpcMessage, BoundedSessionError>>,
     },
     Request {
-        request: ClientJsonRpcMessage,
+        request: Box<ClientJsonRpcMessage>,
         reply: oneshot::Sender<Result<SseStream, BoundedSessionError>>,
     },
     Accept {
-        message: ClientJsonRpcMessage,
+        message: Box<ClientJsonRpcMessage>,
     },
     Standalone {
         reply: oneshot::Sender<Result<SseStream, BoundedSessionError>>,
@@ -184,6 +187,7 @@ impl SessionHandle {
         &self,
         request: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage, BoundedSessionError> {
+        let request = Box::new(request);
         self.ask(|reply| SessionEvent::Initialize { request, reply })
             .await
     }
@@ -192,6 +196,7 @@ impl SessionHandle {
         &self,
         request: ClientJsonRpcMessage,
     ) -> Result<SseStream, BoundedSessionError> {
+        let request = Box::new(request);
         self.ask(|reply| SessionEvent::Request { request, reply })
             .await
     }
@@ -200,6 +205,7 @@ impl SessionHandle {
         &self,
         message: ClientJsonRpcMessage,
     ) -> Result<(), BoundedSessionError> {
+        let message = Box::new(message);
         self.send(SessionEvent::Accept { message }).await
     }
 
@@ -724,7 +730,7 @@ impl SessionWorker {
             };
             match event {
                 None => return Err(Quit::TransportClosed),
-                Some(SessionEvent::Initialize { request, reply }) => break (request, reply),
+                Some(SessionEvent::Initialize { request, reply }) => break (*request, reply),
                 Some(other)
                     if self.origin == Origin::Restored
                         && early.len() < self.settings.session.channel_capacity =>
@@ -778,10 +784,13 @@ impl SessionWorker {
     }
 
     async fn serve(&mut self, mut context: WorkerContext<Self>) -> Result<(), Quit> {
-        let early = self.initialize(&mut context).await?;
+        // Boxed, as the per-request handling below: a spawned task's future
+        // is copied whole when the task is created and dropped, so keeping
+        // the rarely used states out of it makes every session cheaper.
+        let early = Box::pin(self.initialize(&mut context)).await?;
         let cancel = context.cancellation_token.clone();
         for event in early {
-            if !self.on_session_event(event, &mut context, &cancel).await? {
+            if !Box::pin(self.on_session_event(event, &mut context, &cancel)).await? {
                 return Err(Quit::Cancelled);
             }
         }
@@ -820,7 +829,7 @@ impl SessionWorker {
                         // closed, and its cancellation is on its way.
                         return Err(Quit::TransportClosed);
                     };
-                    if !self.on_session_event(event, &mut context, &cancel).await? {
+                    if !Box::pin(self.on_session_event(event, &mut context, &cancel)).await? {
                         return Err(Quit::Cancelled);
                     }
                 }
@@ -1003,10 +1012,10 @@ impl SessionWorker {
                     // the handler still answers, into the ring.
                     tracing::debug!(session_id = %self.id, "request dropped before its stream opened");
                 }
-                return self.forward_to_handler(request, context, cancel).await;
+                return self.forward_to_handler(*request, context, cancel).await;
             }
             SessionEvent::Accept { message } => {
-                if let JsonRpcMessage::Notification(notification) = &message
+                if let JsonRpcMessage::Notification(notification) = &*message
                     && let ClientNotification::CancelledNotification(cancelled) =
                         &notification.notification
                     && let Some(request_id) = &cancelled.params.request_id
@@ -1015,7 +1024,7 @@ impl SessionWorker {
                 {
                     self.complete(http_request_id);
                 }
-                return self.forward_to_handler(message, context, cancel).await;
+                return self.forward_to_handler(*message, context, cancel).await;
             }
             SessionEvent::Standalone { reply } => {
                 let _ = reply.send(Ok(self.open_standalone(None)));
