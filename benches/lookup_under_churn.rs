@@ -5,6 +5,13 @@
 //! lookups per second; the creations per second the creator sustained
 //! meanwhile are printed at the end.
 //!
+//! Two groups: in `lookup_under_churn` the creator goes as fast as it can,
+//! so a manager with cheaper creations also spends more of the two cores on
+//! creating (and less on lookups); in `lookup_under_paced_churn` every
+//! creator is held to the same `PACED_CREATES_PER_SEC`, so the lookups are
+//! compared under equal creation work (a manager too slow for that pace
+//! shows its lower rate).
+//!
 //! ```text
 //! cargo bench --bench lookup_under_churn
 //! ```
@@ -32,6 +39,9 @@ const LOOKUPS_PER_READER: usize = 2_000;
 /// threads, and the numbers measure scheduling instead of the managers (a
 /// creator yielding every 64 creations cut this crate's lookups fourfold).
 const YIELD_EVERY: usize = 64;
+/// The creation rate of the paced group: below what this crate and
+/// `LocalSessionManager` sustain at every size here.
+const PACED_CREATES_PER_SEC: f64 = 20_000.0;
 
 /// Creations counted during the measured rounds of one manager.
 #[derive(Default)]
@@ -44,7 +54,7 @@ struct CreateRate {
 /// creator holds its handle), `$retire` ends the oldest handle, `$lookup`
 /// is the request-path check.
 macro_rules! bench_manager {
-    ($group:expr, $rt:expr, $rates:expr, $name:literal, $live:expr, $manager:expr,
+    ($group:expr, $rt:expr, $rates:expr, $pace:expr, $name:literal, $live:expr, $manager:expr,
      create: |$cm:ident| $create:expr,
      retire: |$rm:ident, $old:ident| $retire:expr,
      lookup: |$lm:ident, $id:ident| $lookup:expr $(,)?) => {{
@@ -71,7 +81,15 @@ macro_rules! bench_manager {
                         async move {
                             let start = Instant::now();
                             let mut creates = 0u64;
+                            let pace: Option<f64> = $pace;
                             while !stop.load(Ordering::Relaxed) {
+                                if let Some(per_second) = pace
+                                    && creates as f64 > start.elapsed().as_secs_f64() * per_second
+                                {
+                                    // Ahead of the pace: give the readers the core.
+                                    tokio::time::sleep(Duration::from_millis(1)).await;
+                                    continue;
+                                }
                                 let $cm = &*manager;
                                 let created = $create;
                                 let $old = {
@@ -126,8 +144,16 @@ macro_rules! bench_manager {
 }
 
 fn lookup_under_churn(c: &mut Criterion) {
+    run_group(c, "lookup_under_churn", None);
+}
+
+fn lookup_under_paced_churn(c: &mut Criterion) {
+    run_group(c, "lookup_under_paced_churn", Some(PACED_CREATES_PER_SEC));
+}
+
+fn run_group(c: &mut Criterion, name: &str, pace: Option<f64>) {
     let rt = runtime();
-    let mut group = c.benchmark_group("lookup_under_churn");
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
@@ -136,7 +162,7 @@ fn lookup_under_churn(c: &mut Criterion) {
     let mut rates: Vec<(String, f64)> = Vec::new();
     for live in LIVE {
         bench_manager!(
-            group, rt, rates, "bounded", live,
+            group, rt, rates, pace, "bounded", live,
             BoundedSessionManager::new(SessionConfig::default(), live),
             create: |m| m.create_session().await.unwrap(),
             // The creation evicted the oldest; its handle is just dropped.
@@ -144,14 +170,14 @@ fn lookup_under_churn(c: &mut Criterion) {
             lookup: |m, id| m.has_session(id).await.unwrap(),
         );
         bench_manager!(
-            group, rt, rates, "rmcp_local", live,
+            group, rt, rates, pace, "rmcp_local", live,
             LocalSessionManager::default(),
             create: |m| m.create_session().await.unwrap(),
             retire: |m, oldest| m.close_session(&oldest.0).await.unwrap(),
             lookup: |m, id| m.has_session(id).await.unwrap(),
         );
         bench_manager!(
-            group, rt, rates, "mcp_session", live,
+            group, rt, rates, pace, "mcp_session", live,
             mcp_session::BoundedSessionManager::new(mcp_session::SessionConfig::default(), live),
             create: |m| m.create_session().await.unwrap(),
             retire: |_m, oldest| drop(oldest),
@@ -159,10 +185,10 @@ fn lookup_under_churn(c: &mut Criterion) {
         );
     }
     group.finish();
-    for (name, per_second) in rates {
-        println!("lookup_under_churn/{name}: creator sustained {per_second:.0} creates/s");
+    for (manager, per_second) in rates {
+        println!("{name}/{manager}: creator sustained {per_second:.0} creates/s");
     }
 }
 
-criterion_group!(benches, lookup_under_churn);
+criterion_group!(benches, lookup_under_churn, lookup_under_paced_churn);
 criterion_main!(benches);
