@@ -908,7 +908,7 @@ impl SessionWorker {
         self.standalone_handed_out = shadow.handed_out;
         self.standalone.sender = Some(shadow.sender);
         tracing::debug!(session_id = %self.id, "a shadow stream took over the standalone stream");
-        for event in self.standalone.kept_from(last_seen + 1) {
+        for event in self.standalone.kept_from(last_seen.saturating_add(1)) {
             if !self.standalone.deliver(event, &self.settings, cancel).await {
                 return false;
             }
@@ -1655,6 +1655,23 @@ mod tests {
         assert_eq!((id.as_str(), what.as_str()), ("7", "priming"));
         assert_eq!(next(&mut resumed).await, None);
         assert_eq!(next(&mut another_shadow).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_shadow_with_the_largest_id_takes_over_without_overflow() {
+        let mut session = session(settings(|_| {})).await;
+        let primary = session.handle.standalone().await.unwrap();
+        let mut shadow = session
+            .handle
+            .resume(EventId {
+                index: u64::MAX,
+                stream: None,
+            })
+            .await
+            .unwrap();
+        drop(primary);
+        session.handler.send(log_line(1)).await.unwrap();
+        assert_eq!(next(&mut shadow).await.unwrap().0, "1");
     }
 
     #[tokio::test]
