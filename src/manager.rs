@@ -164,8 +164,9 @@ impl BoundedSessionManager {
     }
 
     /// How many events each SSE stream keeps for replay after a reconnection
-    /// (`Last-Event-ID`); older ones are overwritten, and a client asking
-    /// for them gets an error instead of a replay with a gap.
+    /// (`Last-Event-ID`); older ones are overwritten, and a client that comes
+    /// back later than that gets the kept ones, the jump in their ids showing
+    /// what it lost.
     ///
     /// # Panics
     ///
@@ -188,6 +189,12 @@ impl BoundedSessionManager {
     }
 
     /// The default of [`Self::with_max_request_streams`].
+    ///
+    /// ```
+    /// use mcp_bounded_session::BoundedSessionManager;
+    ///
+    /// assert_eq!(BoundedSessionManager::DEFAULT_MAX_REQUEST_STREAMS, 256);
+    /// ```
     pub const DEFAULT_MAX_REQUEST_STREAMS: usize = 256;
 
     /// At most `limit` requests in flight per session (each has its own SSE
@@ -520,12 +527,12 @@ impl SessionManager for BoundedSessionManager {
             .map_err(|error| refused(error, gone))
     }
 
-    /// Replays exactly the kept events that followed `last_event_id` on its
-    /// stream, then goes on with that stream (a completed request's stream
-    /// ends after the replay). A malformed id, one this stream never issued,
-    /// or one whose followers were already overwritten is an error, which
-    /// rmcp answers with an empty stream. With an external `EventStore`, the
-    /// store replays instead.
+    /// Replays the kept events that followed `last_event_id` on its stream,
+    /// then goes on with that stream (a completed request's stream ends
+    /// after the replay); see README's "Replay and memory" for late and
+    /// ahead ids. A malformed id, an unknown request stream or an id ahead
+    /// of a request stream is an error, which rmcp answers with an empty
+    /// stream. With an external `EventStore`, the store replays instead.
     ///
     /// # Cancel safety
     ///
