@@ -17,7 +17,7 @@
 //!
 //! Appending is O(1) and never allocates once the ring is full (the slot of
 //! the oldest event is reused); replaying `k` events is O(k) with no search
-//! and no id parsing: event `i` lives in slot `(i - FIRST_INDEX) % capacity`.
+//! and no id parsing: event `i` lives in slot `(i - first) % capacity`.
 //! Memory per stream is bounded by `capacity` entries whatever the traffic,
 //! and a stream that never sends allocates nothing.
 
@@ -76,6 +76,8 @@ pub(crate) enum Miss {
 pub(crate) struct ReplayBuffer<T> {
     slots: Vec<T>,
     capacity: usize,
+    /// The index of the first event ever pushed.
+    first: u64,
     /// The index the next event gets.
     next: u64,
 }
@@ -84,16 +86,33 @@ impl<T> ReplayBuffer<T> {
     /// # Panics
     ///
     /// Panics if `capacity` is 0 (the builder rejects it first).
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn new(capacity: usize) -> Self {
+        Self::starting_at(capacity, FIRST_INDEX)
+    }
+
+    /// A ring whose first event gets index `first` (at least 1).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `capacity` is 0.
+    pub(crate) fn starting_at(capacity: usize, first: u64) -> Self {
         assert!(capacity > 0, "a replay buffer keeps at least one event");
+        let first = first.max(FIRST_INDEX);
         Self {
             slots: Vec::new(),
             capacity,
-            next: FIRST_INDEX,
+            first,
+            next: first,
         }
     }
 
-    /// The newest index pushed, or `FIRST_INDEX - 1` if none.
+    /// The index of the first event this ring ever got (or will get).
+    pub(crate) fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// The newest index pushed, or `first - 1` if none.
     pub(crate) fn newest(&self) -> u64 {
         self.next - 1
     }
@@ -111,7 +130,7 @@ impl<T> ReplayBuffer<T> {
 
     fn slot(&self, index: u64) -> usize {
         // `capacity` fits in u64 and the remainder is below it.
-        ((index - FIRST_INDEX) % self.capacity as u64) as usize
+        ((index - self.first) % self.capacity as u64) as usize
     }
 
     /// Appends an event, overwriting the oldest when full; returns its index.

@@ -386,9 +386,18 @@ struct OutStream {
 }
 
 impl OutStream {
-    fn new(http_request_id: Option<u64>, settings: &WorkerSettings, session: &SessionId) -> Self {
+    /// A stream whose first event gets index `first` (see [`life_base`]).
+    fn new(
+        http_request_id: Option<u64>,
+        first: u64,
+        settings: &WorkerSettings,
+        session: &SessionId,
+    ) -> Self {
         let (ring, store_stream) = match &settings.event_store {
-            None => (Some(ReplayBuffer::new(settings.replay_capacity)), None),
+            None => (
+                Some(ReplayBuffer::starting_at(settings.replay_capacity, first)),
+                None,
+            ),
             // The standalone stream's name in the store is rmcp's, and
             // stable across restores of the session on any instance.
             Some(_) => (
@@ -404,7 +413,7 @@ impl OutStream {
             sender: None,
             ring,
             store_stream,
-            next_unringed: crate::replay_buffer::FIRST_INDEX,
+            next_unringed: first,
         }
     }
 
@@ -503,14 +512,6 @@ impl OutStream {
         }
     }
 
-    /// The kept events from index `first` on, as events to send.
-    fn kept_from(&self, first: u64) -> Vec<Outgoing> {
-        self.ring
-            .as_ref()
-            .map(|ring| self.to_events(ring.from(first)))
-            .unwrap_or_default()
-    }
-
     fn to_events(&self, replay: crate::replay_buffer::Replay<'_, Kept>) -> Vec<Outgoing> {
         replay
             .map(|(index, kept)| {
@@ -523,53 +524,59 @@ impl OutStream {
             .collect()
     }
 
-    /// Starts a new HTTP response for this stream (ending the previous one)
-    /// that first carries the kept events after `last_seen`.
+    /// The kept events a client that last saw `last_seen` missed, and the
+    /// index just before the first of them.
     ///
-    /// If some of those were overwritten, it carries what is kept (the jump
-    /// in the indices shows the gap) rather than nothing: a refusal would
-    /// only make the client retry the same id forever. A standalone id ahead
-    /// of the stream (issued before the session was restored, say) resumes
-    /// it live; a request stream's is refused, as no such event exists.
-    fn reconnect(
-        &mut self,
-        last_seen: u64,
-        channel_capacity: usize,
-        handed_out: Option<Arc<AtomicU64>>,
-    ) -> Result<SseStream, ReplayError> {
-        let replay = match &self.ring {
-            None => None,
-            Some(ring) => Some(match ring.after(last_seen) {
-                Ok(replay) => replay,
-                Err(Miss::Overwritten { oldest_kept }) => {
+    /// If some were overwritten, it gives what is kept (the jump in the
+    /// indices shows the gap) rather than nothing: a refusal would only make
+    /// the client retry the same id forever. An id from before this life of
+    /// the session (a restore starts its indices above any earlier ones, see
+    /// [`life_base`]) or ahead of the standalone stream gets everything kept,
+    /// none of which that client can have seen; a request stream's id ahead
+    /// of it is refused, as no such event exists.
+    fn missed_after(&self, last_seen: u64) -> Result<(Vec<Outgoing>, u64), ReplayError> {
+        let Some(ring) = &self.ring else {
+            return Ok((Vec::new(), last_seen));
+        };
+        let replay = match ring.after(last_seen) {
+            Ok(replay) => replay,
+            Err(Miss::Overwritten { oldest_kept }) => {
+                if last_seen.saturating_add(1) >= ring.first() {
                     tracing::warn!(
                         stream = ?self.http_request_id,
                         last_seen,
                         oldest_kept,
                         "replay has a gap: missed events were overwritten; raise the replay capacity"
                     );
-                    ring.from(oldest_kept)
                 }
-                Err(Miss::Ahead { newest }) => {
-                    if self.http_request_id.is_some() {
-                        return Err(ReplayError::Ahead { last_seen, newest });
-                    }
-                    tracing::warn!(
-                        last_seen,
-                        newest,
-                        "Last-Event-ID ahead of the standalone stream (issued before a restore?); \
-                         resuming it live"
-                    );
-                    ring.from(newest + 1)
+                ring.from(oldest_kept)
+            }
+            Err(Miss::Ahead { newest }) => {
+                if self.http_request_id.is_some() {
+                    return Err(ReplayError::Ahead { last_seen, newest });
                 }
-            }),
+                tracing::warn!(
+                    last_seen,
+                    newest,
+                    "Last-Event-ID ahead of the standalone stream; replaying all it keeps"
+                );
+                ring.from(0)
+            }
         };
-        let handed_before = replay
-            .as_ref()
-            .map_or(last_seen, |replay| replay.next_index() - 1);
-        let replayed = replay
-            .map(|replay| self.to_events(replay))
-            .unwrap_or_default();
+        let handed_before = replay.next_index() - 1;
+        Ok((self.to_events(replay), handed_before))
+    }
+
+    /// Starts a new HTTP response for this stream (ending the previous one)
+    /// that first carries the kept events the client missed after
+    /// `last_seen` (see [`Self::missed_after`]).
+    fn reconnect(
+        &mut self,
+        last_seen: u64,
+        channel_capacity: usize,
+        handed_out: Option<Arc<AtomicU64>>,
+    ) -> Result<SseStream, ReplayError> {
+        let (replayed, handed_before) = self.missed_after(last_seen)?;
         let (sender, events) = mpsc::channel(channel_capacity);
         if let Some(handed_out) = &handed_out {
             handed_out.store(handed_before, Ordering::Relaxed);
@@ -653,6 +660,22 @@ pub(crate) enum Origin {
     Restored,
 }
 
+/// Where a restored session starts numbering its standalone events and its
+/// POSTs: the milliseconds since 1970, above any index an earlier life of
+/// the session can have reached (that would take a thousand events a second
+/// since 1970). Ids a client kept from before the restore then name no
+/// event of this life: its standalone stream replays everything kept, and a
+/// request stream of the earlier life is unknown, instead of either being
+/// mistaken for an event or a request of the new life.
+fn life_base() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX / 2)
+        })
+        .clamp(crate::replay_buffer::FIRST_INDEX, u64::MAX / 2)
+}
+
 /// A new session: the handle the registry keeps, the worker to spawn, and
 /// where the worker will leave its end cause.
 pub(crate) fn create(
@@ -662,23 +685,31 @@ pub(crate) fn create(
 ) -> (SessionHandle, SessionWorker, EndCause) {
     let (events_tx, events) = mpsc::channel(settings.session.channel_capacity);
     let end_cause = EndCause::default();
+    let first_index = match origin {
+        Origin::Created => crate::replay_buffer::FIRST_INDEX,
+        Origin::Restored => life_base(),
+    };
     let handle = SessionHandle {
         id: id.clone(),
         events: events_tx,
     };
     let worker = SessionWorker {
-        standalone: OutStream::new(None, &settings, &id),
+        standalone: OutStream::new(None, first_index, &settings, &id),
         id,
         settings,
         events,
         end_cause: end_cause.clone(),
         origin,
-        next_http_request_id: 0,
+        // A created session numbers its POSTs from 0, as rmcp's worker.
+        next_http_request_id: match origin {
+            Origin::Created => 0,
+            Origin::Restored => first_index,
+        },
         requests: HashMap::new(),
         routes: HashMap::new(),
         completed: VecDeque::new(),
         active_requests: 0,
-        standalone_handed_out: Arc::new(AtomicU64::new(0)),
+        standalone_handed_out: Arc::new(AtomicU64::new(first_index - 1)),
         shadows: Vec::new(),
     };
     (handle, worker, end_cause)
@@ -751,6 +782,15 @@ impl SessionWorker {
         loop {
             let from_handler = tokio::select! {
                 () = cancel.cancelled() => return Err(Quit::Cancelled),
+                // A handler that never answers the handshake ends the session
+                // at the same deadline as a client that never sends it.
+                () = &mut init_timeout => {
+                    let timeout = self.settings.session.init_timeout.unwrap_or_default();
+                    return Err(self.quit(
+                        CloseReason::InitTimeout,
+                        Quit::fatal(TransportError::InitTimeout(timeout), "waiting for the handler's initialize answer"),
+                    ));
+                }
                 received = context.recv_from_handler() => received.map_err(|quit| self.quit(CloseReason::HandlerEnded, quit))?,
             };
             let answers_initialize = match &from_handler.message {
@@ -833,6 +873,15 @@ impl SessionWorker {
                         return Err(Quit::Cancelled);
                     }
                 }
+                // The standalone stream's client is gone and a shadow waits:
+                // it takes over now, not at the next notification (a server
+                // request waiting for the client's answer may be in the
+                // dead stream's ring).
+                () = standalone_gone(self.standalone.sender.as_ref()), if !self.shadows.is_empty() => {
+                    if !self.promote_shadow(&cancel).await {
+                        return Err(Quit::Cancelled);
+                    }
+                }
                 () = &mut idle_timer => {
                     match idle_deadline(last_activity) {
                         Some(deadline) if deadline > Instant::now() => {
@@ -904,11 +953,16 @@ impl SessionWorker {
         let last_seen = shadow
             .last_seen
             .unwrap_or_else(|| self.standalone_handed_out.load(Ordering::Relaxed));
-        shadow.handed_out.store(last_seen, Ordering::Relaxed);
+        // The standalone stream never refuses (see `missed_after`).
+        let (missed, handed_before) = self
+            .standalone
+            .missed_after(last_seen)
+            .unwrap_or((Vec::new(), last_seen));
+        shadow.handed_out.store(handed_before, Ordering::Relaxed);
         self.standalone_handed_out = shadow.handed_out;
         self.standalone.sender = Some(shadow.sender);
         tracing::debug!(session_id = %self.id, "a shadow stream took over the standalone stream");
-        for event in self.standalone.kept_from(last_seen.saturating_add(1)) {
+        for event in missed {
             if !self.standalone.deliver(event, &self.settings, cancel).await {
                 return false;
             }
@@ -1078,7 +1132,12 @@ impl SessionWorker {
         }
         let http_request_id = self.next_http_request_id;
         self.next_http_request_id += 1;
-        let mut out = OutStream::new(Some(http_request_id), &self.settings, &self.id);
+        let mut out = OutStream::new(
+            Some(http_request_id),
+            crate::replay_buffer::FIRST_INDEX,
+            &self.settings,
+            &self.id,
+        );
         let (sender, events) = mpsc::channel(self.settings.session.channel_capacity);
         out.sender = Some(sender);
         if let Some(retry) = self.settings.session.sse_retry {
@@ -1212,6 +1271,13 @@ impl SessionWorker {
     }
 }
 
+/// Resolves when the standalone stream has no connected client.
+async fn standalone_gone(sender: Option<&mpsc::Sender<Outgoing>>) {
+    if let Some(sender) = sender {
+        sender.closed().await;
+    }
+}
+
 /// Answers an event that cannot be served with `error`.
 fn refuse(event: SessionEvent, error: BoundedSessionError) {
     match event {
@@ -1324,7 +1390,11 @@ mod tests {
     }
 
     async fn session(settings: Arc<WorkerSettings>) -> Session {
-        let (handle, worker, end_cause) = create("test".into(), settings, Origin::Created);
+        session_from(settings, Origin::Created).await
+    }
+
+    async fn session_from(settings: Arc<WorkerSettings>, origin: Origin) -> Session {
+        let (handle, worker, end_cause) = create("test".into(), settings, origin);
         let mut handler = rmcp::transport::WorkerTransport::spawn(worker);
         let initialize = client(json!({
             "jsonrpc": "2.0", "id": 0, "method": "initialize",
@@ -1672,6 +1742,93 @@ mod tests {
         drop(primary);
         session.handler.send(log_line(1)).await.unwrap();
         assert_eq!(next(&mut shadow).await.unwrap().0, "1");
+    }
+
+    #[tokio::test]
+    async fn a_shadow_takes_over_as_soon_as_the_standalone_client_is_gone() {
+        let mut session = session(settings(|_| {})).await;
+        let primary = session.handle.standalone().await.unwrap();
+        let mut shadow = session.handle.standalone().await.unwrap();
+        // An elicitation request, say, that the primary never hands out.
+        session.handler.send(log_line(1)).await.unwrap();
+        drop(primary);
+        // No further notification is needed for the shadow to get it.
+        assert_eq!(next(&mut shadow).await.unwrap().0, "1");
+
+        // Likewise for a reconnect with Last-Event-ID that raced a dead
+        // connection the server still thought alive.
+        let mut primary = shadow;
+        let mut reconnected = session
+            .handle
+            .resume(EventId {
+                index: 1,
+                stream: None,
+            })
+            .await
+            .unwrap();
+        session.handler.send(log_line(2)).await.unwrap();
+        assert_eq!(next(&mut primary).await.unwrap().0, "2");
+        drop(primary);
+        assert_eq!(next(&mut reconnected).await.unwrap().0, "2");
+    }
+
+    #[tokio::test]
+    async fn a_promoted_shadow_with_an_id_ahead_leaves_nothing_unreplayed() {
+        let mut session = session(settings(|_| {})).await;
+        let mut primary = session.handle.standalone().await.unwrap();
+        session.handler.send(log_line(1)).await.unwrap();
+        assert_eq!(next(&mut primary).await.unwrap().0, "1");
+        let shadow = session
+            .handle
+            .resume(EventId {
+                index: 57,
+                stream: None,
+            })
+            .await
+            .unwrap();
+        drop(primary);
+        session.handler.send(log_line(2)).await.unwrap();
+        drop(shadow);
+        session.handler.send(log_line(3)).await.unwrap();
+        // The shadow's id named nothing this stream sent, so it was owed
+        // everything kept; it handed out none of it, and 2 and 3 went to no
+        // response at all: the next GET gets all three.
+        let mut get = session.handle.standalone().await.unwrap();
+        for expected in ["1", "2", "3"] {
+            assert_eq!(next(&mut get).await.unwrap().0, expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_from_before_a_restore_name_nothing_of_the_new_life() {
+        let mut session = session_from(settings(|_| {}), Origin::Restored).await;
+        // Sent by the restored session before the client's GET came back.
+        session.handler.send(log_line(1)).await.unwrap();
+        let mut resumed = session
+            .handle
+            .resume(EventId {
+                index: 57,
+                stream: None,
+            })
+            .await
+            .unwrap();
+        let (first_id, what) = next(&mut resumed).await.unwrap();
+        assert_eq!(what, "log 1", "the kept event of the new life is replayed");
+        let first: u64 = first_id.parse().unwrap();
+        assert!(first > 1_000_000_000_000, "numbered above any earlier life");
+        // A request stream of the earlier life is unknown, not confused
+        // with the new life's first request.
+        let _stream = session.request(call(1, None)).await;
+        assert!(matches!(
+            session
+                .handle
+                .resume(EventId {
+                    index: 0,
+                    stream: Some(0),
+                })
+                .await,
+            Err(BoundedSessionError::Replay(ReplayError::UnknownStream(0)))
+        ));
     }
 
     #[tokio::test]

@@ -226,8 +226,11 @@ async fn bad_ids_get_an_empty_stream_and_late_ones_what_is_kept() {
     assert_eq!((index(&second), what(&second)), (5, "updated 5".to_owned()));
     drop(late);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    // An id ahead of the stream (from before a restore, say) resumes it live.
+    // An id ahead of the stream names nothing it sent: that client gets
+    // everything kept, then the stream live.
     let mut ahead = get(&client, &session, Some("60")).await;
+    assert_eq!(index(&ahead.next(WAIT).await.unwrap()), 4);
+    assert_eq!(index(&ahead.next(WAIT).await.unwrap()), 5);
     assert!(client.request(&session, announce_call(2, 1)).await.0 == StatusCode::OK);
     let live = ahead.next(WAIT).await.unwrap();
     assert_eq!((index(&live), what(&live)), (6, "updated 1".to_owned()));
