@@ -35,7 +35,7 @@
 //! | exact rolling-window rate limit | `rate_limiter` |
 //! | an ended session leaves at once; maximum lifetime; rmcp's late close ignored | `session` |
 //! | message routing per stream, replay after a reconnection, bounded memory per session | `worker` |
-//! | exact replay from a fixed ring, or an error | `replay_buffer` |
+//! | a fixed ring per stream: exactly the kept events after an index, or why not | `replay_buffer` |
 //! | event ids: rmcp's format, one spelling per id | `event_id` |
 //! | the `SessionManager` wiring | `manager` |
 //! | loom-visible stand-ins for the primitives (model checking) | `sync` |

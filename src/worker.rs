@@ -20,9 +20,11 @@
 //!   request streams are open and as many completed ones are kept for late
 //!   resumes (at most `completed_cache_ttl`); at most 32 shadow streams.
 //! - The worker never waits on a client without also watching its
-//!   cancellation token: a client that stops reading stalls its own session
-//!   only until the session is closed, evicted or expires, and the task
-//!   always ends with it.
+//!   cancellation token, and each wait on a client whose buffer is full
+//!   lasts at most the stall limit (then that stream is disconnected; its
+//!   events wait in its ring): a client that stops reading stalls its own
+//!   session only, one bounded wait at a time, and the task always ends with
+//!   the session.
 //!
 //! # Why an actor
 //!
