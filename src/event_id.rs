@@ -85,12 +85,9 @@ impl EventId {
 }
 
 impl fmt::Display for EventId {
+    /// The same text as [`EventId::to_text`], from the one formatter.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.index)?;
-        if let Some(stream) = self.stream {
-            write!(f, "/{stream}")?;
-        }
-        Ok(())
+        f.write_str(&self.to_text())
     }
 }
 

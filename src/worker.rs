@@ -379,12 +379,22 @@ struct OutStream {
     /// `None` for the standalone stream, else the HTTP request's number.
     http_request_id: Option<u64>,
     sender: Option<mpsc::Sender<Outgoing>>,
-    /// `None` with an external event store, which keeps the events instead.
-    ring: Option<ReplayBuffer<Kept>>,
-    /// With an event store: the stream's id there.
-    store_stream: Option<String>,
-    /// With an event store: the index the next event gets.
-    next_unringed: u64,
+    keeper: Keeper,
+}
+
+/// Who keeps a stream's events for replay.
+#[derive(Debug)]
+enum Keeper {
+    /// The stream's own ring.
+    Ring(ReplayBuffer<Kept>),
+    /// An external event store, which names the events and replays them.
+    Store {
+        store: Arc<dyn EventStore>,
+        /// The stream's id in the store.
+        stream: String,
+        /// The index the next event gets.
+        next: u64,
+    },
 }
 
 impl OutStream {
@@ -395,27 +405,31 @@ impl OutStream {
         settings: &WorkerSettings,
         session: &SessionId,
     ) -> Self {
-        let (ring, store_stream) = match &settings.event_store {
-            None => (
-                Some(ReplayBuffer::starting_at(settings.replay_capacity, first)),
-                None,
-            ),
-            // The standalone stream's name in the store is rmcp's, and
-            // stable across restores of the session on any instance.
-            Some(_) => (
-                None,
-                Some(match http_request_id {
+        let keeper = match &settings.event_store {
+            None => Keeper::Ring(ReplayBuffer::starting_at(settings.replay_capacity, first)),
+            Some(store) => Keeper::Store {
+                store: store.clone(),
+                // The standalone stream's name in the store is rmcp's, and
+                // stable across restores of the session on any instance.
+                stream: match http_request_id {
                     None => format!("{session}:common"),
                     Some(_) => random_id().to_string(),
-                }),
-            ),
+                },
+                next: first,
+            },
         };
         Self {
             http_request_id,
             sender: None,
-            ring,
-            store_stream,
-            next_unringed: first,
+            keeper,
+        }
+    }
+
+    /// With an event store: the stream's id there.
+    fn store_stream(&self) -> Option<&str> {
+        match &self.keeper {
+            Keeper::Ring(_) => None,
+            Keeper::Store { stream, .. } => Some(stream),
         }
     }
 
@@ -446,24 +460,25 @@ impl OutStream {
     ) -> Result<bool, TransportError> {
         let mut event = ServerSseMessage::default();
         event.retry = retry;
-        let index = match (&mut self.ring, &settings.event_store) {
-            (Some(ring), _) => ring.push(Kept {
+        let index = match &mut self.keeper {
+            Keeper::Ring(ring) => ring.push(Kept {
                 message: message.clone(),
                 retry,
             }),
-            (None, Some(store)) => {
+            Keeper::Store {
+                store,
+                stream,
+                next,
+            } => {
                 event.message = message.clone();
-                let stream = self.store_stream.as_deref().unwrap_or_default();
                 let id = store
                     .store_event(stream, &event)
                     .await
                     .map_err(TransportError::EventStore)?;
                 event.event_id = Some(id);
-                let index = self.next_unringed;
-                self.next_unringed += 1;
-                index
+                *next += 1;
+                *next - 1
             }
-            (None, None) => unreachable!("a stream without a ring has an event store"),
         };
         if event.event_id.is_none() {
             event.event_id = Some(self.event_id(index));
@@ -537,7 +552,7 @@ impl OutStream {
     /// none of which that client can have seen; a request stream's id ahead
     /// of it is refused, as no such event exists.
     fn missed_after(&self, last_seen: u64) -> Result<(Vec<Outgoing>, u64), ReplayError> {
-        let Some(ring) = &self.ring else {
+        let Keeper::Ring(ring) = &self.keeper else {
             return Ok((Vec::new(), last_seen));
         };
         let replay = match ring.after(last_seen) {
@@ -592,18 +607,13 @@ impl OutStream {
     }
 }
 
-/// Which request a client resource (its request id, its progress token)
-/// belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Route {
-    Request(RequestId),
-    Progress(ProgressToken),
-}
-
 #[derive(Debug)]
 struct RequestStream {
     out: OutStream,
-    routes: Vec<Route>,
+    /// The request's JSON-RPC id and progress token, routed to this stream
+    /// until it completes.
+    request_id: RequestId,
+    progress_token: Option<ProgressToken>,
     completed: bool,
 }
 
@@ -620,11 +630,14 @@ pub(crate) struct SessionWorker {
     origin: Origin,
     next_http_request_id: u64,
     requests: HashMap<u64, RequestStream>,
-    routes: HashMap<Route, u64>,
+    /// The in-flight requests' streams by JSON-RPC id and by progress token.
+    /// Two maps keyed by what a message carries, so routing a message looks
+    /// its key up by reference (no clone on the send path).
+    by_request: HashMap<RequestId, u64>,
+    by_progress: HashMap<ProgressToken, u64>,
     /// Completed request streams, in completion order, kept for late
     /// resumes until `completed_cache_ttl`.
     completed: VecDeque<(Instant, u64)>,
-    active_requests: usize,
     standalone: OutStream,
     /// What the standalone stream's current response handed out.
     standalone_handed_out: Arc<AtomicU64>,
@@ -708,9 +721,9 @@ pub(crate) fn create(
             Origin::Restored => first_index,
         },
         requests: HashMap::new(),
-        routes: HashMap::new(),
+        by_request: HashMap::new(),
+        by_progress: HashMap::new(),
         completed: VecDeque::new(),
-        active_requests: 0,
         standalone_handed_out: Arc::new(AtomicU64::new(first_index - 1)),
         shadows: Vec::new(),
     };
@@ -975,7 +988,7 @@ impl SessionWorker {
     /// The request stream a server message belongs to (`None`: the
     /// standalone stream), and whether it is that request's last message.
     fn route(&self, message: &ServerJsonRpcMessage) -> (Option<u64>, bool) {
-        let by_request = |id: &RequestId| self.routes.get(&Route::Request(id.clone())).copied();
+        let by_request = |id: &RequestId| self.by_request.get(id).copied();
         match message {
             JsonRpcMessage::Response(response) => (by_request(&response.id), true),
             JsonRpcMessage::Error(error) => (error.id.as_ref().and_then(by_request), true),
@@ -992,8 +1005,8 @@ impl SessionWorker {
             }
             JsonRpcMessage::Notification(notification) => match &notification.notification {
                 ServerNotification::ProgressNotification(progress) => (
-                    self.routes
-                        .get(&Route::Progress(progress.params.progress_token.clone()))
+                    self.by_progress
+                        .get(&progress.params.progress_token)
                         .copied(),
                     false,
                 ),
@@ -1004,6 +1017,12 @@ impl SessionWorker {
                 _ => (None, false),
             },
         }
+    }
+
+    /// Requests in flight: every request stream not completed (completed
+    /// ones stay in `requests`, and in `completed`, until they expire).
+    fn in_flight(&self) -> usize {
+        self.requests.len() - self.completed.len()
     }
 
     /// Ends a request stream's HTTP response and forgets its routes; keeps
@@ -1017,12 +1036,13 @@ impl SessionWorker {
         }
         request.completed = true;
         request.out.sender = None;
-        for route in request.routes.drain(..) {
-            if self.routes.get(&route) == Some(&http_request_id) {
-                self.routes.remove(&route);
-            }
+        self.by_request.remove(&request.request_id);
+        // A token another in-flight request reuses now routes to that one.
+        if let Some(token) = &request.progress_token
+            && self.by_progress.get(token) == Some(&http_request_id)
+        {
+            self.by_progress.remove(token);
         }
-        self.active_requests -= 1;
         self.completed.push_back((Instant::now(), http_request_id));
         // Completed streams kept for resumes are bounded like open ones.
         while self.completed.len() > self.settings.max_request_streams {
@@ -1075,8 +1095,7 @@ impl SessionWorker {
                     && let ClientNotification::CancelledNotification(cancelled) =
                         &notification.notification
                     && let Some(request_id) = &cancelled.params.request_id
-                    && let Some(&http_request_id) =
-                        self.routes.get(&Route::Request(request_id.clone()))
+                    && let Some(&http_request_id) = self.by_request.get(request_id)
                 {
                     self.complete(http_request_id);
                 }
@@ -1123,11 +1142,10 @@ impl SessionWorker {
         let JsonRpcMessage::Request(request) = request else {
             return Err(BoundedSessionError::NotARequest);
         };
-        let request_route = Route::Request(request.id.clone());
-        if self.routes.contains_key(&request_route) {
+        if self.by_request.contains_key(&request.id) {
             return Err(BoundedSessionError::DuplicateRequestId(request.id.clone()));
         }
-        if self.active_requests >= self.settings.max_request_streams {
+        if self.in_flight() >= self.settings.max_request_streams {
             return Err(BoundedSessionError::TooManyStreams {
                 limit: self.settings.max_request_streams,
             });
@@ -1143,7 +1161,7 @@ impl SessionWorker {
         let (sender, events) = mpsc::channel(self.settings.session.channel_capacity);
         out.sender = Some(sender);
         if let Some(retry) = self.settings.session.sse_retry {
-            let priming = match (&self.settings.event_store, out.store_stream.as_deref()) {
+            let priming = match (&self.settings.event_store, out.store_stream()) {
                 (Some(store), Some(stream)) => {
                     let mut priming = ServerSseMessage::default();
                     priming.retry = Some(retry);
@@ -1159,22 +1177,20 @@ impl SessionWorker {
             // The channel is new: room for the priming event.
             out.deliver((0, priming), &self.settings, cancel).await;
         }
-        let mut routes = vec![request_route.clone()];
-        self.routes.insert(request_route, http_request_id);
-        if let Some(token) = request.request.get_meta().get_progress_token() {
-            let route = Route::Progress(token);
-            self.routes.insert(route.clone(), http_request_id);
-            routes.push(route);
+        self.by_request.insert(request.id.clone(), http_request_id);
+        let progress_token = request.request.get_meta().get_progress_token();
+        if let Some(token) = &progress_token {
+            self.by_progress.insert(token.clone(), http_request_id);
         }
         self.requests.insert(
             http_request_id,
             RequestStream {
                 out,
-                routes,
+                request_id: request.id.clone(),
+                progress_token,
                 completed: false,
             },
         );
-        self.active_requests += 1;
         Ok(SseStream::live(events))
     }
 
@@ -1253,8 +1269,8 @@ impl SessionWorker {
             }
             StreamTarget::Http(http_request_id) => http_request_id,
             StreamTarget::Request(request_id) => *self
-                .routes
-                .get(&Route::Request(request_id.clone()))
+                .by_request
+                .get(&request_id)
                 .ok_or(BoundedSessionError::UnknownRequest(request_id))?,
         };
         let request = self
@@ -1573,6 +1589,41 @@ mod tests {
         ));
         session.handler.send(answer(1)).await.unwrap();
         let _third = session.request(call(3, None)).await;
+    }
+
+    #[tokio::test]
+    async fn answered_streams_kept_for_resumes_are_bounded_like_open_ones() {
+        let mut session = session(settings(|s| s.max_request_streams = 2)).await;
+        for id in 1..=3 {
+            let _stream = session.request(call(id, None)).await;
+            session.handler.send(answer(id)).await.unwrap();
+        }
+        let resume = |stream| EventId {
+            index: 0,
+            stream: Some(stream),
+        };
+        // The oldest answered stream made room for the third.
+        assert!(matches!(
+            session.handle.resume(resume(0)).await,
+            Err(BoundedSessionError::Replay(ReplayError::UnknownStream(0)))
+        ));
+        assert!(session.handle.resume(resume(1)).await.is_ok());
+        assert!(session.handle.resume(resume(2)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn shadow_streams_are_bounded_and_the_oldest_goes_first() {
+        let session = session(settings(|_| {})).await;
+        let _primary = session.handle.standalone().await.unwrap();
+        let mut oldest = session.handle.standalone().await.unwrap();
+        let mut kept = Vec::new();
+        for _ in 0..MAX_SHADOW_STREAMS {
+            kept.push(session.handle.standalone().await.unwrap());
+        }
+        assert_eq!(next(&mut oldest).await, None, "dropped to make room");
+        for shadow in &mut kept {
+            assert_pending(shadow).await;
+        }
     }
 
     #[tokio::test]
@@ -2087,10 +2138,10 @@ mod tests {
         let settings = settings(|s| s.event_store = Some(store));
         let (_, first, _) = create("sid".into(), settings.clone(), Origin::Created);
         let (_, restored, _) = create("sid".into(), settings, Origin::Restored);
-        assert_eq!(first.standalone.store_stream.as_deref(), Some("sid:common"));
+        assert_eq!(first.standalone.store_stream(), Some("sid:common"));
         assert_eq!(
-            first.standalone.store_stream,
-            restored.standalone.store_stream
+            first.standalone.store_stream(),
+            restored.standalone.store_stream()
         );
     }
 }
