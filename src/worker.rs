@@ -1337,10 +1337,19 @@ impl Worker for SessionWorker {
         config
     }
 
-    async fn run(mut self, context: WorkerContext<Self>) -> Result<(), Quit> {
-        let served = self.serve(context).await;
-        tracing::debug!(session_id = %self.id, "session worker stopped");
-        served
+    async fn run(self, context: WorkerContext<Self>) -> Result<(), Quit> {
+        // The session loop lives in its own allocation: a spawned task's
+        // future is moved by value several times while tokio creates, and
+        // later drops, the task, and the loop's state is about 3 KB, most of
+        // which never needs copying. Boxed, the spawned future is the worker
+        // and a pointer.
+        Box::pin(async move {
+            let mut worker = self;
+            let served = worker.serve(context).await;
+            tracing::debug!(session_id = %worker.id, "session worker stopped");
+            served
+        })
+        .await
     }
 }
 
