@@ -5,6 +5,13 @@
 //! lookups per second; the creations per second the creator sustained
 //! meanwhile are printed at the end.
 //!
+//! Readers look up ids that are live: the creator republishes a snapshot
+//! of the live ids every `live / REPUBLISH_PARTS` creations, so at most that
+//! share of a snapshot has been evicted when it is read. The share of
+//! lookups that found their session is printed with the creation rates (a
+//! miss is cheaper than a hit in these hash maps: it need not read the
+//! stored key).
+//!
 //! Two groups: in `lookup_under_churn` the creator goes as fast as it can,
 //! so a manager with cheaper creations also spends more of the two cores on
 //! creating (and less on lookups); in `lookup_under_paced_churn` every
@@ -20,8 +27,8 @@ mod common;
 
 use std::collections::VecDeque;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use common::{LIVE, runtime};
@@ -43,11 +50,31 @@ const YIELD_EVERY: usize = 64;
 /// `LocalSessionManager` sustain at every size here.
 const PACED_CREATES_PER_SEC: f64 = 20_000.0;
 
+/// The creator republishes the readers' snapshot of live ids after every
+/// `live / REPUBLISH_PARTS` creations.
+const REPUBLISH_PARTS: usize = 20;
+
 /// Creations counted during the measured rounds of one manager.
 #[derive(Default)]
 struct CreateRate {
     creates: u64,
     elapsed: Duration,
+}
+
+/// Lookups done and found during the measured rounds of one manager.
+#[derive(Default)]
+struct Hits {
+    lookups: AtomicU64,
+    found: AtomicU64,
+}
+
+/// The ids readers look up: replaced by the creator, cloned (one `Arc`) by
+/// each reader at every yield.
+type Snapshot<Id> = Arc<RwLock<Arc<Vec<Id>>>>;
+
+fn publish<Id: Clone, T>(snapshot: &RwLock<Arc<Vec<Id>>>, held: &VecDeque<(Id, T)>) {
+    let ids = held.iter().map(|(id, _)| id.clone()).collect();
+    *snapshot.write().unwrap() = Arc::new(ids);
 }
 
 /// Benchmarks one manager: `$create` makes a session at the full cap (the
@@ -60,24 +87,34 @@ macro_rules! bench_manager {
      lookup: |$lm:ident, $id:ident| $lookup:expr $(,)?) => {{
         let manager = Arc::new($manager);
         let held = Arc::new(Mutex::new(VecDeque::new()));
-        let ids = $rt.block_on(async {
-            let mut ids = Vec::with_capacity($live);
-            for _ in 0..$live {
-                let $cm = &*manager;
-                let (id, transport) = $create;
-                ids.push(id.clone());
-                held.lock().unwrap().push_back((id, transport));
-            }
-            Arc::new(ids)
-        });
+        let snapshot: Snapshot<_> = Arc::new(RwLock::new(Arc::new(Vec::new())));
+        let republish_every = ($live / REPUBLISH_PARTS).max(1) as u64;
         let rate = Arc::new(Mutex::new(CreateRate::default()));
+        let hits = Arc::new(Hits::default());
         $group.bench_with_input(BenchmarkId::new($name, $live), &$live, |b, _| {
+            // Filled here, not before: a bench filtered out of the run costs
+            // nothing (filling mcp-session to 10,000 takes seconds).
+            if held.lock().unwrap().is_empty() {
+                $rt.block_on(async {
+                    for _ in 0..$live {
+                        let $cm = &*manager;
+                        let created = $create;
+                        held.lock().unwrap().push_back(created);
+                    }
+                });
+                publish(&snapshot, &held.lock().unwrap());
+            }
             b.iter_custom(|iters| {
                 $rt.block_on(async {
                     let stop = Arc::new(AtomicBool::new(false));
                     let creator = tokio::spawn({
-                        let (manager, held, stop, rate) =
-                            (manager.clone(), held.clone(), stop.clone(), rate.clone());
+                        let (manager, held, snapshot, stop, rate) = (
+                            manager.clone(),
+                            held.clone(),
+                            snapshot.clone(),
+                            stop.clone(),
+                            rate.clone(),
+                        );
                         async move {
                             let start = Instant::now();
                             let mut creates = 0u64;
@@ -100,6 +137,9 @@ macro_rules! bench_manager {
                                 let $rm = &*manager;
                                 $retire;
                                 creates += 1;
+                                if creates % republish_every == 0 {
+                                    publish(&snapshot, &held.lock().unwrap());
+                                }
                                 tokio::task::yield_now().await;
                             }
                             let mut rate = rate.lock().unwrap();
@@ -110,35 +150,45 @@ macro_rules! bench_manager {
                     let start = Instant::now();
                     let readers: Vec<_> = (0..READERS)
                         .map(|reader| {
-                            let (manager, ids) = (manager.clone(), ids.clone());
+                            let (manager, snapshot) = (manager.clone(), snapshot.clone());
                             tokio::spawn(async move {
-                                let mut found = 0usize;
+                                let mut ids = snapshot.read().unwrap().clone();
+                                let mut found = 0u64;
                                 for i in 0..iters as usize * LOOKUPS_PER_READER {
                                     let $id = &ids[(i * 7 + reader) % ids.len()];
                                     let $lm = &*manager;
-                                    found += usize::from($lookup);
+                                    found += u64::from($lookup);
                                     if i % YIELD_EVERY == 0 {
                                         tokio::task::yield_now().await;
+                                        ids = snapshot.read().unwrap().clone();
                                     }
                                 }
                                 found
                             })
                         })
                         .collect();
+                    let mut found = 0;
                     for reader in readers {
-                        black_box(reader.await.unwrap());
+                        found += black_box(reader.await.unwrap());
                     }
                     let elapsed = start.elapsed();
                     stop.store(true, Ordering::Relaxed);
                     creator.await.unwrap();
+                    hits.found.fetch_add(found, Ordering::Relaxed);
+                    hits.lookups.fetch_add(
+                        iters * (READERS * LOOKUPS_PER_READER) as u64,
+                        Ordering::Relaxed,
+                    );
                     elapsed
                 })
             });
         });
         let rate = rate.lock().unwrap();
+        let lookups = hits.lookups.load(Ordering::Relaxed).max(1);
         $rates.push((
             format!("{}/{}", $name, $live),
             rate.creates as f64 / rate.elapsed.as_secs_f64().max(1e-9),
+            hits.found.load(Ordering::Relaxed) as f64 / lookups as f64,
         ));
     }};
 }
@@ -159,7 +209,7 @@ fn run_group(c: &mut Criterion, name: &str, pace: Option<f64>) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements((READERS * LOOKUPS_PER_READER) as u64));
-    let mut rates: Vec<(String, f64)> = Vec::new();
+    let mut rates: Vec<(String, f64, f64)> = Vec::new();
     for live in LIVE {
         bench_manager!(
             group, rt, rates, pace, "bounded", live,
@@ -185,8 +235,14 @@ fn run_group(c: &mut Criterion, name: &str, pace: Option<f64>) {
         );
     }
     group.finish();
-    for (manager, per_second) in rates {
-        println!("{name}/{manager}: creator sustained {per_second:.0} creates/s");
+    for (manager, per_second, found) in rates {
+        if per_second == 0.0 {
+            continue; // filtered out of this run
+        }
+        println!(
+            "{name}/{manager}: creator sustained {per_second:.0} creates/s; {:.1} % of lookups found their session",
+            found * 100.0
+        );
     }
 }
 
