@@ -10,11 +10,13 @@
 //!
 //! Server and clients share the machine's two cores, as in any loopback
 //! test; compare the managers within one run. Not a criterion bench: each
-//! phase is a fixed-duration load, reported as a rate.
+//! phase is a fixed-duration load, reported as a rate. Each manager is
+//! measured in its own child process, `HTTP_LOAD_ROUNDS` times (default 3),
+//! in an order rotated every round; the medians are compared.
 //!
 //! ```text
 //! cargo bench --bench http_load
-//! HTTP_LOAD_SECS=10 HTTP_LOAD_LIVE=1000 cargo bench --bench http_load
+//! HTTP_LOAD_SECS=10 HTTP_LOAD_LIVE=1000 HTTP_LOAD_ROUNDS=5 cargo bench --bench http_load
 //! ```
 
 mod common;
@@ -293,50 +295,109 @@ async fn measure(url: String, live: usize, duration: Duration) -> Measured {
     }
 }
 
-fn main() {
-    // `cargo bench` passes `--bench`; nothing else to parse.
-    let live = env_or("HTTP_LOAD_LIVE", 10_000) as usize;
-    let duration = Duration::from_secs(env_or("HTTP_LOAD_SECS", 5));
+const MANAGERS: [&str; 3] = ["bounded", "rmcp_local", "mcp_session"];
+
+/// One manager, measured in this (child) process; prints one line for the
+/// parent to read.
+fn measure_one(name: &str, live: usize, duration: Duration) {
     // Room for the live sessions and the ones the clients create: no
     // eviction, so every manager does the same work.
     let cap = live + CLIENTS;
     let runtime = common::runtime();
+    let measured = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let url = match name {
+            "bounded" => {
+                let manager = BoundedSessionManager::new(SessionConfig::default(), cap);
+                serve_v3(Arc::new(manager), shutdown.clone()).await
+            }
+            "rmcp_local" => {
+                serve_v3(Arc::new(LocalSessionManager::default()), shutdown.clone()).await
+            }
+            "mcp_session" => serve_mcp_session(shutdown.clone(), cap).await,
+            other => panic!("unknown manager {other:?}; expected one of {MANAGERS:?}"),
+        };
+        let measured = measure(url, live, duration).await;
+        shutdown.cancel();
+        measured
+    });
     println!(
-        "http_load: {live} live sessions, {CLIENTS} clients, {} s per phase",
+        "result {} {}",
+        measured.sessions_per_sec, measured.calls_per_sec
+    );
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}
+
+fn main() {
+    let live = env_or("HTTP_LOAD_LIVE", 10_000) as usize;
+    let duration = Duration::from_secs(env_or("HTTP_LOAD_SECS", 5));
+    let rounds = env_or("HTTP_LOAD_ROUNDS", 3).max(1) as usize;
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(position) = args.iter().position(|arg| arg == "--measure") {
+        measure_one(&args[position + 1], live, duration);
+        return;
+    }
+    if args.iter().any(|arg| arg == "--list") {
+        return;
+    }
+    println!(
+        "http_load: {live} live sessions, {CLIENTS} clients, {} s per phase, {rounds} rounds",
         duration.as_secs()
     );
-    let mut results = Vec::new();
-    for name in ["bounded", "rmcp_local", "mcp_session"] {
-        let measured = runtime.block_on(async {
-            let shutdown = CancellationToken::new();
-            let url = match name {
-                "bounded" => {
-                    let manager = BoundedSessionManager::new(SessionConfig::default(), cap);
-                    serve_v3(Arc::new(manager), shutdown.clone()).await
-                }
-                "rmcp_local" => {
-                    serve_v3(Arc::new(LocalSessionManager::default()), shutdown.clone()).await
-                }
-                _ => serve_mcp_session(shutdown.clone(), cap).await,
-            };
-            let measured = measure(url, live, duration).await;
-            shutdown.cancel();
-            // Let the sessions' tasks wind down before the next manager.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            measured
-        });
-        println!(
-            "{name:>12}: {:>8.0} sessions/s (initialize + call + DELETE)   {:>8.0} tool calls/s",
-            measured.sessions_per_sec, measured.calls_per_sec
-        );
-        results.push((name, measured));
+    // Each manager runs in a fresh process (no heap or runtime left over
+    // from the one before), and each round starts with the next manager,
+    // so none always runs first or right after the slowest.
+    let exe = std::env::current_exe().expect("own path");
+    let mut sessions = vec![Vec::new(); MANAGERS.len()];
+    let mut calls = vec![Vec::new(); MANAGERS.len()];
+    for round in 0..rounds {
+        for turn in 0..MANAGERS.len() {
+            let index = (round + turn) % MANAGERS.len();
+            let name = MANAGERS[index];
+            let output = std::process::Command::new(&exe)
+                .args(["--measure", name])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("child process");
+            assert!(output.status.success(), "measuring {name} failed");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let line = stdout
+                .lines()
+                .find_map(|line| line.strip_prefix("result "))
+                .unwrap_or_else(|| panic!("no result from {name}: {stdout}"));
+            let mut numbers = line.split(' ').map(|n| n.parse::<f64>().expect("a rate"));
+            let (per_sec, calls_per_sec) = (numbers.next().unwrap(), numbers.next().unwrap());
+            println!(
+                "round {}: {name:>12}: {per_sec:>8.0} sessions/s (initialize + call + DELETE)   {calls_per_sec:>8.0} tool calls/s",
+                round + 1
+            );
+            sessions[index].push(per_sec);
+            calls[index].push(calls_per_sec);
+        }
     }
-    let ours = &results[0].1;
-    for (name, other) in &results[1..] {
+    let medians: Vec<(f64, f64)> = (0..MANAGERS.len())
+        .map(|index| (median(&mut sessions[index]), median(&mut calls[index])))
+        .collect();
+    for (name, (per_sec, calls_per_sec)) in MANAGERS.iter().zip(&medians) {
         println!(
-            "bounded / {name}: sessions/s {:.2}x, tool calls/s {:.2}x",
-            ours.sessions_per_sec / other.sessions_per_sec,
-            ours.calls_per_sec / other.calls_per_sec
+            "median {name:>12}: {per_sec:>8.0} sessions/s   {calls_per_sec:>8.0} tool calls/s"
+        );
+    }
+    let ours = medians[0];
+    for (name, other) in MANAGERS.iter().zip(&medians).skip(1) {
+        println!(
+            "bounded / {name} (medians): sessions/s {:.2}x, tool calls/s {:.2}x",
+            ours.0 / other.0,
+            ours.1 / other.1
         );
     }
 }
