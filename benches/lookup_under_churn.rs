@@ -5,9 +5,10 @@
 //! lookups per second; the creations per second the creator sustained
 //! meanwhile are printed at the end.
 //!
-//! Readers look up ids that are live: the creator republishes a snapshot
-//! of the live ids every `live / REPUBLISH_PARTS` creations, so at most that
-//! share of a snapshot has been evicted when it is read. The share of
+//! Readers look up ids that are live: a snapshot of the live ids is taken
+//! before each timed call and again by the creator every
+//! `live / REPUBLISH_PARTS` creations, so at most that share of a snapshot
+//! has been evicted when it is read. The share of
 //! lookups that found their session is printed with the creation rates (a
 //! miss is cheaper than a hit in these hash maps: it need not read the
 //! stored key).
@@ -54,14 +55,14 @@ const PACED_CREATES_PER_SEC: f64 = 20_000.0;
 /// `live / REPUBLISH_PARTS` creations.
 const REPUBLISH_PARTS: usize = 20;
 
-/// Creations counted during the measured rounds of one manager.
+/// Creations counted while one manager's bench ran (warm-up included).
 #[derive(Default)]
 struct CreateRate {
     creates: u64,
     elapsed: Duration,
 }
 
-/// Lookups done and found during the measured rounds of one manager.
+/// Lookups done and found while one manager's bench ran (warm-up included).
 #[derive(Default)]
 struct Hits {
     lookups: AtomicU64,
@@ -73,8 +74,11 @@ struct Hits {
 type Snapshot<Id> = Arc<RwLock<Arc<Vec<Id>>>>;
 
 fn publish<Id: Clone, T>(snapshot: &RwLock<Arc<Vec<Id>>>, held: &VecDeque<(Id, T)>) {
-    let ids = held.iter().map(|(id, _)| id.clone()).collect();
-    *snapshot.write().unwrap() = Arc::new(ids);
+    let ids = Arc::new(held.iter().map(|(id, _)| id.clone()).collect());
+    // The old snapshot is released after the lock (by the last reader
+    // holding it, or here).
+    let old = std::mem::replace(&mut *snapshot.write().unwrap(), ids);
+    drop(old);
 }
 
 /// Benchmarks one manager: `$create` makes a session at the full cap (the
@@ -102,9 +106,11 @@ macro_rules! bench_manager {
                         held.lock().unwrap().push_back(created);
                     }
                 });
-                publish(&snapshot, &held.lock().unwrap());
             }
             b.iter_custom(|iters| {
+                // Fresh ids for this call, outside the timed part: the
+                // creator's count restarts with every call.
+                publish(&snapshot, &held.lock().unwrap());
                 $rt.block_on(async {
                     let stop = Arc::new(AtomicBool::new(false));
                     let creator = tokio::spawn({
