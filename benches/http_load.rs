@@ -343,7 +343,10 @@ fn main() {
     let rounds = env_or("HTTP_LOAD_ROUNDS", 3).max(1) as usize;
     let args: Vec<String> = std::env::args().collect();
     if let Some(position) = args.iter().position(|arg| arg == "--measure") {
-        measure_one(&args[position + 1], live, duration);
+        let name = args
+            .get(position + 1)
+            .unwrap_or_else(|| panic!("--measure needs a manager: one of {MANAGERS:?}"));
+        measure_one(name, live, duration);
         return;
     }
     if args.iter().any(|arg| arg == "--list") {
@@ -368,8 +371,12 @@ fn main() {
                 .stderr(std::process::Stdio::inherit())
                 .output()
                 .expect("child process");
-            assert!(output.status.success(), "measuring {name} failed");
             let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "measuring {name} failed ({}); its output:\n{stdout}",
+                output.status
+            );
             let line = stdout
                 .lines()
                 .find_map(|line| line.strip_prefix("result "))
