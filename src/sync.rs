@@ -19,13 +19,18 @@ mod imp {
     /// A concurrent hash map (`DashMap`): sharded locks held only inside
     /// each call.
     ///
-    /// Hashed with foldhash, seeded at random per process, not SipHash:
-    /// hashing the 36-byte id is a large share of a lookup, and foldhash
-    /// makes map lookups about a quarter faster (see BENCHMARKS.md). SipHash
-    /// guards a map against keys chosen to collide; this map's keys are ids
-    /// the crate draws at random (or that a session store hands back after
-    /// this crate drew them), and an id a client sends is only looked up,
-    /// never inserted, so no client chooses the stored keys.
+    /// Hashed with foldhash's fast variant rather than SipHash: hashing the
+    /// 36-byte id is a large share of a lookup, and with foldhash the
+    /// lookups at 10,000 live sessions ran 25-35 % faster (BENCHMARKS.md,
+    /// `lookup_under_paced_churn`). foldhash is seeded per process (not from
+    /// a cryptographic source) and resists HashDoS only minimally; SipHash
+    /// matters where clients choose the stored keys. Here they do not: a
+    /// key is inserted when rmcp's `session_id()` draws a random UUID, or
+    /// when a `SessionStore` restores an id it holds (rmcp restores only
+    /// after the store's `load` found it). A client-sent id is otherwise
+    /// only looked up. A store that restores ids it never saw would let
+    /// clients pick keys, but never more than the cap of them, each taking
+    /// a slot and counting against the rate limit.
     #[derive(Debug)]
     pub(crate) struct ConcurrentMap<K: Eq + Hash, V>(
         dashmap::DashMap<K, V, foldhash::fast::RandomState>,
