@@ -28,7 +28,7 @@ mod common;
 
 use std::collections::VecDeque;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -55,18 +55,13 @@ const PACED_CREATES_PER_SEC: f64 = 20_000.0;
 /// `live / REPUBLISH_PARTS` creations.
 const REPUBLISH_PARTS: usize = 20;
 
-/// Creations counted while one manager's bench ran (warm-up included).
+/// What one manager's bench counted while it ran (warm-up included).
 #[derive(Default)]
-struct CreateRate {
+struct Counts {
     creates: u64,
-    elapsed: Duration,
-}
-
-/// Lookups done and found while one manager's bench ran (warm-up included).
-#[derive(Default)]
-struct Hits {
-    lookups: AtomicU64,
-    found: AtomicU64,
+    creating: Duration,
+    lookups: u64,
+    found: u64,
 }
 
 /// The ids readers look up: replaced by the creator, cloned (one `Arc`) by
@@ -93,8 +88,7 @@ macro_rules! bench_manager {
         let held = Arc::new(Mutex::new(VecDeque::new()));
         let snapshot: Snapshot<_> = Arc::new(RwLock::new(Arc::new(Vec::new())));
         let republish_every = ($live / REPUBLISH_PARTS).max(1) as u64;
-        let rate = Arc::new(Mutex::new(CreateRate::default()));
-        let hits = Arc::new(Hits::default());
+        let counts = Arc::new(Mutex::new(Counts::default()));
         $group.bench_with_input(BenchmarkId::new($name, $live), &$live, |b, _| {
             // Filled here, not before: a bench filtered out of the run costs
             // nothing (filling mcp-session to 10,000 takes seconds).
@@ -114,12 +108,12 @@ macro_rules! bench_manager {
                 $rt.block_on(async {
                     let stop = Arc::new(AtomicBool::new(false));
                     let creator = tokio::spawn({
-                        let (manager, held, snapshot, stop, rate) = (
+                        let (manager, held, snapshot, stop, counts) = (
                             manager.clone(),
                             held.clone(),
                             snapshot.clone(),
                             stop.clone(),
-                            rate.clone(),
+                            counts.clone(),
                         );
                         async move {
                             let start = Instant::now();
@@ -148,9 +142,9 @@ macro_rules! bench_manager {
                                 }
                                 tokio::task::yield_now().await;
                             }
-                            let mut rate = rate.lock().unwrap();
-                            rate.creates += creates;
-                            rate.elapsed += start.elapsed();
+                            let mut counts = counts.lock().unwrap();
+                            counts.creates += creates;
+                            counts.creating += start.elapsed();
                         }
                     });
                     let start = Instant::now();
@@ -180,21 +174,18 @@ macro_rules! bench_manager {
                     let elapsed = start.elapsed();
                     stop.store(true, Ordering::Relaxed);
                     creator.await.unwrap();
-                    hits.found.fetch_add(found, Ordering::Relaxed);
-                    hits.lookups.fetch_add(
-                        iters * (READERS * LOOKUPS_PER_READER) as u64,
-                        Ordering::Relaxed,
-                    );
+                    let mut counts = counts.lock().unwrap();
+                    counts.found += found;
+                    counts.lookups += iters * (READERS * LOOKUPS_PER_READER) as u64;
                     elapsed
                 })
             });
         });
-        let rate = rate.lock().unwrap();
-        let lookups = hits.lookups.load(Ordering::Relaxed).max(1);
+        let counts = counts.lock().unwrap();
         $rates.push((
             format!("{}/{}", $name, $live),
-            rate.creates as f64 / rate.elapsed.as_secs_f64().max(1e-9),
-            hits.found.load(Ordering::Relaxed) as f64 / lookups as f64,
+            counts.creates as f64 / counts.creating.as_secs_f64().max(1e-9),
+            counts.found as f64 / counts.lookups.max(1) as f64,
         ));
     }};
 }
