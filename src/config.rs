@@ -5,6 +5,10 @@ use std::time::Duration;
 
 pub use rmcp::transport::streamable_http_server::session::local::SessionConfig;
 
+use rmcp::transport::streamable_http_server::session::SessionId;
+
+use crate::close_reason::CloseReason;
+use crate::eviction::{AtCapacity, EvictionPolicy};
 use crate::manager::BoundedSessionManager;
 use crate::rate_limiter::RateLimiter;
 use crate::session::SessionRegistry;
@@ -38,6 +42,19 @@ pub struct BoundedSessionManagerBuilder {
     rate_limit: Option<(usize, Duration)>,
     replay_capacity: Option<usize>,
     max_request_streams: Option<usize>,
+    eviction_policy: EvictionPolicy,
+    at_capacity: AtCapacity,
+    on_close: Option<CloseHook>,
+}
+
+/// The user's `on_close` function.
+#[derive(Clone)]
+struct CloseHook(crate::registry::ClosedHook);
+
+impl std::fmt::Debug for CloseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CloseHook(..)")
+    }
 }
 
 impl BoundedSessionManagerBuilder {
@@ -65,7 +82,70 @@ impl BoundedSessionManagerBuilder {
             rate_limit: None,
             replay_capacity: None,
             max_request_streams: None,
+            eviction_policy: EvictionPolicy::default(),
+            at_capacity: AtCapacity::default(),
+            on_close: None,
         }
+    }
+
+    /// Which idle session a creation at the full cap evicts (default: the
+    /// least recently active). A session with a request in flight is never
+    /// evicted, whatever the policy.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{BoundedSessionManagerBuilder, EvictionPolicy};
+    /// let manager = BoundedSessionManagerBuilder::new(8)
+    ///     .eviction_policy(EvictionPolicy::OldestCreated)
+    ///     .build();
+    /// assert_eq!(manager.eviction_policy(), EvictionPolicy::OldestCreated);
+    /// ```
+    pub fn eviction_policy(mut self, policy: EvictionPolicy) -> Self {
+        self.eviction_policy = policy;
+        self
+    }
+
+    /// What a creation does when the cap is full: evict an idle session
+    /// (the default), or refuse (`503` with `Retry-After` behind the HTTP
+    /// layer).
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{AtCapacity, BoundedSessionManagerBuilder};
+    /// let manager = BoundedSessionManagerBuilder::new(8)
+    ///     .at_capacity(AtCapacity::Refuse)
+    ///     .build();
+    /// assert_eq!(manager.at_capacity(), AtCapacity::Refuse);
+    /// ```
+    pub fn at_capacity(mut self, at_capacity: AtCapacity) -> Self {
+        self.at_capacity = at_capacity;
+        self
+    }
+
+    /// Calls `hook` with every session that ends: its id, why
+    /// ([`CloseReason`]), and how long it lived. It runs synchronously on
+    /// the thread that ended the session (a request's, or a timer's): keep
+    /// it short and never block in it.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::sync::atomic::{AtomicUsize, Ordering};
+    /// # use mcp_bounded_session::{BoundedSessionManagerBuilder, CloseReason};
+    /// let evictions = Arc::new(AtomicUsize::new(0));
+    /// let counter = evictions.clone();
+    /// let manager = BoundedSessionManagerBuilder::new(8)
+    ///     .on_close(move |_id, reason, _lived| {
+    ///         if reason == CloseReason::Evicted {
+    ///             counter.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     })
+    ///     .build();
+    /// # drop(manager);
+    /// ```
+    pub fn on_close(
+        mut self,
+        hook: impl Fn(&SessionId, CloseReason, Duration) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_close = Some(CloseHook(Arc::new(hook)));
+        self
     }
 
     /// Closes a session after `duration` without activity. This is
@@ -191,7 +271,12 @@ impl BoundedSessionManagerBuilder {
             }
             session_config.keep_alive = Some(idle);
         }
-        let mut manager = BoundedSessionManager::new(session_config, self.max_sessions);
+        let mut manager = BoundedSessionManager::new(session_config, self.max_sessions)
+            .with_admission(
+                self.eviction_policy,
+                self.at_capacity,
+                self.on_close.map(|hook| hook.0),
+            );
         if let Some((max_creates, window)) = self.rate_limit {
             manager = manager.with_rate_limit(max_creates, window);
         }

@@ -37,6 +37,15 @@ pub enum BoundedSessionError {
          retry once the rolling window frees a creation"
     )]
     RateLimited,
+    /// Session creation was refused because the cap is full and no session
+    /// may be evicted: every live session has a request in flight, or the
+    /// manager is configured with `AtCapacity::Refuse`. Nothing was
+    /// evicted; retry shortly.
+    #[error(
+        "the session cap is full and no session is idle: no session was created or evicted; \
+         retry shortly"
+    )]
+    AtCapacity,
     /// A `Last-Event-ID` that this crate never issues.
     #[error(transparent)]
     InvalidEventId(#[from] EventIdError),

@@ -34,8 +34,10 @@ tokio::task_local! {
 pub(crate) enum Refusal {
     /// Session creation hit the rate limit.
     RateLimited { retry_after: Duration },
-    /// The new session ended (typically evicted by newer ones at the cap)
-    /// before its `initialize` was answered.
+    /// The cap is full and no session may be evicted.
+    AtCapacity,
+    /// The new session ended (closed or timed out) before its `initialize`
+    /// was answered.
     EvictedBeforeInitialized,
     /// The session ended while the request was on its way to it.
     SessionGone,
@@ -61,7 +63,8 @@ pub(crate) fn record(refusal: Refusal) {
 /// |---|---|
 /// | session creation rate-limited | `429 Too Many Requests`, `Retry-After` |
 /// | the session ended while the request was in flight | `404 Not Found` |
-/// | the new session ended before its handshake finished (evicted at the cap) | `503 Service Unavailable`, `Retry-After: 1` |
+/// | the cap is full and every session is busy (or `AtCapacity::Refuse`) | `503 Service Unavailable`, `Retry-After: 1` |
+/// | the new session ended before its handshake finished | `503 Service Unavailable`, `Retry-After: 1` |
 /// | the session has its limit of requests in flight | `429 Too Many Requests`, `Retry-After: 1` |
 /// | the request reuses the id of a request still in flight | `409 Conflict` |
 /// | the session has not finished its `initialize` handshake | `400 Bad Request` |
@@ -153,11 +156,17 @@ fn refusal_response(refusal: Refusal) -> HttpResponse {
                 "Too Many Requests: the session creation rate limit is reached; retry later",
             )
         }
+        Refusal::AtCapacity => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(1),
+            "Service Unavailable: the session cap is full and every session is in use; \
+             retry later",
+        ),
         Refusal::EvictedBeforeInitialized => (
             StatusCode::SERVICE_UNAVAILABLE,
             Some(1),
             "Service Unavailable: the new session ended before its initialization \
-             finished (at the session cap, newer sessions evict older ones); retry later",
+             finished; retry later",
         ),
         Refusal::SessionGone => (StatusCode::NOT_FOUND, None, "Not Found: Session not found"),
         Refusal::TooManyStreams => (

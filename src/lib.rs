@@ -2,8 +2,9 @@
 //! no global lock on the request path.
 //!
 //! [`BoundedSessionManager`] implements rmcp's `SessionManager`: it keeps
-//! every client's session in memory, never more than a configured cap (the
-//! oldest session is evicted when full, under any concurrency), optionally
+//! every client's session in memory, never more than a configured cap (when
+//! full, the least recently active idle session is evicted, never one with
+//! a request in flight, under any concurrency), optionally
 //! rate-limits session creation over an exact rolling window, and frees a
 //! session's slot the moment its worker ends (DELETE, eviction, idle or init
 //! timeout, maximum lifetime, handler exit).
@@ -30,8 +31,10 @@
 //!
 //! | guarantee | module |
 //! |---|---|
-//! | exact cap, oldest-first eviction, slot hand-over | `registry` |
-//! | creation order, bounded stale entries | `eviction_queue` |
+//! | exact cap, slot hand-over, refusal when nothing is evictable | `registry` |
+//! | eviction order: least recently active first, two tiers, policies | `eviction` |
+//! | a busy session is never evicted; each idle session queued once | `eviction::activity` |
+//! | bounded stale queue entries | `eviction::queue` |
 //! | exact rolling-window rate limit | `rate_limiter` |
 //! | an ended session leaves at once; maximum lifetime; rmcp's late close ignored | `session` |
 //! | message routing per stream, replay after a reconnection, bounded memory per session | `worker` |
@@ -47,7 +50,7 @@ mod close_reason;
 mod config;
 mod error;
 mod event_id;
-mod eviction_queue;
+mod eviction;
 mod http;
 mod manager;
 mod rate_limiter;
@@ -61,6 +64,7 @@ pub use close_reason::CloseReason;
 pub use config::{BoundedSessionManagerBuilder, SessionConfig};
 pub use error::{BoundedSessionError, TransportError};
 pub use event_id::EventIdError;
+pub use eviction::{AtCapacity, EvictionPolicy};
 pub use http::{BoundedSessionLayer, BoundedSessionService};
 pub use manager::BoundedSessionManager;
 pub use registry::SessionStats;
@@ -75,9 +79,11 @@ pub use worker::SessionHandle;
 #[doc(hidden)]
 pub mod loom_api {
     pub use crate::close_reason::CloseReason;
-    pub use crate::eviction_queue::{COMPACTION_SLACK, EvictionQueue, QueueEntry};
+    pub use crate::eviction::activity::{Activity, Busy, Claim, Listening, NotAdmitted};
+    pub use crate::eviction::queue::COMPACTION_SLACK;
+    pub use crate::eviction::{AtCapacity, EvictionOrder, EvictionPolicy, Popped};
     pub use crate::rate_limiter::{Grant, RateLimiter};
-    pub use crate::registry::{Registry, SessionStats, Slot, Stop};
+    pub use crate::registry::{NoSlot, Registry, SessionStats, Slot, Stop};
 }
 
 /// Checks of internal pieces against simple models, for the fuzz targets in

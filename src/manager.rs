@@ -29,6 +29,8 @@ use rmcp::transport::streamable_http_server::session::{
 use crate::close_reason::CloseReason;
 use crate::error::BoundedSessionError;
 use crate::event_id::EventId;
+use crate::eviction::activity::{Busy, NotAdmitted, TrackedStream};
+use crate::eviction::{AtCapacity, EvictionPolicy};
 use crate::http::{self, Refusal};
 use crate::rate_limiter::{Grant, RateLimiter};
 use crate::registry::{Registry, SessionStats, Slot};
@@ -142,6 +144,45 @@ impl BoundedSessionManager {
     pub fn with_rate_limit(mut self, max_creates: usize, window: Duration) -> Self {
         self.rate_limiter = Some(RateLimiter::new(max_creates, window));
         self
+    }
+
+    /// Rebuilds the (still empty) registry with the builder's admission
+    /// options.
+    pub(crate) fn with_admission(
+        mut self,
+        policy: EvictionPolicy,
+        at_capacity: AtCapacity,
+        on_close: Option<crate::registry::ClosedHook>,
+    ) -> Self {
+        self.registry = Arc::new(Registry::with_policy(
+            self.registry.max_sessions(),
+            policy,
+            at_capacity,
+            on_close,
+        ));
+        self
+    }
+
+    /// Which idle session a creation at the full cap evicts.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{BoundedSessionManagerBuilder, EvictionPolicy};
+    /// let manager = BoundedSessionManagerBuilder::new(10).build();
+    /// assert_eq!(manager.eviction_policy(), EvictionPolicy::LeastRecentlyActive);
+    /// ```
+    pub fn eviction_policy(&self) -> EvictionPolicy {
+        self.registry.policy()
+    }
+
+    /// What a creation does when the cap is full.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{AtCapacity, BoundedSessionManagerBuilder};
+    /// let manager = BoundedSessionManagerBuilder::new(10).build();
+    /// assert_eq!(manager.at_capacity(), AtCapacity::Evict);
+    /// ```
+    pub fn at_capacity(&self) -> AtCapacity {
+        self.registry.at_capacity()
     }
 
     /// Closes every session `lifetime` after its creation, whatever its
@@ -347,12 +388,43 @@ impl BoundedSessionManager {
         self.registry.census()
     }
 
-    /// The session's handle. If it is gone, records `gone` for the HTTP
+    /// The session's handle, with the session marked busy until the
+    /// returned guard ends. If it is gone, records `gone` for the HTTP
     /// layer: the request raced the end of its session.
-    fn handle(&self, id: &SessionId, gone: Refusal) -> Result<SessionHandle, BoundedSessionError> {
-        self.session(id).ok_or_else(|| {
+    fn begin(
+        &self,
+        id: &SessionId,
+        gone: Refusal,
+    ) -> Result<(SessionHandle, Busy), BoundedSessionError> {
+        let not_found = || {
             http::record(gone);
-            LocalSessionManagerError::SessionNotFound(id.clone()).into()
+            BoundedSessionError::from(LocalSessionManagerError::SessionNotFound(id.clone()))
+        };
+        let (handle, activity) = self
+            .registry
+            .with_activity(id, |session, activity| {
+                (session.handle.clone(), activity.clone())
+            })
+            .ok_or_else(not_found)?;
+        match activity.begin() {
+            Ok(busy) => Ok((handle, busy)),
+            Err(NotAdmitted::Gone) => Err(not_found()),
+            Err(NotAdmitted::Saturated) => {
+                http::record(Refusal::TooManyStreams);
+                Err(BoundedSessionError::TooManyStreams {
+                    limit: crate::eviction::activity::MAX_BUSY as usize,
+                })
+            }
+        }
+    }
+
+    /// A slot for a new session; a refusal at the cap is recorded for the
+    /// HTTP layer.
+    async fn slot(&self) -> Result<Slot<'_>, BoundedSessionError> {
+        self.registry.acquire_slot().await.ok_or_else(|| {
+            http::record(Refusal::AtCapacity);
+            tracing::debug!("session admission refused: the cap is full and no session is idle");
+            BoundedSessionError::AtCapacity
         })
     }
 
@@ -383,12 +455,20 @@ impl BoundedSessionManager {
             cancel: transport.cancel_token(),
         };
         match self.registry.insert(slot, id.clone(), session) {
-            Ok(seq) => Some(SessionTransport::new(
-                transport,
-                end_cause,
-                Lease::new(self.registry.clone(), self.ended_handlers.clone(), id, seq),
-                self.max_lifetime,
-            )),
+            Ok(activity) => {
+                let admission = activity.admission();
+                Some(SessionTransport::new(
+                    transport,
+                    end_cause,
+                    Lease::new(
+                        self.registry.clone(),
+                        self.ended_handlers.clone(),
+                        id,
+                        admission,
+                    ),
+                    self.max_lifetime,
+                ))
+            }
             Err((_slot, _session)) => {
                 // Dropping the slot frees it; dropping the transport cancels
                 // the worker just spawned.
@@ -411,7 +491,7 @@ impl SessionManager for BoundedSessionManager {
     async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
         let grant = self.rate_grant()?;
         loop {
-            let slot = self.registry.acquire_slot().await;
+            let slot = self.slot().await?;
             let id = session_id();
             // A random 122-bit id that is already live would be returned
             // here; retrying is cheaper than a special error for it.
@@ -437,7 +517,8 @@ impl SessionManager for BoundedSessionManager {
         message: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage, Self::Error> {
         let gone = Refusal::EvictedBeforeInitialized;
-        let handle = self.handle(id, gone)?;
+        // Busy until the handshake is answered (or this future is dropped).
+        let (handle, _busy) = self.begin(id, gone)?;
         handle
             .initialize(message)
             .await
@@ -483,11 +564,12 @@ impl SessionManager for BoundedSessionManager {
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let gone = Refusal::SessionGone;
-        let handle = self.handle(id, gone)?;
-        handle
+        let (handle, busy) = self.begin(id, gone)?;
+        let stream = handle
             .request(message)
             .await
-            .map_err(|error| refused(error, gone))
+            .map_err(|error| refused(error, gone))?;
+        Ok(TrackedStream::busy(stream, busy))
     }
 
     /// # Cancel safety
@@ -500,7 +582,7 @@ impl SessionManager for BoundedSessionManager {
         message: ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
         let gone = Refusal::SessionGone;
-        let handle = self.handle(id, gone)?;
+        let (handle, _busy) = self.begin(id, gone)?;
         handle
             .accept(message)
             .await
@@ -520,11 +602,12 @@ impl SessionManager for BoundedSessionManager {
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let gone = Refusal::SessionGone;
-        let handle = self.handle(id, gone)?;
-        handle
+        let (handle, busy) = self.begin(id, gone)?;
+        let stream = handle
             .standalone()
             .await
-            .map_err(|error| refused(error, gone))
+            .map_err(|error| refused(error, gone))?;
+        Ok(TrackedStream::listening(stream, busy.into_listening()))
     }
 
     /// Replays the kept events that followed `last_event_id` on its stream,
@@ -550,12 +633,18 @@ impl SessionManager for BoundedSessionManager {
             return Ok(replay.left_stream());
         }
         let gone = Refusal::SessionGone;
-        let handle = self.handle(id, gone)?;
         let last_seen = EventId::parse(&last_event_id)?;
+        let (handle, busy) = self.begin(id, gone)?;
         let stream = handle
             .resume(last_seen)
             .await
             .map_err(|error| refused(error, gone))?;
+        // A request's stream keeps the session busy while it lasts; the
+        // standalone stream is a stream like a GET's.
+        let stream = match last_seen.stream {
+            Some(_) => TrackedStream::busy(stream, busy),
+            None => TrackedStream::listening(stream, busy.into_listening()),
+        };
         Ok(stream.right_stream())
     }
 
@@ -575,7 +664,7 @@ impl SessionManager for BoundedSessionManager {
             return Ok(RestoreOutcome::AlreadyPresent);
         }
         let grant = self.rate_grant()?;
-        let slot = self.registry.acquire_slot().await;
+        let slot = self.slot().await?;
         Ok(match self.admit(slot, id, Origin::Restored) {
             Some(transport) => {
                 if let Some(grant) = grant {
@@ -616,14 +705,15 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn dropped_create_returns_its_rate_grant_and_holds_no_slot() {
+    async fn a_refused_create_returns_its_rate_grant_and_holds_no_slot() {
         let manager = BoundedSessionManager::new(SessionConfig::default(), 1)
             .with_rate_limit(1, Duration::from_secs(60));
-        // Every slot belongs to a creation in progress, so create_session waits.
-        let in_progress = manager.registry.acquire_slot().await;
-        let mut create = Box::pin(manager.create_session());
-        assert!(futures::poll!(create.as_mut()).is_pending());
-        drop(create);
+        // The only slot belongs to a creation in progress: nothing to evict.
+        let in_progress = manager.registry.acquire_slot().await.unwrap();
+        assert!(matches!(
+            manager.create_session().await,
+            Err(BoundedSessionError::AtCapacity)
+        ));
         drop(in_progress);
         let stats = manager.stats();
         assert_eq!((stats.live, stats.free_slots, stats.queued), (0, 1, 0));

@@ -8,17 +8,19 @@
 //!    held for a few instructions by the thread moving it between the two
 //!    (a [`Slot`] value, never held across an `.await`). A session enters the
 //!    map only with a slot and gives it back only after it left the map.
-//! 2. **Oldest-first, at most once.** When no slot is free, a creator pops
-//!    the oldest entry from the [`EvictionQueue`] and removes exactly that
-//!    admission (`remove_if` on its `seq`) from the map. Only one thread can
-//!    pop a given entry and only one `remove_if` can succeed, so a session is
-//!    evicted at most once and two creators never pick the same victim. The
-//!    evicted session's slot goes straight to the creator that evicted it,
-//!    never through the semaphore, so a third creator cannot take it and make
-//!    the burst overshoot.
+//! 2. **The victim is idle, claimed once, and its slot is handed over.**
+//!    When no slot is free, a creator takes the next session of the
+//!    [`EvictionOrder`] whose claim succeeds (an idle one: see
+//!    [`crate::eviction::activity`]); only the claimer removes it from the
+//!    map, so a session is evicted at most once and two creators never pick
+//!    the same victim. The evicted session's slot goes straight to the
+//!    creator that evicted it, never through the semaphore, so a third
+//!    creator cannot take it and make the burst overshoot. Nothing
+//!    evictable (every session busy, or [`AtCapacity::Refuse`]): the
+//!    creation is refused at once.
 //!
 //!    A creator evicts only when, as it looks, no slot is free *and none is
-//!    on its way*: a close counts itself in `closing` before it removes its
+//!    on its way*: a close counts itself in `closing` before it claims its
 //!    session and uncounts itself after it released the slot. A creator that
 //!    sees a close in flight waits for that slot instead of evicting, so a
 //!    DELETE already under way never costs a second session its place.
@@ -27,19 +29,20 @@
 //!    the creator reads 0, every close that removed a session already
 //!    released its slot. A close that *starts and finishes* between the look
 //!    and the eviction is not undone: its slot stays free, and the evicted
-//!    session was still the oldest live one when it went (loom model
+//!    session was still the first in the order when it went (loom model
 //!    `eviction_racing_compaction_takes_the_oldest_live_session`).
-//! 3. **Every live session is queued once** (kept by [`EvictionQueue`]): an
-//!    admission is inserted into the map before its entry is pushed, so an
-//!    evictor never mistakes a new entry for a stale one.
+//! 3. **Every idle session is queued once**: an admission is inserted into
+//!    the map before its entry is pushed, so an evictor never pops an entry
+//!    whose session it cannot find.
 //! 4. **An ended session holds nothing.** Every removal path (eviction,
-//!    [`Registry::close`] from DELETE, expiry or the end of the worker) takes
-//!    the entry out of the map, cancels its worker and frees or hands over
-//!    its slot in the same synchronous step.
+//!    [`Registry::close`] from DELETE, expiry or the end of the worker)
+//!    claims the session, takes the entry out of the map, stops its worker
+//!    and frees or hands over its slot in the same synchronous step.
 //! 5. **No lock across `.await`, lookups never wait for admission.** Lookups
 //!    are single `DashMap` reads, which at most wait out one insert or
 //!    removal in the same shard. The only `.await` in admission is waiting
-//!    for a slot, which holds nothing; everything else is synchronous.
+//!    for a close in flight, which holds nothing; everything else is
+//!    synchronous.
 //!
 //! # The live counter
 //!
@@ -53,19 +56,21 @@
 //!
 //! # Waiting
 //!
-//! A creator waits when no slot is free and either a close is in flight or
-//! the queue holds no live session (every slot is owned by a creation
-//! between its slot and its push, a synchronous window). It waits for a
-//! `changed` notification, sent by a push, the end of a close, or a slot
-//! given back unused. A Dekker-style pair of `SeqCst` fences (waiter: count
-//! itself, then look; notifier: change, then look for waiters) guarantees
-//! that one of them sees the other, so no waiter sleeps through a change.
+//! A creator waits only when no slot is free and a close is in flight (a
+//! synchronous step, so the wait is short). It waits for a `changed`
+//! notification, sent by the end of a close or a slot given back unused. A
+//! Dekker-style pair of `SeqCst` fences (waiter: count itself, then look;
+//! notifier: change, then look for waiters) guarantees that one of them sees
+//! the other, so no waiter sleeps through a change.
+
+use std::sync::Arc;
 
 use rmcp::transport::streamable_http_server::session::SessionId;
 use tokio::time::Instant;
 
 use crate::close_reason::CloseReason;
-use crate::eviction_queue::{EvictionQueue, QueueEntry};
+use crate::eviction::activity::Activity;
+use crate::eviction::{AtCapacity, EvictionOrder, EvictionPolicy, Popped};
 use crate::sync::{AtomicU64, AtomicUsize, ConcurrentMap, Notify, Ordering, Semaphore, fence};
 
 /// What the registry keeps per session: something the request path clones
@@ -75,6 +80,10 @@ pub trait Stop {
     /// right after the session left the map.
     fn stop(&self);
 }
+
+/// Called with every session that left the map: its id, why, and how long
+/// it lived.
+pub type ClosedHook = Arc<dyn Fn(&SessionId, CloseReason, std::time::Duration) + Send + Sync>;
 
 /// Proof that the holder owns one slot, between taking it and admitting a
 /// session with it (never across an `.await`). Dropping it unused, even
@@ -96,6 +105,16 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.slots.release();
     }
+}
+
+/// Why no slot could be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSlot {
+    /// Every slot is taken and nothing may be evicted: every session is
+    /// busy, or the registry never evicts.
+    Full,
+    /// A close is in flight: its slot is about to be free.
+    CloseInFlight,
 }
 
 /// Slot accounting: the free slots, the closes in flight, and the creators
@@ -138,22 +157,34 @@ impl Slots {
 /// One live session.
 #[derive(Debug)]
 struct SessionEntry<H> {
-    /// Unique admission number: tells this admission from an earlier one of
-    /// the same id (restore) and matches it to its queue entry.
-    seq: u64,
+    /// Its standing in the eviction order; its admission number tells this
+    /// admission from an earlier one of the same id (restore).
+    activity: Arc<Activity>,
     session: H,
     created_at: Instant,
 }
 
-/// Live sessions, their slots and their creation order.
-#[derive(Debug)]
+/// Live sessions, their slots and their eviction order.
 pub struct Registry<H> {
     max_sessions: usize,
+    at_capacity: AtCapacity,
     sessions: ConcurrentMap<SessionId, SessionEntry<H>>,
-    queue: EvictionQueue,
+    order: Arc<EvictionOrder>,
     slots: Slots,
     live: AtomicUsize,
-    next_seq: AtomicU64,
+    next_admission: AtomicU64,
+    on_closed: Option<ClosedHook>,
+}
+
+impl<H: std::fmt::Debug> std::fmt::Debug for Registry<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("max_sessions", &self.max_sessions)
+            .field("at_capacity", &self.at_capacity)
+            .field("live", &self.live)
+            .field("order", &self.order)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counts a waiting creator for as long as it waits, even if its future is
@@ -174,17 +205,39 @@ impl Drop for WaiterGuard<'_> {
 }
 
 impl<H: Stop> Registry<H> {
-    /// A registry with `max_sessions` free slots.
+    /// A registry with `max_sessions` free slots that evicts the least
+    /// recently active idle session when full.
     ///
     /// # Panics
     ///
     /// Panics if `max_sessions` is 0 or above the semaphore's limit.
     pub fn new(max_sessions: usize) -> Self {
+        Self::with_policy(
+            max_sessions,
+            EvictionPolicy::default(),
+            AtCapacity::default(),
+            None,
+        )
+    }
+
+    /// A registry with the given eviction policy, behaviour at the cap and
+    /// hook for ended sessions.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_sessions` is 0 or above the semaphore's limit.
+    pub fn with_policy(
+        max_sessions: usize,
+        policy: EvictionPolicy,
+        at_capacity: AtCapacity,
+        on_closed: Option<ClosedHook>,
+    ) -> Self {
         Self::validate(max_sessions);
         Self {
             max_sessions,
+            at_capacity,
             sessions: ConcurrentMap::new(),
-            queue: EvictionQueue::new(),
+            order: Arc::new(EvictionOrder::new(policy, max_sessions)),
             slots: Slots {
                 free: Semaphore::new(max_sessions),
                 closing: AtomicUsize::new(0),
@@ -192,7 +245,8 @@ impl<H: Stop> Registry<H> {
                 changed: Notify::new(),
             },
             live: AtomicUsize::new(0),
-            next_seq: AtomicU64::new(0),
+            next_admission: AtomicU64::new(0),
+            on_closed,
         }
     }
 
@@ -211,14 +265,28 @@ impl<H: Stop> Registry<H> {
         self.max_sessions
     }
 
+    /// The eviction policy.
+    pub fn policy(&self) -> EvictionPolicy {
+        self.order.policy
+    }
+
+    /// What a creation does at the cap.
+    pub fn at_capacity(&self) -> AtCapacity {
+        self.at_capacity
+    }
+
     /// Live sessions, without locking anything.
     pub fn live(&self) -> usize {
         self.live.load(Ordering::Relaxed)
     }
 
-    /// Whether `id` is live.
+    /// Whether `id` is live: mapped and not claimed by a thread that is
+    /// ending it (so that a close that found the session already claimed
+    /// is, to every later lookup, a close that happened).
     pub fn contains(&self, id: &SessionId) -> bool {
-        self.sessions.contains_key(id)
+        self.sessions
+            .with(id, |entry| !entry.activity.is_claimed())
+            .unwrap_or(false)
     }
 
     /// Reads the live session `id` (typically clones a handle out); the map
@@ -227,71 +295,127 @@ impl<H: Stop> Registry<H> {
         self.sessions.with(id, |entry| read(&entry.session))
     }
 
-    /// Obtains a slot: a free one, else the oldest live session's.
+    /// Reads the live session `id` and its standing in the eviction order.
+    pub fn with_activity<R>(
+        &self,
+        id: &SessionId,
+        read: impl FnOnce(&H, &Arc<Activity>) -> R,
+    ) -> Option<R> {
+        self.sessions
+            .with(id, |entry| read(&entry.session, &entry.activity))
+    }
+
+    /// Obtains a slot: a free one, else an idle session's (evicted), else,
+    /// while a close is in flight, waits for its slot; `None` when the cap is
+    /// full and nothing may be evicted ([`NoSlot::Full`]).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: the only `.await` waits for a notification and holds
     /// nothing; the waiter count is restored on drop.
-    pub async fn acquire_slot(&self) -> Slot<'_> {
+    pub async fn acquire_slot(&self) -> Option<Slot<'_>> {
         loop {
-            if let Some(slot) = self.try_acquire_slot() {
-                return slot;
+            match self.try_acquire_slot() {
+                Ok(slot) => return Some(slot),
+                Err(NoSlot::Full) => return None,
+                Err(NoSlot::CloseInFlight) => {}
             }
             let _waiting = WaiterGuard::new(&self.slots.waiters);
             // A `Notified` is woken by every `notify_waiters` after its
             // creation, polled or not: creating it before looking suffices.
             let changed = self.slots.changed.notified();
             fence(Ordering::SeqCst);
-            if let Some(slot) = self.try_acquire_slot() {
-                return slot;
+            match self.try_acquire_slot() {
+                Ok(slot) => return Some(slot),
+                Err(NoSlot::Full) => return None,
+                Err(NoSlot::CloseInFlight) => {}
             }
             changed.await;
         }
     }
 
-    /// A free slot, else the slot of the oldest live session, evicted;
-    /// `None` when a close is about to free a slot or every slot belongs to
-    /// a creation in progress (the caller waits).
-    pub fn try_acquire_slot(&self) -> Option<Slot<'_>> {
+    /// A free slot, else the slot of the next idle session in the eviction
+    /// order, evicted.
+    pub fn try_acquire_slot(&self) -> Result<Slot<'_>, NoSlot> {
         loop {
             // Read before trying the semaphore: reading 0 means every close
             // that removed its session has released its slot already.
             let closing = self.slots.closing.load(Ordering::SeqCst);
             if let Some(slot) = self.slots.try_take() {
-                return Some(slot);
+                return Ok(slot);
             }
             if closing > 0 {
-                return None;
+                return Err(NoSlot::CloseInFlight);
             }
-            let oldest = self.queue.pop()?;
-            if let Some((id, entry)) = self
-                .sessions
-                .remove_if(&oldest.id, |entry| entry.seq == oldest.seq)
-            {
-                self.live.fetch_sub(1, Ordering::Relaxed);
-                // The slot exists before anything that could panic runs.
-                let slot = Slot { slots: &self.slots };
-                Self::finish_close(&id, &entry, CloseReason::Evicted);
-                return Some(slot);
+            if self.at_capacity == AtCapacity::Refuse {
+                return Err(NoSlot::Full);
             }
-            self.queue.popped_stale();
+            match self.order.pop_next() {
+                Popped::Claimed(victim) => {
+                    if let Some(slot) = self.take_claimed(&victim, CloseReason::Evicted) {
+                        return Ok(slot);
+                    }
+                }
+                // Look again: a close that claimed the session of this entry
+                // counted itself in `closing` first.
+                Popped::Skipped => {}
+                Popped::Empty => {
+                    // Same: a close may have claimed a session this creator
+                    // skipped; it shows in `closing`, or its slot is free.
+                    if self.slots.closing.load(Ordering::SeqCst) > 0 {
+                        return Err(NoSlot::CloseInFlight);
+                    }
+                    return self.slots.try_take().ok_or(NoSlot::Full);
+                }
+            }
         }
     }
 
-    /// Admits a session with the slot; returns its admission number. Returns
-    /// the slot and the session if `id` is already live (a concurrent
-    /// restore), without touching the existing session.
+    /// Evicts `victim` (one of a client's own sessions) if it is idle, and
+    /// hands its slot over; `None` if it is busy or already ended.
+    #[allow(dead_code)] // per-client replacement, wired next
+    pub fn evict_idle(&self, victim: &Arc<Activity>) -> Option<Slot<'_>> {
+        if !victim.claim(true) {
+            return None;
+        }
+        let slot = self.take_claimed(victim, CloseReason::Evicted);
+        victim.compact_after_claim();
+        slot
+    }
+
+    /// Removes a session this thread claimed and keeps its slot.
+    fn take_claimed(&self, victim: &Arc<Activity>, reason: CloseReason) -> Option<Slot<'_>> {
+        let (id, entry) = self.sessions.remove_if(victim.id(), |entry| {
+            entry.activity.admission() == victim.admission()
+        })?;
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        // The slot exists before anything that could panic runs.
+        let slot = Slot { slots: &self.slots };
+        self.finish_close(&id, &entry, reason);
+        Some(slot)
+    }
+
+    /// Admits a session with the slot, idle and at the tail of the order;
+    /// returns its standing (its admission number tells it from later
+    /// admissions of the same id). Returns the slot and the session if `id`
+    /// is already live (a concurrent restore), without touching the
+    /// existing session.
     pub fn insert<'a>(
         &'a self,
         slot: Slot<'a>,
         id: SessionId,
         session: H,
-    ) -> Result<u64, (Slot<'a>, H)> {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+    ) -> Result<Arc<Activity>, (Slot<'a>, H)> {
+        let admission = self.next_admission.fetch_add(1, Ordering::Relaxed);
+        let activity = Arc::new(Activity::new(
+            id.clone(),
+            admission,
+            self.order.draw(),
+            self.order.clone(),
+        ));
         self.live.fetch_add(1, Ordering::Relaxed);
         let entry = SessionEntry {
-            seq,
+            activity: activity.clone(),
             session,
             created_at: Instant::now(),
         };
@@ -301,34 +425,38 @@ impl<H: Stop> Registry<H> {
         }
         slot.into_session();
         // Nothing that can panic between the map insert and the push: a
-        // mapped session that is not queued could never be evicted.
-        self.queue.push(seq, id.clone());
-        self.slots.wake_waiters();
+        // mapped session that is not queued would be evicted only after it
+        // was used once.
+        activity.enqueue_first();
         tracing::info!(session_id = %id, "session created");
-        Ok(seq)
+        Ok(activity)
     }
 
-    /// Removes the session (only admission `seq`, if given), stops its worker
-    /// and frees its slot. Returns whether it was live.
-    pub fn close(&self, id: &SessionId, seq: Option<u64>, reason: CloseReason) -> bool {
+    /// Removes the session (only admission `admission`, if given), stops its
+    /// worker and frees its slot. Returns whether it was live.
+    pub fn close(&self, id: &SessionId, admission: Option<u64>, reason: CloseReason) -> bool {
         // Unknown ids (a DELETE with garbage) touch no shared counter.
         if !self.sessions.contains_key(id) {
             return false;
         }
         self.slots.closing.fetch_add(1, Ordering::SeqCst);
-        self.queue.will_leave_stale();
-        let removed = match seq {
-            Some(seq) => self.sessions.remove_if(id, |entry| entry.seq == seq),
-            None => self.sessions.remove(id),
-        };
+        let claimed = self
+            .sessions
+            .with(id, |entry| entry.activity.clone())
+            .filter(|activity| admission.is_none_or(|admission| activity.admission() == admission))
+            .filter(|activity| activity.claim(false));
+        let removed = claimed.as_ref().and_then(|activity| {
+            self.sessions.remove_if(id, |entry| {
+                entry.activity.admission() == activity.admission()
+            })
+        });
         let Some((id, entry)) = removed else {
-            self.queue.left_nothing();
             self.slots.closing.fetch_sub(1, Ordering::SeqCst);
             // A creator may be waiting for the slot this close announced.
             self.slots.wake_waiters();
             return false;
         };
-        let live = self.live.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.live.fetch_sub(1, Ordering::Relaxed);
         self.slots.free.add_permits(1);
         self.slots.closing.fetch_sub(1, Ordering::SeqCst);
         // Wake only once `closing` has dropped: a waiter that looked while
@@ -336,26 +464,23 @@ impl<H: Stop> Registry<H> {
         // to a creator that never waited. (Found by the loom model
         // `close_racing_eviction_racing_creation_*`.)
         self.slots.wake_waiters();
-        Self::finish_close(&id, &entry, reason);
-        self.queue
-            .compact_if_needed(live, |queued| self.is_current(queued));
+        self.finish_close(&id, &entry, reason);
+        entry.activity.compact_after_claim();
         true
     }
 
-    fn is_current(&self, queued: &QueueEntry) -> bool {
-        self.sessions
-            .with(&queued.id, |entry| entry.seq == queued.seq)
-            .unwrap_or(false)
-    }
-
-    fn finish_close(id: &SessionId, entry: &SessionEntry<H>, reason: CloseReason) {
+    fn finish_close(&self, id: &SessionId, entry: &SessionEntry<H>, reason: CloseReason) {
         entry.session.stop();
+        let lived = entry.created_at.elapsed();
         tracing::info!(
             session_id = %id,
-            duration_secs = entry.created_at.elapsed().as_secs_f64(),
+            duration_secs = lived.as_secs_f64(),
             reason = %reason,
             "session closed"
         );
+        if let Some(hook) = &self.on_closed {
+            hook(id, reason, lived);
+        }
     }
 
     /// Reads every counter; see [`SessionStats`].
@@ -365,8 +490,8 @@ impl<H: Stop> Registry<H> {
             live: self.live(),
             mapped: self.sessions.len(),
             free_slots: self.slots.free.available_permits(),
-            queued: self.queue.queued(),
-            stale: self.queue.stale(),
+            queued: self.order.queued(),
+            stale: self.order.stale(),
         }
     }
 }
@@ -374,8 +499,9 @@ impl<H: Stop> Registry<H> {
 /// A snapshot of the manager's internal counters, for metrics and checks.
 ///
 /// Each field is read separately, so the snapshot is only consistent while no
-/// session is being created or closed. At rest, `live == mapped`,
-/// `live + free_slots == max_sessions` and `queued == live + stale`.
+/// session is being created or closed. At rest, `live == mapped` and
+/// `live + free_slots == max_sessions`; `queued - stale` entries are
+/// current, one per idle session (a busy one may have none).
 ///
 /// # Example
 ///
@@ -399,16 +525,18 @@ pub struct SessionStats {
     pub mapped: usize,
     /// Slots not owned by any session.
     pub free_slots: usize,
-    /// Entries in the eviction queue, live and stale.
+    /// Entries in the eviction queues, current and stale.
     pub queued: usize,
-    /// Entries in the eviction queue whose session already ended.
+    /// Entries in the eviction queues that no longer stand for their
+    /// session's place (it ended, or moved to the tail).
     pub stale: usize,
 }
 
 impl SessionStats {
     /// Whether the counters agree: every slot is free or owned by exactly one
-    /// mapped session, and the queue holds each live session plus the stale
-    /// entries counted. Meaningful only while nothing is in flight.
+    /// mapped session, and the queues hold at most one current entry per
+    /// live session plus the stale entries counted. Meaningful only while
+    /// nothing is in flight.
     ///
     /// ```
     /// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
@@ -419,7 +547,22 @@ impl SessionStats {
     pub fn is_consistent(&self) -> bool {
         self.live == self.mapped
             && self.live + self.free_slots == self.max_sessions
-            && self.queued == self.live + self.stale
+            && self.stale <= self.queued
+            && self.queued <= self.live + self.stale
+    }
+
+    /// Whether every live session has exactly one current queue entry, as
+    /// when no request is in flight: [`Self::is_consistent`], and
+    /// `queued == live + stale`.
+    ///
+    /// ```
+    /// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
+    ///
+    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
+    /// assert!(manager.stats().is_at_rest());
+    /// ```
+    pub fn is_at_rest(&self) -> bool {
+        self.is_consistent() && self.queued == self.live + self.stale
     }
 }
 
@@ -430,7 +573,8 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::eviction_queue::COMPACTION_SLACK;
+    use crate::eviction::queue::COMPACTION_SLACK;
+    use crate::eviction::{AtCapacity, EvictionPolicy};
 
     impl Stop for CancellationToken {
         fn stop(&self) {
@@ -460,11 +604,11 @@ mod tests {
         let registry = TestRegistry::new(3);
         let mut admitted = Vec::new();
         for n in 0..3 {
-            let slot = registry.acquire_slot().await;
+            let slot = registry.acquire_slot().await.unwrap();
             admitted.push(admit(&registry, slot, n));
         }
         assert_eq!(registry.census().free_slots, 0);
-        let slot = registry.acquire_slot().await;
+        let slot = registry.acquire_slot().await.unwrap();
         assert!(admitted[0].1.is_cancelled(), "oldest session evicted");
         assert!(!registry.contains(&admitted[0].0));
         assert!(registry.contains(&admitted[1].0));
@@ -476,20 +620,20 @@ mod tests {
     #[tokio::test]
     async fn closed_sessions_are_skipped_and_free_their_slot() {
         let registry = TestRegistry::new(2);
-        let a = admit(&registry, registry.acquire_slot().await, 0);
-        let b = admit(&registry, registry.acquire_slot().await, 1);
+        let a = admit(&registry, registry.acquire_slot().await.unwrap(), 0);
+        let b = admit(&registry, registry.acquire_slot().await.unwrap(), 1);
         assert!(registry.close(&a.0, None, CloseReason::Closed));
         assert!(
             !registry.close(&a.0, None, CloseReason::Closed),
             "closed once"
         );
         // The freed slot is used; b is not evicted.
-        admit(&registry, registry.acquire_slot().await, 2);
+        admit(&registry, registry.acquire_slot().await.unwrap(), 2);
         assert!(registry.contains(&b.0));
         assert!(!b.1.is_cancelled());
         assert_conserved(&registry);
         // Now full: the next creation evicts b (a's stale entry is skipped).
-        let slot = registry.acquire_slot().await;
+        let slot = registry.acquire_slot().await.unwrap();
         assert!(b.1.is_cancelled());
         admit(&registry, slot, 3);
         assert_conserved(&registry);
@@ -501,22 +645,24 @@ mod tests {
         let id: SessionId = "same".into();
         let first = registry
             .insert(
-                registry.acquire_slot().await,
+                registry.acquire_slot().await.unwrap(),
                 id.clone(),
                 CancellationToken::new(),
             )
             .map_err(|_| "duplicate")
             .unwrap();
+        let first = first.admission();
         assert!(registry.close(&id, Some(first), CloseReason::Closed));
         let second_cancel = CancellationToken::new();
         let second = registry
             .insert(
-                registry.acquire_slot().await,
+                registry.acquire_slot().await.unwrap(),
                 id.clone(),
                 second_cancel.clone(),
             )
             .map_err(|_| "duplicate")
             .unwrap();
+        let second = second.admission();
         assert_ne!(first, second);
         assert!(!registry.close(&id, Some(first), CloseReason::WorkerEnded));
         assert!(registry.contains(&id));
@@ -530,13 +676,13 @@ mod tests {
         let id: SessionId = "dup".into();
         registry
             .insert(
-                registry.acquire_slot().await,
+                registry.acquire_slot().await.unwrap(),
                 id.clone(),
                 CancellationToken::new(),
             )
             .map_err(|_| "duplicate")
             .unwrap();
-        let slot = registry.acquire_slot().await;
+        let slot = registry.acquire_slot().await.unwrap();
         let (slot, _) = registry
             .insert(slot, id, CancellationToken::new())
             .unwrap_err();
@@ -548,9 +694,13 @@ mod tests {
     #[tokio::test]
     async fn churn_below_cap_keeps_the_queue_bounded() {
         let registry = TestRegistry::new(1_000);
-        let keeper = admit(&registry, registry.acquire_slot().await, usize::MAX);
+        let keeper = admit(
+            &registry,
+            registry.acquire_slot().await.unwrap(),
+            usize::MAX,
+        );
         for n in 0..100_000 {
-            let (id, _) = admit(&registry, registry.acquire_slot().await, n);
+            let (id, _) = admit(&registry, registry.acquire_slot().await.unwrap(), n);
             assert!(registry.close(&id, None, CloseReason::Closed));
             let census = registry.census();
             assert!(
@@ -567,7 +717,7 @@ mod tests {
         let slots: Vec<Slot<'_>> = (0..999)
             .map(|_| registry.slots.try_take().unwrap())
             .collect();
-        let slot = registry.acquire_slot().await;
+        let slot = registry.acquire_slot().await.unwrap();
         assert!(keeper.1.is_cancelled());
         admit(&registry, slot, usize::MAX - 1);
         drop(slots);
@@ -594,7 +744,14 @@ mod tests {
                 let registry = registry.clone();
                 tokio::spawn(async move {
                     for n in 0..200 {
-                        let slot = registry.acquire_slot().await;
+                        // Every session may be busy for a moment (between
+                        // its insert and the end of its creating request).
+                        let slot = loop {
+                            match registry.acquire_slot().await {
+                                Some(slot) => break slot,
+                                None => tokio::task::yield_now().await,
+                            }
+                        };
                         let id: SessionId = format!("{t}-{n}").into();
                         registry
                             .insert(slot, id.clone(), CancellationToken::new())
@@ -617,57 +774,125 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dropped_waiter_holds_nothing() {
-        let registry = TestRegistry::new(1);
-        // The only slot is held by a creation "in progress": nothing to evict.
-        let in_progress = registry.acquire_slot().await;
-        let mut waiter = Box::pin(registry.acquire_slot());
-        assert!(futures::poll!(waiter.as_mut()).is_pending());
-        assert_eq!(registry.slots.waiters.load(Ordering::SeqCst), 1);
-        drop(waiter);
-        assert_eq!(registry.slots.waiters.load(Ordering::SeqCst), 0);
-        drop(in_progress);
+    async fn a_full_cap_of_busy_sessions_refuses_at_once_and_evicts_nothing() {
+        let registry = TestRegistry::new(2);
+        let slot = registry.acquire_slot().await.unwrap();
+        let a = registry.insert(slot, "a".into(), CancellationToken::new());
+        let slot = registry.acquire_slot().await.unwrap();
+        let b = registry.insert(slot, "b".into(), CancellationToken::new());
+        let (Ok(a), Ok(b)) = (a, b) else {
+            panic!("unique ids")
+        };
+        // Both are busy (their `initialize` requests are in flight).
+        let (a, b) = (a.begin().unwrap(), b.begin().unwrap());
+        assert!(registry.acquire_slot().await.is_none());
+        assert!(matches!(registry.try_acquire_slot(), Err(NoSlot::Full)));
+        assert_eq!(registry.live(), 2);
+        assert!(registry.census().is_consistent());
+        // The queue entries of busy sessions were consumed; when `b` goes
+        // idle it re-queues and is the one evicted.
+        drop(b);
+        let slot = registry.acquire_slot().await.unwrap();
+        assert!(!registry.contains(&"b".into()));
+        assert!(registry.contains(&"a".into()));
+        admit(&registry, slot, 3);
+        drop(a);
         assert_conserved(&registry);
-        assert_eq!(registry.census().free_slots, 1);
-    }
-
-    /// A task that waits for a slot and admits session `n` with it.
-    fn spawn_creator(
-        registry: &Arc<TestRegistry>,
-        n: usize,
-    ) -> tokio::task::JoinHandle<(SessionId, CancellationToken)> {
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let slot = registry.acquire_slot().await;
-            admit(&registry, slot, n)
-        })
     }
 
     #[tokio::test]
-    async fn waiter_wakes_to_evict_a_new_admission() {
-        let registry = Arc::new(TestRegistry::new(1));
-        let in_progress = registry.acquire_slot().await;
-        let waiter = spawn_creator(&registry, 1);
-        tokio::task::yield_now().await;
-        let (_, first_cancel) = admit(&registry, in_progress, 0);
-        let (second, _) = waiter.await.unwrap();
-        assert!(
-            first_cancel.is_cancelled(),
-            "the waiter evicted the new oldest"
+    async fn a_busy_session_is_skipped_and_the_next_idle_one_evicted() {
+        let registry = TestRegistry::new(3);
+        for n in 0..3 {
+            admit(&registry, registry.acquire_slot().await.unwrap(), n);
+        }
+        let oldest = registry
+            .with_activity(&"s0".into(), |_, activity| activity.clone())
+            .unwrap();
+        let busy = oldest.begin().unwrap();
+        let slot = registry.acquire_slot().await.unwrap();
+        assert!(registry.contains(&"s0".into()), "busy: never evicted");
+        assert!(!registry.contains(&"s1".into()), "the next idle one was");
+        admit(&registry, slot, 3);
+        // s0 goes idle: it re-queues at the tail, behind s2 and s3.
+        drop(busy);
+        let slot = registry.acquire_slot().await.unwrap();
+        assert!(!registry.contains(&"s2".into()));
+        assert!(registry.contains(&"s0".into()));
+        admit(&registry, slot, 4);
+        assert_conserved(&registry);
+    }
+
+    #[tokio::test]
+    async fn activity_moves_a_session_behind_the_others() {
+        let registry = TestRegistry::new(3);
+        for n in 0..3 {
+            admit(&registry, registry.acquire_slot().await.unwrap(), n);
+        }
+        registry
+            .with_activity(&"s0".into(), |_, activity| activity.touch())
+            .unwrap();
+        drop(registry.acquire_slot().await.unwrap());
+        assert!(registry.contains(&"s0".into()), "recently active: kept");
+        assert!(!registry.contains(&"s1".into()), "least recently active");
+    }
+
+    #[tokio::test]
+    async fn refuse_at_capacity_never_evicts() {
+        let registry = TestRegistry::with_policy(
+            1,
+            EvictionPolicy::LeastRecentlyActive,
+            AtCapacity::Refuse,
+            None,
         );
-        assert!(registry.contains(&second));
+        admit(&registry, registry.acquire_slot().await.unwrap(), 0);
+        assert!(registry.acquire_slot().await.is_none());
+        assert!(registry.contains(&"s0".into()));
+        assert!(registry.close(&"s0".into(), None, CloseReason::Closed));
+        admit(&registry, registry.acquire_slot().await.unwrap(), 1);
         assert_conserved(&registry);
     }
 
     #[tokio::test]
-    async fn waiter_takes_a_released_slot() {
-        let registry = Arc::new(TestRegistry::new(1));
-        let in_progress = registry.acquire_slot().await;
-        let waiter = spawn_creator(&registry, 0);
-        tokio::task::yield_now().await;
-        drop(in_progress);
-        waiter.await.unwrap();
-        assert_conserved(&registry);
+    async fn oldest_created_ignores_activity() {
+        let registry =
+            TestRegistry::with_policy(2, EvictionPolicy::OldestCreated, AtCapacity::Evict, None);
+        for n in 0..2 {
+            admit(&registry, registry.acquire_slot().await.unwrap(), n);
+        }
+        registry
+            .with_activity(&"s0".into(), |_, activity| activity.touch())
+            .unwrap();
+        drop(registry.acquire_slot().await.unwrap());
+        assert!(!registry.contains(&"s0".into()), "created first: evicted");
+    }
+
+    #[tokio::test]
+    async fn a_million_requests_over_a_hundred_sessions_keep_the_queue_bounded() {
+        let registry = TestRegistry::new(100);
+        for n in 0..100 {
+            admit(&registry, registry.acquire_slot().await.unwrap(), n);
+        }
+        let sessions: Vec<Arc<Activity>> = (0..100)
+            .map(|n| {
+                registry
+                    .with_activity(&format!("s{n}").into(), |_, activity| activity.clone())
+                    .unwrap()
+            })
+            .collect();
+        let mut longest = 0;
+        for request in 0..1_000_000 {
+            // Some overlap: the previous session's request ends after the
+            // next one's starts.
+            let busy = sessions[request % 100].begin().unwrap();
+            drop(busy);
+            longest = longest.max(registry.census().queued);
+        }
+        assert!(
+            longest <= 2 * 100 + COMPACTION_SLACK,
+            "queue reached {longest} entries"
+        );
+        assert!(registry.census().is_at_rest(), "{:?}", registry.census());
     }
 
     #[tokio::test]
@@ -675,10 +900,10 @@ mod tests {
         // Creation at a full cap is O(1): one pop, one push, no scan.
         let registry = TestRegistry::new(10_000);
         for n in 0..10_000 {
-            admit(&registry, registry.acquire_slot().await, n);
+            admit(&registry, registry.acquire_slot().await.unwrap(), n);
         }
         for n in 10_000..30_000 {
-            let slot = registry.acquire_slot().await;
+            let slot = registry.acquire_slot().await.unwrap();
             assert_eq!(registry.census().queued, 9_999, "exactly one entry popped");
             admit(&registry, slot, n);
         }

@@ -61,9 +61,6 @@ mod imp {
         pub(crate) fn remove_if(&self, key: &K, keep: impl FnOnce(&V) -> bool) -> Option<(K, V)> {
             self.0.remove_if(key, |_, value| keep(value))
         }
-        pub(crate) fn remove(&self, key: &K) -> Option<(K, V)> {
-            self.0.remove(key)
-        }
         pub(crate) fn len(&self) -> usize {
             self.0.len()
         }
@@ -167,9 +164,6 @@ mod imp {
             } else {
                 None
             }
-        }
-        pub(crate) fn remove(&self, key: &K) -> Option<(K, V)> {
-            self.0.lock().remove_entry(key)
         }
         pub(crate) fn len(&self) -> usize {
             self.0.lock().len()

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{assert_conserved, eventually};
-use mcp_bounded_session::{BoundedSessionManager, SessionConfig, SessionId};
+use mcp_bounded_session::{BoundedSessionError, BoundedSessionManager, SessionConfig, SessionId};
 use rmcp::model::ClientJsonRpcMessage;
 use rmcp::transport::Transport;
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -34,9 +34,17 @@ impl Rng {
 }
 
 /// Creates a session and drives its transport the way rmcp's service task
-/// does (receive until the worker ends, then drop the transport).
+/// does (receive until the worker ends, then drop the transport). A
+/// creation finding every session busy (a request in flight in each) is
+/// refused; it is retried.
 async fn create(manager: &BoundedSessionManager) -> (SessionId, JoinHandle<()>) {
-    let (id, mut transport) = manager.create_session().await.unwrap();
+    let (id, mut transport) = loop {
+        match manager.create_session().await {
+            Ok(created) => break created,
+            Err(BoundedSessionError::AtCapacity) => tokio::task::yield_now().await,
+            Err(error) => panic!("creation failed: {error}"),
+        }
+    };
     let handler = tokio::spawn(async move { while transport.receive().await.is_some() {} });
     (id, handler)
 }

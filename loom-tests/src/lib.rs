@@ -41,12 +41,22 @@ impl Stop for Probe {
 }
 
 /// Admits `probe` under its name, taking a slot: a free one, else the
-/// oldest live session's, else waiting (the async path, driven by loom).
-/// Returns the admission number.
+/// first idle session's in the eviction order, else waiting for a close in
+/// flight (the async path, driven by loom). Returns the admission number.
+///
+/// # Panics
+///
+/// Panics if nothing is evictable (every session busy): models that expect
+/// a refusal use `try_create`.
 pub fn create(registry: &Registry<Probe>, probe: Probe) -> u64 {
-    let slot = loom::future::block_on(registry.acquire_slot());
+    try_create(registry, probe).expect("a slot: models call this with an idle session to evict")
+}
+
+/// [`create`], or `None` when the cap is full and no session is idle.
+pub fn try_create(registry: &Registry<Probe>, probe: Probe) -> Option<u64> {
+    let slot = loom::future::block_on(registry.acquire_slot())?;
     match registry.insert(slot, probe.name.into(), probe) {
-        Ok(seq) => seq,
+        Ok(activity) => Some(activity.admission()),
         Err(_) => panic!("names are unique in a model"),
     }
 }

@@ -9,7 +9,7 @@
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
-use loom_tests::{Probe, assert_conserved, create};
+use loom_tests::{Probe, assert_conserved, create, try_create};
 use mcp_bounded_session::loom_api::{CloseReason, Registry};
 
 fn registry(cap: usize) -> Arc<Registry<Probe>> {
@@ -28,22 +28,24 @@ fn concurrent_creators_never_exceed_the_cap_and_conserve_slots() {
             .map(|probe| {
                 let registry = registry.clone();
                 thread::spawn(move || {
-                    create(&registry, probe);
+                    let created = try_create(&registry, probe).is_some();
                     assert!(registry.live() <= 1);
+                    created
                 })
             })
             .collect();
         assert!(registry.live() <= 1);
-        for creator in creators {
-            creator.join().unwrap();
-        }
+        let created: usize = creators
+            .into_iter()
+            .map(|creator| usize::from(creator.join().unwrap()))
+            .sum();
         assert_eq!(registry.live(), 1);
         assert_eq!(old.stops(), 1, "the old session was evicted exactly once");
-        assert_eq!(
-            a.stops() + b.stops(),
-            1,
-            "exactly one newcomer was evicted, once"
-        );
+        // A creator that finds the only slot held by the other's creation
+        // in progress is refused (nothing is evictable); one that comes
+        // after the other's admission evicts it, once.
+        assert!(created >= 1);
+        assert_eq!(a.stops() + b.stops(), created - 1);
         assert_conserved(registry.census());
     });
 }
@@ -108,21 +110,20 @@ fn close_racing_eviction_racing_creation_stops_each_session_once() {
         let (a, b) = (Probe::new("a"), Probe::new("b"));
         let creator = {
             let (registry, a) = (registry.clone(), a.clone());
-            thread::spawn(move || create(&registry, a))
+            thread::spawn(move || try_create(&registry, a).is_some())
         };
         let closer = {
             let registry = registry.clone();
             thread::spawn(move || registry.close(&"victim".into(), None, CloseReason::Closed))
         };
-        create(&registry, b.clone());
-        creator.join().unwrap();
+        let created_b = try_create(&registry, b.clone()).is_some();
+        let created = usize::from(creator.join().unwrap()) + usize::from(created_b);
         closer.join().unwrap();
         assert_eq!(victim.stops(), 1, "stopped once, by eviction or by close");
-        assert_eq!(
-            a.stops() + b.stops(),
-            1,
-            "one newcomer evicted the other, once"
-        );
+        // The victim's slot went to one newcomer; the other was refused (the
+        // slot was held by a creation in progress) or evicted it, once.
+        assert!(created >= 1);
+        assert_eq!(a.stops() + b.stops(), created - 1);
         assert_eq!(registry.live(), 1);
         assert_conserved(registry.census());
     });
