@@ -57,10 +57,63 @@ impl CloseReason {
             Self::HandlerEnded => "HandlerEnded",
         }
     }
+
+    /// The variant's name in snake_case, for metric labels and log fields
+    /// that want one stable spelling (`as_str` keeps `mcp-session`'s
+    /// CamelCase).
+    ///
+    /// ```
+    /// use mcp_bounded_session::CloseReason;
+    ///
+    /// assert_eq!(CloseReason::MaxLifetime.label(), "max_lifetime");
+    /// assert_eq!(CloseReason::Evicted.label(), "evicted");
+    /// ```
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Evicted => "evicted",
+            Self::MaxLifetime => "max_lifetime",
+            Self::Closed => "closed",
+            Self::IdleTimeout => "idle_timeout",
+            Self::InitTimeout => "init_timeout",
+            Self::WorkerEnded => "worker_ended",
+            Self::HandlerEnded => "handler_ended",
+        }
+    }
 }
 
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [CloseReason; 7] = [
+        CloseReason::Evicted,
+        CloseReason::MaxLifetime,
+        CloseReason::Closed,
+        CloseReason::IdleTimeout,
+        CloseReason::InitTimeout,
+        CloseReason::WorkerEnded,
+        CloseReason::HandlerEnded,
+    ];
+
+    /// The two spellings are written out by hand; this keeps them the same
+    /// words.
+    #[test]
+    fn label_is_the_snake_case_of_the_name() {
+        for reason in ALL {
+            let mut snake = String::new();
+            for (i, c) in reason.as_str().chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    snake.push('_');
+                }
+                snake.push(c.to_ascii_lowercase());
+            }
+            assert_eq!(reason.label(), snake);
+        }
     }
 }
