@@ -15,14 +15,15 @@
 //! approximation: a limit of 10 per minute admits the 11th creation exactly
 //! one minute after the 1st, never sooner.
 //!
+//! The algorithm lives in [`log`] as a [`GrantLog`] without a lock, so the
+//! per-client limits (`clients::table`) run exactly the same code.
+//!
 //! # Why a mutex
 //!
 //! The log is a `VecDeque` of at most `max_creates` timestamps behind a
 //! `parking_lot::Mutex`. The critical section is a few comparisons and one
 //! push (amortised O(1): each grant is pruned once) and never spans an
-//! `.await`. A grant's time is never earlier than the newest grant's, so the
-//! log stays sorted, which is what makes pruning from the front correct. Only
-//! session creation takes this lock, never a lookup.
+//! `.await`. Only session creation takes this lock, never a lookup.
 //!
 //! # Roll-back
 //!
@@ -31,26 +32,20 @@
 //! from the log, identified by a unique ticket, so it is returned exactly once
 //! and never frees somebody else's grant.
 
-use std::collections::VecDeque;
+pub(crate) mod log;
+
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::sync::Mutex;
+pub(crate) use log::{GrantLog, RateLimit};
 
 /// Rolling-window creation limiter.
 #[derive(Debug)]
 pub struct RateLimiter {
-    max_creates: usize,
-    window: Duration,
+    limit: RateLimit,
     log: Mutex<GrantLog>,
-}
-
-#[derive(Debug)]
-struct GrantLog {
-    /// `(granted_at, ticket)`, oldest first; at most `max_creates` long.
-    grants: VecDeque<(Instant, u64)>,
-    next_ticket: u64,
 }
 
 /// One reserved creation. Dropping it without [`Grant::commit`] returns it.
@@ -67,27 +62,15 @@ impl RateLimiter {
     ///
     /// Panics if `max_creates` is 0 or `window` is zero.
     pub fn new(max_creates: usize, window: Duration) -> Self {
-        Self::validate(max_creates, window);
         Self {
-            max_creates,
-            window,
-            log: Mutex::new(GrantLog {
-                grants: VecDeque::with_capacity(max_creates.min(4096)),
-                next_ticket: 0,
-            }),
+            limit: RateLimit::new(max_creates, window),
+            log: Mutex::new(GrantLog::with_capacity(max_creates.min(4096))),
         }
     }
 
     /// Panics with an actionable message unless the limit admits something.
     pub fn validate(max_creates: usize, window: Duration) {
-        assert!(
-            max_creates >= 1,
-            "max_creates must be at least 1; configure no rate limit instead of 0"
-        );
-        assert!(
-            !window.is_zero(),
-            "the rate-limit window must be longer than zero; configure no rate limit instead"
-        );
+        RateLimit::new(max_creates, window);
     }
 
     /// Reserves one creation, or says how long until one is possible.
@@ -99,25 +82,7 @@ impl RateLimiter {
     /// grant (a clock read before a concurrent caller's) counts as that
     /// grant's time, which keeps the log sorted and only ever delays expiry.
     pub fn try_acquire_at(&self, now: Instant) -> Result<Grant<'_>, Duration> {
-        let mut log = self.log.lock();
-        let now = log
-            .grants
-            .back()
-            .map_or(now, |&(newest, _)| now.max(newest));
-        while let Some(&(granted_at, _)) = log.grants.front() {
-            if now.duration_since(granted_at) >= self.window {
-                log.grants.pop_front();
-            } else {
-                break;
-            }
-        }
-        if log.grants.len() >= self.max_creates {
-            let oldest = log.grants.front().map_or(now, |&(at, _)| at);
-            return Err((oldest + self.window).saturating_duration_since(now));
-        }
-        let ticket = log.next_ticket;
-        log.next_ticket += 1;
-        log.grants.push_back((now, ticket));
+        let ticket = self.log.lock().try_grant(self.limit, now)?;
         Ok(Grant {
             limiter: self,
             ticket,
@@ -128,28 +93,17 @@ impl RateLimiter {
     /// How long until a creation would be granted (zero if it would be now).
     pub fn retry_after(&self) -> Duration {
         let now = Instant::now();
-        let log = self.log.lock();
-        if log.grants.len() < self.max_creates {
-            return Duration::ZERO;
-        }
-        // The log may hold expired grants not pruned yet; the one that must
-        // expire before a new grant fits is `len - max_creates` from the front.
-        let blocking = log.grants[log.grants.len() - self.max_creates].0;
-        (blocking + self.window).saturating_duration_since(now)
+        self.log.lock().retry_after(self.limit, now)
     }
 
     fn give_back(&self, ticket: u64) {
-        let mut log = self.log.lock();
-        // Usually the newest grant; an expired one was already pruned.
-        if let Some(pos) = log.grants.iter().rposition(|&(_, t)| t == ticket) {
-            log.grants.remove(pos);
-        }
+        self.log.lock().give_back(ticket);
     }
 
     /// Grants currently remembered (expired ones may not be pruned yet).
     #[cfg(any(test, mcp_bounded_session_loom))]
     pub fn granted_in_log(&self) -> usize {
-        self.log.lock().grants.len()
+        self.log.lock().len()
     }
 }
 
