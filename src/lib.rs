@@ -36,6 +36,7 @@
 //! | a busy session is never evicted; each idle session queued once | `eviction::activity` |
 //! | bounded stale queue entries | `eviction::queue` |
 //! | exact rolling-window rate limit | `rate_limiter` |
+//! | client keys that clients cannot forge; per-client quotas and rate limits in bounded memory | `clients` |
 //! | an ended session leaves at once; maximum lifetime; rmcp's late close ignored | `session` |
 //! | message routing per stream, replay after a reconnection, bounded memory per session | `worker` |
 //! | a fixed ring per stream: exactly the kept events after an index, or why not | `replay_buffer` |
@@ -47,6 +48,7 @@
 
 #![warn(missing_docs)]
 
+mod clients;
 mod close_reason;
 mod config;
 mod error;
@@ -65,6 +67,7 @@ mod session;
 mod sync;
 mod worker;
 
+pub use clients::ClientKey;
 pub use close_reason::CloseReason;
 pub use config::{BoundedSessionManagerBuilder, SessionConfig};
 pub use error::{BoundedSessionError, TransportError};
