@@ -4,14 +4,22 @@
 //! - `key`: [`ClientKey`] and the rules that derive it from a request (the
 //!   user's function, the peer address, trusted proxies' headers);
 //! - `forwarded`: reading `X-Forwarded-For` and `Forwarded` so that a client
-//!   cannot choose the address read.
+//!   cannot choose the address read;
+//! - `table`: per-client session quotas and exact rate limits, in memory
+//!   bounded by the live sessions plus a fixed number of remembered keys;
+//!   `limits` holds its configuration and its refusals.
 //!
 //! Each states its invariant in its own docs. The global cap and rate limit
 //! stay the outer bounds; these only share them out fairly.
 
 mod forwarded;
-// Until the manager uses it: the HTTP layer derives keys.
+// Until the manager uses them: the HTTP layer derives keys, the manager
+// asks the table before admitting a session.
 #[allow(dead_code)]
 pub(crate) mod key;
+#[allow(dead_code)]
+pub(crate) mod limits;
+#[allow(dead_code)]
+pub(crate) mod table;
 
 pub use key::ClientKey;

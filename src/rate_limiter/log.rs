@@ -110,6 +110,10 @@ impl GrantLog {
         }
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.grants.is_empty()
+    }
+
     /// Grants logged, expired ones included until pruned.
     #[cfg(any(test, mcp_bounded_session_loom))]
     pub(crate) fn len(&self) -> usize {
