@@ -105,7 +105,8 @@ async fn serve_v3<M: SessionManager>(manager: Arc<M>, shutdown: CancellationToke
         manager,
         StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
     );
-    let router = axum::Router::new().nest_service("/mcp", BoundedSessionLayer.layer(service));
+    let router =
+        axum::Router::new().nest_service("/mcp", BoundedSessionLayer::default().layer(service));
     serve(router, shutdown).await
 }
 

@@ -765,7 +765,8 @@ async fn main() -> ExitCode {
         manager,
         StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
     );
-    let app = axum::Router::new().nest_service("/mcp", BoundedSessionLayer.layer(service));
+    let app =
+        axum::Router::new().nest_service("/mcp", BoundedSessionLayer::default().layer(service));
 
     let listener = match tokio::net::TcpListener::bind(bind).await {
         Ok(listener) => listener,

@@ -7,6 +7,9 @@ pub use rmcp::transport::streamable_http_server::session::local::SessionConfig;
 
 use rmcp::transport::streamable_http_server::session::SessionId;
 
+use crate::clients::ClientKey;
+use crate::clients::key::{CustomKey, KeyDerivation, validate_ipv6_prefix};
+use crate::clients::limits::{ClientLimits, DEFAULT_MAX_IDLE_KEYS};
 use crate::close_reason::CloseReason;
 use crate::eviction::{AtCapacity, EvictionPolicy};
 use crate::manager::BoundedSessionManager;
@@ -45,11 +48,28 @@ pub struct BoundedSessionManagerBuilder {
     eviction_policy: EvictionPolicy,
     at_capacity: AtCapacity,
     on_close: Option<CloseHook>,
+    max_sessions_per_client: Option<usize>,
+    rate_limit_per_client: Option<(usize, Duration)>,
+    max_idle_client_keys: usize,
+    trusted_proxies: usize,
+    ipv6_prefix: u8,
+    client_key: Option<ClientKeyFn>,
+    bind_sessions_to_client: bool,
+}
+
+/// The user's client-key function.
+#[derive(Clone)]
+struct ClientKeyFn(CustomKey);
+
+impl std::fmt::Debug for ClientKeyFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientKeyFn(..)")
+    }
 }
 
 /// The user's `on_close` function.
 #[derive(Clone)]
-struct CloseHook(crate::registry::ClosedHook);
+struct CloseHook(crate::observe::CloseHook);
 
 impl std::fmt::Debug for CloseHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,7 +105,168 @@ impl BoundedSessionManagerBuilder {
             eviction_policy: EvictionPolicy::default(),
             at_capacity: AtCapacity::default(),
             on_close: None,
+            max_sessions_per_client: None,
+            rate_limit_per_client: None,
+            max_idle_client_keys: DEFAULT_MAX_IDLE_KEYS,
+            trusted_proxies: 0,
+            ipv6_prefix: KeyDerivation::DEFAULT_IPV6_PREFIX,
+            client_key: None,
+            bind_sessions_to_client: false,
         }
+    }
+
+    /// At most `n` live sessions per client key. A client at its quota that
+    /// opens one more replaces its own least recently active idle session,
+    /// never another client's; if all of its sessions are busy the creation
+    /// is refused (`429` with `Retry-After` behind the HTTP layer).
+    ///
+    /// Client keys come from [`BoundedSessionManager::layer`]; without the
+    /// layer every session counts under one anonymous key, to which no
+    /// per-client limit applies.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `n` is 0.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(1_000)
+    ///     .max_sessions_per_client(10)
+    ///     .build();
+    /// # drop(manager);
+    /// ```
+    pub fn max_sessions_per_client(mut self, n: usize) -> Self {
+        assert!(
+            n >= 1,
+            "max_sessions_per_client must be at least 1; configure none instead of 0"
+        );
+        self.max_sessions_per_client = Some(n);
+        self
+    }
+
+    /// At most `max_creates` session creations per client key in any
+    /// rolling `window` (exact, as [`Self::rate_limit`]); one key's flood
+    /// never spends another's budget. The global [`Self::rate_limit`], if
+    /// any, stays the outer bound. A refusal is `429` with `Retry-After`.
+    ///
+    /// The table of keys is bounded: keys with live sessions, plus at most
+    /// [`Self::max_idle_client_keys`] keys remembered only for their recent
+    /// creations, the least recently used forgotten first (a forgotten key
+    /// may use its full budget again at once).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_creates` is 0 or `window` is zero.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(1_000)
+    ///     .rate_limit_per_client(20, Duration::from_secs(60))
+    ///     .build();
+    /// # drop(manager);
+    /// ```
+    pub fn rate_limit_per_client(mut self, max_creates: usize, window: Duration) -> Self {
+        RateLimiter::validate(max_creates, window);
+        self.rate_limit_per_client = Some((max_creates, window));
+        self
+    }
+
+    /// How many client keys without a live session the per-client rate
+    /// limit remembers (default 100,000, a few tens of MB at most).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `n` is 0.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(1_000)
+    ///     .rate_limit_per_client(20, Duration::from_secs(60))
+    ///     .max_idle_client_keys(10_000)
+    ///     .build();
+    /// # drop(manager);
+    /// ```
+    pub fn max_idle_client_keys(mut self, n: usize) -> Self {
+        assert!(n >= 1, "max_idle_client_keys must be at least 1");
+        self.max_idle_client_keys = n;
+        self
+    }
+
+    /// The server sits behind `n` trusted reverse proxies: a request's
+    /// client is the address `n` entries from the right of its
+    /// `X-Forwarded-For` / `Forwarded` headers (the one the outermost trusted
+    /// proxy wrote), never an entry further left, which the client itself
+    /// could have written. If that entry is missing or not an address, the
+    /// peer address is used. Default 0: the peer address.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(1_000).trusted_proxies(1).build();
+    /// # drop(manager);
+    /// ```
+    pub fn trusted_proxies(mut self, n: usize) -> Self {
+        self.trusted_proxies = n;
+        self
+    }
+
+    /// IPv6 clients are keyed by this prefix of their address (default 64:
+    /// one customer usually holds a whole /64).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `bits` is over 128.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(1_000).ipv6_prefix(56).build();
+    /// # drop(manager);
+    /// ```
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        validate_ipv6_prefix(bits);
+        self.ipv6_prefix = bits;
+        self
+    }
+
+    /// Derives client keys with `key` (an OAuth subject from the request's
+    /// extensions, an API key id); it takes precedence over the address
+    /// rules, which apply where it returns `None`.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::{BoundedSessionManagerBuilder, ClientKey};
+    /// let manager = BoundedSessionManagerBuilder::new(1_000)
+    ///     .client_key(|parts| {
+    ///         let key = parts.headers.get("x-api-key")?.to_str().ok()?;
+    ///         Some(ClientKey::named(key))
+    ///     })
+    ///     .build();
+    /// # drop(manager);
+    /// ```
+    pub fn client_key(
+        mut self,
+        key: impl Fn(&http::request::Parts) -> Option<ClientKey> + Send + Sync + 'static,
+    ) -> Self {
+        self.client_key = Some(ClientKeyFn(Arc::new(key)));
+        self
+    }
+
+    /// A session answers only requests with the client key that created it;
+    /// others get the same `404` as an unknown id, so a leaked id is useless
+    /// elsewhere. Off by default: with keys from addresses, a client whose
+    /// address changes (mobile networks, several egress addresses) loses its
+    /// session; prefer a [`Self::client_key`] from an authenticated identity.
+    ///
+    /// ```
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(1_000)
+    ///     .bind_sessions_to_client(true)
+    ///     .build();
+    /// # drop(manager);
+    /// ```
+    pub fn bind_sessions_to_client(mut self, bind: bool) -> Self {
+        self.bind_sessions_to_client = bind;
+        self
     }
 
     /// Which idle session a creation at the full cap evicts (default: the
@@ -277,6 +458,20 @@ impl BoundedSessionManagerBuilder {
                 self.at_capacity,
                 self.on_close.map(|hook| hook.0),
             );
+        let mut keys = KeyDerivation::new()
+            .ipv6_prefix(self.ipv6_prefix)
+            .trusted_proxies(self.trusted_proxies);
+        if let Some(ClientKeyFn(key)) = self.client_key {
+            keys = keys.custom(key);
+        }
+        let limits = (self.max_sessions_per_client.is_some()
+            || self.rate_limit_per_client.is_some())
+        .then_some(ClientLimits {
+            max_sessions: self.max_sessions_per_client,
+            rate: self.rate_limit_per_client,
+            max_idle_keys: self.max_idle_client_keys,
+        });
+        manager = manager.with_clients(keys, limits, self.bind_sessions_to_client);
         if let Some((max_creates, window)) = self.rate_limit {
             manager = manager.with_rate_limit(max_creates, window);
         }

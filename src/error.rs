@@ -46,6 +46,20 @@ pub enum BoundedSessionError {
          retry shortly"
     )]
     AtCapacity,
+    /// Session creation was refused by this client's own rate limit
+    /// (`rate_limit_per_client`); nothing was created or evicted.
+    #[error(
+        "this client's session creation rate limit is exceeded: no session was created or \
+         evicted; retry once its rolling window frees a creation"
+    )]
+    ClientRateLimited,
+    /// The client holds its `max_sessions_per_client` sessions and every
+    /// one of them has a request in flight, so none can be replaced.
+    #[error(
+        "this client holds its maximum number of sessions and all of them are in use: end one \
+         (HTTP DELETE) or retry once one is idle"
+    )]
+    ClientQuota,
     /// A `Last-Event-ID` that this crate never issues.
     #[error(transparent)]
     InvalidEventId(#[from] EventIdError),

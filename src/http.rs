@@ -18,6 +18,7 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,8 +26,28 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 
+use crate::clients::ClientKey;
+use crate::clients::key::KeyDerivation;
+
+/// What the layer knows of the request being served: who sent it (for
+/// per-client limits and bound sessions) and, once the manager recorded it,
+/// why it was refused.
+struct RequestScope {
+    refusal: Cell<Option<Refusal>>,
+    client: ClientKey,
+}
+
 tokio::task_local! {
-    static REFUSAL: Cell<Option<Refusal>>;
+    static REQUEST: RequestScope;
+}
+
+/// The client key of the current request: the one the layer derived, or
+/// the anonymous key outside the layer (one key for every request, to which
+/// no per-client limit applies).
+pub(crate) fn current_client() -> ClientKey {
+    REQUEST
+        .try_with(|scope| scope.client.clone())
+        .unwrap_or_else(|_| ClientKey::anonymous())
 }
 
 /// Why the manager refused a request.
@@ -34,6 +55,10 @@ tokio::task_local! {
 pub(crate) enum Refusal {
     /// Session creation hit the rate limit.
     RateLimited { retry_after: Duration },
+    /// Session creation hit the client's own rate limit.
+    ClientRateLimited { retry_after: Duration },
+    /// The client holds its quota of sessions and all of them are busy.
+    ClientQuota,
     /// The cap is full and no session may be evicted.
     AtCapacity,
     /// The new session ended (closed or timed out) before its `initialize`
@@ -52,7 +77,7 @@ pub(crate) enum Refusal {
 /// Records `refusal` for the current request, if it runs under
 /// [`BoundedSessionLayer`].
 pub(crate) fn record(refusal: Refusal) {
-    let _ = REFUSAL.try_with(|cell| cell.set(Some(refusal)));
+    let _ = REQUEST.try_with(|scope| scope.refusal.set(Some(refusal)));
 }
 
 /// A tower layer for rmcp's `StreamableHttpService` that answers refusals by
@@ -78,18 +103,39 @@ pub(crate) fn record(refusal: Refusal) {
 /// # #[derive(Clone)] struct MyServer;
 /// # impl rmcp::ServerHandler for MyServer {}
 ///
-/// let manager = BoundedSessionManagerBuilder::new(1_000).build();
+/// let manager = BoundedSessionManagerBuilder::new(1_000)
+///     .max_sessions_per_client(10)
+///     .build();
+/// let layer: BoundedSessionLayer = manager.layer();
 /// let service = StreamableHttpService::new(|| Ok(MyServer), manager, StreamableHttpServerConfig::default());
-/// let app: axum::Router = axum::Router::new().nest_service("/mcp", BoundedSessionLayer.layer(service));
+/// let app: axum::Router = axum::Router::new().nest_service("/mcp", layer.layer(service));
 /// ```
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BoundedSessionLayer;
+///
+/// It also derives each request's client key (see
+/// [`BoundedSessionManagerBuilder::client_key`](crate::BoundedSessionManagerBuilder::client_key)),
+/// which is why it comes from the manager: [`BoundedSessionManager::layer`](crate::BoundedSessionManager::layer)
+/// carries the manager's key settings. `BoundedSessionLayer::default()`
+/// derives keys with the default settings (the peer address, IPv6 by /64,
+/// no trusted proxy).
+#[derive(Debug, Clone, Default)]
+pub struct BoundedSessionLayer {
+    keys: Arc<KeyDerivation>,
+}
+
+impl BoundedSessionLayer {
+    pub(crate) fn new(keys: Arc<KeyDerivation>) -> Self {
+        Self { keys }
+    }
+}
 
 impl<S> tower_layer::Layer<S> for BoundedSessionLayer {
     type Service = BoundedSessionService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BoundedSessionService { inner }
+        BoundedSessionService {
+            inner,
+            keys: self.keys.clone(),
+        }
     }
 }
 
@@ -105,7 +151,7 @@ impl<S> tower_layer::Layer<S> for BoundedSessionLayer {
 /// # impl rmcp::ServerHandler for MyServer {}
 ///
 /// let manager = BoundedSessionManagerBuilder::new(1_000).build();
-/// let service: BoundedSessionService<_> = BoundedSessionLayer.layer(
+/// let service: BoundedSessionService<_> = manager.layer().layer(
 ///     StreamableHttpService::new(|| Ok(MyServer), manager, StreamableHttpServerConfig::default()),
 /// );
 /// # drop(service);
@@ -113,6 +159,7 @@ impl<S> tower_layer::Layer<S> for BoundedSessionLayer {
 #[derive(Debug, Clone)]
 pub struct BoundedSessionService<S> {
     inner: S,
+    keys: Arc<KeyDerivation>,
 }
 
 type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
@@ -131,13 +178,19 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let inner = self.inner.call(request);
-        Box::pin(REFUSAL.scope(Cell::new(None), async move {
+        let (parts, body) = request.into_parts();
+        let client = self.keys.derive(&parts);
+        let inner = self.inner.call(Request::from_parts(parts, body));
+        let scope = RequestScope {
+            refusal: Cell::new(None),
+            client,
+        };
+        Box::pin(REQUEST.scope(scope, async move {
             let response = inner.await?;
             if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
                 return Ok(response);
             }
-            Ok(match REFUSAL.with(Cell::get) {
+            Ok(match REQUEST.with(|scope| scope.refusal.get()) {
                 Some(refusal) => refusal_response(refusal),
                 None => response,
             })
@@ -145,17 +198,31 @@ where
     }
 }
 
+/// Whole seconds, rounded up so that a client retrying on time succeeds,
+/// and at least 1.
+fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 fn refusal_response(refusal: Refusal) -> HttpResponse {
     let (status, retry_after, message) = match refusal {
-        Refusal::RateLimited { retry_after } => {
-            // Whole seconds, rounded up so a client retrying on time succeeds.
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                Some(secs.max(1)),
-                "Too Many Requests: the session creation rate limit is reached; retry later",
-            )
-        }
+        Refusal::RateLimited { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(whole_seconds(retry_after)),
+            "Too Many Requests: the session creation rate limit is reached; retry later",
+        ),
+        Refusal::ClientRateLimited { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(whole_seconds(retry_after)),
+            "Too Many Requests: this client's session creation rate limit is reached; \
+             retry later",
+        ),
+        Refusal::ClientQuota => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(1),
+            "Too Many Requests: this client holds its maximum number of sessions and all \
+             of them are in use; end one (HTTP DELETE) or retry later",
+        ),
         Refusal::AtCapacity => (
             StatusCode::SERVICE_UNAVAILABLE,
             Some(1),
@@ -202,6 +269,13 @@ fn refusal_response(refusal: Refusal) -> HttpResponse {
 mod tests {
     use super::*;
 
+    fn scope() -> RequestScope {
+        RequestScope {
+            refusal: Cell::new(None),
+            client: ClientKey::anonymous(),
+        }
+    }
+
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
         let response = refusal_response(Refusal::RateLimited {
@@ -218,8 +292,8 @@ mod tests {
     #[tokio::test]
     async fn a_record_outside_the_layer_reaches_no_request() {
         record(Refusal::SessionGone);
-        let seen = REFUSAL
-            .scope(Cell::new(None), async { REFUSAL.with(Cell::get) })
+        let seen = REQUEST
+            .scope(scope(), async { REQUEST.with(|scope| scope.refusal.get()) })
             .await;
         assert_eq!(seen, None);
     }
@@ -255,7 +329,7 @@ mod tests {
     async fn respond(refusal: Option<Refusal>, status: StatusCode) -> HttpResponse {
         use tower_layer::Layer;
         use tower_service::Service;
-        let mut service = BoundedSessionLayer.layer(Inner(refusal, status));
+        let mut service = BoundedSessionLayer::default().layer(Inner(refusal, status));
         service.call(Request::new(())).await.unwrap()
     }
 
@@ -297,10 +371,10 @@ mod tests {
 
     #[tokio::test]
     async fn record_inside_the_scope_is_seen() {
-        let seen = REFUSAL
-            .scope(Cell::new(None), async {
+        let seen = REQUEST
+            .scope(scope(), async {
                 record(Refusal::SessionGone);
-                REFUSAL.with(Cell::get)
+                REQUEST.with(|scope| scope.refusal.get())
             })
             .await;
         assert_eq!(seen, Some(Refusal::SessionGone));

@@ -58,7 +58,6 @@ mod http;
 mod manager;
 // Until the manager reports to it; the expectation then fails, as a reminder
 // to remove this line.
-#[cfg_attr(not(test), expect(dead_code, reason = "not yet called by the manager"))]
 mod observe;
 mod rate_limiter;
 mod registry;

@@ -105,6 +105,7 @@ pub(crate) enum RefusalReason {
 
 impl RefusalReason {
     /// The stable snake_case label, for metrics and logs.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) const fn label(self) -> &'static str {
         match self {
             Self::RateLimited => "rate_limited",

@@ -71,6 +71,7 @@ use tokio::time::Instant;
 use crate::close_reason::CloseReason;
 use crate::eviction::activity::Activity;
 use crate::eviction::{AtCapacity, EvictionOrder, EvictionPolicy, Popped};
+use crate::observe::{CloseHook, Observer};
 use crate::sync::{AtomicU64, AtomicUsize, ConcurrentMap, Notify, Ordering, Semaphore, fence};
 
 /// What the registry keeps per session: something the request path clones
@@ -80,10 +81,6 @@ pub trait Stop {
     /// right after the session left the map.
     fn stop(&self);
 }
-
-/// Called with every session that left the map: its id, why, and how long
-/// it lived.
-pub type ClosedHook = Arc<dyn Fn(&SessionId, CloseReason, std::time::Duration) + Send + Sync>;
 
 /// Proof that the holder owns one slot, between taking it and admitting a
 /// session with it (never across an `.await`). Dropping it unused, even
@@ -173,7 +170,7 @@ pub struct Registry<H> {
     slots: Slots,
     live: AtomicUsize,
     next_admission: AtomicU64,
-    on_closed: Option<ClosedHook>,
+    observer: Observer,
 }
 
 impl<H: std::fmt::Debug> std::fmt::Debug for Registry<H> {
@@ -221,7 +218,7 @@ impl<H: Stop> Registry<H> {
     }
 
     /// A registry with the given eviction policy, behaviour at the cap and
-    /// hook for ended sessions.
+    /// hook for ended sessions (see [`Observer`]).
     ///
     /// # Panics
     ///
@@ -230,7 +227,7 @@ impl<H: Stop> Registry<H> {
         max_sessions: usize,
         policy: EvictionPolicy,
         at_capacity: AtCapacity,
-        on_closed: Option<ClosedHook>,
+        on_close: Option<CloseHook>,
     ) -> Self {
         Self::validate(max_sessions);
         Self {
@@ -246,7 +243,7 @@ impl<H: Stop> Registry<H> {
             },
             live: AtomicUsize::new(0),
             next_admission: AtomicU64::new(0),
-            on_closed,
+            observer: Observer::new(max_sessions, on_close),
         }
     }
 
@@ -373,7 +370,6 @@ impl<H: Stop> Registry<H> {
 
     /// Evicts `victim` (one of a client's own sessions) if it is idle, and
     /// hands its slot over; `None` if it is busy or already ended.
-    #[allow(dead_code)] // per-client replacement, wired next
     pub fn evict_idle(&self, victim: &Arc<Activity>) -> Option<Slot<'_>> {
         if !victim.claim(true) {
             return None;
@@ -388,32 +384,38 @@ impl<H: Stop> Registry<H> {
         let (id, entry) = self.sessions.remove_if(victim.id(), |entry| {
             entry.activity.admission() == victim.admission()
         })?;
-        self.live.fetch_sub(1, Ordering::Relaxed);
+        let live = self.live.fetch_sub(1, Ordering::Relaxed) - 1;
         // The slot exists before anything that could panic runs.
         let slot = Slot { slots: &self.slots };
-        self.finish_close(&id, &entry, reason);
+        self.finish_close(&id, &entry, reason, live);
         Some(slot)
     }
 
-    /// Admits a session with the slot, idle and at the tail of the order;
-    /// returns its standing (its admission number tells it from later
-    /// admissions of the same id). Returns the slot and the session if `id`
+    /// A fresh admission number: it tells one admission of an id from any
+    /// other (restore) and is given to [`Self::insert`].
+    pub fn draw_admission(&self) -> u64 {
+        self.next_admission.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Admits a session with the slot under `admission` (from
+    /// [`Self::draw_admission`]), idle and at the tail of the order;
+    /// returns its standing. Returns the slot and the session if `id`
     /// is already live (a concurrent restore), without touching the
     /// existing session.
     pub fn insert<'a>(
         &'a self,
         slot: Slot<'a>,
         id: SessionId,
+        admission: u64,
         session: H,
     ) -> Result<Arc<Activity>, (Slot<'a>, H)> {
-        let admission = self.next_admission.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity::new(
             id.clone(),
             admission,
             self.order.draw(),
             self.order.clone(),
         ));
-        self.live.fetch_add(1, Ordering::Relaxed);
+        let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = SessionEntry {
             activity: activity.clone(),
             session,
@@ -429,6 +431,7 @@ impl<H: Stop> Registry<H> {
         // was used once.
         activity.enqueue_first();
         tracing::info!(session_id = %id, "session created");
+        self.observer.created(live);
         Ok(activity)
     }
 
@@ -456,7 +459,7 @@ impl<H: Stop> Registry<H> {
             self.slots.wake_waiters();
             return false;
         };
-        self.live.fetch_sub(1, Ordering::Relaxed);
+        let live = self.live.fetch_sub(1, Ordering::Relaxed) - 1;
         self.slots.free.add_permits(1);
         self.slots.closing.fetch_sub(1, Ordering::SeqCst);
         // Wake only once `closing` has dropped: a waiter that looked while
@@ -464,12 +467,18 @@ impl<H: Stop> Registry<H> {
         // to a creator that never waited. (Found by the loom model
         // `close_racing_eviction_racing_creation_*`.)
         self.slots.wake_waiters();
-        self.finish_close(&id, &entry, reason);
+        self.finish_close(&id, &entry, reason, live);
         entry.activity.compact_after_claim();
         true
     }
 
-    fn finish_close(&self, id: &SessionId, entry: &SessionEntry<H>, reason: CloseReason) {
+    fn finish_close(
+        &self,
+        id: &SessionId,
+        entry: &SessionEntry<H>,
+        reason: CloseReason,
+        live_after: usize,
+    ) {
         entry.session.stop();
         let lived = entry.created_at.elapsed();
         tracing::info!(
@@ -478,9 +487,12 @@ impl<H: Stop> Registry<H> {
             reason = %reason,
             "session closed"
         );
-        if let Some(hook) = &self.on_closed {
-            hook(id, reason, lived);
-        }
+        self.observer.closed(id, reason, lived, live_after);
+    }
+
+    /// Reports sessions' creations, closes and refusals.
+    pub(crate) fn observer(&self) -> &Observer {
+        &self.observer
     }
 
     /// Reads every counter; see [`SessionStats`].
@@ -588,7 +600,7 @@ mod tests {
         let id: SessionId = format!("s{n}").into();
         let cancel = CancellationToken::new();
         registry
-            .insert(slot, id.clone(), cancel.clone())
+            .insert(slot, id.clone(), registry.draw_admission(), cancel.clone())
             .map_err(|_| "duplicate id")
             .unwrap();
         (id, cancel)
@@ -647,6 +659,7 @@ mod tests {
             .insert(
                 registry.acquire_slot().await.unwrap(),
                 id.clone(),
+                registry.draw_admission(),
                 CancellationToken::new(),
             )
             .map_err(|_| "duplicate")
@@ -658,6 +671,7 @@ mod tests {
             .insert(
                 registry.acquire_slot().await.unwrap(),
                 id.clone(),
+                registry.draw_admission(),
                 second_cancel.clone(),
             )
             .map_err(|_| "duplicate")
@@ -678,13 +692,19 @@ mod tests {
             .insert(
                 registry.acquire_slot().await.unwrap(),
                 id.clone(),
+                registry.draw_admission(),
                 CancellationToken::new(),
             )
             .map_err(|_| "duplicate")
             .unwrap();
         let slot = registry.acquire_slot().await.unwrap();
         let (slot, _) = registry
-            .insert(slot, id, CancellationToken::new())
+            .insert(
+                slot,
+                id,
+                registry.draw_admission(),
+                CancellationToken::new(),
+            )
             .unwrap_err();
         drop(slot);
         assert_conserved(&registry);
@@ -754,7 +774,12 @@ mod tests {
                         };
                         let id: SessionId = format!("{t}-{n}").into();
                         registry
-                            .insert(slot, id.clone(), CancellationToken::new())
+                            .insert(
+                                slot,
+                                id.clone(),
+                                registry.draw_admission(),
+                                CancellationToken::new(),
+                            )
                             .map_err(|_| "duplicate")
                             .unwrap();
                         if n % 3 == 0 {
@@ -777,9 +802,9 @@ mod tests {
     async fn a_full_cap_of_busy_sessions_refuses_at_once_and_evicts_nothing() {
         let registry = TestRegistry::new(2);
         let slot = registry.acquire_slot().await.unwrap();
-        let a = registry.insert(slot, "a".into(), CancellationToken::new());
+        let a = registry.insert(slot, "a".into(), 0, CancellationToken::new());
         let slot = registry.acquire_slot().await.unwrap();
-        let b = registry.insert(slot, "b".into(), CancellationToken::new());
+        let b = registry.insert(slot, "b".into(), 1, CancellationToken::new());
         let (Ok(a), Ok(b)) = (a, b) else {
             panic!("unique ids")
         };

@@ -52,8 +52,10 @@ use rmcp::transport::{Transport, WorkerTransport};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::clients::ClientKey;
 use crate::close_reason::CloseReason;
 use crate::error::TransportError;
+use crate::manager::Membership;
 use crate::registry::{Registry, Stop};
 use crate::worker::{EndCause, SessionHandle, SessionWorker};
 
@@ -63,6 +65,12 @@ use crate::worker::{EndCause, SessionHandle, SessionWorker};
 pub(crate) struct LiveSession {
     pub(crate) handle: SessionHandle,
     pub(crate) cancel: CancellationToken,
+    /// The client that created it (anonymous without the HTTP layer).
+    pub(crate) owner: ClientKey,
+    /// Its place in the per-client table, freed when the session leaves
+    /// the registry (with this value): held for its `Drop`.
+    #[allow(dead_code)]
+    pub(crate) membership: Option<Membership>,
 }
 
 impl Stop for LiveSession {

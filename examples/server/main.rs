@@ -1,8 +1,9 @@
 //! A real MCP server: axum + rmcp's `StreamableHttpService` +
-//! `BoundedSessionManager`.
+//! `BoundedSessionManager`, with per-client limits on by default.
 //!
 //! ```text
 //! cargo run --release --example server -- --max-sessions 1000 --rate-limit 100/60 --idle-timeout 300
+//! cargo run --release --example server --features metrics    # adds GET /metrics
 //! ```
 
 mod handler;
@@ -11,7 +12,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mcp_bounded_session::{BoundedSessionLayer, BoundedSessionManagerBuilder};
+use axum::serve::ListenerExt;
+use mcp_bounded_session::{AtCapacity, BoundedSessionManagerBuilder};
+#[cfg(feature = "metrics")]
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 use tower_layer::Layer;
@@ -19,12 +23,33 @@ use tower_layer::Layer;
 use handler::DemoServer;
 
 const USAGE: &str = "\
-Usage: server [--bind ADDR] [--max-sessions N] [--rate-limit N/SECS] [--idle-timeout SECS]
+Usage: server [FLAGS]
 
-  --bind ADDR           address to listen on (default 127.0.0.1:8000)
-  --max-sessions N      sessions kept in memory; the oldest is evicted beyond (default 1000)
-  --rate-limit N/SECS   at most N new sessions in any SECS-second window (default: none)
-  --idle-timeout SECS   close a session after SECS seconds without activity (default 300)";
+  --bind ADDR                  address to listen on (default 127.0.0.1:8000)
+  --max-sessions N             sessions kept in memory; at the cap a new session
+                               evicts the least recently active idle one, never
+                               one with a request in flight (default 1000)
+  --rate-limit N/SECS|none     at most N new sessions in any SECS-second window,
+                               all clients together (default none)
+  --idle-timeout SECS          close a session after SECS seconds without
+                               activity (default 300)
+  --max-sessions-per-client N  sessions one client may hold; one more replaces
+                               its own least recently active idle session;
+                               0 = no quota (default 10)
+  --rate-limit-per-client N/SECS|none
+                               at most N new sessions per client in any
+                               SECS-second window; none = no per-client limit
+                               (default 20/60)
+  --trusted-proxies N          reverse proxies in front of this server that
+                               append to X-Forwarded-For or Forwarded; the
+                               client is the N-th address from the right
+                               (default 0: the connection's peer address)
+  --at-capacity evict|refuse   when the cap is full: evict an idle session, or
+                               refuse new sessions with 503 (default evict)
+
+A client is its IP address, an IPv6 address counting as its /64.
+Built with --features metrics, GET /metrics serves Prometheus text on the same
+address.";
 
 #[derive(Debug)]
 struct Options {
@@ -32,6 +57,10 @@ struct Options {
     max_sessions: usize,
     rate_limit: Option<(usize, Duration)>,
     idle_timeout: Duration,
+    max_sessions_per_client: Option<usize>,
+    rate_limit_per_client: Option<(usize, Duration)>,
+    trusted_proxies: usize,
+    at_capacity: AtCapacity,
 }
 
 fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -40,6 +69,10 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         max_sessions: 1000,
         rate_limit: None,
         idle_timeout: Duration::from_secs(300),
+        max_sessions_per_client: Some(10),
+        rate_limit_per_client: Some((20, Duration::from_secs(60))),
+        trusted_proxies: 0,
+        at_capacity: AtCapacity::Evict,
     };
     let mut args = args;
     while let Some(flag) = args.next() {
@@ -59,16 +92,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                         format!("--max-sessions {value}: expected an integer >= 1")
                     })?;
             }
-            "--rate-limit" => {
-                let parsed = value.split_once('/').and_then(|(n, secs)| {
-                    let n: usize = n.parse().ok().filter(|&n| n >= 1)?;
-                    let secs: u64 = secs.parse().ok().filter(|&s| s >= 1)?;
-                    Some((n, Duration::from_secs(secs)))
-                });
-                options.rate_limit = Some(parsed.ok_or_else(|| {
-                    format!("--rate-limit {value}: expected N/SECS with N >= 1 and SECS >= 1, e.g. 100/60")
-                })?);
-            }
+            "--rate-limit" => options.rate_limit = parse_rate(&flag, &value, "100/60")?,
             "--idle-timeout" => {
                 let secs: u64 = value
                     .parse()
@@ -77,10 +101,112 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                     .ok_or_else(|| format!("--idle-timeout {value}: expected seconds >= 1"))?;
                 options.idle_timeout = Duration::from_secs(secs);
             }
+            "--max-sessions-per-client" => {
+                let n: usize = if value == "none" {
+                    0
+                } else {
+                    value.parse().map_err(|_| {
+                        format!(
+                            "--max-sessions-per-client {value}: expected an integer >= 0 \
+                             (0 or none: no quota)"
+                        )
+                    })?
+                };
+                options.max_sessions_per_client = (n > 0).then_some(n);
+            }
+            "--rate-limit-per-client" => {
+                options.rate_limit_per_client = parse_rate(&flag, &value, "20/60")?;
+            }
+            "--trusted-proxies" => {
+                options.trusted_proxies = value.parse().map_err(|_| {
+                    format!(
+                        "--trusted-proxies {value}: expected an integer >= 0 \
+                         (the number of proxies in front of this server)"
+                    )
+                })?;
+            }
+            "--at-capacity" => {
+                options.at_capacity = match value.as_str() {
+                    "evict" => AtCapacity::Evict,
+                    "refuse" => AtCapacity::Refuse,
+                    _ => {
+                        return Err(format!("--at-capacity {value}: expected evict or refuse"));
+                    }
+                };
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
     Ok(options)
+}
+
+/// `N/SECS` with both at least 1, or `none` for no limit.
+fn parse_rate(flag: &str, value: &str, example: &str) -> Result<Option<(usize, Duration)>, String> {
+    if value == "none" {
+        return Ok(None);
+    }
+    let parsed = value.split_once('/').and_then(|(n, secs)| {
+        let n: usize = n.parse().ok().filter(|&n| n >= 1)?;
+        let secs: u64 = secs.parse().ok().filter(|&s| s >= 1)?;
+        Some((n, Duration::from_secs(secs)))
+    });
+    parsed.map(Some).ok_or_else(|| {
+        format!(
+            "{flag} {value}: expected N/SECS with N >= 1 and SECS >= 1 (e.g. {example}), or none"
+        )
+    })
+}
+
+fn show_rate(rate: Option<(usize, Duration)>) -> String {
+    rate.map_or("none".to_owned(), |(n, window)| {
+        format!("{n} per {}s", window.as_secs())
+    })
+}
+
+fn show_at_capacity(at_capacity: AtCapacity) -> &'static str {
+    match at_capacity {
+        AtCapacity::Refuse => "refuse",
+        // `AtCapacity` is non-exhaustive; the parser makes only these two.
+        _ => "evict",
+    }
+}
+
+/// One line, starting with "max sessions ": `benches/flood.rs` reads it as
+/// the server's configuration.
+fn settings_line(options: &Options) -> String {
+    format!(
+        "max sessions {} (at capacity: {}), idle timeout {}s, rate limit {}; per client: \
+         max sessions {}, rate limit {}, trusted proxies {}",
+        options.max_sessions,
+        show_at_capacity(options.at_capacity),
+        options.idle_timeout.as_secs(),
+        show_rate(options.rate_limit),
+        options
+            .max_sessions_per_client
+            .map_or("none".to_owned(), |n| n.to_string()),
+        show_rate(options.rate_limit_per_client),
+        options.trusted_proxies,
+    )
+}
+
+/// Installs the Prometheus recorder. Call it before building the manager:
+/// the manager describes its metrics when it is built, and whatever it
+/// reports before a recorder exists is lost.
+#[cfg(feature = "metrics")]
+fn install_metrics() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new().install_recorder()?;
+    // `install_recorder` starts no upkeep task, and only upkeep or a scrape
+    // drains histogram samples: without it, a server nobody scrapes keeps
+    // every session's duration in memory.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
 }
 
 #[tokio::main]
@@ -102,10 +228,27 @@ async fn main() -> ExitCode {
         }
     };
 
-    let mut builder =
-        BoundedSessionManagerBuilder::new(options.max_sessions).idle_timeout(options.idle_timeout);
+    #[cfg(feature = "metrics")]
+    let metrics = match install_metrics() {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("error: cannot install the Prometheus metrics recorder: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let mut builder = BoundedSessionManagerBuilder::new(options.max_sessions)
+        .idle_timeout(options.idle_timeout)
+        .at_capacity(options.at_capacity)
+        .trusted_proxies(options.trusted_proxies);
     if let Some((max_creates, window)) = options.rate_limit {
         builder = builder.rate_limit(max_creates, window);
+    }
+    if let Some(max) = options.max_sessions_per_client {
+        builder = builder.max_sessions_per_client(max);
+    }
+    if let Some((max_creates, window)) = options.rate_limit_per_client {
+        builder = builder.rate_limit_per_client(max_creates, window);
     }
     let manager = builder.build();
 
@@ -115,8 +258,23 @@ async fn main() -> ExitCode {
         manager.clone(),
         StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
     );
-    // The layer answers refusals with 429 / 404 / 503 instead of rmcp's 500.
-    let app = axum::Router::new().nest_service("/mcp", BoundedSessionLayer.layer(service));
+    // The manager's layer derives each request's client key (per-client
+    // limits need it) and answers refusals with 429 / 404 / 503 instead of
+    // rmcp's 500.
+    let app = axum::Router::new().nest_service("/mcp", manager.layer().layer(service));
+    #[cfg(feature = "metrics")]
+    let app = app.route(
+        "/metrics",
+        axum::routing::get(move || {
+            std::future::ready((
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                metrics.render(),
+            ))
+        }),
+    );
 
     let listener = match tokio::net::TcpListener::bind(options.bind).await {
         Ok(listener) => listener,
@@ -127,18 +285,24 @@ async fn main() -> ExitCode {
     };
     let address = listener.local_addr().map_or(options.bind, |a| a);
     println!("MCP server listening on http://{address}/mcp");
-    println!(
-        "max sessions {}, idle timeout {:?}, rate limit {}",
-        options.max_sessions,
-        options.idle_timeout,
-        options
-            .rate_limit
-            .map_or("none".to_owned(), |(n, w)| format!(
-                "{n} per {}s",
-                w.as_secs()
-            ))
-    );
+    println!("{}", settings_line(&options));
+    #[cfg(feature = "metrics")]
+    println!("metrics on http://{address}/metrics");
 
+    // TCP_NODELAY: a response goes out as several small writes (headers,
+    // SSE events, the body's end). With Nagle's algorithm on, the kernel
+    // holds a small write back until the previous one is acknowledged, and
+    // the client delays its ACK (about 40 ms on Linux), so on a kept-alive
+    // connection every response would wait that long.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
+        }
+    });
+    // With the connection's peer address in each request, the layer can
+    // tell clients apart; without it every client shares one anonymous key
+    // and the per-client limits do not apply.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let serve = axum::serve(listener, app).with_graceful_shutdown({
         let shutdown = shutdown.clone();
         async move {

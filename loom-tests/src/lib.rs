@@ -55,7 +55,7 @@ pub fn create(registry: &Registry<Probe>, probe: Probe) -> u64 {
 /// [`create`], or `None` when the cap is full and no session is idle.
 pub fn try_create(registry: &Registry<Probe>, probe: Probe) -> Option<u64> {
     let slot = loom::future::block_on(registry.acquire_slot())?;
-    match registry.insert(slot, probe.name.into(), probe) {
+    match registry.insert(slot, probe.name.into(), registry.draw_admission(), probe) {
         Ok(activity) => Some(activity.admission()),
         Err(_) => panic!("names are unique in a model"),
     }

@@ -13,13 +13,8 @@
 //! stay the outer bounds; these only share them out fairly.
 
 mod forwarded;
-// Until the manager uses them: the HTTP layer derives keys, the manager
-// asks the table before admitting a session.
-#[allow(dead_code)]
 pub(crate) mod key;
-#[allow(dead_code)]
 pub(crate) mod limits;
-#[allow(dead_code)]
 pub(crate) mod table;
 
 pub use key::ClientKey;

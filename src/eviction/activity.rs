@@ -83,8 +83,9 @@ pub struct Activity {
     /// Standalone (GET) streams open: a session holding one is evicted only
     /// after every session holding none.
     listening: AtomicUsize,
-    /// The queue clock at the session's last activity, to pick among one
-    /// client's own sessions (finer than the queue position).
+    /// When the session was last active (nanoseconds since its order was
+    /// made), to pick among one client's own sessions: finer than the
+    /// queue position, which a session near the tail keeps.
     last_active: AtomicU64,
     /// The registry's admission number of this session.
     admission: u64,
@@ -100,7 +101,7 @@ impl Activity {
         Self {
             state: AtomicU64::new(seq & SEQ_MASK),
             listening: AtomicUsize::new(0),
-            last_active: AtomicU64::new(seq),
+            last_active: AtomicU64::new(order.now_nanos()),
             admission,
             id,
             order,
@@ -118,7 +119,6 @@ impl Activity {
     }
 
     /// Whether no request is in flight and the session is not claimed.
-    #[allow(dead_code)] // per-client replacement, wired next
     pub fn is_idle(&self) -> bool {
         let state = self.state.load(Ordering::Acquire);
         state & (BUSY_MASK | CLAIMED) == 0
@@ -134,8 +134,7 @@ impl Activity {
         self.listening.load(Ordering::Relaxed) > 0
     }
 
-    /// The queue clock at the last activity (larger is more recent).
-    #[allow(dead_code)] // per-client replacement, wired next
+    /// When the session was last active (larger is more recent).
     pub fn last_active(&self) -> u64 {
         self.last_active.load(Ordering::Relaxed)
     }
@@ -203,7 +202,8 @@ impl Activity {
                 .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
-                    self.last_active.store(clock, Ordering::Relaxed);
+                    self.last_active
+                        .store(self.order.now_nanos(), Ordering::Relaxed);
                     if requeue {
                         self.order.push(next, self);
                         if let Some(queue) = old_queue {

@@ -104,6 +104,9 @@ pub struct EvictionOrder {
     /// Pushes after a session's entry below which it is not moved (see
     /// [`activity`]'s "Why re-queue lazily").
     pub(crate) near_tail: u64,
+    /// The origin of activity times: finer than queue positions, which a
+    /// session near the tail keeps across several requests.
+    epoch: std::time::Instant,
 }
 
 impl EvictionOrder {
@@ -121,7 +124,14 @@ impl EvictionOrder {
             listening: EvictionQueue::new(),
             clock: AtomicU64::new(1),
             near_tail,
+            epoch: std::time::Instant::now(),
         }
+    }
+
+    /// Nanoseconds since the order was made: when a session was last
+    /// active (one clock read, no shared counter).
+    pub(crate) fn now_nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     pub(crate) fn clock(&self) -> u64 {

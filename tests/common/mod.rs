@@ -8,7 +8,7 @@ pub mod handler;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_bounded_session::{BoundedSessionLayer, BoundedSessionManager};
+use mcp_bounded_session::BoundedSessionManager;
 use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -40,16 +40,21 @@ impl TestServer {
             manager.clone(),
             config.with_cancellation_token(shutdown.child_token()),
         );
-        let app = axum::Router::new().nest_service("/mcp", BoundedSessionLayer.layer(service));
+        // The manager's layer, and the peer address recorded for it: client
+        // keys are the loopback source addresses tests bind to.
+        let app = axum::Router::new().nest_service("/mcp", manager.layer().layer(service));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
         tokio::spawn({
             let shutdown = shutdown.clone();
             async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown.cancelled_owned())
-                    .await
-                    .unwrap();
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .unwrap();
             }
         });
         Self {
@@ -62,6 +67,20 @@ impl TestServer {
     pub fn client(&self) -> Client {
         Client {
             http: reqwest::Client::new(),
+            url: self.url.clone(),
+        }
+    }
+
+    /// A client whose connections come from `source` (a loopback address
+    /// such as 127.0.0.7): a distinct client key for the server.
+    #[allow(dead_code)]
+    pub fn client_from(&self, source: std::net::Ipv4Addr) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .local_address(std::net::IpAddr::V4(source))
+                .tcp_nodelay(true)
+                .build()
+                .unwrap(),
             url: self.url.clone(),
         }
     }

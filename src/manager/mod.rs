@@ -26,14 +26,22 @@ use rmcp::transport::streamable_http_server::session::{
     EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
 };
 
+use crate::clients::key::KeyDerivation;
+use crate::clients::limits::ClientLimits;
 use crate::close_reason::CloseReason;
 use crate::error::BoundedSessionError;
 use crate::event_id::EventId;
 use crate::eviction::activity::{Busy, NotAdmitted, TrackedStream};
 use crate::eviction::{AtCapacity, EvictionPolicy};
-use crate::http::{self, Refusal};
+use crate::http::{self, BoundedSessionLayer, Refusal};
+use crate::observe::RefusalReason;
 use crate::rate_limiter::{Grant, RateLimiter};
 use crate::registry::{Registry, SessionStats, Slot};
+
+mod admission;
+
+pub(crate) use self::admission::Membership;
+use self::admission::{Admission, Clients};
 use crate::session::{EndedHandlers, Lease, LiveSession, SessionRegistry, SessionTransport};
 use crate::worker::{self, Origin, SessionHandle, WorkerSettings};
 
@@ -78,6 +86,12 @@ pub struct BoundedSessionManager {
     settings: Arc<WorkerSettings>,
     rate_limiter: Option<RateLimiter>,
     max_lifetime: Option<Duration>,
+    /// How the HTTP layer derives client keys (handed to [`Self::layer`]).
+    keys: Arc<KeyDerivation>,
+    /// Per-client quotas and rate limits, when any is configured.
+    clients: Option<Arc<Clients>>,
+    /// Whether a session answers only requests of the client that created it.
+    bind_to_client: bool,
 }
 
 impl BoundedSessionManager {
@@ -118,7 +132,45 @@ impl BoundedSessionManager {
             }),
             rate_limiter: None,
             max_lifetime: None,
+            keys: Arc::new(KeyDerivation::new()),
+            clients: None,
+            bind_to_client: false,
         }
+    }
+
+    /// Sets the builder's per-client options.
+    pub(crate) fn with_clients(
+        mut self,
+        keys: KeyDerivation,
+        limits: Option<ClientLimits>,
+        bind_to_client: bool,
+    ) -> Self {
+        self.keys = Arc::new(keys);
+        self.clients = limits.map(|limits| Arc::new(Clients::new(limits)));
+        self.bind_to_client = bind_to_client;
+        self
+    }
+
+    /// The HTTP layer for this manager: it answers refusals with their
+    /// status instead of rmcp's 500, and derives each request's client key
+    /// with this manager's settings (see [`BoundedSessionLayer`]).
+    ///
+    /// ```no_run
+    /// use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+    /// use tower_layer::Layer;
+    /// # #[derive(Clone)] struct MyServer;
+    /// # impl rmcp::ServerHandler for MyServer {}
+    ///
+    /// let manager = BoundedSessionManagerBuilder::new(1_000)
+    ///     .max_sessions_per_client(10)
+    ///     .build();
+    /// let layer = manager.layer();
+    /// let service = StreamableHttpService::new(|| Ok(MyServer), manager, StreamableHttpServerConfig::default());
+    /// let app: axum::Router = axum::Router::new().nest_service("/mcp", layer.layer(service));
+    /// ```
+    pub fn layer(&self) -> BoundedSessionLayer {
+        BoundedSessionLayer::new(self.keys.clone())
     }
 
     /// Allows at most `max_creates` session creations in any rolling `window`
@@ -152,7 +204,7 @@ impl BoundedSessionManager {
         mut self,
         policy: EvictionPolicy,
         at_capacity: AtCapacity,
-        on_close: Option<crate::registry::ClosedHook>,
+        on_close: Option<crate::observe::CloseHook>,
     ) -> Self {
         self.registry = Arc::new(Registry::with_policy(
             self.registry.max_sessions(),
@@ -403,8 +455,10 @@ impl BoundedSessionManager {
         let (handle, activity) = self
             .registry
             .with_activity(id, |session, activity| {
-                (session.handle.clone(), activity.clone())
+                self.is_owner(session)
+                    .then(|| (session.handle.clone(), activity.clone()))
             })
+            .flatten()
             .ok_or_else(not_found)?;
         match activity.begin() {
             Ok(busy) => Ok((handle, busy)),
@@ -423,6 +477,7 @@ impl BoundedSessionManager {
     async fn slot(&self) -> Result<Slot<'_>, BoundedSessionError> {
         self.registry.acquire_slot().await.ok_or_else(|| {
             http::record(Refusal::AtCapacity);
+            self.registry.observer().refused(RefusalReason::AtCapacity);
             tracing::debug!("session admission refused: the cap is full and no session is idle");
             BoundedSessionError::AtCapacity
         })
@@ -436,6 +491,7 @@ impl BoundedSessionManager {
         };
         let grant = limiter.try_acquire().map_err(|retry_after| {
             http::record(Refusal::RateLimited { retry_after });
+            self.registry.observer().refused(RefusalReason::RateLimited);
             tracing::debug!(
                 retry_after_secs = retry_after.as_secs_f64(),
                 "session admission refused by the rate limit"
@@ -445,18 +501,49 @@ impl BoundedSessionManager {
         Ok(Some(grant))
     }
 
-    /// Starts a worker for `id` and admits it with `slot`; gives the slot
-    /// back (and stops the worker) if `id` is already live.
-    fn admit(&self, slot: Slot<'_>, id: SessionId, origin: Origin) -> Option<SessionTransport> {
+    /// Starts a worker for `id` and admits it with what `admission` holds;
+    /// gives everything back (and stops the worker) if `id` is already
+    /// live, except a client's rate grant (the race is a concurrent restore
+    /// of the same id, or a random id drawn twice).
+    fn admit(
+        &self,
+        admission: Admission<'_>,
+        id: SessionId,
+        origin: Origin,
+    ) -> Option<SessionTransport> {
+        let Admission {
+            slot,
+            client,
+            reservation,
+            grant,
+        } = admission;
+        let number = self.registry.draw_admission();
+        // Listed under its client before it is in the registry: it may be
+        // evicted the moment it is, and its end must find it listed.
+        let membership = reservation
+            .zip(self.clients.clone())
+            .map(|(reservation, clients)| {
+                let session = (id.clone(), number);
+                reservation.commit(session.clone());
+                Membership {
+                    clients,
+                    client: client.clone(),
+                    session,
+                }
+            });
         let (handle, worker, end_cause) = worker::create(id.clone(), self.settings.clone(), origin);
         let transport = WorkerTransport::spawn(worker);
         let session = LiveSession {
             handle,
             cancel: transport.cancel_token(),
+            owner: client,
+            membership,
         };
-        match self.registry.insert(slot, id.clone(), session) {
-            Ok(activity) => {
-                let admission = activity.admission();
+        match self.registry.insert(slot, id.clone(), number, session) {
+            Ok(_) => {
+                if let Some(grant) = grant {
+                    grant.commit();
+                }
                 Some(SessionTransport::new(
                     transport,
                     end_cause,
@@ -464,17 +551,23 @@ impl BoundedSessionManager {
                         self.registry.clone(),
                         self.ended_handlers.clone(),
                         id,
-                        admission,
+                        number,
                     ),
                     self.max_lifetime,
                 ))
             }
             Err((_slot, _session)) => {
-                // Dropping the slot frees it; dropping the transport cancels
-                // the worker just spawned.
+                // Dropping the slot frees it, the session its membership;
+                // dropping the transport cancels the worker just spawned.
                 None
             }
         }
+    }
+
+    /// Whether the current request's client may use `session` (always,
+    /// unless sessions are bound to their client).
+    fn is_owner(&self, session: &LiveSession) -> bool {
+        !self.bind_to_client || session.owner == http::current_client()
     }
 }
 
@@ -489,16 +582,12 @@ impl SessionManager for BoundedSessionManager {
     /// creation still in progress; dropping the future there returns its
     /// rate-limit grant and holds no slot.
     async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
-        let grant = self.rate_grant()?;
         loop {
-            let slot = self.slot().await?;
+            let admission = self.admission().await?;
             let id = session_id();
             // A random 122-bit id that is already live would be returned
             // here; retrying is cheaper than a special error for it.
-            if let Some(transport) = self.admit(slot, id.clone(), Origin::Created) {
-                if let Some(grant) = grant {
-                    grant.commit();
-                }
+            if let Some(transport) = self.admit(admission, id.clone(), Origin::Created) {
                 return Ok((id, transport));
             }
         }
@@ -529,7 +618,14 @@ impl SessionManager for BoundedSessionManager {
     ///
     /// Cancel safe: it never suspends.
     async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
-        Ok(self.registry.contains(id))
+        if !self.bind_to_client {
+            return Ok(self.registry.contains(id));
+        }
+        Ok(self.registry.contains(id)
+            && self
+                .registry
+                .with_session(id, |session| self.is_owner(session))
+                .unwrap_or(false))
     }
 
     /// Closes the session at once: removes it, frees its slot and stops its
@@ -660,19 +756,21 @@ impl SessionManager for BoundedSessionManager {
         &self,
         id: SessionId,
     ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
-        if self.registry.contains(&id) {
-            return Ok(RestoreOutcome::AlreadyPresent);
-        }
-        let grant = self.rate_grant()?;
-        let slot = self.slot().await?;
-        Ok(match self.admit(slot, id, Origin::Restored) {
-            Some(transport) => {
-                if let Some(grant) = grant {
-                    grant.commit();
-                }
-                RestoreOutcome::Restored(transport)
+        if let Some(owned) = self
+            .registry
+            .with_session(&id, |session| self.is_owner(session))
+        {
+            if owned {
+                return Ok(RestoreOutcome::AlreadyPresent);
             }
-            // Raced with a concurrent restore; the grant goes back.
+            // Live, but bound to another client: as unknown as can be.
+            http::record(Refusal::SessionGone);
+            return Err(LocalSessionManagerError::SessionNotFound(id).into());
+        }
+        let admission = self.admission().await?;
+        Ok(match self.admit(admission, id, Origin::Restored) {
+            Some(transport) => RestoreOutcome::Restored(transport),
+            // Raced with a concurrent restore; the grants go back.
             None => RestoreOutcome::AlreadyPresent,
         })
     }
