@@ -241,7 +241,10 @@ struct Measured {
     calls_per_sec: f64,
 }
 
-async fn measure(url: String, live: usize, duration: Duration) -> Measured {
+/// Reads the manager's count of eviction-queue pushes (this crate's only).
+type Pushes = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+async fn measure(url: String, live: usize, duration: Duration, pushes: Option<Pushes>) -> Measured {
     let client = Client {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(CLIENTS)
@@ -282,6 +285,7 @@ async fn measure(url: String, live: usize, duration: Duration) -> Measured {
         }
     })
     .await;
+    let pushed_before = pushes.as_ref().map(|pushes| pushes());
     let calls_per_sec = rate(duration, {
         let (client, sessions) = (client.clone(), sessions.clone());
         move |n, round| {
@@ -290,6 +294,25 @@ async fn measure(url: String, live: usize, duration: Duration) -> Measured {
         }
     })
     .await;
+    if let (Some(pushes), Some(before)) = (&pushes, pushed_before) {
+        // How often a tool call moved its session to the tail of the
+        // eviction order: each client on its own session (as real clients
+        // are), which stays near the tail, against the calls phase above,
+        // whose sessions are picked across all the live ones.
+        let spread = (pushes() - before) as f64 / (calls_per_sec * duration.as_secs_f64());
+        let hot_duration = Duration::from_secs(2);
+        let before = pushes();
+        let hot_rate = rate(hot_duration, {
+            let (client, sessions) = (client.clone(), sessions.clone());
+            move |n, round| {
+                let (client, sessions) = (client.clone(), sessions.clone());
+                async move { client.echo(&sessions[n], round).await }
+            }
+        })
+        .await;
+        let hot = (pushes() - before) as f64 / (hot_rate * hot_duration.as_secs_f64());
+        println!("pushes per tool call: spread {spread:.3} hot {hot:.3}");
+    }
     Measured {
         sessions_per_sec,
         calls_per_sec,
@@ -309,16 +332,22 @@ fn measure_one(name: &str, live: usize, duration: Duration) {
         let shutdown = CancellationToken::new();
         let url = match name {
             "bounded" => {
-                let manager = BoundedSessionManager::new(SessionConfig::default(), cap);
-                serve_v3(Arc::new(manager), shutdown.clone()).await
+                let manager = Arc::new(BoundedSessionManager::new(SessionConfig::default(), cap));
+                let pushes: Pushes = {
+                    let manager = manager.clone();
+                    Arc::new(move || manager.stats().queue_pushes)
+                };
+                (serve_v3(manager, shutdown.clone()).await, Some(pushes))
             }
-            "rmcp_local" => {
-                serve_v3(Arc::new(LocalSessionManager::default()), shutdown.clone()).await
-            }
-            "mcp_session" => serve_mcp_session(shutdown.clone(), cap).await,
+            "rmcp_local" => (
+                serve_v3(Arc::new(LocalSessionManager::default()), shutdown.clone()).await,
+                None,
+            ),
+            "mcp_session" => (serve_mcp_session(shutdown.clone(), cap).await, None),
             other => panic!("unknown manager {other:?}; expected one of {MANAGERS:?}"),
         };
-        let measured = measure(url, live, duration).await;
+        let (url, pushes) = url;
+        let measured = measure(url, live, duration, pushes).await;
         shutdown.cancel();
         measured
     });
@@ -378,6 +407,12 @@ fn main() {
                 "measuring {name} failed ({}); its output:\n{stdout}",
                 output.status
             );
+            if let Some(pushes) = stdout
+                .lines()
+                .find(|line| line.starts_with("pushes per tool call"))
+            {
+                println!("round {}: {name:>12}: {pushes}", round + 1);
+            }
             let line = stdout
                 .lines()
                 .find_map(|line| line.strip_prefix("result "))

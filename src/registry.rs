@@ -504,6 +504,7 @@ impl<H: Stop> Registry<H> {
             free_slots: self.slots.free.available_permits(),
             queued: self.order.queued(),
             stale: self.order.stale(),
+            queue_pushes: self.order.pushes(),
         }
     }
 }
@@ -542,6 +543,10 @@ pub struct SessionStats {
     /// Entries in the eviction queues that no longer stand for their
     /// session's place (it ended, or moved to the tail).
     pub stale: usize,
+    /// Entries pushed since the manager was made: one per creation, plus
+    /// one per activity that moved a session to the tail (see the README's
+    /// "Eviction and fairness" for when activity does not move it).
+    pub queue_pushes: u64,
 }
 
 impl SessionStats {

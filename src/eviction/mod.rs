@@ -190,6 +190,13 @@ impl EvictionOrder {
         Popped::Empty
     }
 
+    /// Entry numbers drawn so far: entries pushed (a number drawn in a
+    /// swap that failed is retried, not wasted, so the count is exact but
+    /// for the rare number skipped at a 48-bit wrap).
+    pub fn pushes(&self) -> u64 {
+        self.clock.load(Ordering::Relaxed) - 1
+    }
+
     /// Entries queued in both tiers, current and stale.
     pub fn queued(&self) -> usize {
         self.quiet.queued() + self.listening.queued()

@@ -1,0 +1,101 @@
+//! The metrics a manager records over a scripted run, read from a test
+//! recorder (feature `metrics`; `.ci/run` runs it with the feature on).
+#![cfg(feature = "metrics")]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mcp_bounded_session::{BoundedSessionError, BoundedSessionManagerBuilder, CloseReason};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use rmcp::transport::streamable_http_server::session::SessionManager;
+
+/// Counters and gauges by `name{labels}`; histograms as their sample count.
+fn values(snapshotter: &Snapshotter) -> BTreeMap<String, f64> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let labels: Vec<String> = key
+                .labels()
+                .map(|label| format!("{}={}", label.key(), label.value()))
+                .collect();
+            let name = if labels.is_empty() {
+                key.name().to_owned()
+            } else {
+                format!("{}{{{}}}", key.name(), labels.join(","))
+            };
+            let value = match value {
+                DebugValue::Counter(n) => n as f64,
+                DebugValue::Gauge(x) => x.0,
+                DebugValue::Histogram(samples) => samples.len() as f64,
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+#[test]
+fn a_scripted_run_records_creations_closes_refusals_and_durations() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let seen = closes.clone();
+            let manager = BoundedSessionManagerBuilder::new(2)
+                .rate_limit(4, Duration::from_secs(3600))
+                .on_close(move |id, reason, _lived| {
+                    seen.lock().unwrap().push((id.clone(), reason));
+                })
+                .build();
+            // Three creations at a cap of 2: the first is evicted.
+            let (first, _t1) = manager.create_session().await.unwrap();
+            let (second, _t2) = manager.create_session().await.unwrap();
+            let (_third, _t3) = manager.create_session().await.unwrap();
+            // A DELETE.
+            manager.close_session(&second).await.unwrap();
+            // The fourth creation is the last the rate limit allows.
+            let (_fourth, _t4) = manager.create_session().await.unwrap();
+            for _ in 0..2 {
+                assert!(matches!(
+                    manager.create_session().await,
+                    Err(BoundedSessionError::RateLimited)
+                ));
+            }
+            assert_eq!(
+                *closes.lock().unwrap(),
+                [(first, CloseReason::Evicted), (second, CloseReason::Closed)]
+            );
+            // The transports (the handlers) live until here.
+        });
+    });
+    let values = values(&snapshotter);
+    let expected: BTreeMap<String, f64> = [
+        ("mcp_sessions_created_total", 4.0),
+        ("mcp_sessions_closed_total{reason=evicted}", 1.0),
+        ("mcp_sessions_closed_total{reason=closed}", 1.0),
+        // The two left at the end: their handlers (transports) went away.
+        ("mcp_sessions_closed_total{reason=handler_ended}", 2.0),
+        ("mcp_sessions_refused_total{reason=rate_limited}", 2.0),
+        // One duration per session that ended.
+        ("mcp_session_duration_seconds", 4.0),
+        ("mcp_sessions_max", 2.0),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    for (name, value) in &expected {
+        assert_eq!(values.get(name), Some(value), "{name} in {values:#?}");
+    }
+    // Every session ended: the gauge followed them down; and nothing else
+    // was recorded.
+    assert_eq!(values.get("mcp_sessions_active"), Some(&0.0), "{values:#?}");
+    assert_eq!(values.len(), expected.len() + 1, "{values:#?}");
+}
