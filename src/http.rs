@@ -41,6 +41,13 @@ tokio::task_local! {
     static REQUEST: RequestScope;
 }
 
+/// The client key of the current request if it runs under the layer
+/// (`None` elsewhere, for instance in rmcp's own task that closes a session
+/// whose handler ended).
+pub(crate) fn request_client() -> Option<ClientKey> {
+    REQUEST.try_with(|scope| scope.client.clone()).ok()
+}
+
 /// The client key of the current request: the one the layer derived, or
 /// the anonymous key outside the layer (one key for every request, to which
 /// no per-client limit applies).

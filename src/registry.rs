@@ -80,6 +80,12 @@ pub trait Stop {
     /// Stops the session's worker, which ends its SSE streams. Called once,
     /// right after the session left the map.
     fn stop(&self);
+
+    /// Gives up, as soon as the session left the map and before its slot
+    /// is free, whatever must not outlive its place there (a client's
+    /// quota unit: a creation that sees the slot free must see the unit
+    /// free too).
+    fn left_registry(&mut self) {}
 }
 
 /// Proof that the holder owns one slot, between taking it and admitting a
@@ -181,6 +187,14 @@ impl<H: std::fmt::Debug> std::fmt::Debug for Registry<H> {
             .field("live", &self.live)
             .field("order", &self.order)
             .finish_non_exhaustive()
+    }
+}
+
+impl<H> Drop for Registry<H> {
+    fn drop(&mut self) {
+        // Queue entries hold their sessions' standing, which holds the
+        // order: break the cycle, or the last entries and the order leak.
+        self.order.clear();
     }
 }
 
@@ -381,9 +395,10 @@ impl<H: Stop> Registry<H> {
 
     /// Removes a session this thread claimed and keeps its slot.
     fn take_claimed(&self, victim: &Arc<Activity>, reason: CloseReason) -> Option<Slot<'_>> {
-        let (id, entry) = self.sessions.remove_if(victim.id(), |entry| {
+        let (id, mut entry) = self.sessions.remove_if(victim.id(), |entry| {
             entry.activity.admission() == victim.admission()
         })?;
+        entry.session.left_registry();
         let live = self.live.fetch_sub(1, Ordering::Relaxed) - 1;
         // The slot exists before anything that could panic runs.
         let slot = Slot { slots: &self.slots };
@@ -409,10 +424,11 @@ impl<H: Stop> Registry<H> {
         admission: u64,
         session: H,
     ) -> Result<Arc<Activity>, (Slot<'a>, H)> {
+        let first_entry = self.order.draw();
         let activity = Arc::new(Activity::new(
             id.clone(),
             admission,
-            self.order.draw(),
+            first_entry,
             self.order.clone(),
         ));
         let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
@@ -429,7 +445,7 @@ impl<H: Stop> Registry<H> {
         // Nothing that can panic between the map insert and the push: a
         // mapped session that is not queued would be evicted only after it
         // was used once.
-        activity.enqueue_first();
+        activity.enqueue_first(first_entry);
         tracing::info!(session_id = %id, "session created");
         self.observer.created(live);
         Ok(activity)
@@ -453,12 +469,13 @@ impl<H: Stop> Registry<H> {
                 entry.activity.admission() == activity.admission()
             })
         });
-        let Some((id, entry)) = removed else {
+        let Some((id, mut entry)) = removed else {
             self.slots.closing.fetch_sub(1, Ordering::SeqCst);
             // A creator may be waiting for the slot this close announced.
             self.slots.wake_waiters();
             return false;
         };
+        entry.session.left_registry();
         let live = self.live.fetch_sub(1, Ordering::Relaxed) - 1;
         self.slots.free.add_permits(1);
         self.slots.closing.fetch_sub(1, Ordering::SeqCst);

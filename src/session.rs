@@ -67,15 +67,19 @@ pub(crate) struct LiveSession {
     pub(crate) cancel: CancellationToken,
     /// The client that created it (anonymous without the HTTP layer).
     pub(crate) owner: ClientKey,
-    /// Its place in the per-client table, freed when the session leaves
-    /// the registry (with this value): held for its `Drop`.
-    #[allow(dead_code)]
+    /// Its place in the per-client table, freed the moment the session
+    /// leaves the registry (`Stop::left_registry`).
     pub(crate) membership: Option<Membership>,
 }
 
 impl Stop for LiveSession {
     fn stop(&self) {
         self.cancel.cancel();
+    }
+
+    fn left_registry(&mut self) {
+        // Frees the client's quota unit now, before the slot.
+        self.membership = None;
     }
 }
 

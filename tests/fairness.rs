@@ -532,6 +532,8 @@ async fn a_bound_session_answers_only_its_client() {
     assert_eq!(b.status_of(&session).await, StatusCode::NOT_FOUND);
     let (status, _) = b.request(&session, echo_body(2, "stolen")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Nor can another client end it.
+    assert_eq!(b.delete(&session).await, StatusCode::NOT_FOUND);
     assert!(a.works(&session).await);
     let (status, messages) = a.request(&session, echo_body(3, "mine")).await;
     assert_eq!(status, StatusCode::OK);

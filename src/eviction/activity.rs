@@ -308,8 +308,13 @@ impl Activity {
 
     /// Queues the entry the session was created with; called once, after
     /// the session entered the registry.
-    pub(crate) fn enqueue_first(self: &Arc<Self>) {
-        self.order.push(self.state.load(Ordering::Acquire), self);
+    ///
+    /// Pushes exactly the entry `seq` it was created with (quiet tier), not
+    /// whatever the state holds by now: a request that reached the session
+    /// in between (a restore's race) may have re-queued it already, and
+    /// counted this first entry as stale, which it then is.
+    pub(crate) fn enqueue_first(self: &Arc<Self>, seq: u64) {
+        self.order.push(seq & SEQ_MASK, self);
     }
 
     /// Notes one more open standalone stream; the guard notes its end.

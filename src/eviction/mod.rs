@@ -75,7 +75,9 @@ pub enum AtCapacity {
     /// (`503`) if every session is busy.
     #[default]
     Evict,
-    /// Never evict: refuse the creation (`503` with `Retry-After`).
+    /// Never evict to make room: refuse the creation (`503` with
+    /// `Retry-After`). A client at its own `max_sessions_per_client` still
+    /// replaces one of its own idle sessions: that frees no room for it.
     Refuse,
 }
 
@@ -188,6 +190,15 @@ impl EvictionOrder {
             }
         }
         Popped::Empty
+    }
+
+    /// Drops every entry. Entries hold their sessions, which hold this
+    /// order: the registry calls this when it is dropped, so that the cycle
+    /// does not keep them all alive.
+    pub(crate) fn clear(&self) {
+        for queue in [&self.quiet, &self.listening] {
+            while queue.pop().is_some() {}
+        }
     }
 
     /// Entry numbers drawn so far: entries pushed (a number drawn in a

@@ -5,9 +5,11 @@
 //!
 //! The client's own limits come first, so that a client refused by them
 //! never spends the global budget nor takes a slot: one client's flood
-//! cannot lock out the others. Every grant is rolled back if a later step
-//! refuses (dropping an uncommitted [`Reservation`] or [`Grant`] returns it),
-//! so a refused creation costs nobody anything.
+//! cannot lock out the others. The global limit comes before a client at
+//! its quota replaces one of its sessions, so that a refusal never costs
+//! it one. Every grant is rolled back if a later step refuses (dropping an
+//! uncommitted [`Reservation`] or [`Grant`] returns it), so a refused
+//! creation costs nobody anything.
 //!
 //! A client at its quota replaces its own least recently active idle session
 //! (never another client's): that session is evicted with its slot handed
@@ -72,24 +74,27 @@ impl BoundedSessionManager {
     /// flight; every grant taken before it is returned on drop.
     pub(super) async fn admission(&self) -> Result<Admission<'_>, BoundedSessionError> {
         let client = http::current_client();
+        let table = self.clients.as_deref().filter(|_| !client.is_anonymous());
         let mut reservation = None;
-        let mut replaced = None;
-        if let Some(table) = self.clients.as_deref().filter(|_| !client.is_anonymous()) {
+        let mut at_quota = false;
+        if let Some(table) = table {
             match table.reserve(&client) {
                 Ok(reserved) => reservation = Some(reserved),
-                Err(ClientRefusal::AtQuota | ClientRefusal::VictimEnded) => {
-                    let (reserved, slot) = self.replace_own(table, &client)?;
-                    reservation = Some(reserved);
-                    replaced = Some(slot);
-                }
+                Err(ClientRefusal::AtQuota | ClientRefusal::VictimEnded) => at_quota = true,
                 Err(ClientRefusal::RateLimited { retry_after }) => {
                     return Err(self.client_rate_limited(retry_after));
                 }
             }
         }
+        // Before replacing one of the client's sessions: a creation the
+        // global limit refuses must not have cost the client a session.
         let grant = self.rate_grant()?;
-        let slot = match replaced {
-            Some(slot) => slot,
+        let slot = match table.filter(|_| at_quota) {
+            Some(table) => {
+                let (reserved, slot) = self.replace_own(table, &client)?;
+                reservation = Some(reserved);
+                slot
+            }
             None => self.slot().await?,
         };
         Ok(Admission {

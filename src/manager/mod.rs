@@ -1,9 +1,11 @@
 //! [`BoundedSessionManager`]: rmcp's `SessionManager` on top of the registry.
 //!
 //! This module only wires the pieces together; each invariant is kept in the
-//! module named after it: the cap and eviction in [`crate::registry`], the
-//! creation order in [`crate::eviction_queue`], the rate limit in
-//! [`crate::rate_limiter`], and cleanup when a session ends in
+//! module named after it: the cap and the slot hand-over in
+//! [`crate::registry`], the eviction order and the busy sessions it never
+//! evicts in [`crate::eviction`], the rate limit in [`crate::rate_limiter`],
+//! per-client quotas and limits in [`crate::clients`] (and the order of the
+//! checks in `admission`), and cleanup when a session ends in
 //! [`crate::session`].
 //!
 //! Every request-path method (`has_session`, `create_stream`,
@@ -46,8 +48,10 @@ use crate::session::{EndedHandlers, Lease, LiveSession, SessionRegistry, Session
 use crate::worker::{self, Origin, SessionHandle, WorkerSettings};
 
 /// An rmcp `SessionManager` that keeps at most `max_sessions` sessions in
-/// memory, evicting the oldest when full, with optional rate limiting of
-/// session creation and a maximum session lifetime.
+/// memory, evicting the least recently active idle session when full (never
+/// one with a request in flight), with optional per-client quotas, rate
+/// limiting of session creation (global and per client) and a maximum
+/// session lifetime.
 ///
 /// It is a drop-in replacement for `mcp-session` 0.2's manager of the same
 /// name and for rmcp's `LocalSessionManager`: pass it (in an [`Arc`]) to
@@ -55,7 +59,8 @@ use crate::worker::{self, Origin, SessionHandle, WorkerSettings};
 ///
 /// Guarantees, under any concurrency:
 /// - live sessions never exceed `max_sessions`; when full, a creation evicts
-///   the oldest live session and takes its slot;
+///   an idle session (by the [`EvictionPolicy`]) and takes its slot, or is
+///   refused at once if every session is busy;
 /// - at most `max_creates` creations in any rolling window, when configured;
 /// - a session whose worker or handler ended (DELETE, eviction, idle or init
 ///   timeout, maximum lifetime, handler exit, shutdown) leaves the map and
@@ -640,6 +645,18 @@ impl SessionManager for BoundedSessionManager {
     ///
     /// Cancel safe: it never suspends.
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        // A DELETE from another client of a bound session is a DELETE of an
+        // unknown one: 404, and rmcp then leaves its session store alone.
+        if self.bind_to_client
+            && let Some(client) = http::request_client()
+            && self
+                .registry
+                .with_session(id, |session| session.owner != client)
+                == Some(true)
+        {
+            http::record(Refusal::SessionGone);
+            return Err(LocalSessionManagerError::SessionNotFound(id.clone()).into());
+        }
         if !self.ended_handlers.take(id) {
             self.registry.close(id, None, CloseReason::Closed);
         }
@@ -722,6 +739,19 @@ impl SessionManager for BoundedSessionManager {
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         if let Some(store) = &self.settings.event_store {
+            // A resume is activity; a session bound to another client is
+            // unknown here as everywhere.
+            let owned = self.registry.with_activity(id, |session, activity| {
+                self.is_owner(session).then(|| activity.clone())
+            });
+            match owned {
+                Some(Some(activity)) => activity.touch(),
+                Some(None) => {
+                    http::record(Refusal::SessionGone);
+                    return Err(LocalSessionManagerError::SessionNotFound(id.clone()).into());
+                }
+                None => {}
+            }
             let replay = store
                 .replay_events_after(&last_event_id)
                 .await
@@ -745,7 +775,7 @@ impl SessionManager for BoundedSessionManager {
     }
 
     /// Re-admits a session known to rmcp's `SessionStore`. It is admitted
-    /// like a creation: it takes a slot (evicting the oldest session when
+    /// like a creation: it takes a slot (evicting an idle session when
     /// full) and counts against the rate limit, so replaying stored ids
     /// cannot evict sessions faster than creating new ones could.
     ///

@@ -71,7 +71,7 @@ impl GrantLog {
         self.prune(limit, now);
         if self.grants.len() >= limit.max {
             let oldest = self.grants.front().map_or(now, |&(at, _)| at);
-            return Err((oldest + limit.window).saturating_duration_since(now));
+            return Err(until_free(oldest, limit.window, now));
         }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
@@ -98,7 +98,7 @@ impl GrantLog {
         // Expired grants may not be pruned yet; the one that must expire
         // before a new grant fits is `len - max` from the front.
         let blocking = self.grants[self.grants.len() - limit.max].0;
-        (blocking + limit.window).saturating_duration_since(now)
+        until_free(blocking, limit.window, now)
     }
 
     /// Removes the grant with `ticket`, if it is still logged (an expired
@@ -119,6 +119,16 @@ impl GrantLog {
     pub(crate) fn len(&self) -> usize {
         self.grants.len()
     }
+}
+
+/// How long from `now` until a grant made at `granted_at` stops counting; a
+/// window too long to add to the clock ("n per lifetime") never ends.
+fn until_free(granted_at: Instant, window: Duration, now: Instant) -> Duration {
+    granted_at
+        .checked_add(window)
+        .map_or(Duration::MAX, |free_at| {
+            free_at.saturating_duration_since(now)
+        })
 }
 
 #[cfg(test)]
@@ -189,5 +199,15 @@ mod tests {
         assert_eq!(log.retry_after(limit, at(7)), Duration::from_secs(3));
         // The oldest grant expired but is still logged: a grant fits now.
         assert_eq!(log.retry_after(limit, at(12)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_window_too_long_for_the_clock_refuses_without_overflow() {
+        let limit = RateLimit::new(1, Duration::MAX);
+        let now = Instant::now();
+        let mut log = GrantLog::default();
+        log.try_grant(limit, now).unwrap();
+        assert_eq!(log.try_grant(limit, now), Err(Duration::MAX));
+        assert_eq!(log.retry_after(limit, now), Duration::MAX);
     }
 }
