@@ -296,22 +296,23 @@ async fn measure(url: String, live: usize, duration: Duration, pushes: Option<Pu
     .await;
     if let (Some(pushes), Some(before)) = (&pushes, pushed_before) {
         // How often a tool call moved its session to the tail of the
-        // eviction order: each client on its own session (as real clients
-        // are), which stays near the tail, against the calls phase above,
-        // whose sessions are picked across all the live ones.
-        let spread = (pushes() - before) as f64 / (calls_per_sec * duration.as_secs_f64());
-        let hot_duration = Duration::from_secs(2);
+        // eviction order. Above, each client calls on its own session (as
+        // real clients do), which stays near the tail; here the calls go
+        // round all the live sessions, each called once every `live` calls.
+        let own = (pushes() - before) as f64 / (calls_per_sec * duration.as_secs_f64());
+        let spread_duration = Duration::from_secs(2);
         let before = pushes();
-        let hot_rate = rate(hot_duration, {
+        let spread_rate = rate(spread_duration, {
             let (client, sessions) = (client.clone(), sessions.clone());
             move |n, round| {
                 let (client, sessions) = (client.clone(), sessions.clone());
-                async move { client.echo(&sessions[n], round).await }
+                let index = (round as usize * CLIENTS + n) % sessions.len();
+                async move { client.echo(&sessions[index], round).await }
             }
         })
         .await;
-        let hot = (pushes() - before) as f64 / (hot_rate * hot_duration.as_secs_f64());
-        println!("pushes per tool call: spread {spread:.3} hot {hot:.3}");
+        let spread = (pushes() - before) as f64 / (spread_rate * spread_duration.as_secs_f64());
+        println!("pushes per tool call: own session {own:.3}, round all sessions {spread:.3}");
     }
     Measured {
         sessions_per_sec,

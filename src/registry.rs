@@ -165,6 +165,12 @@ struct SessionEntry<H> {
     activity: Arc<Activity>,
     session: H,
     created_at: Instant,
+    /// Set by a close that found the session already claimed by another
+    /// thread (which removes it in a moment): from then on lookups treat it
+    /// as gone, so that the losing close is, to every later lookup, a close
+    /// that happened. Kept in the entry, not read from `activity`, so that
+    /// a lookup stays one read of the map's bucket.
+    ending: std::sync::atomic::AtomicBool,
 }
 
 /// Live sessions, their slots and their eviction order.
@@ -296,7 +302,9 @@ impl<H: Stop> Registry<H> {
     /// is, to every later lookup, a close that happened).
     pub fn contains(&self, id: &SessionId) -> bool {
         self.sessions
-            .with(id, |entry| !entry.activity.is_claimed())
+            .with(id, |entry| {
+                !entry.ending.load(std::sync::atomic::Ordering::Acquire)
+            })
             .unwrap_or(false)
     }
 
@@ -436,6 +444,7 @@ impl<H: Stop> Registry<H> {
             activity: activity.clone(),
             session,
             created_at: Instant::now(),
+            ending: std::sync::atomic::AtomicBool::new(false),
         };
         if let Err(entry) = self.sessions.insert_if_vacant(id.clone(), entry) {
             self.live.fetch_sub(1, Ordering::Relaxed);
@@ -461,9 +470,20 @@ impl<H: Stop> Registry<H> {
         self.slots.closing.fetch_add(1, Ordering::SeqCst);
         let claimed = self
             .sessions
-            .with(id, |entry| entry.activity.clone())
-            .filter(|activity| admission.is_none_or(|admission| activity.admission() == admission))
-            .filter(|activity| activity.claim(false));
+            .with(id, |entry| {
+                if admission.is_some_and(|admission| entry.activity.admission() != admission) {
+                    return None;
+                }
+                if entry.activity.claim(false) {
+                    return Some(entry.activity.clone());
+                }
+                // Claimed by another thread, which is removing it.
+                entry
+                    .ending
+                    .store(true, std::sync::atomic::Ordering::Release);
+                None
+            })
+            .flatten();
         let removed = claimed.as_ref().and_then(|activity| {
             self.sessions.remove_if(id, |entry| {
                 entry.activity.admission() == activity.admission()

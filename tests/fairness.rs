@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Client, SseReader, TestServer, eventually, initialize_body, sse_messages};
+use common::{Client, SseReader, TestServer, eventually, initialize_body};
 use mcp_bounded_session::{AtCapacity, BoundedSessionManagerBuilder, CloseReason};
 use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
@@ -85,43 +85,10 @@ async fn finish_count(mut reader: SseReader, id: u64) -> Option<String> {
     tool_text(&messages, id)
 }
 
-/// `initialize` (with an `X-Forwarded-For` header) then
-/// `notifications/initialized`; the session id or the refusal.
+/// `initialize` and `notifications/initialized` through a proxy that wrote
+/// `xff` into `X-Forwarded-For`.
 async fn initialize_forwarded(client: &Client, xff: &str) -> Result<String, (StatusCode, String)> {
-    let response = client
-        .post(None)
-        .header("x-forwarded-for", xff)
-        .json(&initialize_body())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let session = response
-        .headers()
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = response.text().await.unwrap_or_default();
-    let Some(session) = session.filter(|_| status.is_success()) else {
-        return Err((status, body));
-    };
-    assert!(
-        sse_messages(&body)
-            .iter()
-            .any(|m| m["result"]["serverInfo"].is_object()),
-        "initialize answered without a result: {body}"
-    );
-    let status = client
-        .post(Some(HeaderValue::from_str(&session).unwrap()))
-        .header("x-forwarded-for", xff)
-        .json(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    if status != StatusCode::ACCEPTED {
-        return Err((status, "notifications/initialized refused".into()));
-    }
-    Ok(session)
+    client.initialize_with(&[("x-forwarded-for", xff)]).await
 }
 
 /// A raw `initialize`, for its status and headers.

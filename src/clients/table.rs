@@ -53,7 +53,7 @@ use std::hash::{Hash, RandomState};
 #[cfg(test)]
 use std::time::Duration;
 
-use hashlink::LinkedHashMap;
+use hashlink::{LinkedHashMap, LinkedHashSet};
 use tokio::time::Instant;
 
 use super::limits::{ClientLimits, ClientRefusal};
@@ -87,8 +87,9 @@ struct State<K, S> {
 #[derive(Debug)]
 struct Busy<S> {
     log: GrantLog,
-    /// Oldest admission first.
-    sessions: Vec<S>,
+    /// Oldest admission first; a linked set, so that a session's end is
+    /// O(1) even for a key (a NAT, a proxy) that holds thousands.
+    sessions: LinkedHashSet<S, RandomState>,
     reserved: usize,
 }
 
@@ -103,14 +104,14 @@ impl<S> Busy<S> {
 /// it gives back exactly these.
 #[must_use = "dropping a Reservation gives back its grant and its quota unit"]
 #[derive(Debug)]
-pub(crate) struct Reservation<'a, K: Clone + Eq + Hash, S: Clone + Eq> {
+pub(crate) struct Reservation<'a, K: Clone + Eq + Hash, S: Clone + Eq + Hash> {
     table: &'a ClientTable<K, S>,
     key: K,
     ticket: Option<u64>,
     committed: bool,
 }
 
-impl<K: Clone + Eq + Hash, S: Clone + Eq> ClientTable<K, S> {
+impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> ClientTable<K, S> {
     /// # Panics
     ///
     /// Panics if a limit admits nothing (see [`ClientLimits::validate`]).
@@ -191,12 +192,9 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq> ClientTable<K, S> {
                 None => None,
             };
             let unit = match victim {
-                Some(victim) => match entry.sessions.iter().position(|s| s == victim) {
-                    Some(index) => {
-                        entry.sessions.remove(index);
-                        Ok(())
-                    }
-                    None => Err(ClientRefusal::VictimEnded),
+                Some(victim) => match entry.sessions.remove(victim) {
+                    true => Ok(()),
+                    false => Err(ClientRefusal::VictimEnded),
                 },
                 None => match settings.max_sessions {
                     Some(max) if entry.sessions.len() + entry.reserved >= max => {
@@ -229,7 +227,7 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq> ClientTable<K, S> {
         state
             .busy
             .get(key)
-            .map_or_else(Vec::new, |entry| entry.sessions.clone())
+            .map_or_else(Vec::new, |entry| entry.sessions.iter().cloned().collect())
     }
 
     /// Unlists `session` of `key`, returning its quota unit; nothing if it
@@ -244,9 +242,7 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq> ClientTable<K, S> {
         // Only a busy key lists sessions; an idle one is not touched.
         if state.busy.contains_key(key) {
             state.update(key, self.settings, now, |entry| {
-                if let Some(index) = entry.sessions.iter().position(|s| s == session) {
-                    entry.sessions.remove(index);
-                }
+                entry.sessions.remove(session);
             });
         }
     }
@@ -289,7 +285,9 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq> ClientTable<K, S> {
                 debug_assert!(entry.reserved > 0, "a reservation keeps its key busy");
                 entry.reserved = entry.reserved.saturating_sub(1);
                 match session {
-                    Some(session) => entry.sessions.push(session),
+                    Some(session) => {
+                        entry.sessions.insert(session);
+                    }
                     None => {
                         if let Some(ticket) = ticket {
                             entry.log.give_back(ticket);
@@ -326,7 +324,7 @@ impl<K: Clone + Eq + Hash, S> State<K, S> {
             .unwrap_or_else(|| (key.clone(), GrantLog::default()));
         let mut entry = Busy {
             log,
-            sessions: Vec::new(),
+            sessions: LinkedHashSet::default(),
             reserved: 0,
         };
         let result = change(&mut entry);
@@ -354,7 +352,7 @@ impl<K: Clone + Eq + Hash, S> State<K, S> {
     }
 }
 
-impl<K: Clone + Eq + Hash, S: Clone + Eq> Reservation<'_, K, S> {
+impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> Reservation<'_, K, S> {
     /// Keeps the grant and lists `session` as one of the key's live
     /// sessions, in the quota unit this reservation held.
     pub(crate) fn commit(mut self, session: S) {
@@ -369,7 +367,7 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq> Reservation<'_, K, S> {
     }
 }
 
-impl<K: Clone + Eq + Hash, S: Clone + Eq> Drop for Reservation<'_, K, S> {
+impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> Drop for Reservation<'_, K, S> {
     fn drop(&mut self) {
         if !self.committed {
             self.table.finish(&self.key, self.ticket, None);

@@ -101,7 +101,8 @@ impl Activity {
         Self {
             state: AtomicU64::new(seq & SEQ_MASK),
             listening: AtomicUsize::new(0),
-            last_active: AtomicU64::new(order.now_nanos()),
+            // Never active yet: older than any activity.
+            last_active: AtomicU64::new(0),
             admission,
             id,
             order,
@@ -122,11 +123,6 @@ impl Activity {
     pub fn is_idle(&self) -> bool {
         let state = self.state.load(Ordering::Acquire);
         state & (BUSY_MASK | CLAIMED) == 0
-    }
-
-    /// Whether a thread is ending (or ended) the session.
-    pub fn is_claimed(&self) -> bool {
-        self.state.load(Ordering::Acquire) & CLAIMED != 0
     }
 
     /// Whether a standalone stream is open.

@@ -131,8 +131,22 @@ impl Client {
     /// `initialize` then `notifications/initialized`; the new session's id,
     /// or the status of the refused `initialize`.
     pub async fn initialize(&self) -> Result<String, (StatusCode, String)> {
-        let response = self
-            .post(None)
+        self.initialize_with(&[]).await
+    }
+
+    /// [`Self::initialize`], both requests carrying `headers` (a proxy's
+    /// `X-Forwarded-For`, say).
+    pub async fn initialize_with(
+        &self,
+        headers: &[(&str, &str)],
+    ) -> Result<String, (StatusCode, String)> {
+        let with_headers = |mut request: reqwest::RequestBuilder| {
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request
+        };
+        let response = with_headers(self.post(None))
             .json(&initialize_body())
             .send()
             .await
@@ -152,8 +166,7 @@ impl Client {
                 .any(|m| m["result"]["serverInfo"].is_object()),
             "initialize answered without a result: {body}"
         );
-        let status = self
-            .post(Some(HeaderValue::from_str(&session).unwrap()))
+        let status = with_headers(self.post(Some(HeaderValue::from_str(&session).unwrap())))
             .json(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
             .send()
             .await
