@@ -190,7 +190,7 @@ mod imp {
 
     /// Counting semaphore with tokio's contract for the calls used here
     /// (`try_acquire`, `add_permits`; nobody queues on it, see
-    /// `registry.rs`, so tokio's hand-over of permits to queued waiters
+    /// `registry/`, so tokio's hand-over of permits to queued waiters
     /// never happens and need not be modelled).
     #[derive(Debug)]
     pub(crate) struct Semaphore {

@@ -1,0 +1,274 @@
+//! rmcp's `SessionManager` trait for [`BoundedSessionManager`]: what rmcp's
+//! service calls for each HTTP request, mapped onto the registry, the
+//! session workers and the admission checks of the parent module.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::transport::common::server_side_http::session_id;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManagerError;
+use rmcp::transport::streamable_http_server::session::{
+    EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
+};
+
+use super::BoundedSessionManager;
+use crate::close_reason::CloseReason;
+use crate::error::BoundedSessionError;
+use crate::event_id::EventId;
+use crate::eviction::activity::TrackedStream;
+use crate::http::{self, Refusal};
+use crate::session::SessionTransport;
+use crate::worker::Origin;
+
+impl SessionManager for BoundedSessionManager {
+    type Error = BoundedSessionError;
+    type Transport = SessionTransport;
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The only suspension point is waiting for a slot, which
+    /// happens only while a close is in flight or every slot belongs to a
+    /// creation still in progress; dropping the future there returns its
+    /// rate-limit grant and holds no slot.
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        loop {
+            let admission = self.admission().await?;
+            let id = session_id();
+            // A random 122-bit id that is already live would be returned
+            // here; retrying is cheaper than a special error for it.
+            if let Some(transport) = self.admit(admission, id.clone(), Origin::Created) {
+                return Ok((id, transport));
+            }
+        }
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: no lock or slot is held across its `.await`. Dropped
+    /// before the request reached the worker, the session waits for its
+    /// handshake until `init_timeout`; dropped after, nobody can learn the
+    /// session's id, so its worker stops and the session closes at once
+    /// (`WorkerEnded`).
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        let gone = Refusal::EvictedBeforeInitialized;
+        // Busy until the handshake is answered (or this future is dropped).
+        let (handle, _busy) = self.begin(id, gone)?;
+        handle
+            .initialize(message)
+            .await
+            .map_err(|error| refused(error, gone))
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it never suspends.
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        if !self.bind_to_client {
+            return Ok(self.registry.contains(id));
+        }
+        Ok(self.registry.contains(id)
+            && self
+                .registry
+                .with_session(id, |session| self.is_owner(session))
+                .unwrap_or(false))
+    }
+
+    /// Closes the session at once: removes it, frees its slot and stops its
+    /// worker (which ends its SSE streams). Closing an unknown or already
+    /// closed session succeeds and does nothing.
+    ///
+    /// rmcp's service also calls this when a session's handler has ended;
+    /// that call is recognised and closes nothing, so it cannot close a
+    /// session restored under the same id meanwhile (see `session.rs`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it never suspends.
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        // A DELETE from another client of a bound session is a DELETE of an
+        // unknown one: 404, and rmcp then leaves its session store alone.
+        if self.bind_to_client
+            && let Some(client) = http::request_client()
+            && self
+                .registry
+                .with_session(id, |session| session.owner != client)
+                == Some(true)
+        {
+            http::record(Refusal::SessionGone);
+            return Err(LocalSessionManagerError::SessionNotFound(id.clone()).into());
+        }
+        if !self.ended_handlers.take(id) {
+            self.registry.close(id, None, CloseReason::Closed);
+        }
+        Ok(())
+    }
+
+    /// Opens the request's SSE stream and hands the request to the session,
+    /// in one round trip to the session worker.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: no lock or slot is held across its `.await`. Dropped
+    /// after the worker took the request, the request still runs and its
+    /// answers are kept for a resume (`Last-Event-ID`).
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let gone = Refusal::SessionGone;
+        let (handle, busy) = self.begin(id, gone)?;
+        let stream = handle
+            .request(message)
+            .await
+            .map_err(|error| refused(error, gone))?;
+        Ok(TrackedStream::busy(stream, busy))
+    }
+
+    /// # Cancel safety
+    ///
+    /// Cancel safe: no lock or slot is held across its `.await`; the message
+    /// is delivered or not at all.
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        let gone = Refusal::SessionGone;
+        let (handle, _busy) = self.begin(id, gone)?;
+        handle
+            .accept(message)
+            .await
+            .map_err(|error| refused(error, gone))
+    }
+
+    /// The standalone (GET) stream. If the previous one is still connected,
+    /// this one is a shadow that only gets keep-alives (as rmcp's worker);
+    /// otherwise it takes over and first replays the kept notifications the
+    /// previous one did not hand out.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: no lock or slot is held across its `.await`.
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let gone = Refusal::SessionGone;
+        let (handle, busy) = self.begin(id, gone)?;
+        let stream = handle
+            .standalone()
+            .await
+            .map_err(|error| refused(error, gone))?;
+        Ok(TrackedStream::listening(stream, busy.into_listening()))
+    }
+
+    /// Replays the kept events that followed `last_event_id` on its stream,
+    /// then goes on with that stream (a completed request's stream ends
+    /// after the replay); see README's "Replay and memory" for late and
+    /// ahead ids. A malformed id, an unknown request stream or an id ahead
+    /// of a request stream is an error, which rmcp answers with an empty
+    /// stream. With an external `EventStore`, the store replays instead.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: no lock or slot is held across its `.await`.
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        if let Some(store) = &self.settings.event_store {
+            // A resume is activity; a session bound to another client is
+            // unknown here as everywhere.
+            let owned = self.registry.with_activity(id, |session, activity| {
+                self.is_owner(session).then(|| activity.clone())
+            });
+            match owned {
+                Some(Some(activity)) => activity.touch(),
+                Some(None) => {
+                    http::record(Refusal::SessionGone);
+                    return Err(LocalSessionManagerError::SessionNotFound(id.clone()).into());
+                }
+                None => {}
+            }
+            let replay = store
+                .replay_events_after(&last_event_id)
+                .await
+                .map_err(BoundedSessionError::EventStore)?;
+            return Ok(replay.left_stream());
+        }
+        let gone = Refusal::SessionGone;
+        let last_seen = EventId::parse(&last_event_id)?;
+        let (handle, busy) = self.begin(id, gone)?;
+        let stream = handle
+            .resume(last_seen)
+            .await
+            .map_err(|error| refused(error, gone))?;
+        // A request's stream keeps the session busy while it lasts; the
+        // standalone stream is a stream like a GET's.
+        let stream = match last_seen.stream {
+            Some(_) => TrackedStream::busy(stream, busy),
+            None => TrackedStream::listening(stream, busy.into_listening()),
+        };
+        Ok(stream.right_stream())
+    }
+
+    /// Re-admits a session known to rmcp's `SessionStore`. It is admitted
+    /// like a creation: it takes a slot (evicting an idle session when
+    /// full) and counts against the rate limit, so replaying stored ids
+    /// cannot evict sessions faster than creating new ones could.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`SessionManager::create_session`].
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        if let Some(owned) = self
+            .registry
+            .with_session(&id, |session| self.is_owner(session))
+        {
+            if owned {
+                return Ok(RestoreOutcome::AlreadyPresent);
+            }
+            // Live, but bound to another client: as unknown as can be.
+            http::record(Refusal::SessionGone);
+            return Err(LocalSessionManagerError::SessionNotFound(id).into());
+        }
+        let admission = self.admission().await?;
+        Ok(match self.admit(admission, id, Origin::Restored) {
+            Some(transport) => RestoreOutcome::Restored(transport),
+            // Raced with a concurrent restore; the grants go back.
+            None => RestoreOutcome::AlreadyPresent,
+        })
+    }
+
+    /// The store given to [`BoundedSessionManager::with_event_store`], if
+    /// any; without one, each stream replays from its own in-memory ring.
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.settings.event_store.clone()
+    }
+}
+
+/// Records for the HTTP layer why the session refused a request: a session
+/// that is gone means it ended under the request (answered as `gone`).
+fn refused(error: BoundedSessionError, gone: Refusal) -> BoundedSessionError {
+    let refusal = match &error {
+        error if error.is_session_not_found() => Some(gone),
+        BoundedSessionError::TooManyStreams { .. } => Some(Refusal::TooManyStreams),
+        BoundedSessionError::DuplicateRequestId(_) => Some(Refusal::DuplicateRequestId),
+        BoundedSessionError::NotInitialized => Some(Refusal::NotInitialized),
+        _ => None,
+    };
+    if let Some(refusal) = refusal {
+        http::record(refusal);
+    }
+    error
+}

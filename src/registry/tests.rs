@@ -1,0 +1,354 @@
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::eviction::queue::COMPACTION_SLACK;
+use crate::eviction::{AtCapacity, EvictionPolicy};
+
+impl Stop for CancellationToken {
+    fn stop(&self) {
+        self.cancel();
+    }
+}
+
+type TestRegistry = Registry<CancellationToken>;
+
+fn admit(registry: &TestRegistry, slot: Slot<'_>, n: usize) -> (SessionId, CancellationToken) {
+    let id: SessionId = format!("s{n}").into();
+    let cancel = CancellationToken::new();
+    registry
+        .insert(slot, id.clone(), registry.draw_admission(), cancel.clone())
+        .map_err(|_| "duplicate id")
+        .unwrap();
+    (id, cancel)
+}
+
+fn assert_conserved(registry: &TestRegistry) {
+    let census = registry.census();
+    assert!(census.is_consistent(), "{census:?}");
+}
+
+#[tokio::test]
+async fn evicts_oldest_and_hands_over_its_slot() {
+    let registry = TestRegistry::new(3);
+    let mut admitted = Vec::new();
+    for n in 0..3 {
+        let slot = registry.acquire_slot().await.unwrap();
+        admitted.push(admit(&registry, slot, n));
+    }
+    assert_eq!(registry.census().free_slots, 0);
+    let slot = registry.acquire_slot().await.unwrap();
+    assert!(admitted[0].1.is_cancelled(), "oldest session evicted");
+    assert!(!registry.contains(&admitted[0].0));
+    assert!(registry.contains(&admitted[1].0));
+    admit(&registry, slot, 3);
+    assert_eq!(registry.live(), 3);
+    assert_conserved(&registry);
+}
+
+#[tokio::test]
+async fn closed_sessions_are_skipped_and_free_their_slot() {
+    let registry = TestRegistry::new(2);
+    let a = admit(&registry, registry.acquire_slot().await.unwrap(), 0);
+    let b = admit(&registry, registry.acquire_slot().await.unwrap(), 1);
+    assert!(registry.close(&a.0, None, CloseReason::Closed));
+    assert!(
+        !registry.close(&a.0, None, CloseReason::Closed),
+        "closed once"
+    );
+    // The freed slot is used; b is not evicted.
+    admit(&registry, registry.acquire_slot().await.unwrap(), 2);
+    assert!(registry.contains(&b.0));
+    assert!(!b.1.is_cancelled());
+    assert_conserved(&registry);
+    // Now full: the next creation evicts b (a's stale entry is skipped).
+    let slot = registry.acquire_slot().await.unwrap();
+    assert!(b.1.is_cancelled());
+    admit(&registry, slot, 3);
+    assert_conserved(&registry);
+}
+
+#[tokio::test]
+async fn close_with_old_seq_does_not_touch_a_restored_session() {
+    let registry = TestRegistry::new(2);
+    let id: SessionId = "same".into();
+    let first = registry
+        .insert(
+            registry.acquire_slot().await.unwrap(),
+            id.clone(),
+            registry.draw_admission(),
+            CancellationToken::new(),
+        )
+        .map_err(|_| "duplicate")
+        .unwrap();
+    let first = first.admission();
+    assert!(registry.close(&id, Some(first), CloseReason::Closed));
+    let second_cancel = CancellationToken::new();
+    let second = registry
+        .insert(
+            registry.acquire_slot().await.unwrap(),
+            id.clone(),
+            registry.draw_admission(),
+            second_cancel.clone(),
+        )
+        .map_err(|_| "duplicate")
+        .unwrap();
+    let second = second.admission();
+    assert_ne!(first, second);
+    assert!(!registry.close(&id, Some(first), CloseReason::WorkerEnded));
+    assert!(registry.contains(&id));
+    assert!(!second_cancel.is_cancelled());
+    assert_conserved(&registry);
+}
+
+#[tokio::test]
+async fn duplicate_insert_returns_the_slot() {
+    let registry = TestRegistry::new(2);
+    let id: SessionId = "dup".into();
+    registry
+        .insert(
+            registry.acquire_slot().await.unwrap(),
+            id.clone(),
+            registry.draw_admission(),
+            CancellationToken::new(),
+        )
+        .map_err(|_| "duplicate")
+        .unwrap();
+    let slot = registry.acquire_slot().await.unwrap();
+    let (slot, _) = registry
+        .insert(
+            slot,
+            id,
+            registry.draw_admission(),
+            CancellationToken::new(),
+        )
+        .unwrap_err();
+    drop(slot);
+    assert_conserved(&registry);
+    assert_eq!(registry.live(), 1);
+}
+
+#[tokio::test]
+async fn churn_below_cap_keeps_the_queue_bounded() {
+    let registry = TestRegistry::new(1_000);
+    let keeper = admit(
+        &registry,
+        registry.acquire_slot().await.unwrap(),
+        usize::MAX,
+    );
+    for n in 0..100_000 {
+        let (id, _) = admit(&registry, registry.acquire_slot().await.unwrap(), n);
+        assert!(registry.close(&id, None, CloseReason::Closed));
+        let census = registry.census();
+        assert!(
+            census.queued <= 2 * census.live + COMPACTION_SLACK + 1,
+            "{census:?}"
+        );
+    }
+    assert!(
+        registry.contains(&keeper.0),
+        "a live session survives compaction"
+    );
+    assert_conserved(&registry);
+    // The old keeper is still the oldest: the compactions kept the order.
+    let slots: Vec<Slot<'_>> = (0..999)
+        .map(|_| registry.slots.try_take().unwrap())
+        .collect();
+    let slot = registry.acquire_slot().await.unwrap();
+    assert!(keeper.1.is_cancelled());
+    admit(&registry, slot, usize::MAX - 1);
+    drop(slots);
+    assert_conserved(&registry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creators_never_exceed_cap() {
+    let registry = Arc::new(TestRegistry::new(4));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let registry = registry.clone();
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut max_seen = 0;
+            while !stop.load(Ordering::Relaxed) {
+                max_seen = max_seen.max(registry.live());
+            }
+            max_seen
+        })
+    };
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                for n in 0..200 {
+                    // Every session may be busy for a moment (between
+                    // its insert and the end of its creating request).
+                    let slot = loop {
+                        match registry.acquire_slot().await {
+                            Some(slot) => break slot,
+                            None => tokio::task::yield_now().await,
+                        }
+                    };
+                    let id: SessionId = format!("{t}-{n}").into();
+                    registry
+                        .insert(
+                            slot,
+                            id.clone(),
+                            registry.draw_admission(),
+                            CancellationToken::new(),
+                        )
+                        .map_err(|_| "duplicate")
+                        .unwrap();
+                    if n % 3 == 0 {
+                        registry.close(&id, None, CloseReason::Closed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(sampler.await.unwrap() <= 4);
+    assert_eq!(registry.live(), 4);
+    assert_conserved(&registry);
+}
+
+#[tokio::test]
+async fn a_full_cap_of_busy_sessions_refuses_at_once_and_evicts_nothing() {
+    let registry = TestRegistry::new(2);
+    let slot = registry.acquire_slot().await.unwrap();
+    let a = registry.insert(slot, "a".into(), 0, CancellationToken::new());
+    let slot = registry.acquire_slot().await.unwrap();
+    let b = registry.insert(slot, "b".into(), 1, CancellationToken::new());
+    let (Ok(a), Ok(b)) = (a, b) else {
+        panic!("unique ids")
+    };
+    // Both are busy (their `initialize` requests are in flight).
+    let (a, b) = (a.begin().unwrap(), b.begin().unwrap());
+    assert!(registry.acquire_slot().await.is_none());
+    assert!(matches!(registry.try_acquire_slot(), Err(NoSlot::Full)));
+    assert_eq!(registry.live(), 2);
+    assert!(registry.census().is_consistent());
+    // The queue entries of busy sessions were consumed; when `b` goes
+    // idle it re-queues and is the one evicted.
+    drop(b);
+    let slot = registry.acquire_slot().await.unwrap();
+    assert!(!registry.contains(&"b".into()));
+    assert!(registry.contains(&"a".into()));
+    admit(&registry, slot, 3);
+    drop(a);
+    assert_conserved(&registry);
+}
+
+#[tokio::test]
+async fn a_busy_session_is_skipped_and_the_next_idle_one_evicted() {
+    let registry = TestRegistry::new(3);
+    for n in 0..3 {
+        admit(&registry, registry.acquire_slot().await.unwrap(), n);
+    }
+    let oldest = registry
+        .with_activity(&"s0".into(), |_, activity| activity.clone())
+        .unwrap();
+    let busy = oldest.begin().unwrap();
+    let slot = registry.acquire_slot().await.unwrap();
+    assert!(registry.contains(&"s0".into()), "busy: never evicted");
+    assert!(!registry.contains(&"s1".into()), "the next idle one was");
+    admit(&registry, slot, 3);
+    // s0 goes idle: it re-queues at the tail, behind s2 and s3.
+    drop(busy);
+    let slot = registry.acquire_slot().await.unwrap();
+    assert!(!registry.contains(&"s2".into()));
+    assert!(registry.contains(&"s0".into()));
+    admit(&registry, slot, 4);
+    assert_conserved(&registry);
+}
+
+#[tokio::test]
+async fn activity_moves_a_session_behind_the_others() {
+    let registry = TestRegistry::new(3);
+    for n in 0..3 {
+        admit(&registry, registry.acquire_slot().await.unwrap(), n);
+    }
+    registry
+        .with_activity(&"s0".into(), |_, activity| activity.touch())
+        .unwrap();
+    drop(registry.acquire_slot().await.unwrap());
+    assert!(registry.contains(&"s0".into()), "recently active: kept");
+    assert!(!registry.contains(&"s1".into()), "least recently active");
+}
+
+#[tokio::test]
+async fn refuse_at_capacity_never_evicts() {
+    let registry = TestRegistry::with_policy(
+        1,
+        EvictionPolicy::LeastRecentlyActive,
+        AtCapacity::Refuse,
+        None,
+    );
+    admit(&registry, registry.acquire_slot().await.unwrap(), 0);
+    assert!(registry.acquire_slot().await.is_none());
+    assert!(registry.contains(&"s0".into()));
+    assert!(registry.close(&"s0".into(), None, CloseReason::Closed));
+    admit(&registry, registry.acquire_slot().await.unwrap(), 1);
+    assert_conserved(&registry);
+}
+
+#[tokio::test]
+async fn oldest_created_ignores_activity() {
+    let registry =
+        TestRegistry::with_policy(2, EvictionPolicy::OldestCreated, AtCapacity::Evict, None);
+    for n in 0..2 {
+        admit(&registry, registry.acquire_slot().await.unwrap(), n);
+    }
+    registry
+        .with_activity(&"s0".into(), |_, activity| activity.touch())
+        .unwrap();
+    drop(registry.acquire_slot().await.unwrap());
+    assert!(!registry.contains(&"s0".into()), "created first: evicted");
+}
+
+#[tokio::test]
+async fn a_million_requests_over_a_hundred_sessions_keep_the_queue_bounded() {
+    let registry = TestRegistry::new(100);
+    for n in 0..100 {
+        admit(&registry, registry.acquire_slot().await.unwrap(), n);
+    }
+    let sessions: Vec<Arc<Activity>> = (0..100)
+        .map(|n| {
+            registry
+                .with_activity(&format!("s{n}").into(), |_, activity| activity.clone())
+                .unwrap()
+        })
+        .collect();
+    let mut longest = 0;
+    for request in 0..1_000_000 {
+        // Some overlap: the previous session's request ends after the
+        // next one's starts.
+        let busy = sessions[request % 100].begin().unwrap();
+        drop(busy);
+        longest = longest.max(registry.census().queued);
+    }
+    assert!(
+        longest <= 2 * 100 + COMPACTION_SLACK,
+        "queue reached {longest} entries"
+    );
+    assert!(registry.census().is_at_rest(), "{:?}", registry.census());
+}
+
+#[tokio::test]
+async fn eviction_at_cap_pops_exactly_one_entry() {
+    // Creation at a full cap is O(1): one pop, one push, no scan.
+    let registry = TestRegistry::new(10_000);
+    for n in 0..10_000 {
+        admit(&registry, registry.acquire_slot().await.unwrap(), n);
+    }
+    for n in 10_000..30_000 {
+        let slot = registry.acquire_slot().await.unwrap();
+        assert_eq!(registry.census().queued, 9_999, "exactly one entry popped");
+        admit(&registry, slot, n);
+    }
+    assert_conserved(&registry);
+}
