@@ -1,7 +1,7 @@
 //! The replay cache of one SSE stream: a fixed-capacity ring of the newest
 //! events, addressed by integer index.
 //!
-//! # Invariant kept here (DESIGN invariant 8)
+//! # Invariant kept here
 //!
 //! Events get consecutive indices from [`FIRST_INDEX`]; the ring keeps the
 //! newest `capacity` of them. [`ReplayBuffer::after`] answers "what follows

@@ -1,7 +1,7 @@
 //! The transport handed to rmcp for each session, and the lease that ties the
 //! session's registry entry to it.
 //!
-//! # Invariant kept here (DESIGN invariant 4)
+//! # Invariant kept here
 //!
 //! A session whose worker ended, for any reason, is out of the registry and
 //! its slot is free, at once, without a polling interval.

@@ -2,7 +2,7 @@
 //! between the MCP handler and the session's SSE streams, and keeps what
 //! each stream sent for replay.
 //!
-//! # Invariants kept here (DESIGN invariant 8)
+//! # Invariants kept here
 //!
 //! - Per stream, events carry consecutive indices and reach the client in
 //!   order; a reconnection with `Last-Event-ID` gets exactly the kept events

@@ -1,6 +1,6 @@
 //! Exact rolling-window limit on session creation.
 //!
-//! # Invariant kept here (DESIGN invariant 7)
+//! # Invariant kept here
 //!
 //! Never more than `max_creates` grants in any window of length `window`:
 //! for every two grants at `t1 <= t2` counted together, `t2 - t1 < window`,
