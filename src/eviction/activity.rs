@@ -51,7 +51,7 @@ const BUSY_MASK: u64 = MAX_BUSY << BUSY_SHIFT;
 /// Low 48 bits: the current entry's number (wraps after 2^48 pushes, years
 /// at a million pushes a second; an entry would have to stay queued that
 /// long to be mistaken for a newer one).
-const SEQ_MASK: u64 = (1 << BUSY_SHIFT) - 1;
+pub(super) const SEQ_MASK: u64 = (1 << BUSY_SHIFT) - 1;
 const NOT_QUEUED: u64 = 0;
 
 /// Why a request could not mark a session busy.

@@ -27,7 +27,7 @@ pub(crate) mod queue;
 
 use std::sync::Arc;
 
-use self::activity::{Activity, Claim};
+use self::activity::{Activity, Claim, SEQ_MASK};
 use self::queue::{EvictionQueue, QueueEntry};
 use crate::sync::{AtomicU64, Ordering};
 
@@ -143,7 +143,7 @@ impl EvictionOrder {
     /// A fresh entry number (never 0 in its low 48 bits).
     pub(crate) fn draw(&self) -> u64 {
         loop {
-            let seq = self.clock.fetch_add(1, Ordering::Relaxed) & ((1 << 48) - 1);
+            let seq = self.clock.fetch_add(1, Ordering::Relaxed) & SEQ_MASK;
             if seq != 0 {
                 return seq;
             }
@@ -167,7 +167,7 @@ impl EvictionOrder {
     /// Queues `session`'s entry of `state` (its number and tier).
     pub(crate) fn push(&self, state: u64, session: &Arc<Activity>) {
         self.queue(state).push(QueueEntry {
-            seq: state & ((1 << 48) - 1),
+            seq: state & SEQ_MASK,
             session: session.clone(),
         });
     }

@@ -68,14 +68,9 @@ impl SessionManager for BoundedSessionManager {
     ///
     /// Cancel safe: it never suspends.
     async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
-        if !self.bind_to_client {
-            return Ok(self.registry.contains(id));
-        }
-        Ok(self.registry.contains(id)
-            && self
-                .registry
-                .with_session(id, |session| self.is_owner(session))
-                .unwrap_or(false))
+        Ok(self
+            .registry
+            .contains_where(id, |session| self.is_owner(session)))
     }
 
     /// Closes the session at once: removes it, frees its slot and stops its

@@ -74,6 +74,13 @@ use crate::eviction::{AtCapacity, EvictionOrder, EvictionPolicy, Popped};
 use crate::observe::{CloseHook, Observer};
 use crate::sync::{AtomicU64, AtomicUsize, ConcurrentMap, Notify, Ordering, Semaphore, fence};
 
+mod slots;
+mod stats;
+
+pub use self::slots::{NoSlot, Slot};
+use self::slots::{Slots, WaiterGuard};
+pub use self::stats::SessionStats;
+
 /// What the registry keeps per session: something the request path clones
 /// out, and a way to stop the session's worker.
 pub trait Stop {
@@ -86,75 +93,6 @@ pub trait Stop {
     /// quota unit: a creation that sees the slot free must see the unit
     /// free too).
     fn left_registry(&mut self) {}
-}
-
-/// Proof that the holder owns one slot, between taking it and admitting a
-/// session with it (never across an `.await`). Dropping it unused, even
-/// while unwinding from a panic, gives the slot back to the semaphore.
-#[must_use = "dropping a Slot gives it back"]
-#[derive(Debug)]
-pub struct Slot<'a> {
-    slots: &'a Slots,
-}
-
-impl Slot<'_> {
-    /// The slot now belongs to a session in the map.
-    fn into_session(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.slots.release();
-    }
-}
-
-/// Why no slot could be had.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoSlot {
-    /// Every slot is taken and nothing may be evicted: every session is
-    /// busy, or the registry never evicts.
-    Full,
-    /// A close is in flight: its slot is about to be free.
-    CloseInFlight,
-}
-
-/// Slot accounting: the free slots, the closes in flight, and the creators
-/// waiting for either to change.
-///
-/// Creators never queue on the semaphore (only `try_acquire` and
-/// `add_permits` are used): a queued acquirer would be handed a released
-/// permit directly, leaving a slot neither free nor owned while other
-/// creators decide whether to evict. Waiting is on `changed` alone.
-#[derive(Debug)]
-struct Slots {
-    free: Semaphore,
-    closing: AtomicUsize,
-    waiters: AtomicUsize,
-    changed: Notify,
-}
-
-impl Slots {
-    fn try_take(&self) -> Option<Slot<'_>> {
-        let permit = self.free.try_acquire().ok()?;
-        permit.forget();
-        Some(Slot { slots: self })
-    }
-
-    /// Frees a slot that no session owns.
-    fn release(&self) {
-        self.free.add_permits(1);
-        self.wake_waiters();
-    }
-
-    /// Wakes creators waiting for a change (see the module docs).
-    fn wake_waiters(&self) {
-        fence(Ordering::SeqCst);
-        if self.waiters.load(Ordering::Relaxed) > 0 {
-            self.changed.notify_waiters();
-        }
-    }
 }
 
 /// One live session.
@@ -201,23 +139,6 @@ impl<H> Drop for Registry<H> {
         // Queue entries hold their sessions' standing, which holds the
         // order: break the cycle, or the last entries and the order leak.
         self.order.clear();
-    }
-}
-
-/// Counts a waiting creator for as long as it waits, even if its future is
-/// dropped.
-struct WaiterGuard<'a>(&'a AtomicUsize);
-
-impl<'a> WaiterGuard<'a> {
-    fn new(waiters: &'a AtomicUsize) -> Self {
-        waiters.fetch_add(1, Ordering::SeqCst);
-        Self(waiters)
-    }
-}
-
-impl Drop for WaiterGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -300,10 +221,18 @@ impl<H: Stop> Registry<H> {
     /// Whether `id` is live: mapped and not claimed by a thread that is
     /// ending it (so that a close that found the session already claimed
     /// is, to every later lookup, a close that happened).
+    #[cfg(any(test, mcp_bounded_session_loom))]
     pub fn contains(&self, id: &SessionId) -> bool {
+        self.contains_where(id, |_| true)
+    }
+
+    /// Whether `id` is live (mapped, and not marked by a close that found it
+    /// claimed by another thread, which removes it in a moment) and
+    /// `accept` accepts its session, in one read of the map.
+    pub fn contains_where(&self, id: &SessionId, accept: impl FnOnce(&H) -> bool) -> bool {
         self.sessions
             .with(id, |entry| {
-                !entry.ending.load(std::sync::atomic::Ordering::Acquire)
+                !entry.ending.load(std::sync::atomic::Ordering::Acquire) && accept(&entry.session)
             })
             .unwrap_or(false)
     }
@@ -543,80 +472,6 @@ impl<H: Stop> Registry<H> {
             stale: self.order.stale(),
             queue_pushes: self.order.pushes(),
         }
-    }
-}
-
-/// A snapshot of the manager's internal counters, for metrics and checks.
-///
-/// Each field is read separately, so the snapshot is only consistent while no
-/// session is being created or closed. At rest, `live == mapped` and
-/// `live + free_slots == max_sessions`; `queued - stale` entries are
-/// current, one per idle session (a busy one may have none).
-///
-/// # Example
-///
-/// ```
-/// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
-///
-/// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
-/// let stats = manager.stats();
-/// assert_eq!(stats.live, 0);
-/// assert_eq!(stats.free_slots, 10);
-/// assert_eq!(stats.queued, 0);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SessionStats {
-    /// The cap.
-    pub max_sessions: usize,
-    /// The live-session counter (what `session_count()` returns).
-    pub live: usize,
-    /// Entries in the session map.
-    pub mapped: usize,
-    /// Slots not owned by any session.
-    pub free_slots: usize,
-    /// Entries in the eviction queues, current and stale.
-    pub queued: usize,
-    /// Entries in the eviction queues that no longer stand for their
-    /// session's place (it ended, or moved to the tail).
-    pub stale: usize,
-    /// Entries pushed since the manager was made: one per creation, plus
-    /// one per activity that moved a session to the tail (see the README's
-    /// "Eviction and fairness" for when activity does not move it).
-    pub queue_pushes: u64,
-}
-
-impl SessionStats {
-    /// Whether the counters agree: every slot is free or owned by exactly one
-    /// mapped session, and the queues hold at most one current entry per
-    /// live session plus the stale entries counted. Meaningful only while
-    /// nothing is in flight.
-    ///
-    /// ```
-    /// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
-    ///
-    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
-    /// assert!(manager.stats().is_consistent());
-    /// ```
-    pub fn is_consistent(&self) -> bool {
-        self.live == self.mapped
-            && self.live + self.free_slots == self.max_sessions
-            && self.stale <= self.queued
-            && self.queued <= self.live + self.stale
-    }
-
-    /// Whether every live session has exactly one current queue entry, as
-    /// when no request is in flight: [`Self::is_consistent`], and
-    /// `queued == live + stale`.
-    ///
-    /// ```
-    /// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
-    ///
-    /// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
-    /// assert!(manager.stats().is_at_rest());
-    /// ```
-    pub fn is_at_rest(&self) -> bool {
-        self.is_consistent() && self.queued == self.live + self.stale
     }
 }
 
