@@ -52,9 +52,7 @@ pub(crate) fn request_client() -> Option<ClientKey> {
 /// the anonymous key outside the layer (one key for every request, to which
 /// no per-client limit applies).
 pub(crate) fn current_client() -> ClientKey {
-    REQUEST
-        .try_with(|scope| scope.client.clone())
-        .unwrap_or_else(|_| ClientKey::anonymous())
+    request_client().unwrap_or_else(ClientKey::anonymous)
 }
 
 /// Why the manager refused a request.
