@@ -64,7 +64,6 @@ mod registry;
 mod replay_buffer;
 mod session;
 mod sync;
-mod worker;
 
 pub use clients::ClientKey;
 pub use close_reason::CloseReason;
@@ -77,8 +76,7 @@ pub use manager::BoundedSessionManager;
 pub use registry::SessionStats;
 pub use replay_buffer::ReplayError;
 pub use rmcp::transport::streamable_http_server::session::SessionId;
-pub use session::SessionTransport;
-pub use worker::SessionHandle;
+pub use session::{SessionHandle, SessionTransport};
 
 /// The concurrent core, exposed only to the loom models in `loom-tests/`
 /// (built with `--cfg mcp_bounded_session_loom`). Not part of the API.

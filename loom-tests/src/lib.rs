@@ -12,7 +12,7 @@
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
-use mcp_bounded_session::loom_api::{Registry, SessionStats, Stop};
+use mcp_bounded_session::loom_api::{CloseReason, Registry, SessionStats, Stop};
 
 /// A session that counts how often it was stopped.
 #[derive(Debug, Clone)]
@@ -35,7 +35,7 @@ impl Probe {
 }
 
 impl Stop for Probe {
-    fn stop(&self) {
+    fn stop(&self, _reason: CloseReason) {
         self.stops.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -16,7 +16,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::transport::WorkerTransport;
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManagerError, SessionConfig,
 };
@@ -37,8 +36,10 @@ mod session_manager;
 
 pub(crate) use self::admission::Membership;
 use self::admission::{Admission, Clients};
-use crate::session::{EndedHandlers, Lease, LiveSession, SessionRegistry, SessionTransport};
-use crate::worker::{self, Origin, SessionHandle, WorkerSettings};
+use crate::session::{
+    self, EndedHandlers, Lease, LiveSession, Origin, SessionHandle, SessionRegistry,
+    SessionSettings, SessionTransport,
+};
 
 /// An rmcp `SessionManager` that keeps at most `max_sessions` sessions in
 /// memory, evicting the least recently active idle session when full (never
@@ -81,7 +82,7 @@ use crate::worker::{self, Origin, SessionHandle, WorkerSettings};
 pub struct BoundedSessionManager {
     registry: Arc<SessionRegistry>,
     ended_handlers: Arc<EndedHandlers>,
-    settings: Arc<WorkerSettings>,
+    settings: Arc<SessionSettings>,
     rate_limiter: Option<RateLimiter>,
     max_lifetime: Option<Duration>,
     /// How the HTTP layer derives client keys (handed to [`Self::layer`]).
@@ -122,7 +123,7 @@ impl BoundedSessionManager {
         Self {
             registry: Arc::new(Registry::new(max_sessions)),
             ended_handlers: Arc::new(EndedHandlers::new(max_sessions)),
-            settings: Arc::new(WorkerSettings {
+            settings: Arc::new(SessionSettings {
                 replay_capacity: session_config.channel_capacity,
                 max_request_streams: Self::DEFAULT_MAX_REQUEST_STREAMS,
                 event_store: None,
@@ -529,11 +530,9 @@ impl BoundedSessionManager {
                     session,
                 }
             });
-        let (handle, worker, end_cause) = worker::create(id.clone(), self.settings.clone(), origin);
-        let transport = WorkerTransport::spawn(worker);
+        let handle = session::create(id.clone(), self.settings.clone(), origin);
         let session = LiveSession {
-            handle,
-            cancel: transport.cancel_token(),
+            handle: handle.clone(),
             owner: client,
             membership,
         };
@@ -542,21 +541,16 @@ impl BoundedSessionManager {
                 if let Some(grant) = grant {
                     grant.commit();
                 }
-                Some(SessionTransport::new(
-                    transport,
-                    end_cause,
-                    Lease::new(
-                        self.registry.clone(),
-                        self.ended_handlers.clone(),
-                        id,
-                        number,
-                    ),
-                    self.max_lifetime,
-                ))
+                let lease = Lease::new(
+                    self.registry.clone(),
+                    self.ended_handlers.clone(),
+                    id,
+                    number,
+                );
+                Some(handle.transport(Some(lease), self.max_lifetime))
             }
             Err((_slot, _session)) => {
-                // Dropping the slot frees it, the session its membership;
-                // dropping the transport cancels the worker just spawned.
+                // Dropping the slot frees it, the session its membership.
                 None
             }
         }

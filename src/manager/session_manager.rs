@@ -18,8 +18,8 @@ use crate::error::BoundedSessionError;
 use crate::event_id::EventId;
 use crate::eviction::activity::TrackedStream;
 use crate::http::{self, Refusal};
+use crate::session::Origin;
 use crate::session::SessionTransport;
-use crate::worker::Origin;
 
 impl SessionManager for BoundedSessionManager {
     type Error = BoundedSessionError;

@@ -84,9 +84,9 @@ pub use self::stats::SessionStats;
 /// What the registry keeps per session: something the request path clones
 /// out, and a way to stop the session's worker.
 pub trait Stop {
-    /// Stops the session's worker, which ends its SSE streams. Called once,
+    /// Ends the session (its transport and SSE streams) for `reason`. Called once,
     /// right after the session left the map.
-    fn stop(&self);
+    fn stop(&self, reason: CloseReason);
 
     /// Gives up, as soon as the session left the map and before its slot
     /// is free, whatever must not outlive its place there (a client's
@@ -445,7 +445,7 @@ impl<H: Stop> Registry<H> {
         reason: CloseReason,
         live_after: usize,
     ) {
-        entry.session.stop();
+        entry.session.stop(reason);
         let lived = entry.created_at.elapsed();
         tracing::info!(
             session_id = %id,

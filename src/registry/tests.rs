@@ -7,7 +7,7 @@ use crate::eviction::queue::COMPACTION_SLACK;
 use crate::eviction::{AtCapacity, EvictionPolicy};
 
 impl Stop for CancellationToken {
-    fn stop(&self) {
+    fn stop(&self, _reason: CloseReason) {
         self.cancel();
     }
 }

@@ -1,27 +1,15 @@
-//! The transport handed to rmcp for each session, and the lease that ties the
-//! session's registry entry to it.
+//! What ties a live session's registry entry to its transport: the entry
+//! the registry keeps, and the lease that closes the entry when the
+//! transport ends.
 //!
 //! # Invariant kept here
 //!
-//! A session whose worker ended, for any reason, is out of the registry and
-//! its slot is free, at once, without a polling interval.
+//! A session whose transport ended, for any reason, is out of the registry
+//! and its slot is free, at once, without a polling interval.
 //!
-//! # Why the transport
-//!
-//! `StreamableHttpService` moves the transport returned by `create_session`
-//! into the task that runs the MCP handler, and that task lives exactly as
-//! long as the session can do anything:
-//! - when the worker stops by itself (idle `keep_alive`, `init_timeout`, an
-//!   error), the transport's `receive` returns `None`; the lease closes the
-//!   session right there, with the reason the worker left behind;
-//! - when the handler stops (it returned or panicked, or the server shuts
-//!   down), the transport is dropped and the lease closes the session;
-//! - the maximum lifetime is a deadline raced against `receive`, so it needs
-//!   no task or timer wheel entry of its own.
-//!
-//! Closing goes through [`Registry::close`] with this admission's `seq`, so a
-//! lease that fires after an eviction or a DELETE (which already removed the
-//! entry and cancelled the worker) does nothing, and one can never close a
+//! Closing goes through [`Registry::close`] with this admission's number, so
+//! a lease that fires after an eviction or a DELETE (which already removed
+//! the entry and ended the session) does nothing, and one can never close a
 //! later session that reuses the id through `restore_session`.
 //!
 //! # rmcp's closing call
@@ -38,33 +26,24 @@
 //! left behind by a direct user of the manager cannot swallow a later
 //! DELETE.
 
-use std::borrow::Cow;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-
-use rmcp::RoleServer;
-use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::SessionId;
-use rmcp::transport::{Transport, WorkerTransport};
-use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 
+use super::SessionHandle;
 use crate::clients::ClientKey;
 use crate::close_reason::CloseReason;
-use crate::error::TransportError;
 use crate::manager::Membership;
 use crate::registry::{Registry, Stop};
-use crate::worker::{EndCause, SessionHandle, SessionWorker};
 
 /// What the registry keeps for a live session: the handle the request path
-/// clones, and the token that stops the worker.
+/// clones, which also ends the session.
 #[derive(Debug)]
 pub(crate) struct LiveSession {
     pub(crate) handle: SessionHandle,
-    pub(crate) cancel: CancellationToken,
     /// The client that created it (anonymous without the HTTP layer).
     pub(crate) owner: ClientKey,
     /// Its place in the per-client table, freed the moment the session
@@ -73,8 +52,8 @@ pub(crate) struct LiveSession {
 }
 
 impl Stop for LiveSession {
-    fn stop(&self) {
-        self.cancel.cancel();
+    fn stop(&self, reason: CloseReason) {
+        self.handle.shared().end(reason);
     }
 
     fn left_registry(&mut self) {
@@ -153,50 +132,9 @@ impl EndedHandlers {
     }
 }
 
-/// The per-session transport that [`BoundedSessionManager`] gives to rmcp's
-/// `StreamableHttpService`; users do not handle it directly.
-///
-/// It carries messages between the MCP handler and the session worker, and
-/// closes the session in the manager when either side ends or the session
-/// reaches its maximum lifetime. It must be driven the way rmcp's service
-/// drives it (`receive` until `None`, then drop): that is how the end of the
-/// worker is noticed.
-///
-/// # Example
-///
-/// ```no_run
-/// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
-/// use rmcp::transport::streamable_http_server::session::SessionManager;
-///
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
-/// // What StreamableHttpService does on `initialize`:
-/// let (id, transport) = manager.create_session().await?;
-/// assert!(manager.has_session(&id).await?);
-/// drop(transport); // the handler went away: the session is closed
-/// assert!(!manager.has_session(&id).await?);
-/// # Ok(()) }
-/// ```
-///
-/// [`BoundedSessionManager`]: crate::BoundedSessionManager
-pub struct SessionTransport {
-    inner: WorkerTransport<SessionWorker>,
-    lease: Lease,
-    lifetime: Option<Pin<Box<Sleep>>>,
-    end_cause: EndCause,
-}
-
-impl std::fmt::Debug for SessionTransport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionTransport")
-            .field("session_id", &self.lease.id)
-            .field("ended", &self.lease.ended)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Closes admission `seq` of `id` exactly once: explicitly with a reason, or
 /// on drop as [`CloseReason::HandlerEnded`].
+#[derive(Debug)]
 pub(crate) struct Lease {
     registry: Arc<SessionRegistry>,
     ended_handlers: Arc<EndedHandlers>,
@@ -221,7 +159,7 @@ impl Lease {
         }
     }
 
-    fn end(&mut self, reason: CloseReason) {
+    pub(crate) fn end(&mut self, reason: CloseReason) {
         if !self.ended {
             self.ended = true;
             self.registry.close(&self.id, Some(self.seq), reason);
@@ -233,85 +171,6 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.end(CloseReason::HandlerEnded);
-    }
-}
-
-impl SessionTransport {
-    pub(crate) fn new(
-        inner: WorkerTransport<SessionWorker>,
-        end_cause: EndCause,
-        lease: Lease,
-        max_lifetime: Option<Duration>,
-    ) -> Self {
-        Self {
-            inner,
-            lease,
-            // A lifetime too long to add to the clock never ends.
-            lifetime: max_lifetime
-                .and_then(|lifetime| Instant::now().checked_add(lifetime))
-                .map(|deadline| Box::pin(tokio::time::sleep_until(deadline))),
-            end_cause,
-        }
-    }
-
-    /// The session this transport serves.
-    ///
-    /// ```no_run
-    /// # use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
-    /// # use rmcp::transport::streamable_http_server::session::SessionManager;
-    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
-    /// let (id, transport) = manager.create_session().await?;
-    /// assert_eq!(transport.session_id(), &id);
-    /// # Ok(()) }
-    /// ```
-    pub fn session_id(&self) -> &SessionId {
-        &self.lease.id
-    }
-}
-
-impl Transport<RoleServer> for SessionTransport {
-    type Error = TransportError;
-
-    fn name() -> Cow<'static, str> {
-        "BoundedSessionTransport".into()
-    }
-
-    fn send(
-        &mut self,
-        item: TxJsonRpcMessage<RoleServer>,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        self.inner.send(item)
-    }
-
-    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
-        let received = match self.lifetime.as_mut() {
-            Some(deadline) => tokio::select! {
-                received = self.inner.receive() => received,
-                () = deadline.as_mut() => {
-                    self.lease.end(CloseReason::MaxLifetime);
-                    return None;
-                }
-            },
-            None => self.inner.receive().await,
-        };
-        if received.is_none() {
-            // The worker says why it stopped by itself; if it was stopped
-            // (closed, evicted), the registry already knows and this is a
-            // no-op.
-            let reason = self
-                .end_cause
-                .get()
-                .copied()
-                .unwrap_or(CloseReason::WorkerEnded);
-            self.lease.end(reason);
-        }
-        received
-    }
-
-    async fn close(&mut self) -> Result<(), Self::Error> {
-        self.lease.end(CloseReason::HandlerEnded);
-        self.inner.close().await
     }
 }
 

@@ -1,0 +1,128 @@
+//! One session: its state, shared by the HTTP requests that reach it and
+//! the MCP handler that serves it, with no task of its own.
+//!
+//! - [`shared`]: the state under the session's one lock, the phases of its
+//!   life, the handler's inbox, what each side does to it;
+//! - [`routing`]: which stream each server message belongs to;
+//! - [`event_stream`]: one stream's numbered events, kept for replay;
+//! - [`standalone`]: the GET stream and its shadows;
+//! - [`connection`]: the pipe to the HTTP response carrying a stream;
+//! - [`transport`]: the handler's side, rmcp's `Transport`, and the
+//!   session's deadlines;
+//! - [`handle`]: the request path's side, public as [`SessionHandle`];
+//! - [`live`]: what the registry keeps, and the lease that closes it.
+//!
+//! # Invariant kept here
+//!
+//! Memory per session is bounded by the configuration: each stream keeps at
+//! most `replay_capacity` events and queues at most `channel_capacity` for a
+//! connected client (plus the sends waiting for room; a resumed stream: its
+//! replay on top); at most `max_request_streams` request streams are open
+//! and as many completed ones are kept for late resumes; at most 32 shadow
+//! streams. An idle session with no stream connected holds no channel and
+//! no timer entry beyond its one deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::RequestId;
+use rmcp::transport::streamable_http_server::session::local::SessionConfig;
+use rmcp::transport::streamable_http_server::session::{EventStore, SessionId};
+
+mod connection;
+mod event_stream;
+mod handle;
+mod live;
+mod routing;
+mod shared;
+mod standalone;
+mod transport;
+
+#[cfg(test)]
+mod tests;
+
+pub use handle::SessionHandle;
+pub(crate) use live::{EndedHandlers, Lease, LiveSession, SessionRegistry};
+pub use transport::SessionTransport;
+
+/// How long a send waits for a client that does not read a connected
+/// stream (its queue is full) before it disconnects that stream; the events
+/// stay in the stream's ring for a resume. At most the idle timeout.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// What every session of one manager runs with, shared.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionSettings {
+    pub(crate) session: SessionConfig,
+    pub(crate) replay_capacity: usize,
+    pub(crate) max_request_streams: usize,
+    pub(crate) event_store: Option<Arc<dyn EventStore>>,
+}
+
+impl SessionSettings {
+    fn stall_limit(&self) -> Duration {
+        self.session
+            .keep_alive
+            .unwrap_or(STALL_LIMIT)
+            .min(STALL_LIMIT)
+    }
+}
+
+/// How a session came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A client's `initialize`: nobody can know its id before the answer.
+    Created,
+    /// Restored from rmcp's `SessionStore`: rmcp replays the handshake, and
+    /// the client's requests that triggered the restore may arrive first.
+    Restored,
+}
+
+/// Which stream a server closes from its side.
+#[derive(Debug, Clone)]
+pub(crate) enum StreamTarget {
+    Standalone,
+    Http(u64),
+    Request(RequestId),
+}
+
+/// Where a restored session starts numbering its standalone events and its
+/// POSTs: the milliseconds since 1970, above any index an earlier life of
+/// the session can have reached (that would take a thousand events a second
+/// since 1970). Ids a client kept from before the restore then name no
+/// event of this life: its standalone stream replays everything kept, and a
+/// request stream of the earlier life is unknown, instead of either being
+/// mistaken for an event or a request of the new life.
+fn first_index_after_restore() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX / 2)
+        })
+        .clamp(crate::replay_buffer::FIRST_INDEX, u64::MAX / 2)
+}
+
+/// A new session: the handle the registry keeps, and the transport for
+/// rmcp's service (given its lease once the registry admitted it).
+pub(crate) fn create(
+    id: SessionId,
+    settings: Arc<SessionSettings>,
+    origin: Origin,
+) -> SessionHandle {
+    let first_index = match origin {
+        Origin::Created => crate::replay_buffer::FIRST_INDEX,
+        Origin::Restored => first_index_after_restore(),
+    };
+    SessionHandle::new(shared::Shared::new(id, settings, origin, first_index))
+}
+
+impl SessionHandle {
+    /// The handler's side of this session.
+    pub(crate) fn transport(
+        &self,
+        lease: Option<Lease>,
+        max_lifetime: Option<Duration>,
+    ) -> SessionTransport {
+        SessionTransport::new(self.shared().clone(), lease, max_lifetime)
+    }
+}
