@@ -1,0 +1,277 @@
+//! The HTTP side of a session: what the request path does to its state.
+
+use std::time::Duration;
+
+use parking_lot::MutexGuard;
+use rmcp::model::{ClientJsonRpcMessage, ClientNotification, JsonRpcMessage, ServerJsonRpcMessage};
+use rmcp::transport::common::server_side_http::session_id as random_id;
+use rmcp::transport::streamable_http_server::session::ServerSseMessage;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Phase, Routed, Shared, State};
+use crate::error::BoundedSessionError;
+use crate::event_id::EventId;
+use crate::replay_buffer::ReplayError;
+use crate::session::connection::{ConnectionRef, SseResponse};
+use crate::session::routing::Route;
+use crate::session::{Origin, StreamTarget};
+
+impl Shared {
+    /// Hands `initialize` to the handler and waits for its answer.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before the answer, the session ends when the answer comes:
+    /// nobody else can know its id.
+    pub(crate) async fn initialize(
+        &self,
+        request: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, BoundedSessionError> {
+        let answer = {
+            let mut state = self.state.lock();
+            match state.phase {
+                Phase::AwaitingInitialize => {}
+                Phase::Ended(_) => return Err(self.gone()),
+                _ => return Err(BoundedSessionError::AlreadyInitialized),
+            }
+            let request_id = match &request {
+                JsonRpcMessage::Request(request) => Some(request.id.clone()),
+                _ => None,
+            };
+            let (reply, answer) = oneshot::channel();
+            state.phase = Phase::Initializing { request_id, reply };
+            state.last_activity = Instant::now();
+            self.hand_to_handler(state, request);
+            answer
+        };
+        answer.await.map_err(|_| self.gone())?
+    }
+
+    /// The session's state once it may serve a client's request: after its
+    /// handshake (a restored session's first requests may race the
+    /// handshake rmcp replays: up to `channel_capacity` of them wait for
+    /// it; no client can know a created session's id before its answer) and,
+    /// if `inbox_room`, with room in the handler's inbox.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    async fn ready(&self, inbox_room: bool) -> Result<MutexGuard<'_, State>, BoundedSessionError> {
+        let mut waiting: Option<WaitingForHandshake<'_>> = None;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = self.state.lock();
+                match state.phase {
+                    Phase::Ready if !inbox_room || state.inbox.len() < self.capacity() => {
+                        if let Some(waiting) = waiting.take() {
+                            // Not by its drop: that would lock again.
+                            waiting.release(&mut state);
+                        }
+                        let now = Instant::now();
+                        state.last_activity = now;
+                        state.routes.expire_completed(now, &self.settings);
+                        return Ok(state);
+                    }
+                    Phase::Ready => {}
+                    Phase::Ended(_) => return Err(self.gone()),
+                    _ if self.origin == Origin::Created => {
+                        return Err(BoundedSessionError::NotInitialized);
+                    }
+                    _ if waiting.is_none() => {
+                        if state.waiting_for_handshake >= self.capacity() {
+                            return Err(BoundedSessionError::NotInitialized);
+                        }
+                        state.waiting_for_handshake += 1;
+                        waiting = Some(WaitingForHandshake(self));
+                    }
+                    _ => {}
+                }
+            }
+            changed.await;
+        }
+    }
+
+    fn hand_to_handler(&self, mut state: MutexGuard<'_, State>, message: ClientJsonRpcMessage) {
+        state.inbox.push_back(Box::new(message));
+        let handler = state.handler_waker.take();
+        drop(state);
+        if let Some(handler) = handler {
+            handler.wake();
+        }
+    }
+
+    /// Opens the request's SSE stream and hands the request to the handler.
+    pub(crate) async fn request(
+        &self,
+        request: ClientJsonRpcMessage,
+    ) -> Result<SseResponse, BoundedSessionError> {
+        // With an event store, the priming event is stored before the
+        // stream opens (under a name drawn now), outside the lock.
+        let mut stored_priming = None;
+        if let Some(store) = &self.settings.event_store {
+            self.ready(true)
+                .await?
+                .routes
+                .check_new(&request, &self.settings)?;
+            if let Some(retry) = self.settings.session.sse_retry {
+                let name = random_id().to_string();
+                let mut priming = ServerSseMessage::default();
+                priming.retry = Some(retry);
+                let id = store
+                    .store_event(&name, &priming)
+                    .await
+                    .map_err(BoundedSessionError::EventStore)?;
+                priming.event_id = Some(id);
+                stored_priming = Some((name, priming));
+            }
+        }
+        let mut state = self.ready(true).await?;
+        state.routes.check_new(&request, &self.settings)?;
+        let capacity = self.capacity();
+        let (name, priming) = stored_priming.unzip();
+        let stream = state.routes.open(&request, &self.settings, &self.id, name);
+        let (response, connection_over) =
+            stream
+                .events
+                .connect(capacity, self.settings.session.sse_retry, priming);
+        debug_assert!(
+            connection_over.is_none(),
+            "a new queue has room for its priming event"
+        );
+        self.hand_to_handler(state, request);
+        Ok(response)
+    }
+
+    /// A client's notification or response, for the handler.
+    pub(crate) async fn accept(
+        &self,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), BoundedSessionError> {
+        let mut state = self.ready(true).await?;
+        if let JsonRpcMessage::Notification(notification) = &message
+            && let ClientNotification::CancelledNotification(cancelled) = &notification.notification
+            && let Some(request_id) = &cancelled.params.request_id
+            && let Some(http_request_id) = state.routes.in_flight_request(request_id)
+        {
+            state.routes.complete(http_request_id, &self.settings);
+        }
+        self.hand_to_handler(state, message);
+        Ok(())
+    }
+
+    /// A `GET` without `Last-Event-ID`.
+    pub(crate) async fn standalone(&self) -> Result<SseResponse, BoundedSessionError> {
+        let mut state = self.ready(false).await?;
+        Ok(state
+            .standalone
+            .open(None, self.capacity(), self.me.clone()))
+    }
+
+    /// A `GET` with `Last-Event-ID`.
+    pub(crate) async fn resume(
+        &self,
+        last_seen: EventId,
+    ) -> Result<SseResponse, BoundedSessionError> {
+        let mut state = self.ready(false).await?;
+        let capacity = self.capacity();
+        let Some(http_request_id) = last_seen.stream else {
+            return Ok(state
+                .standalone
+                .open(Some(last_seen.index), capacity, self.me.clone()));
+        };
+        let request = state
+            .routes
+            .streams
+            .get_mut(&http_request_id)
+            .ok_or(ReplayError::UnknownStream(http_request_id))?;
+        let response = request.events.reconnect(last_seen.index, capacity, None)?;
+        if request.completed {
+            // Nothing more will come: the replay is all, then it ends.
+            request.events.connection = None;
+        }
+        Ok(response)
+    }
+
+    /// Ends a stream's current response (after a last event telling the
+    /// client when to reconnect, with `retry`).
+    pub(crate) async fn close_stream(
+        &self,
+        target: StreamTarget,
+        retry: Option<Duration>,
+    ) -> Result<(), BoundedSessionError> {
+        let (route, routed) = {
+            let mut state = self.ready(false).await?;
+            let route = match target {
+                StreamTarget::Standalone => Route::Standalone,
+                StreamTarget::Http(http_request_id) => {
+                    if !state.routes.streams.contains_key(&http_request_id) {
+                        return Err(ReplayError::UnknownStream(http_request_id).into());
+                    }
+                    Route::Request {
+                        http_request_id,
+                        completes: false,
+                    }
+                }
+                StreamTarget::Request(request_id) => Route::Request {
+                    http_request_id: state
+                        .routes
+                        .in_flight_request(&request_id)
+                        .ok_or(BoundedSessionError::UnknownRequest(request_id))?,
+                    completes: false,
+                },
+            };
+            let routed = match retry {
+                None => Routed::Done,
+                Some(retry) if self.settings.event_store.is_some() => {
+                    Routed::Store(state.queue_for_store(route, None, Some(retry)))
+                }
+                Some(retry) => match state.push(route, None, Some(retry), &self.settings) {
+                    Some(full) => Routed::WaitForRoom(full),
+                    None => Routed::Done,
+                },
+            };
+            (route, routed)
+        };
+        // The `retry` event first, then the end of the response.
+        self.finish_send(routed).await?;
+        let mut state = self.state.lock();
+        match route {
+            Route::Standalone => state.standalone.disconnect_all(),
+            Route::Request {
+                http_request_id, ..
+            } => {
+                if let Some(request) = state.routes.streams.get_mut(&http_request_id) {
+                    request.events.connection = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The standalone response `gone` ended (its client left): a waiting
+    /// shadow takes over.
+    pub(crate) fn standalone_response_gone(&self, gone: &ConnectionRef) {
+        let capacity = self.capacity();
+        self.state.lock().standalone.response_gone(gone, capacity);
+    }
+}
+
+/// Counts a request of a restored session waiting for its handshake.
+pub(super) struct WaitingForHandshake<'a>(&'a Shared);
+
+impl WaitingForHandshake<'_> {
+    fn release(self, state: &mut State) {
+        state.waiting_for_handshake -= 1;
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for WaitingForHandshake<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().waiting_for_handshake -= 1;
+    }
+}

@@ -1,0 +1,145 @@
+//! With an external event store: events are named by the store before they
+//! reach a client, in the order the session routed them.
+//!
+//! # Invariant kept here
+//!
+//! Per session, events are stored and delivered in routing order, one at a
+//! time: storing is async, so routing only queues an event with a ticket,
+//! and whichever send holds the session's storing turn stores the queue's
+//! head, until its own ticket is done. A send dropped midway leaves the
+//! rest to the next one; an ended session drops the queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::ServerJsonRpcMessage;
+use rmcp::transport::streamable_http_server::session::ServerSseMessage;
+
+use super::{Shared, State};
+use crate::error::TransportError;
+use crate::session::connection::ConnectionRef;
+use crate::session::routing::Route;
+
+/// An event waiting for the event store to name it.
+#[derive(Debug)]
+pub(super) struct Unstored {
+    ticket: u64,
+    route: Route,
+    message: Option<Arc<ServerJsonRpcMessage>>,
+    retry: Option<Duration>,
+}
+
+impl Shared {
+    /// Has the events up to `ticket` stored and delivered, in order; the
+    /// result is that of event `ticket` (a failure of an earlier one is
+    /// logged by whoever stored it).
+    pub(super) async fn store_through(&self, ticket: u64) -> Result<(), TransportError> {
+        let Some(store) = self.settings.event_store.clone() else {
+            return Ok(());
+        };
+        let mut own = Ok(());
+        let mut full = None;
+        loop {
+            let _turn = self.storing.lock().await;
+            let (next, name) = {
+                let mut state = self.state.lock();
+                if state.stored_through >= ticket {
+                    break;
+                }
+                let Some(next) = state.unstored.pop_front() else {
+                    // Ended: the queue was dropped.
+                    own = Err(TransportError::SessionEnded);
+                    break;
+                };
+                let name = state.store_name(next.route);
+                (next, name)
+            };
+            let mut event = ServerSseMessage::default();
+            event.message = next.message;
+            event.retry = next.retry;
+            let stored = store.store_event(&name, &event).await;
+            let mut state = self.state.lock();
+            state.stored_through = next.ticket;
+            match stored {
+                Ok(id) => {
+                    event.event_id = Some(id);
+                    let queued = state.push_stored(next.route, event, self.capacity());
+                    if next.ticket == ticket {
+                        full = queued;
+                    }
+                }
+                Err(error) if next.ticket == ticket => own = Err(TransportError::EventStore(error)),
+                Err(error) => {
+                    tracing::warn!(session_id = %self.id, %error, "event store failed; event not delivered");
+                }
+            }
+            // Even if the store failed: the request is over either way, and
+            // its stream must end and its routes and count be released.
+            if let Route::Request {
+                http_request_id,
+                completes: true,
+            } = next.route
+            {
+                state.routes.complete(http_request_id, &self.settings);
+            }
+        }
+        if let Some(full) = full {
+            self.wait_for_room(full).await;
+        }
+        own
+    }
+}
+
+impl State {
+    pub(super) fn queue_for_store(
+        &mut self,
+        route: Route,
+        message: Option<Arc<ServerJsonRpcMessage>>,
+        retry: Option<Duration>,
+    ) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.unstored.push_back(Unstored {
+            ticket,
+            route,
+            message,
+            retry,
+        });
+        ticket
+    }
+
+    /// The store name of `route`'s stream (the standalone one's if that
+    /// request's is gone).
+    fn store_name(&mut self, route: Route) -> String {
+        if let Route::Request {
+            http_request_id, ..
+        } = route
+            && let Some(request) = self.routes.streams.get(&http_request_id)
+            && let Some(name) = request.events.store_name()
+        {
+            return name.to_owned();
+        }
+        self.standalone
+            .events
+            .store_name()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn push_stored(
+        &mut self,
+        route: Route,
+        event: ServerSseMessage,
+        capacity: usize,
+    ) -> Option<ConnectionRef> {
+        if let Route::Request {
+            http_request_id, ..
+        } = route
+            && let Some(request) = self.routes.streams.get_mut(&http_request_id)
+        {
+            return request.events.push_stored(event, capacity);
+        }
+        self.standalone.connect_shadow_if_needed(capacity);
+        self.standalone.events.push_stored(event, capacity)
+    }
+}

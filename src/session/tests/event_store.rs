@@ -1,0 +1,121 @@
+//! Sessions whose events an external event store names and keeps.
+
+use super::*;
+
+/// An in-memory `EventStore` that names events `e1`, `e2`, ...
+#[derive(Default)]
+struct CountingStore {
+    events: parking_lot::Mutex<Vec<(String, ServerSseMessage)>>,
+}
+
+#[async_trait::async_trait]
+impl EventStore for CountingStore {
+    async fn store_event(
+        &self,
+        stream_id: &str,
+        event: &ServerSseMessage,
+    ) -> Result<String, rmcp::transport::streamable_http_server::session::EventStoreError> {
+        let mut events = self.events.lock();
+        events.push((stream_id.to_owned(), event.clone()));
+        Ok(format!("e{}", events.len()))
+    }
+
+    async fn replay_events_after(
+        &self,
+        _last_event_id: &str,
+    ) -> Result<
+        rmcp::transport::streamable_http_server::session::EventStream,
+        rmcp::transport::streamable_http_server::session::EventStoreError,
+    > {
+        Ok(Box::pin(futures::stream::empty()))
+    }
+}
+
+#[tokio::test]
+async fn with_an_event_store_the_store_names_and_keeps_the_events() {
+    let store = Arc::new(CountingStore::default());
+    let mut session = session(settings(|s| s.event_store = Some(store.clone()))).await;
+    let mut stream = session.request(call(1, Some("tok"))).await;
+    session.handler.send(progress("tok", 1)).await.unwrap();
+    session.handler.send(answer(1)).await.unwrap();
+    let events = drain(&mut stream).await;
+    assert_eq!(ids(&events), ["e1", "e2", "e3"]);
+    let stored = store.events.lock();
+    assert_eq!(stored.len(), 3);
+    assert!(
+        stored.iter().all(|(stream, _)| *stream == stored[0].0),
+        "one stream id"
+    );
+    assert!(
+        stored[0].1.message.is_none(),
+        "the priming event is stored too"
+    );
+}
+
+/// Fails its `fail_at`-th `store_event`, like a store losing its
+/// connection once.
+struct FlakyStore {
+    calls: std::sync::atomic::AtomicUsize,
+    fail_at: usize,
+}
+
+#[async_trait::async_trait]
+impl EventStore for FlakyStore {
+    async fn store_event(
+        &self,
+        _stream_id: &str,
+        _event: &ServerSseMessage,
+    ) -> Result<String, rmcp::transport::streamable_http_server::session::EventStoreError> {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if call == self.fail_at {
+            return Err("store unavailable".into());
+        }
+        Ok(format!("e{call}"))
+    }
+
+    async fn replay_events_after(
+        &self,
+        _last_event_id: &str,
+    ) -> Result<
+        rmcp::transport::streamable_http_server::session::EventStream,
+        rmcp::transport::streamable_http_server::session::EventStoreError,
+    > {
+        Ok(Box::pin(futures::stream::empty()))
+    }
+}
+
+#[tokio::test]
+async fn an_answer_the_store_failed_on_still_ends_its_request() {
+    let store = Arc::new(FlakyStore {
+        calls: Default::default(),
+        fail_at: 2,
+    });
+    let mut session = session(settings(|s| {
+        s.event_store = Some(store.clone());
+        s.max_request_streams = 1;
+    }))
+    .await;
+    let mut stream = session.request(call(1, None)).await;
+    assert_eq!(next(&mut stream).await.unwrap().1, "priming");
+    assert!(
+        session.handler.send(answer(1)).await.is_err(),
+        "the handler hears of it"
+    );
+    assert_eq!(next(&mut stream).await, None, "the stream ends");
+    // Its slot among the requests in flight and its id are free again.
+    let _again = session.request(call(1, None)).await;
+}
+
+#[test]
+fn the_standalone_stream_keeps_rmcps_name_in_an_event_store() {
+    let store: Arc<dyn EventStore> = Arc::new(CountingStore::default());
+    let settings = settings(|s| s.event_store = Some(store));
+    let first = create("sid".into(), settings.clone(), Origin::Created);
+    let restored = create("sid".into(), settings, Origin::Restored);
+    let name = |handle: &SessionHandle| {
+        let state = handle.shared().lock();
+        state.standalone.events.store_name().map(str::to_owned)
+    };
+    assert_eq!(name(&first).as_deref(), Some("sid:common"));
+    assert_eq!(name(&first), name(&restored));
+}

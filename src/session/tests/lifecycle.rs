@@ -1,0 +1,136 @@
+//! Slow clients, closes from either side, and timeouts.
+
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_disconnected_and_can_resume() {
+    let mut session = session(settings(|s| s.session.channel_capacity = 2)).await;
+    let mut unread = session.handle.standalone().await.unwrap();
+    let mut stream = session.request(call(1, None)).await;
+    assert_eq!(next(&mut stream).await.unwrap().1, "priming");
+    let mut sends = Vec::new();
+    for n in 1..=3 {
+        sends.push(tokio::spawn(session.handler.send(log_line(n))));
+        tokio::task::yield_now().await;
+    }
+    sends.push(tokio::spawn(session.handler.send(answer(1))));
+    // The unread stream stalls only the send that found its queue full:
+    // the answer reaches its own, read, stream at once.
+    assert_eq!(next(&mut stream).await.unwrap().1, "answer 1");
+    tokio::task::yield_now().await;
+    assert!(!sends[2].is_finished(), "the third log line waits for room");
+    // Past the stall limit the unread stream is let go.
+    tokio::time::sleep(STALL_LIMIT).await;
+    for send in sends {
+        send.await.unwrap().unwrap();
+    }
+    // It ends after what it had queued; later events wait in the ring.
+    session.handler.send(log_line(4)).await.unwrap();
+    assert_eq!(ids(&drain(&mut unread).await), ["1", "2", "3"]);
+    let mut resumed = session
+        .handle
+        .resume(EventId {
+            index: 3,
+            stream: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&mut resumed).await.unwrap().0, "4");
+}
+
+#[tokio::test]
+async fn the_server_closes_a_request_stream_and_the_client_resumes_it() {
+    let mut session = session(settings(|_| {})).await;
+    let mut stream = session.request(call(1, Some("tok"))).await;
+    session
+        .handle
+        .close_request_sse_stream(RequestId::Number(1), Some(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    let events = drain(&mut stream).await;
+    assert_eq!(ids(&events), ["0/0", "1/0"]);
+    session.handler.send(progress("tok", 1)).await.unwrap();
+    session.handler.send(answer(1)).await.unwrap();
+    let mut resumed = session
+        .handle
+        .resume(EventId {
+            index: 1,
+            stream: Some(0),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&drain(&mut resumed).await), ["2/0", "3/0"]);
+    assert!(matches!(
+        session
+            .handle
+            .close_request_sse_stream(RequestId::Number(1), None)
+            .await,
+        Err(BoundedSessionError::UnknownRequest(RequestId::Number(1)))
+    ));
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_stalls_only_until_the_session_is_closed() {
+    let mut session = session(settings(|s| s.session.channel_capacity = 2)).await;
+    let stream = session.request(call(1, Some("tok"))).await;
+    // Priming + 1 fill the client's buffer; the next send waits.
+    session.handler.send(progress("tok", 1)).await.unwrap();
+    let blocked = session.handler.send(progress("tok", 2));
+    let blocked = tokio::spawn(blocked);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!blocked.is_finished(), "backpressure from the client");
+    session.handle.shared().end(CloseReason::Closed);
+    assert!(
+        tokio::time::timeout(WAIT, session.handler.receive())
+            .await
+            .expect("the transport ends")
+            .is_none()
+    );
+    assert!(blocked.await.unwrap().is_err());
+    drop(stream);
+    assert_eq!(
+        session.handle.shared().ended(),
+        Some(CloseReason::Closed),
+        "ended from outside, with the reason given"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_and_init_timeouts_are_reported_as_such() {
+    let idle = Duration::from_secs(30);
+    let mut session = session(settings(|s| s.session.keep_alive = Some(idle))).await;
+    tokio::time::advance(idle / 2).await;
+    let _ = session.handle.standalone().await.unwrap();
+    tokio::time::advance(idle / 2 + Duration::from_secs(1)).await;
+    assert!(
+        session.handle.shared().ended().is_none(),
+        "activity pushed it back"
+    );
+    assert!(session.handler.receive().await.is_none());
+    assert_eq!(
+        session.handle.shared().ended(),
+        Some(CloseReason::IdleTimeout)
+    );
+
+    let init = Duration::from_secs(10);
+    let timeout = |s: &mut SessionSettings| s.session.init_timeout = Some(init);
+    let (handle, mut handler) = new_session("t", settings(timeout), Origin::Created);
+    // Anything but initialize is refused at once, not left waiting.
+    assert!(matches!(
+        handle.standalone().await,
+        Err(BoundedSessionError::NotInitialized)
+    ));
+    assert!(handler.receive().await.is_none());
+    assert_eq!(handle.shared().ended(), Some(CloseReason::InitTimeout));
+
+    // In a restored session, a request before the replayed handshake
+    // waits for it; if the session ends instead, the request learns so.
+    let (handle, mut handler) = new_session("r", settings(timeout), Origin::Restored);
+    let early = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.standalone().await })
+    };
+    assert!(handler.receive().await.is_none());
+    assert_eq!(handle.shared().ended(), Some(CloseReason::InitTimeout));
+    assert!(early.await.unwrap().unwrap_err().is_session_not_found());
+}
