@@ -93,10 +93,7 @@ pub enum BoundedSessionError {
     /// A notification or response was given where a request was expected.
     #[error("expected a JSON-RPC request")]
     NotARequest,
-    /// The configured external `EventStore` failed.
-    #[error("event store failed: {0}")]
-    EventStore(#[source] EventStoreError),
-    /// The session's transport failed.
+    /// The session's transport failed (the event store included).
     #[error(transparent)]
     Transport(#[from] TransportError),
 }
@@ -118,15 +115,11 @@ pub enum TransportError {
     /// delivered.
     #[error("the session has ended; the message was not delivered")]
     SessionEnded,
-    /// The client did not send `initialize` in time
-    /// (`SessionConfig::init_timeout`).
-    #[error("no initialize request within {0:?}")]
-    InitTimeout(std::time::Duration),
-    /// The session worker's task failed (panicked or was aborted).
-    #[error("the session worker failed: {0}")]
-    WorkerFailed(String),
-    /// The configured external `EventStore` failed to store an event.
-    #[error("event store failed: {0}")]
+    /// The configured external `EventStore` failed to store or replay
+    /// events.
+    #[error(
+        "the event store failed: {0}; the event was not kept for replay (check the store's health)"
+    )]
     EventStore(#[source] EventStoreError),
 }
 

@@ -34,8 +34,8 @@ async fn churn_at_the_cap_evicts_in_order_and_keeps_memory_flat() {
             manager.close_session(&id).await.unwrap();
         }
         let stats = manager.stats();
-        assert!(stats.live <= CAP);
-        assert!(stats.queued <= 2 * stats.live + SLACK, "{stats:?}");
+        assert!(stats.session_count <= CAP);
+        assert!(stats.queued <= 2 * stats.session_count + SLACK, "{stats:?}");
     }
     for (id, _) in &created {
         assert!(manager.has_session(id).await.unwrap());

@@ -153,9 +153,9 @@ async fn stress(cap: usize) {
 
     let stats = manager.stats();
     assert_conserved(&manager);
-    assert!(stats.live <= cap);
+    assert!(stats.session_count <= cap);
     assert!(
-        stats.stale <= stats.live + STALE_SLACK,
+        stats.stale <= stats.session_count + STALE_SLACK,
         "stale entries piled up: {stats:?}"
     );
     // Every session still held is live or was evicted; none is live unheld.
@@ -167,7 +167,7 @@ async fn stress(cap: usize) {
         n
     };
     assert_eq!(
-        held_live, stats.live,
+        held_live, stats.session_count,
         "a live session nobody holds: {stats:?}"
     );
 

@@ -44,8 +44,8 @@ fn a_busy_session_is_never_evicted() {
         // Refused only if the request was in flight when the creator looked.
         assert!(created || began, "refused with nothing busy");
         assert_eq!(session.stops(), usize::from(created));
-        assert!(registry.live() <= 1);
-        assert_conserved(registry.census());
+        assert!(registry.session_count() <= 1);
+        assert_conserved(registry.stats());
     });
 }
 
@@ -67,8 +67,8 @@ fn the_victims_are_the_least_recently_active_idle_sessions() {
         other.join().unwrap();
         assert_eq!(a.stops(), 0, "the most recently active session went");
         assert_eq!((b.stops(), c.stops()), (1, 1));
-        assert_eq!(registry.live(), 3);
-        assert_conserved(registry.census());
+        assert_eq!(registry.session_count(), 3);
+        assert_conserved(registry.stats());
     });
 }
 
@@ -91,7 +91,7 @@ fn the_cap_stays_exact_while_sessions_move_close_and_get_evicted() {
         };
         let newcomer = Probe::new("new");
         create(&registry, newcomer.clone());
-        assert!(registry.live() <= 2);
+        assert!(registry.session_count() <= 2);
         mover.join().unwrap();
         let expired = expiry.join().unwrap();
         // Each session ended at most once; at least one made room (both,
@@ -102,8 +102,8 @@ fn the_cap_stays_exact_while_sessions_move_close_and_get_evicted() {
         let ended = a.stops() + b.stops();
         assert!(ended >= 1, "the newcomer got a slot nobody gave up");
         assert!(!expired || b.stops() == 1);
-        assert_eq!(registry.live(), 3 - ended);
-        assert_conserved(registry.census());
+        assert_eq!(registry.session_count(), 3 - ended);
+        assert_conserved(registry.stats());
     });
 }
 
@@ -128,6 +128,6 @@ fn no_creator_waits_when_every_session_is_busy() {
         drop(busy);
         let created = creator.join().unwrap();
         assert_eq!(session.stops(), usize::from(created));
-        assert_conserved(registry.census());
+        assert_conserved(registry.stats());
     });
 }

@@ -29,24 +29,24 @@ fn concurrent_creators_never_exceed_the_cap_and_conserve_slots() {
                 let registry = registry.clone();
                 thread::spawn(move || {
                     let created = try_create(&registry, probe).is_some();
-                    assert!(registry.live() <= 1);
+                    assert!(registry.session_count() <= 1);
                     created
                 })
             })
             .collect();
-        assert!(registry.live() <= 1);
+        assert!(registry.session_count() <= 1);
         let created: usize = creators
             .into_iter()
             .map(|creator| usize::from(creator.join().unwrap()))
             .sum();
-        assert_eq!(registry.live(), 1);
+        assert_eq!(registry.session_count(), 1);
         assert_eq!(old.stops(), 1, "the old session was evicted exactly once");
         // A creator that finds the only slot held by the other's creation
         // in progress is refused (nothing is evictable); one that comes
         // after the other's admission evicts it, once.
         assert!(created >= 1);
         assert_eq!(a.stops() + b.stops(), created - 1);
-        assert_conserved(registry.census());
+        assert_conserved(registry.stats());
     });
 }
 
@@ -62,8 +62,8 @@ fn live_count_observed_concurrently_never_exceeds_the_cap() {
                 while !done.load(Ordering::SeqCst) {
                     // The counter and the map itself (whose loom stand-in
                     // counts atomically, unlike DashMap::len).
-                    assert!(registry.live() <= 1);
-                    assert!(registry.census().mapped <= 1);
+                    assert!(registry.session_count() <= 1);
+                    assert!(registry.stats().mapped <= 1);
                     thread::yield_now();
                 }
             })
@@ -72,7 +72,7 @@ fn live_count_observed_concurrently_never_exceeds_the_cap() {
         registry.close(&"new".into(), None, CloseReason::Closed);
         done.store(true, Ordering::SeqCst);
         observer.join().unwrap();
-        assert_conserved(registry.census());
+        assert_conserved(registry.stats());
     });
 }
 
@@ -97,7 +97,7 @@ fn eviction_takes_the_oldest_live_session() {
         assert_eq!(younger.stops(), 0, "a younger session was evicted");
         assert!(registry.contains(&"younger".into()));
         assert!(registry.contains(&"new".into()));
-        assert_conserved(registry.census());
+        assert_conserved(registry.stats());
     });
 }
 
@@ -124,8 +124,8 @@ fn close_racing_eviction_racing_creation_stops_each_session_once() {
         // slot was held by a creation in progress) or evicted it, once.
         assert!(created >= 1);
         assert_eq!(a.stops() + b.stops(), created - 1);
-        assert_eq!(registry.live(), 1);
-        assert_conserved(registry.census());
+        assert_eq!(registry.session_count(), 1);
+        assert_conserved(registry.stats());
     });
 }
 
@@ -147,9 +147,9 @@ fn expiry_racing_eviction_frees_one_slot_once() {
         expiry.join().unwrap();
         assert_eq!(expiring.stops(), 1);
         assert!(registry.contains(&"new".into()));
-        assert_eq!(registry.live(), 1);
+        assert_eq!(registry.session_count(), 1);
         // Either way the slot count is exact: no slot doubled or lost.
-        assert_conserved(registry.census());
+        assert_conserved(registry.stats());
     });
 }
 
@@ -170,7 +170,7 @@ fn stale_lease_never_closes_a_restored_session() {
         assert!(!late);
         assert_eq!(restored.stops(), 0);
         assert!(registry.contains(&"same".into()));
-        assert_conserved(registry.census());
+        assert_conserved(registry.stats());
     });
 }
 
@@ -197,8 +197,8 @@ fn delete_and_lease_closing_one_session_against_a_creator_free_one_slot() {
         // At most one of the two closes removed it (none, if evicted first).
         assert!(closed.iter().filter(|&&c| c).count() <= 1);
         assert_eq!(newcomer.stops(), 0);
-        assert_eq!(registry.live(), 1);
-        assert_conserved(registry.census());
+        assert_eq!(registry.session_count(), 1);
+        assert_conserved(registry.stats());
     });
 }
 
@@ -225,7 +225,7 @@ fn a_dropped_waiter_leaves_nothing_behind() {
         // The creation in progress gives its slot back unused.
         drop(in_progress);
         waiter.join().unwrap();
-        let stats = registry.census();
+        let stats = registry.stats();
         assert_eq!(stats.free_slots, 1, "{stats:?}");
         assert_conserved(stats);
     });

@@ -19,7 +19,7 @@ fn compaction_racing_creation_loses_no_live_session_and_keeps_order() {
         create(&registry, Probe::new("gone-2"));
         registry.close(&"gone-1".into(), None, CloseReason::Closed);
         assert_eq!(
-            registry.census().stale,
+            registry.stats().stale,
             1,
             "1 stale, 2 live: no compaction yet"
         );
@@ -31,7 +31,7 @@ fn compaction_racing_creation_loses_no_live_session_and_keeps_order() {
         };
         create(&registry, Probe::new("later"));
         closer.join().unwrap();
-        let stats = registry.census();
+        let stats = registry.stats();
         assert_conserved(stats);
         // Either the compaction ran, or it lost the race for the gate to the
         // admission and the stale entries wait for the next close.
@@ -49,7 +49,7 @@ fn compaction_racing_creation_loses_no_live_session_and_keeps_order() {
             "the oldest live session was lost or reordered"
         );
         assert!(registry.contains(&"later".into()));
-        assert_conserved(registry.census());
+        assert_conserved(registry.stats());
     });
     assert!(COMPACTED.load(std::sync::atomic::Ordering::Relaxed));
 }
@@ -73,7 +73,7 @@ fn eviction_racing_compaction_takes_the_oldest_live_session() {
         let newest = Probe::new("newest");
         create(&registry, newest.clone());
         let closed_gone = closer.join().unwrap();
-        assert_conserved(registry.census());
+        assert_conserved(registry.stats());
         assert_eq!(newest.stops(), 0);
         if second.stops() == 1 {
             // The creator looked while the cap was full and no close was in
@@ -82,7 +82,7 @@ fn eviction_racing_compaction_takes_the_oldest_live_session() {
             // its slot free (the documented race; never a younger session,
             // never beyond the cap).
             assert!(closed_gone);
-            assert_eq!(registry.census().free_slots, 1);
+            assert_eq!(registry.stats().free_slots, 1);
         } else {
             // `second` is the oldest live session: the next creation takes it,
             // so compaction neither lost nor reordered it.
@@ -90,7 +90,7 @@ fn eviction_racing_compaction_takes_the_oldest_live_session() {
             assert_eq!(second.stops(), 1, "the queue lost or reordered `second`");
             assert_eq!(newest.stops(), 0);
         }
-        assert_conserved(registry.census());
+        assert_conserved(registry.stats());
     });
 }
 
@@ -111,10 +111,10 @@ fn concurrent_closes_keep_stale_entries_bounded() {
         for closer in closers {
             assert!(closer.join().unwrap());
         }
-        let stats = registry.census();
+        let stats = registry.stats();
         assert_conserved(stats);
         // At most `live + slack` stale entries (slack is 0 under loom), plus
         // one per close whose compaction lost the race to another.
-        assert!(stats.stale <= stats.live + 1, "{stats:?}");
+        assert!(stats.stale <= stats.session_count + 1, "{stats:?}");
     });
 }

@@ -390,7 +390,7 @@ impl BoundedSessionManager {
     /// assert_eq!(manager.session_count(), 0);
     /// ```
     pub fn session_count(&self) -> usize {
-        self.registry.live()
+        self.registry.session_count()
     }
 
     /// The configured cap.
@@ -436,7 +436,7 @@ impl BoundedSessionManager {
     /// assert_eq!(manager.stats().free_slots, 10);
     /// ```
     pub fn stats(&self) -> SessionStats {
-        self.registry.census()
+        self.registry.stats()
     }
 
     /// The session's handle, with the session marked busy until the

@@ -14,7 +14,7 @@ use rmcp::transport::streamable_http_server::session::{
 
 use super::BoundedSessionManager;
 use crate::close_reason::CloseReason;
-use crate::error::BoundedSessionError;
+use crate::error::{BoundedSessionError, TransportError};
 use crate::event_id::EventId;
 use crate::eviction::activity::TrackedStream;
 use crate::http::{self, Refusal};
@@ -195,7 +195,7 @@ impl SessionManager for BoundedSessionManager {
             let replay = store
                 .replay_events_after(&last_event_id)
                 .await
-                .map_err(BoundedSessionError::EventStore)?;
+                .map_err(TransportError::EventStore)?;
             return Ok(replay.left_stream());
         }
         let gone = Refusal::SessionGone;

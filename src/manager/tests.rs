@@ -15,7 +15,10 @@ async fn a_refused_create_returns_its_rate_grant_and_holds_no_slot() {
     ));
     drop(in_progress);
     let stats = manager.stats();
-    assert_eq!((stats.live, stats.free_slots, stats.queued), (0, 1, 0));
+    assert_eq!(
+        (stats.session_count, stats.free_slots, stats.queued),
+        (0, 1, 0)
+    );
 
     // The grant came back: exactly one creation is allowed, not zero or two.
     let (_id, _transport) = manager.create_session().await.unwrap();

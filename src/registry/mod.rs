@@ -118,7 +118,7 @@ pub struct Registry<H> {
     sessions: ConcurrentMap<SessionId, SessionEntry<H>>,
     order: Arc<EvictionOrder>,
     slots: Slots,
-    live: AtomicUsize,
+    session_count: AtomicUsize,
     next_admission: AtomicU64,
     observer: Observer,
 }
@@ -128,7 +128,7 @@ impl<H: std::fmt::Debug> std::fmt::Debug for Registry<H> {
         f.debug_struct("Registry")
             .field("max_sessions", &self.max_sessions)
             .field("at_capacity", &self.at_capacity)
-            .field("live", &self.live)
+            .field("session_count", &self.session_count)
             .field("order", &self.order)
             .finish_non_exhaustive()
     }
@@ -182,7 +182,7 @@ impl<H: Stop> Registry<H> {
                 waiters: AtomicUsize::new(0),
                 changed: Notify::new(),
             },
-            live: AtomicUsize::new(0),
+            session_count: AtomicUsize::new(0),
             next_admission: AtomicU64::new(0),
             observer: Observer::new(max_sessions, on_close),
         }
@@ -214,8 +214,8 @@ impl<H: Stop> Registry<H> {
     }
 
     /// Live sessions, without locking anything.
-    pub fn live(&self) -> usize {
-        self.live.load(Ordering::Relaxed)
+    pub fn session_count(&self) -> usize {
+        self.session_count.load(Ordering::Relaxed)
     }
 
     /// Whether `id` is live: mapped and not claimed by a thread that is
@@ -336,7 +336,7 @@ impl<H: Stop> Registry<H> {
             entry.activity.admission() == victim.admission()
         })?;
         entry.session.left_registry();
-        let live = self.live.fetch_sub(1, Ordering::Relaxed) - 1;
+        let live = self.session_count.fetch_sub(1, Ordering::Relaxed) - 1;
         // The slot exists before anything that could panic runs.
         let slot = Slot { slots: &self.slots };
         self.finish_close(&id, &entry, reason, live);
@@ -368,7 +368,7 @@ impl<H: Stop> Registry<H> {
             first_entry,
             self.order.clone(),
         ));
-        let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
+        let live = self.session_count.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = SessionEntry {
             activity: activity.clone(),
             session,
@@ -376,7 +376,7 @@ impl<H: Stop> Registry<H> {
             ending: std::sync::atomic::AtomicBool::new(false),
         };
         if let Err(entry) = self.sessions.insert_if_vacant(id.clone(), entry) {
-            self.live.fetch_sub(1, Ordering::Relaxed);
+            self.session_count.fetch_sub(1, Ordering::Relaxed);
             return Err((slot, entry.session));
         }
         slot.into_session();
@@ -425,7 +425,7 @@ impl<H: Stop> Registry<H> {
             return false;
         };
         entry.session.left_registry();
-        let live = self.live.fetch_sub(1, Ordering::Relaxed) - 1;
+        let live = self.session_count.fetch_sub(1, Ordering::Relaxed) - 1;
         self.slots.free.add_permits(1);
         self.slots.closing.fetch_sub(1, Ordering::SeqCst);
         // Wake only once `closing` has dropped: a waiter that looked while
@@ -462,10 +462,10 @@ impl<H: Stop> Registry<H> {
     }
 
     /// Reads every counter; see [`SessionStats`].
-    pub fn census(&self) -> SessionStats {
+    pub fn stats(&self) -> SessionStats {
         SessionStats {
             max_sessions: self.max_sessions,
-            live: self.live(),
+            session_count: self.session_count(),
             mapped: self.sessions.len(),
             free_slots: self.slots.free.available_permits(),
             queued: self.order.queued(),

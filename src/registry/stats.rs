@@ -3,8 +3,8 @@
 /// A snapshot of the manager's internal counters, for metrics and checks.
 ///
 /// Each field is read separately, so the snapshot is only consistent while no
-/// session is being created or closed. At rest, `live == mapped` and
-/// `live + free_slots == max_sessions`; `queued - stale` entries are
+/// session is being created or closed. At rest, `session_count == mapped` and
+/// `session_count + free_slots == max_sessions`; `queued - stale` entries are
 /// current, one per idle session (a busy one may have none).
 ///
 /// # Example
@@ -14,7 +14,7 @@
 ///
 /// let manager = BoundedSessionManager::new(SessionConfig::default(), 10);
 /// let stats = manager.stats();
-/// assert_eq!(stats.live, 0);
+/// assert_eq!(stats.session_count, 0);
 /// assert_eq!(stats.free_slots, 10);
 /// assert_eq!(stats.queued, 0);
 /// ```
@@ -23,8 +23,8 @@
 pub struct SessionStats {
     /// The cap.
     pub max_sessions: usize,
-    /// The live-session counter (what `session_count()` returns).
-    pub live: usize,
+    /// Live sessions (what `session_count()` returns).
+    pub session_count: usize,
     /// Entries in the session map.
     pub mapped: usize,
     /// Slots not owned by any session.
@@ -53,15 +53,15 @@ impl SessionStats {
     /// assert!(manager.stats().is_consistent());
     /// ```
     pub fn is_consistent(&self) -> bool {
-        self.live == self.mapped
-            && self.live + self.free_slots == self.max_sessions
+        self.session_count == self.mapped
+            && self.session_count + self.free_slots == self.max_sessions
             && self.stale <= self.queued
-            && self.queued <= self.live + self.stale
+            && self.queued <= self.session_count + self.stale
     }
 
     /// Whether every live session has exactly one current queue entry, as
     /// when no request is in flight: [`Self::is_consistent`], and
-    /// `queued == live + stale`.
+    /// `queued == session_count + stale`.
     ///
     /// ```
     /// use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
@@ -70,6 +70,6 @@ impl SessionStats {
     /// assert!(manager.stats().is_at_rest());
     /// ```
     pub fn is_at_rest(&self) -> bool {
-        self.is_consistent() && self.queued == self.live + self.stale
+        self.is_consistent() && self.queued == self.session_count + self.stale
     }
 }

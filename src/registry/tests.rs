@@ -25,8 +25,8 @@ fn admit(registry: &TestRegistry, slot: Slot<'_>, n: usize) -> (SessionId, Cance
 }
 
 fn assert_conserved(registry: &TestRegistry) {
-    let census = registry.census();
-    assert!(census.is_consistent(), "{census:?}");
+    let stats = registry.stats();
+    assert!(stats.is_consistent(), "{stats:?}");
 }
 
 #[tokio::test]
@@ -37,13 +37,13 @@ async fn evicts_oldest_and_hands_over_its_slot() {
         let slot = registry.acquire_slot().await.unwrap();
         admitted.push(admit(&registry, slot, n));
     }
-    assert_eq!(registry.census().free_slots, 0);
+    assert_eq!(registry.stats().free_slots, 0);
     let slot = registry.acquire_slot().await.unwrap();
     assert!(admitted[0].1.is_cancelled(), "oldest session evicted");
     assert!(!registry.contains(&admitted[0].0));
     assert!(registry.contains(&admitted[1].0));
     admit(&registry, slot, 3);
-    assert_eq!(registry.live(), 3);
+    assert_eq!(registry.session_count(), 3);
     assert_conserved(&registry);
 }
 
@@ -126,7 +126,7 @@ async fn duplicate_insert_returns_the_slot() {
         .unwrap_err();
     drop(slot);
     assert_conserved(&registry);
-    assert_eq!(registry.live(), 1);
+    assert_eq!(registry.session_count(), 1);
 }
 
 #[tokio::test]
@@ -140,10 +140,10 @@ async fn churn_below_cap_keeps_the_queue_bounded() {
     for n in 0..100_000 {
         let (id, _) = admit(&registry, registry.acquire_slot().await.unwrap(), n);
         assert!(registry.close(&id, None, CloseReason::Closed));
-        let census = registry.census();
+        let stats = registry.stats();
         assert!(
-            census.queued <= 2 * census.live + COMPACTION_SLACK + 1,
-            "{census:?}"
+            stats.queued <= 2 * stats.session_count + COMPACTION_SLACK + 1,
+            "{stats:?}"
         );
     }
     assert!(
@@ -172,7 +172,7 @@ async fn concurrent_creators_never_exceed_cap() {
         tokio::task::spawn_blocking(move || {
             let mut max_seen = 0;
             while !stop.load(Ordering::Relaxed) {
-                max_seen = max_seen.max(registry.live());
+                max_seen = max_seen.max(registry.session_count());
             }
             max_seen
         })
@@ -212,7 +212,7 @@ async fn concurrent_creators_never_exceed_cap() {
     }
     stop.store(true, Ordering::Relaxed);
     assert!(sampler.await.unwrap() <= 4);
-    assert_eq!(registry.live(), 4);
+    assert_eq!(registry.session_count(), 4);
     assert_conserved(&registry);
 }
 
@@ -230,8 +230,8 @@ async fn a_full_cap_of_busy_sessions_refuses_at_once_and_evicts_nothing() {
     let (a, b) = (a.begin().unwrap(), b.begin().unwrap());
     assert!(registry.acquire_slot().await.is_none());
     assert!(matches!(registry.try_acquire_slot(), Err(NoSlot::Full)));
-    assert_eq!(registry.live(), 2);
-    assert!(registry.census().is_consistent());
+    assert_eq!(registry.session_count(), 2);
+    assert!(registry.stats().is_consistent());
     // The queue entries of busy sessions were consumed; when `b` goes
     // idle it re-queues and is the one evicted.
     drop(b);
@@ -329,13 +329,13 @@ async fn a_million_requests_over_a_hundred_sessions_keep_the_queue_bounded() {
         // next one's starts.
         let busy = sessions[request % 100].begin().unwrap();
         drop(busy);
-        longest = longest.max(registry.census().queued);
+        longest = longest.max(registry.stats().queued);
     }
     assert!(
         longest <= 2 * 100 + COMPACTION_SLACK,
         "queue reached {longest} entries"
     );
-    assert!(registry.census().is_at_rest(), "{:?}", registry.census());
+    assert!(registry.stats().is_at_rest(), "{:?}", registry.stats());
 }
 
 #[tokio::test]
@@ -347,7 +347,7 @@ async fn eviction_at_cap_pops_exactly_one_entry() {
     }
     for n in 10_000..30_000 {
         let slot = registry.acquire_slot().await.unwrap();
-        assert_eq!(registry.census().queued, 9_999, "exactly one entry popped");
+        assert_eq!(registry.stats().queued, 9_999, "exactly one entry popped");
         admit(&registry, slot, n);
     }
     assert_conserved(&registry);

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Phase, Routed, Shared, State};
-use crate::error::BoundedSessionError;
+use crate::error::{BoundedSessionError, TransportError};
 use crate::event_id::EventId;
 use crate::replay_buffer::ReplayError;
 use crate::session::connection::{ConnectionRef, SseResponse};
@@ -124,7 +124,7 @@ impl Shared {
                 let id = store
                     .store_event(&name, &priming)
                     .await
-                    .map_err(BoundedSessionError::EventStore)?;
+                    .map_err(TransportError::EventStore)?;
                 priming.event_id = Some(id);
                 stored_priming = Some((name, priming));
             }
