@@ -81,8 +81,9 @@ echo "-- suite ran in $(($(date +%s) - started)) s (exit code $status)"
 
 # The runner's exit code counts failed checks only; also insist that every
 # server scenario wrote its results and that no check warned.
-PATH=$suite_path timeout 60 "$suite" list --server | sed -n 's/^  - //p' \
-  >"$out/scenarios.txt"
+# `list` prints "  - NAME [SPEC-VERSIONS]" per scenario.
+PATH=$suite_path timeout 60 "$suite" list --server |
+  sed -n 's/^  - \([^ ]*\).*/\1/p' >"$out/scenarios.txt"
 python3 - "$out/results" "$out/scenarios.txt" <<'EOF' || status=1
 import json, pathlib, re, sys
 
