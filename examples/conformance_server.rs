@@ -778,6 +778,8 @@ async fn main() -> ExitCode {
     let address = listener.local_addr().unwrap_or(bind);
     println!("listening on http://{address}/mcp");
 
+    // With the peer address, as per-client limits key on it.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = tokio::signal::ctrl_c().await;
         shutdown.cancel();
