@@ -5,7 +5,7 @@ use std::time::Duration;
 
 pub use rmcp::transport::streamable_http_server::session::local::SessionConfig;
 
-use rmcp::transport::streamable_http_server::session::SessionId;
+use rmcp::transport::streamable_http_server::session::{EventStore, SessionId};
 
 use crate::clients::ClientKey;
 use crate::clients::key::{CustomKey, KeyDerivation, validate_ipv6_prefix};
@@ -35,7 +35,7 @@ use crate::session::SessionRegistry;
 ///     Some(Duration::from_secs(4 * 60 * 60))
 /// );
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use = "a builder does nothing until build() is called"]
 pub struct BoundedSessionManagerBuilder {
     max_sessions: usize,
@@ -45,6 +45,7 @@ pub struct BoundedSessionManagerBuilder {
     rate_limit: Option<(usize, Duration)>,
     replay_capacity: Option<usize>,
     max_request_streams: Option<usize>,
+    event_store: Option<Arc<dyn EventStore>>,
     eviction_policy: EvictionPolicy,
     at_capacity: AtCapacity,
     on_close: Option<CloseHook>,
@@ -55,6 +56,48 @@ pub struct BoundedSessionManagerBuilder {
     ipv6_prefix: u8,
     client_key: Option<ClientKeyFn>,
     bind_sessions_to_client: bool,
+}
+
+impl std::fmt::Debug for BoundedSessionManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundedSessionManagerBuilder")
+            .field("max_sessions", &self.max_sessions)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("rate_limit", &self.rate_limit)
+            .field("event_store", &self.event_store.is_some())
+            .field("eviction_policy", &self.eviction_policy)
+            .field("at_capacity", &self.at_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks shared by the builder and the manager's `with_*` methods, so both
+/// refuse the same settings with the same message.
+pub(crate) mod validate {
+    /// # Panics
+    ///
+    /// Panics if `capacity` is 0.
+    pub(crate) fn replay_capacity(capacity: usize) {
+        assert!(capacity > 0, "the replay capacity must be at least 1");
+    }
+
+    /// # Panics
+    ///
+    /// Panics if `limit` is 0.
+    pub(crate) fn max_request_streams(limit: usize) {
+        assert!(limit > 0, "at least one request stream per session");
+    }
+
+    /// # Panics
+    ///
+    /// Panics if the configuration's `channel_capacity` is 0.
+    pub(crate) fn session_config(config: &super::SessionConfig) {
+        assert!(
+            config.channel_capacity > 0,
+            "SessionConfig::channel_capacity must be at least 1"
+        );
+    }
 }
 
 /// The user's client-key function.
@@ -102,6 +145,7 @@ impl BoundedSessionManagerBuilder {
             rate_limit: None,
             replay_capacity: None,
             max_request_streams: None,
+            event_store: None,
             eviction_policy: EvictionPolicy::default(),
             at_capacity: AtCapacity::default(),
             on_close: None,
@@ -361,7 +405,7 @@ impl BoundedSessionManagerBuilder {
         self
     }
 
-    /// The configuration each session's worker runs with. An
+    /// The configuration each session runs with. An
     /// [`idle_timeout`](Self::idle_timeout) given as well overrides its
     /// `keep_alive`.
     ///
@@ -372,7 +416,12 @@ impl BoundedSessionManagerBuilder {
     /// let manager = BoundedSessionManagerBuilder::new(8).session_config(config).build();
     /// assert_eq!(manager.session_config().channel_capacity, 64);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if `config.channel_capacity` is 0.
     pub fn session_config(mut self, config: SessionConfig) -> Self {
+        validate::session_config(&config);
         self.session_config = Some(config);
         self
     }
@@ -410,7 +459,7 @@ impl BoundedSessionManagerBuilder {
     /// assert_eq!(manager.replay_capacity(), 128);
     /// ```
     pub fn replay_capacity(mut self, capacity: usize) -> Self {
-        assert!(capacity > 0, "the replay capacity must be at least 1");
+        validate::replay_capacity(capacity);
         self.replay_capacity = Some(capacity);
         self
     }
@@ -428,8 +477,25 @@ impl BoundedSessionManagerBuilder {
     /// # drop(manager);
     /// ```
     pub fn max_request_streams(mut self, limit: usize) -> Self {
-        assert!(limit > 0, "at least one request stream per session");
+        validate::max_request_streams(limit);
         self.max_request_streams = Some(limit);
+        self
+    }
+
+    /// Keeps sent events in an external rmcp `EventStore` (which names them
+    /// and replays them, possibly on another instance) instead of each
+    /// stream's in-memory ring, as `LocalSessionManager::with_event_store`.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use mcp_bounded_session::BoundedSessionManager;
+    /// # use rmcp::transport::streamable_http_server::session::EventStore;
+    /// # fn demo(store: Arc<dyn EventStore>) {
+    /// let manager = BoundedSessionManager::builder(100).event_store(store).build();
+    /// # }
+    /// ```
+    pub fn event_store(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.event_store = Some(store);
         self
     }
 
@@ -483,6 +549,9 @@ impl BoundedSessionManagerBuilder {
         }
         if let Some(limit) = self.max_request_streams {
             manager = manager.with_max_request_streams(limit);
+        }
+        if let Some(store) = self.event_store {
+            manager = manager.with_event_store(store);
         }
         Arc::new(manager)
     }

@@ -23,6 +23,7 @@ use rmcp::transport::streamable_http_server::session::{EventStore, SessionId};
 
 use crate::clients::key::KeyDerivation;
 use crate::clients::limits::ClientLimits;
+use crate::config::{BoundedSessionManagerBuilder, validate};
 use crate::error::BoundedSessionError;
 use crate::eviction::activity::{Busy, NotAdmitted};
 use crate::eviction::{AtCapacity, EvictionPolicy};
@@ -94,8 +95,35 @@ pub struct BoundedSessionManager {
 }
 
 impl BoundedSessionManager {
+    /// The builder of a manager that keeps at most `max_sessions` sessions:
+    /// the one way to set every option.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `max_sessions` is 0 (or beyond 2^61, tokio's semaphore
+    /// limit).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mcp_bounded_session::BoundedSessionManager;
+    ///
+    /// let manager = BoundedSessionManager::builder(1_000)
+    ///     .idle_timeout(Duration::from_secs(30 * 60))
+    ///     .max_sessions_per_client(10)
+    ///     .build();
+    /// assert_eq!(manager.max_sessions(), 1_000);
+    /// ```
+    pub fn builder(max_sessions: usize) -> BoundedSessionManagerBuilder {
+        BoundedSessionManagerBuilder::new(max_sessions)
+    }
+
     /// A manager that keeps at most `max_sessions` sessions, each run with
-    /// `session_config` (idle timeout = `session_config.keep_alive`).
+    /// `session_config` (idle timeout = `session_config.keep_alive`); kept
+    /// for `mcp-session` compatibility, the same as
+    /// `BoundedSessionManager::builder(max_sessions).session_config(session_config)`
+    /// without the `Arc` (prefer [`Self::builder`]).
     ///
     /// Each stream keeps as many events for replay as
     /// `session_config.channel_capacity` (rmcp's default, 16), unless
@@ -116,10 +144,8 @@ impl BoundedSessionManager {
     /// assert_eq!(manager.session_count(), 0);
     /// ```
     pub fn new(session_config: SessionConfig, max_sessions: usize) -> Self {
-        assert!(
-            session_config.channel_capacity > 0,
-            "SessionConfig::channel_capacity must be at least 1"
-        );
+        validate::session_config(&session_config);
+        Registry::<LiveSession>::validate(max_sessions);
         Self {
             registry: Arc::new(Registry::new(max_sessions)),
             ended_handlers: Arc::new(EndedHandlers::new(max_sessions)),
@@ -176,6 +202,9 @@ impl BoundedSessionManager {
     /// (exact, see the rate limiter's docs). A refused creation returns
     /// [`BoundedSessionError::RateLimited`] and evicts nothing. Restores from
     /// a `SessionStore` count as creations.
+    ///
+    /// Kept for `mcp-session` compatibility; the builder's
+    /// [`rate_limit`](BoundedSessionManagerBuilder::rate_limit) is the same.
     ///
     /// # Panics
     ///
@@ -239,6 +268,9 @@ impl BoundedSessionManager {
     /// Closes every session `lifetime` after its creation, whatever its
     /// activity, with [`CloseReason::MaxLifetime`](crate::CloseReason).
     ///
+    /// Kept for `mcp-session` compatibility; the builder's
+    /// [`max_lifetime`](BoundedSessionManagerBuilder::max_lifetime) is the same.
+    ///
     /// # Example
     ///
     /// ```
@@ -260,6 +292,9 @@ impl BoundedSessionManager {
     /// back later than that gets the kept ones, the jump in their ids showing
     /// what it lost.
     ///
+    /// Kept for `mcp-session` compatibility; the builder's
+    /// [`replay_capacity`](BoundedSessionManagerBuilder::replay_capacity) is the same.
+    ///
     /// # Panics
     ///
     /// Panics if `capacity` is 0.
@@ -275,7 +310,7 @@ impl BoundedSessionManager {
     /// ```
     #[must_use]
     pub fn with_replay_capacity(mut self, capacity: usize) -> Self {
-        assert!(capacity > 0, "the replay capacity must be at least 1");
+        validate::replay_capacity(capacity);
         Arc::make_mut(&mut self.settings).replay_capacity = capacity;
         self
     }
@@ -294,6 +329,9 @@ impl BoundedSessionManager {
     /// As many completed request streams are kept for late resumes, for at
     /// most `SessionConfig::completed_cache_ttl`.
     ///
+    /// Kept for `mcp-session` compatibility; the builder's
+    /// [`max_request_streams`](BoundedSessionManagerBuilder::max_request_streams) is the same.
+    ///
     /// # Panics
     ///
     /// Panics if `limit` is 0.
@@ -311,7 +349,7 @@ impl BoundedSessionManager {
     /// [`BoundedSessionLayer`]: crate::BoundedSessionLayer
     #[must_use]
     pub fn with_max_request_streams(mut self, limit: usize) -> Self {
-        assert!(limit > 0, "at least one request stream per session");
+        validate::max_request_streams(limit);
         Arc::make_mut(&mut self.settings).max_request_streams = limit;
         self
     }
@@ -319,6 +357,9 @@ impl BoundedSessionManager {
     /// Keeps sent events in an external rmcp `EventStore` (which assigns
     /// their ids and replays them, possibly on another instance) instead of
     /// each stream's in-memory ring, as `LocalSessionManager::with_event_store`.
+    ///
+    /// Kept for `mcp-session` compatibility; the builder's
+    /// [`event_store`](BoundedSessionManagerBuilder::event_store) is the same.
     ///
     /// # Example
     ///
