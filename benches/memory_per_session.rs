@@ -1,5 +1,6 @@
 //! Resident memory per idle, initialized session at 10,000 sessions, for
-//! this crate, rmcp 3.11's `LocalSessionManager` and `mcp-session` 0.2.
+//! this crate, rmcp 3.11's `LocalSessionManager` and `mcp-session` 0.2; and
+//! at 100,000 for the first two (`mcp-session` would take minutes to fill).
 //!
 //! Each manager is measured in a child process of its own (allocators do not
 //! give memory back, so sequential measurements in one process would
@@ -15,8 +16,11 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-const SESSIONS: usize = 10_000;
-const MANAGERS: [&str; 3] = ["bounded", "rmcp_local", "mcp_session"];
+/// (live sessions, managers measured at that count).
+const RUNS: [(usize, &[&str]); 2] = [
+    (10_000, &["bounded", "rmcp_local", "mcp_session"]),
+    (100_000, &["bounded", "rmcp_local"]),
+];
 
 fn resident_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
@@ -45,13 +49,13 @@ impl rmcp::ServerHandler for Silent {}
 struct SilentV1;
 impl rmcp_v1::ServerHandler for SilentV1 {}
 
-/// Creates and initializes `SESSIONS` sessions with `$manager`, each served
+/// Creates and initializes `$sessions` sessions with `$manager`, each served
 /// by a handler from `$serve`; returns the manager (kept alive).
 macro_rules! fill {
-    ($manager:expr, $trait:path, $message:ty, $serve:expr) => {{
+    ($sessions:expr, $manager:expr, $trait:path, $message:ty, $serve:expr) => {{
         use $trait as _;
         let manager = Arc::new($manager);
-        for _ in 0..SESSIONS {
+        for _ in 0..$sessions {
             let (id, transport) = manager.create_session().await.unwrap();
             tokio::spawn(async move {
                 if let Ok(service) = $serve(transport).await {
@@ -65,14 +69,15 @@ macro_rules! fill {
     }};
 }
 
-fn measure(manager: &str) {
+fn measure(manager: &str, sessions: usize) {
     common::runtime().block_on(async {
         let before = resident_bytes();
         let mut config = mcp_bounded_session::SessionConfig::default();
         config.keep_alive = None;
         let keep: Box<dyn std::any::Any> = match manager {
             "bounded" => Box::new(fill!(
-                mcp_bounded_session::BoundedSessionManager::new(config, SESSIONS),
+                sessions,
+                mcp_bounded_session::BoundedSessionManager::new(config, sessions),
                 rmcp::transport::streamable_http_server::session::SessionManager,
                 rmcp::model::ClientJsonRpcMessage,
                 |t| rmcp::serve_server(Silent, t)
@@ -81,6 +86,7 @@ fn measure(manager: &str) {
                 let mut local = rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default();
                 local.session_config.keep_alive = None;
                 Box::new(fill!(
+                    sessions,
                     local,
                     rmcp::transport::streamable_http_server::session::SessionManager,
                     rmcp::model::ClientJsonRpcMessage,
@@ -91,7 +97,8 @@ fn measure(manager: &str) {
                 let mut config = mcp_session::SessionConfig::default();
                 config.keep_alive = None;
                 Box::new(fill!(
-                    mcp_session::BoundedSessionManager::new(config, SESSIONS),
+                    sessions,
+                    mcp_session::BoundedSessionManager::new(config, sessions),
                     rmcp_v1::transport::streamable_http_server::session::SessionManager,
                     rmcp_v1::model::ClientJsonRpcMessage,
                     |t| rmcp_v1::serve_server(SilentV1, t)
@@ -101,8 +108,8 @@ fn measure(manager: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let after = resident_bytes();
         println!(
-            "memory_per_session/{manager}: {} bytes per idle initialized session ({SESSIONS} sessions, RSS +{} KiB)",
-            (after - before) / SESSIONS,
+            "memory_per_session/{manager}: {} bytes per idle initialized session ({sessions} sessions, RSS +{} KiB)",
+            (after - before) / sessions,
             (after - before) / 1024
         );
         drop(keep);
@@ -112,18 +119,21 @@ fn measure(manager: &str) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(position) = args.iter().position(|arg| arg == "--measure") {
-        measure(&args[position + 1]);
+        let sessions = args[position + 2].parse().expect("a session count");
+        measure(&args[position + 1], sessions);
         return;
     }
     if args.iter().any(|arg| arg == "--list") {
         return;
     }
     let exe = std::env::current_exe().expect("own path");
-    for manager in MANAGERS {
-        let status = Command::new(&exe)
-            .args(["--measure", manager])
-            .status()
-            .expect("child process");
-        assert!(status.success(), "measuring {manager} failed");
+    for (sessions, managers) in RUNS {
+        for manager in managers {
+            let status = Command::new(&exe)
+                .args(["--measure", manager, &sessions.to_string()])
+                .status()
+                .expect("child process");
+            assert!(status.success(), "measuring {manager} failed");
+        }
     }
 }

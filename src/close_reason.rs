@@ -31,8 +31,9 @@ pub enum CloseReason {
     IdleTimeout,
     /// The client never sent `initialize` within `SessionConfig::init_timeout`.
     InitTimeout,
-    /// The session worker stopped for another reason (an internal error).
-    WorkerEnded,
+    /// The client gave up on its `initialize` request before the answer
+    /// came: nobody else can know the session's id, so it ends at once.
+    HandshakeAbandoned,
     /// The MCP handler serving the session stopped: it returned, panicked,
     /// or the server is shutting down.
     HandlerEnded,
@@ -53,7 +54,7 @@ impl CloseReason {
             Self::Closed => "Closed",
             Self::IdleTimeout => "IdleTimeout",
             Self::InitTimeout => "InitTimeout",
-            Self::WorkerEnded => "WorkerEnded",
+            Self::HandshakeAbandoned => "HandshakeAbandoned",
             Self::HandlerEnded => "HandlerEnded",
         }
     }
@@ -75,7 +76,7 @@ impl CloseReason {
             Self::Closed => "closed",
             Self::IdleTimeout => "idle_timeout",
             Self::InitTimeout => "init_timeout",
-            Self::WorkerEnded => "worker_ended",
+            Self::HandshakeAbandoned => "handshake_abandoned",
             Self::HandlerEnded => "handler_ended",
         }
     }
@@ -97,7 +98,7 @@ mod tests {
         CloseReason::Closed,
         CloseReason::IdleTimeout,
         CloseReason::InitTimeout,
-        CloseReason::WorkerEnded,
+        CloseReason::HandshakeAbandoned,
         CloseReason::HandlerEnded,
     ];
 

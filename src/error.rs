@@ -12,7 +12,7 @@ use crate::replay_buffer::ReplayError;
 /// `Inner` and `RateLimited` match `mcp-session` 0.2, so code that matches
 /// on them keeps compiling after the migration (the enum is
 /// `#[non_exhaustive]`, as that one is); the others come from this crate's
-/// own session worker.
+/// own sessions.
 ///
 /// # Example
 ///
@@ -26,7 +26,7 @@ use crate::replay_buffer::ReplayError;
 #[non_exhaustive]
 pub enum BoundedSessionError {
     /// The session is unknown (never existed, closed, evicted or expired), or
-    /// its worker refused the operation; see the inner error.
+    /// it refused the operation; see the inner error.
     #[error(transparent)]
     Inner(#[from] LocalSessionManagerError),
     /// Session creation was refused because the configured rate limit is

@@ -1,5 +1,5 @@
 //! SSE event ids: `index` on the standalone stream, `index/stream` on the
-//! stream of one HTTP request, the format rmcp 3.11's local worker uses, so
+//! stream of one HTTP request, the format rmcp 3.11's local session manager uses, so
 //! clients that stored an id keep working after the migration.
 //!
 //! # Invariant kept here
@@ -11,7 +11,7 @@
 //! could map two different strings to one id, and a replay would then start
 //! at an event the client never saw.
 //!
-//! The worker never parses ids on its hot path: it keeps integer indices and
+//! A session never parses ids on its hot path: it keeps integer indices and
 //! only formats them, once per event sent.
 
 use std::fmt;

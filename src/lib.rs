@@ -6,7 +6,7 @@
 //! full, the least recently active idle session is evicted, never one with
 //! a request in flight, under any concurrency), optionally
 //! rate-limits session creation over an exact rolling window, and frees a
-//! session's slot the moment its worker ends (DELETE, eviction, idle or init
+//! session's slot the moment it ends (DELETE, eviction, idle or init
 //! timeout, maximum lifetime, handler exit).
 //!
 //! It is source-compatible with `mcp-session` 0.2: migrating is renaming
@@ -38,7 +38,7 @@
 //! | exact rolling-window rate limit | `rate_limiter` |
 //! | client keys that clients cannot forge; per-client quotas and rate limits in bounded memory | `clients` |
 //! | an ended session leaves at once; maximum lifetime; rmcp's late close ignored | `session` |
-//! | message routing per stream, replay after a reconnection, bounded memory per session | `worker` |
+//! | message routing per stream, replay after a reconnection, bounded memory per session, no lock held across an await | `session` (`shared`, `routing`, `event_stream`, `standalone`, `connection`) |
 //! | a fixed ring per stream: exactly the kept events after an index, or why not | `replay_buffer` |
 //! | event ids: rmcp's format, one spelling per id | `event_id` |
 //! | the `SessionManager` wiring | `manager` |

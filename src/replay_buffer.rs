@@ -9,7 +9,7 @@
 //! in order, or says why it cannot ([`Miss`]): some of those events were
 //! already overwritten, or `last_seen` was never issued. It never answers
 //! with a partial or shifted range on its own; what to do with a miss is the
-//! caller's decision, made explicit (the worker replays what is kept, and
+//! caller's decision, made explicit (the session replays what is kept, and
 //! the jump in the indices shows the client the gap). Either way no event
 //! can be replayed twice: a replay starts strictly after an index.
 //!
@@ -250,7 +250,7 @@ pub(crate) fn check_against_model(data: &[u8]) {
             Err(Miss::Overwritten { oldest_kept }) => {
                 assert!(missed.len() > capacity, "refused although all were kept");
                 assert_eq!(oldest_kept, newest - capacity as u64 + 1);
-                // What the worker then replays: the newest `capacity`, in order.
+                // What the session then replays: the newest `capacity`, in order.
                 let kept: Vec<u64> = ring.from(0).map(|(_, &event)| event).collect();
                 assert_eq!(kept, missed[missed.len() - capacity..]);
             }

@@ -11,7 +11,7 @@
 //! Every request-path method (`has_session`, `create_stream`,
 //! `accept_message`, `create_standalone_stream`, `resume`) does one `DashMap`
 //! lookup and clones the session's handle out of it, so no map lock is held
-//! while it talks to the session worker.
+//! while it works on the session (whose own lock it takes only briefly).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +57,7 @@ use crate::session::{
 ///   an idle session (by the [`EvictionPolicy`]) and takes its slot, or is
 ///   refused at once if every session is busy;
 /// - at most `max_creates` creations in any rolling window, when configured;
-/// - a session whose worker or handler ended (DELETE, eviction, idle or init
+/// - a session whose transport or handler ended (DELETE, eviction, idle or init
 ///   timeout, maximum lifetime, handler exit, shutdown) leaves the map and
 ///   frees its slot at once; its id answers 404 afterwards;
 /// - lookups never wait behind a creation or an eviction, and no lock is
@@ -445,7 +445,7 @@ impl BoundedSessionManager {
         self.registry.max_sessions()
     }
 
-    /// The configuration each session's worker runs with.
+    /// The configuration each session runs with.
     ///
     /// ```
     /// # use mcp_bounded_session::{BoundedSessionManager, SessionConfig};
@@ -541,8 +541,8 @@ impl BoundedSessionManager {
         Ok(Some(grant))
     }
 
-    /// Starts a worker for `id` and admits it with what `admission` holds;
-    /// gives everything back (and stops the worker) if `id` is already
+    /// Makes session `id` and admits it with what `admission` holds;
+    /// gives everything back (and drops the session) if `id` is already
     /// live, except a client's rate grant (the race is a concurrent restore
     /// of the same id, or a random id drawn twice).
     fn admit(

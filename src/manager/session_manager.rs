@@ -1,6 +1,6 @@
 //! rmcp's `SessionManager` trait for [`BoundedSessionManager`]: what rmcp's
 //! service calls for each HTTP request, mapped onto the registry, the
-//! session workers and the admission checks of the parent module.
+//! sessions and the admission checks of the parent module.
 
 use std::sync::Arc;
 
@@ -46,10 +46,10 @@ impl SessionManager for BoundedSessionManager {
     /// # Cancel safety
     ///
     /// Cancel safe: no lock or slot is held across its `.await`. Dropped
-    /// before the request reached the worker, the session waits for its
+    /// before the request reached the session, the session waits for its
     /// handshake until `init_timeout`; dropped after, nobody can learn the
-    /// session's id, so its worker stops and the session closes at once
-    /// (`WorkerEnded`).
+    /// session's id, so the session closes when the handler answers
+    /// (`HandshakeAbandoned`).
     async fn initialize_session(
         &self,
         id: &SessionId,
@@ -73,8 +73,8 @@ impl SessionManager for BoundedSessionManager {
             .contains_where(id, |session| self.is_owner(session)))
     }
 
-    /// Closes the session at once: removes it, frees its slot and stops its
-    /// worker (which ends its SSE streams). Closing an unknown or already
+    /// Closes the session at once: removes it, frees its slot and ends it
+    /// (its SSE streams end, its handler's next `receive` returns `None`). Closing an unknown or already
     /// closed session succeeds and does nothing.
     ///
     /// rmcp's service also calls this when a session's handler has ended;
@@ -104,12 +104,12 @@ impl SessionManager for BoundedSessionManager {
     }
 
     /// Opens the request's SSE stream and hands the request to the session,
-    /// in one round trip to the session worker.
+    /// under the session's lock, without waiting on any task.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: no lock or slot is held across its `.await`. Dropped
-    /// after the worker took the request, the request still runs and its
+    /// after the session took the request, the request still runs and its
     /// answers are kept for a resume (`Last-Event-ID`).
     async fn create_stream(
         &self,
@@ -143,7 +143,8 @@ impl SessionManager for BoundedSessionManager {
     }
 
     /// The standalone (GET) stream. If the previous one is still connected,
-    /// this one is a shadow that only gets keep-alives (as rmcp's worker);
+    /// this one is a shadow that only gets keep-alives (as rmcp's local
+    /// session manager);
     /// otherwise it takes over and first replays the kept notifications the
     /// previous one did not hand out.
     ///

@@ -59,7 +59,7 @@ async fn huge_durations_mean_never_not_a_panic() {
     let manager = BoundedSessionManager::new(config, 2).with_max_lifetime(Duration::MAX);
     let (id, transport) = manager.create_session().await.unwrap();
     assert!(manager.has_session(&id).await.unwrap());
-    // The worker ends (DELETE); the transport infers a reason without
+    // The session ends (DELETE); the transport infers a reason without
     // adding Duration::MAX to the clock.
     let mut transport = transport;
     manager.close_session(&id).await.unwrap();

@@ -35,8 +35,8 @@
 //!    the map before its entry is pushed, so an evictor never pops an entry
 //!    whose session it cannot find.
 //! 4. **An ended session holds nothing.** Every removal path (eviction,
-//!    [`Registry::close`] from DELETE, expiry or the end of the worker)
-//!    claims the session, takes the entry out of the map, stops its worker
+//!    [`Registry::close`] from DELETE, expiry or the end of the transport)
+//!    claims the session, takes the entry out of the map, ends the session
 //!    and frees or hands over its slot in the same synchronous step.
 //! 5. **No lock across `.await`, lookups never wait for admission.** Lookups
 //!    are single `DashMap` reads, which at most wait out one insert or
@@ -82,7 +82,7 @@ use self::slots::{Slots, WaiterGuard};
 pub use self::stats::SessionStats;
 
 /// What the registry keeps per session: something the request path clones
-/// out, and a way to stop the session's worker.
+/// out, and a way to end the session.
 pub trait Stop {
     /// Ends the session (its transport and SSE streams) for `reason`. Called once,
     /// right after the session left the map.
@@ -389,8 +389,8 @@ impl<H: Stop> Registry<H> {
         Ok(activity)
     }
 
-    /// Removes the session (only admission `admission`, if given), stops its
-    /// worker and frees its slot. Returns whether it was live.
+    /// Removes the session (only admission `admission`, if given), ends it
+    /// and frees its slot. Returns whether it was live.
     pub fn close(&self, id: &SessionId, admission: Option<u64>, reason: CloseReason) -> bool {
         // Unknown ids (a DELETE with garbage) touch no shared counter.
         if !self.sessions.contains_key(id) {

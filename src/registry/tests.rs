@@ -96,7 +96,7 @@ async fn close_with_old_seq_does_not_touch_a_restored_session() {
         .unwrap();
     let second = second.admission();
     assert_ne!(first, second);
-    assert!(!registry.close(&id, Some(first), CloseReason::WorkerEnded));
+    assert!(!registry.close(&id, Some(first), CloseReason::HandshakeAbandoned));
     assert!(registry.contains(&id));
     assert!(!second_cancel.is_cancelled());
     assert_conserved(&registry);

@@ -185,7 +185,7 @@ impl Transport<RoleServer> for SessionTransport {
                 if received.is_none() {
                     // Ended from outside (closed, evicted: then the registry
                     // knows already and this is a no-op) or by its handshake.
-                    let reason = self.shared.ended().unwrap_or(CloseReason::WorkerEnded);
+                    let reason = self.shared.ended().unwrap_or(CloseReason::HandlerEnded);
                     self.end(reason);
                 }
                 return Poll::Ready(received);

@@ -73,7 +73,7 @@ impl Shared {
             if reply.send(Ok(message)).is_err() {
                 // The client gave up on its handshake: nobody knows this
                 // session's id, so it ends now rather than at its timeout.
-                self.end(CloseReason::WorkerEnded);
+                self.end(CloseReason::HandshakeAbandoned);
                 return Routed::Failed(TransportError::SessionEnded);
             }
             return Routed::Done;
