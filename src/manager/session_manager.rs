@@ -58,10 +58,13 @@ impl SessionManager for BoundedSessionManager {
         let gone = Refusal::EvictedBeforeInitialized;
         // Busy until the handshake is answered (or this future is dropped).
         let (handle, _busy) = self.begin(id, gone)?;
-        handle
-            .initialize(message)
-            .await
-            .map_err(|error| refused(error, gone))
+        let answered = handle.initialize(message).await;
+        if answered.is_err() && handle.shared().ended() == Some(CloseReason::InitTimeout) {
+            // The handler never answered: its transport, not polled while
+            // it runs `initialize`, cannot close the entry itself.
+            self.registry.close(id, None, CloseReason::InitTimeout);
+        }
+        answered.map_err(|error| refused(error, gone))
     }
 
     /// # Cancel safety

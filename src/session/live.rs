@@ -69,7 +69,10 @@ pub(crate) type SessionRegistry = Registry<LiveSession>;
 /// when the last handler ended.
 #[derive(Debug)]
 pub(crate) struct EndedHandlers {
-    ended: DashMap<SessionId, (u32, Instant)>,
+    /// Hashed with foldhash, as the registry's map (see `crate::sync`):
+    /// its keys are ids of sessions that existed, which clients do not
+    /// choose.
+    ended: DashMap<SessionId, (u32, Instant), foldhash::fast::RandomState>,
     /// When the markers were last scanned for expiry; a full map is scanned
     /// at most once per `PRUNE_EVERY`, so recording stays O(1) amortised.
     last_prune: parking_lot::Mutex<Option<Instant>>,
@@ -87,7 +90,7 @@ impl EndedHandlers {
 
     pub(crate) fn new(max_sessions: usize) -> Self {
         Self {
-            ended: DashMap::new(),
+            ended: DashMap::default(),
             last_prune: parking_lot::Mutex::new(None),
             limit: max_sessions.saturating_mul(2).max(1024),
         }

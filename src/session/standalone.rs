@@ -122,10 +122,15 @@ impl Standalone {
     /// If `gone` was the standalone stream's response and a shadow waits,
     /// the shadow takes over now, not at the next notification (a server
     /// request waiting for the client's answer may be in the ring).
-    pub(crate) fn response_gone(&mut self, gone: &ConnectionRef, capacity: usize) {
-        if self.events.disconnect_if(gone) && !self.shadows.is_empty() {
+    /// Whether `gone` was the standalone stream's response.
+    pub(crate) fn response_gone(&mut self, gone: &ConnectionRef, capacity: usize) -> bool {
+        if !self.events.disconnect_if(gone) {
+            return false;
+        }
+        if !self.shadows.is_empty() {
             self.promote_shadow(capacity);
         }
+        true
     }
 
     /// Sends on the standalone stream; if its client is gone but a shadow
@@ -149,10 +154,15 @@ impl Standalone {
         }
     }
 
-    /// Ends the standalone response and every shadow (the server closed the
-    /// stream); later events wait in the ring for the next `GET`.
+    /// Ends the standalone response and every shadow (the session ended);
+    /// later events wait in the ring for the next `GET`.
     pub(crate) fn disconnect_all(&mut self) {
         self.events.connection = None;
+        self.drop_shadows();
+    }
+
+    /// Ends every shadow stream.
+    pub(crate) fn drop_shadows(&mut self) {
         self.shadows.clear();
     }
 }

@@ -96,8 +96,11 @@ impl SessionTransport {
             timer: Box::pin(tokio::time::sleep_until(far_future())),
             max_lifetime_at,
         };
-        if let Deadline::CheckAt(first) = transport.check_deadlines(Instant::now()) {
-            transport.timer.as_mut().reset(first);
+        match transport.check_deadlines(Instant::now()) {
+            Deadline::CheckAt(first) => transport.timer.as_mut().reset(first),
+            // Noticed at the first `receive`.
+            Deadline::Passed(_) => transport.timer.as_mut().reset(Instant::now()),
+            Deadline::Never => {}
         }
         transport
     }
@@ -134,6 +137,9 @@ impl SessionTransport {
     /// Ends the session, the registry entry included.
     fn end(&mut self, reason: CloseReason) {
         self.shared.end(reason);
+        // The registry hears the reason the session ended with (it may have
+        // ended before, by its handshake, say).
+        let reason = self.shared.ended().unwrap_or(reason);
         if let Some(lease) = &mut self.lease {
             lease.end(reason);
         }
@@ -181,6 +187,11 @@ impl Transport<RoleServer> for SessionTransport {
     /// first): a message leaves the inbox only when this returns it.
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleServer>> {
         std::future::poll_fn(|cx| {
+            // Deadlines first: a client that keeps the inbox full must not
+            // outlive them.
+            if self.deadline_passed(cx) {
+                return Poll::Ready(None);
+            }
             if let Poll::Ready(received) = self.shared.poll_receive(cx) {
                 if received.is_none() {
                     // Ended from outside (closed, evicted: then the registry
@@ -189,9 +200,6 @@ impl Transport<RoleServer> for SessionTransport {
                     self.end(reason);
                 }
                 return Poll::Ready(received);
-            }
-            if self.deadline_passed(cx) {
-                return Poll::Ready(None);
             }
             Poll::Pending
         })

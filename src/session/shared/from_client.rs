@@ -10,15 +10,20 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Phase, Routed, Shared, State};
+use crate::close_reason::CloseReason;
 use crate::error::{BoundedSessionError, TransportError};
 use crate::event_id::EventId;
 use crate::replay_buffer::ReplayError;
-use crate::session::connection::{ConnectionRef, SseResponse};
+use crate::session::connection::{Connection, ConnectionRef, SseResponse};
 use crate::session::routing::Route;
 use crate::session::{Origin, StreamTarget};
 
 impl Shared {
-    /// Hands `initialize` to the handler and waits for its answer.
+    /// Hands `initialize` to the handler and waits for its answer, until
+    /// `init_timeout` after the session's creation: a handler that never
+    /// answers ends the session as a client that never asks does
+    /// ([`CloseReason::InitTimeout`]; the transport cannot notice it, as
+    /// rmcp does not poll `receive` while its handler runs `initialize`).
     ///
     /// # Cancel safety
     ///
@@ -45,14 +50,32 @@ impl Shared {
             self.hand_to_handler(state, request);
             answer
         };
-        answer.await.map_err(|_| self.gone())?
+        let answer = match self.init_deadline() {
+            Some(deadline) => match tokio::time::timeout_at(deadline, answer).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    self.end(CloseReason::InitTimeout);
+                    return Err(self.gone());
+                }
+            },
+            None => answer.await,
+        };
+        answer.map_err(|_| self.gone())?
+    }
+
+    /// When the handshake must be done by, if `init_timeout` is set.
+    fn init_deadline(&self) -> Option<Instant> {
+        let timeout = self.settings.session.init_timeout?;
+        self.created_at.checked_add(timeout)
     }
 
     /// The session's state once it may serve a client's request: after its
     /// handshake (a restored session's first requests may race the
     /// handshake rmcp replays: up to `channel_capacity` of them wait for
     /// it; no client can know a created session's id before its answer) and,
-    /// if `inbox_room`, with room in the handler's inbox.
+    /// if `inbox_room`, with room in the handler's inbox. A wait for the
+    /// handshake lasts until `init_timeout` at most (then the session
+    /// ends).
     ///
     /// # Cancel safety
     ///
@@ -91,7 +114,14 @@ impl Shared {
                     _ => {}
                 }
             }
-            changed.await;
+            match (waiting.is_some(), self.init_deadline()) {
+                (true, Some(deadline)) => {
+                    if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                        self.end(CloseReason::InitTimeout);
+                    }
+                }
+                _ => changed.await,
+            }
         }
     }
 
@@ -197,13 +227,15 @@ impl Shared {
     }
 
     /// Ends a stream's current response (after a last event telling the
-    /// client when to reconnect, with `retry`).
+    /// client when to reconnect, with `retry`); for the standalone stream,
+    /// its shadows too. A response the client opened while the `retry`
+    /// event waited for room or for the store is left alone.
     pub(crate) async fn close_stream(
         &self,
         target: StreamTarget,
         retry: Option<Duration>,
     ) -> Result<(), BoundedSessionError> {
-        let (route, routed) = {
+        let (route, current, routed) = {
             let mut state = self.ready(false).await?;
             let route = match target {
                 StreamTarget::Standalone => Route::Standalone,
@@ -224,6 +256,17 @@ impl Shared {
                     completes: false,
                 },
             };
+            let current = match route {
+                Route::Standalone => state.standalone.events.connection.as_ref(),
+                Route::Request {
+                    http_request_id, ..
+                } => state
+                    .routes
+                    .streams
+                    .get(&http_request_id)
+                    .and_then(|request| request.events.connection.as_ref()),
+            }
+            .map(Connection::handle);
             let routed = match retry {
                 None => Routed::Done,
                 Some(retry) if self.settings.event_store.is_some() => {
@@ -234,18 +277,25 @@ impl Shared {
                     None => Routed::Done,
                 },
             };
-            (route, routed)
+            (route, current, routed)
         };
         // The `retry` event first, then the end of the response.
         self.finish_send(routed).await?;
         let mut state = self.state.lock();
         match route {
-            Route::Standalone => state.standalone.disconnect_all(),
+            Route::Standalone => {
+                if let Some(current) = &current {
+                    state.standalone.events.disconnect_if(current);
+                }
+                state.standalone.drop_shadows();
+            }
             Route::Request {
                 http_request_id, ..
             } => {
-                if let Some(request) = state.routes.streams.get_mut(&http_request_id) {
-                    request.events.connection = None;
+                if let Some(request) = state.routes.streams.get_mut(&http_request_id)
+                    && let Some(current) = &current
+                {
+                    request.events.disconnect_if(current);
                 }
             }
         }

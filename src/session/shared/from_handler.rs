@@ -123,7 +123,7 @@ impl Shared {
         let stall_limit = self.settings.stall_limit();
         if !full.wait_for_room(self.capacity(), stall_limit).await {
             let mut state = self.state.lock();
-            if state.disconnect(&full) {
+            if state.disconnect(&full, self.capacity()) {
                 tracing::debug!(
                     session_id = %self.id,
                     "client stopped reading its stream; disconnected it (it can resume)"

@@ -209,12 +209,20 @@ impl Shared {
                 let init_at = config
                     .init_timeout
                     .and_then(|timeout| self.created_at.checked_add(timeout));
-                match (init_at, idle_at) {
+                // Not a deadline: a look once the idle timeout would have
+                // run out, in case the handshake is done by then (and
+                // again an idle timeout later if it is not).
+                let look_at = idle_at.zip(config.keep_alive).and_then(|(at, idle)| {
+                    if at > now {
+                        Some(at)
+                    } else {
+                        now.checked_add(idle)
+                    }
+                });
+                match (init_at, look_at) {
                     (Some(at), _) if at <= now => Deadline::Passed(CloseReason::InitTimeout),
-                    (Some(init), Some(idle)) => Deadline::CheckAt(init.min(idle.max(now))),
-                    (Some(at), None) => Deadline::CheckAt(at),
-                    // Not a deadline: a look after the handshake.
-                    (None, Some(at)) => Deadline::CheckAt(at.max(now)),
+                    (Some(init), Some(look)) => Deadline::CheckAt(init.min(look)),
+                    (Some(at), None) | (None, Some(at)) => Deadline::CheckAt(at),
                     (None, None) => Deadline::Never,
                 }
             }
@@ -249,9 +257,10 @@ impl State {
         self.standalone.push(message, retry, capacity)
     }
 
-    /// Ends `connection` if it is still some stream's current response.
-    fn disconnect(&mut self, connection: &ConnectionRef) -> bool {
-        if self.standalone.events.disconnect_if(connection) {
+    /// Ends `connection` if it is still some stream's current response (a
+    /// waiting shadow then takes over the standalone stream at once).
+    fn disconnect(&mut self, connection: &ConnectionRef, capacity: usize) -> bool {
+        if self.standalone.response_gone(connection, capacity) {
             return true;
         }
         self.routes

@@ -6,8 +6,11 @@
 //! Per session, events are stored and delivered in routing order, one at a
 //! time: storing is async, so routing only queues an event with a ticket,
 //! and whichever send holds the session's storing turn stores the queue's
-//! head, until its own ticket is done. A send dropped midway leaves the
-//! rest to the next one; an ended session drops the queue.
+//! head, until its own ticket is done. The head leaves the queue only once
+//! stored: a send dropped while the store works leaves that event to the
+//! next sender, which stores it again (the store may then hold it twice; a
+//! client gets it once), rather than losing it. An ended session drops the
+//! queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +24,7 @@ use crate::session::connection::ConnectionRef;
 use crate::session::routing::Route;
 
 /// An event waiting for the event store to name it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Unstored {
     ticket: u64,
     route: Route,
@@ -46,7 +49,7 @@ impl Shared {
                 if state.stored_through >= ticket {
                     break;
                 }
-                let Some(next) = state.unstored.pop_front() else {
+                let Some(next) = state.unstored.front().cloned() else {
                     // Ended: the queue was dropped.
                     own = Err(TransportError::SessionEnded);
                     break;
@@ -59,6 +62,16 @@ impl Shared {
             event.retry = next.retry;
             let stored = store.store_event(&name, &event).await;
             let mut state = self.state.lock();
+            match state.unstored.front() {
+                Some(head) if head.ticket == next.ticket => {
+                    state.unstored.pop_front();
+                }
+                // Ended while the store worked: the queue is gone.
+                _ => {
+                    own = Err(TransportError::SessionEnded);
+                    break;
+                }
+            }
             state.stored_through = next.ticket;
             match stored {
                 Ok(id) => {

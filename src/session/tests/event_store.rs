@@ -119,3 +119,66 @@ fn the_standalone_stream_keeps_rmcps_name_in_an_event_store() {
     assert_eq!(name(&first).as_deref(), Some("sid:common"));
     assert_eq!(name(&first), name(&restored));
 }
+
+/// Holds its `hold_at`-th `store_event` until `release` is notified, like a
+/// slow store.
+struct SlowStore {
+    calls: std::sync::atomic::AtomicUsize,
+    hold_at: usize,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl EventStore for SlowStore {
+    async fn store_event(
+        &self,
+        _stream_id: &str,
+        _event: &ServerSseMessage,
+    ) -> Result<String, rmcp::transport::streamable_http_server::session::EventStoreError> {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if call == self.hold_at {
+            self.release.notified().await;
+        }
+        Ok(format!("e{call}"))
+    }
+
+    async fn replay_events_after(
+        &self,
+        _last_event_id: &str,
+    ) -> Result<
+        rmcp::transport::streamable_http_server::session::EventStream,
+        rmcp::transport::streamable_http_server::session::EventStoreError,
+    > {
+        Ok(Box::pin(futures::stream::empty()))
+    }
+}
+
+#[tokio::test]
+async fn a_send_dropped_while_the_store_works_loses_no_event() {
+    // Call 1 stores the priming event; call 2, the answer, hangs.
+    let store = Arc::new(SlowStore {
+        calls: Default::default(),
+        hold_at: 2,
+        release: tokio::sync::Notify::new(),
+    });
+    let mut session = session(settings(|s| {
+        s.event_store = Some(store.clone());
+        s.max_request_streams = 1;
+    }))
+    .await;
+    let mut stream = session.request(call(1, None)).await;
+    assert_eq!(next(&mut stream).await.unwrap().1, "priming");
+    let answering = tokio::spawn(session.handler.send(answer(1)));
+    while store.calls.load(Ordering::Relaxed) < 2 {
+        tokio::task::yield_now().await;
+    }
+    answering.abort();
+    let _ = answering.await;
+    // The next send stores the answer again, then its own event.
+    session.handler.send(log_line(1)).await.unwrap();
+    let (id, what) = next(&mut stream).await.unwrap();
+    assert_eq!((id.as_str(), what.as_str()), ("e3", "answer 1"));
+    assert_eq!(next(&mut stream).await, None, "the answered stream ends");
+    // Its place among the requests in flight is free again.
+    let _again = session.request(call(2, None)).await;
+}

@@ -134,3 +134,83 @@ async fn idle_and_init_timeouts_are_reported_as_such() {
     assert_eq!(handle.shared().ended(), Some(CloseReason::InitTimeout));
     assert!(early.await.unwrap().unwrap_err().is_session_not_found());
 }
+
+fn initialize_request() -> ClientJsonRpcMessage {
+    client(json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "test", "version": "0" }
+        }
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_never_answers_initialize_times_out_like_a_silent_client() {
+    let init = Duration::from_secs(10);
+    let (handle, mut handler) = new_session(
+        "h",
+        settings(|s| s.session.init_timeout = Some(init)),
+        Origin::Created,
+    );
+    let asking = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.initialize(initialize_request()).await })
+    };
+    // The handler takes the request and never answers (nor polls again,
+    // as rmcp's service while its handler runs `initialize`).
+    assert!(handler.receive().await.is_some());
+    let refused = asking.await.unwrap().unwrap_err();
+    assert!(refused.is_session_not_found(), "{refused}");
+    assert_eq!(handle.shared().ended(), Some(CloseReason::InitTimeout));
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadlines_hold_even_for_a_client_that_keeps_the_inbox_full() {
+    let lifetime = Duration::from_secs(60);
+    let handle = create("l".into(), settings(|_| {}), Origin::Created);
+    let mut handler = handle.transport(None, Some(lifetime));
+    let asking = {
+        let handle = handle.clone();
+        tokio::spawn(async move { handle.initialize(initialize_request()).await })
+    };
+    assert!(handler.receive().await.is_some());
+    handler.send(answer(0)).await.unwrap();
+    asking.await.unwrap().unwrap();
+    tokio::time::advance(lifetime).await;
+    let initialized = client(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }));
+    handle.accept(initialized).await.unwrap();
+    assert!(
+        handler.receive().await.is_none(),
+        "a queued message does not outlive the lifetime"
+    );
+    assert_eq!(handle.shared().ended(), Some(CloseReason::MaxLifetime));
+
+    // A deadline already past when the transport is made ends the session
+    // at its first `receive`.
+    let (handle, mut handler) = new_session(
+        "z",
+        settings(|s| s.session.init_timeout = Some(Duration::ZERO)),
+        Origin::Created,
+    );
+    assert!(handler.receive().await.is_none());
+    assert_eq!(handle.shared().ended(), Some(CloseReason::InitTimeout));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_standalone_stream_hands_over_to_its_shadow_at_once() {
+    let mut session = session(settings(|s| s.session.channel_capacity = 1)).await;
+    let _unread = session.handle.standalone().await.unwrap();
+    let mut shadow = session.handle.standalone().await.unwrap();
+    session.handler.send(log_line(1)).await.unwrap();
+    // Over capacity: this send waits, then disconnects the unread stream.
+    session.handler.send(log_line(2)).await.unwrap();
+    // No further notification needed: the shadow got what was missed.
+    assert_eq!(
+        ids(&[
+            next(&mut shadow).await.unwrap(),
+            next(&mut shadow).await.unwrap()
+        ]),
+        ["1", "2"]
+    );
+}
