@@ -205,15 +205,36 @@ impl Client {
     }
 }
 
-/// Runs `CLIENTS` tasks, each repeating `work` until `duration` has passed;
-/// returns the completed repetitions per second.
-async fn rate<F, Fut>(duration: Duration, work: F) -> f64
+/// The CPU time this process has used so far (user + system, all threads),
+/// from `/proc/self/stat`, in USER_HZ ticks (100 per second on Linux).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc");
+    // The command name may hold spaces: count fields from its closing ')'.
+    let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are the 14th and 15th fields; the state, 3rd, is [0].
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
+}
+
+/// A phase's outcome: completed repetitions per second, and this process's
+/// CPU time per repetition (clients and server together: the same client
+/// work for every manager, and immune to other processes' load).
+struct Rate {
+    per_sec: f64,
+    cpu_per_op: Duration,
+}
+
+/// Runs `CLIENTS` tasks, each repeating `work` until `duration` has passed.
+async fn rate<F, Fut>(duration: Duration, work: F) -> Rate
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
     let done = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
+    let cpu_before = process_cpu();
     let start = Instant::now();
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|client| {
@@ -233,12 +254,17 @@ where
     for task in tasks {
         task.await.unwrap();
     }
-    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let elapsed = start.elapsed();
+    let count = count.load(Ordering::Relaxed);
+    Rate {
+        per_sec: count as f64 / elapsed.as_secs_f64(),
+        cpu_per_op: (process_cpu() - cpu_before) / u32::try_from(count.max(1)).unwrap_or(u32::MAX),
+    }
 }
 
 struct Measured {
-    sessions_per_sec: f64,
-    calls_per_sec: f64,
+    sessions: Rate,
+    calls: Rate,
 }
 
 /// Reads the manager's count of eviction-queue pushes (this crate's only).
@@ -273,7 +299,7 @@ async fn measure(url: String, live: usize, duration: Duration, pushes: Option<Pu
     let sessions = Arc::new(std::mem::take(&mut *sessions.lock().await));
     assert_eq!(sessions.len(), live);
 
-    let sessions_per_sec = rate(duration, {
+    let session_rate = rate(duration, {
         let client = client.clone();
         move |_, _| {
             let client = client.clone();
@@ -286,7 +312,7 @@ async fn measure(url: String, live: usize, duration: Duration, pushes: Option<Pu
     })
     .await;
     let pushed_before = pushes.as_ref().map(|pushes| pushes());
-    let calls_per_sec = rate(duration, {
+    let call_rate = rate(duration, {
         let (client, sessions) = (client.clone(), sessions.clone());
         move |n, round| {
             let (client, sessions) = (client.clone(), sessions.clone());
@@ -299,7 +325,7 @@ async fn measure(url: String, live: usize, duration: Duration, pushes: Option<Pu
         // eviction order. Above, each client calls on its own session (as
         // real clients do), which stays near the tail; here the calls go
         // round all the live sessions, each called once every `live` calls.
-        let own = (pushes() - before) as f64 / (calls_per_sec * duration.as_secs_f64());
+        let own = (pushes() - before) as f64 / (call_rate.per_sec * duration.as_secs_f64());
         let spread_duration = Duration::from_secs(2);
         let before = pushes();
         let spread_rate = rate(spread_duration, {
@@ -311,12 +337,13 @@ async fn measure(url: String, live: usize, duration: Duration, pushes: Option<Pu
             }
         })
         .await;
-        let spread = (pushes() - before) as f64 / (spread_rate * spread_duration.as_secs_f64());
+        let spread =
+            (pushes() - before) as f64 / (spread_rate.per_sec * spread_duration.as_secs_f64());
         println!("pushes per tool call: own session {own:.3}, round all sessions {spread:.3}");
     }
     Measured {
-        sessions_per_sec,
-        calls_per_sec,
+        sessions: session_rate,
+        calls: call_rate,
     }
 }
 
@@ -353,8 +380,11 @@ fn measure_one(name: &str, live: usize, duration: Duration) {
         measured
     });
     println!(
-        "result {} {}",
-        measured.sessions_per_sec, measured.calls_per_sec
+        "result {} {} {} {}",
+        measured.sessions.per_sec,
+        measured.calls.per_sec,
+        measured.sessions.cpu_per_op.as_secs_f64() * 1e6,
+        measured.calls.cpu_per_op.as_secs_f64() * 1e6,
     );
 }
 
@@ -391,8 +421,9 @@ fn main() {
     // from the one before), and each round starts with the next manager,
     // so none always runs first or right after the slowest.
     let exe = std::env::current_exe().expect("own path");
-    let mut sessions = vec![Vec::new(); MANAGERS.len()];
-    let mut calls = vec![Vec::new(); MANAGERS.len()];
+    // Per manager, per round: sessions/s, calls/s, CPU µs per session,
+    // CPU µs per call.
+    let mut results = vec![[const { Vec::new() }; 4]; MANAGERS.len()];
     for round in 0..rounds {
         for turn in 0..MANAGERS.len() {
             let index = (round + turn) % MANAGERS.len();
@@ -418,30 +449,40 @@ fn main() {
                 .lines()
                 .find_map(|line| line.strip_prefix("result "))
                 .unwrap_or_else(|| panic!("no result from {name}: {stdout}"));
-            let mut numbers = line.split(' ').map(|n| n.parse::<f64>().expect("a rate"));
-            let (per_sec, calls_per_sec) = (numbers.next().unwrap(), numbers.next().unwrap());
+            let numbers: Vec<f64> = line
+                .split(' ')
+                .map(|n| n.parse::<f64>().expect("a number"))
+                .collect();
             println!(
-                "round {}: {name:>12}: {per_sec:>8.0} sessions/s (initialize + call + DELETE)   {calls_per_sec:>8.0} tool calls/s",
-                round + 1
+                "round {}: {name:>12}: {:>8.0} sessions/s (initialize + call + DELETE) {:>6.1} µs CPU each   {:>8.0} tool calls/s {:>6.1} µs CPU each",
+                round + 1,
+                numbers[0],
+                numbers[2],
+                numbers[1],
+                numbers[3],
             );
-            sessions[index].push(per_sec);
-            calls[index].push(calls_per_sec);
+            for (column, value) in results[index].iter_mut().zip(numbers) {
+                column.push(value);
+            }
         }
     }
-    let medians: Vec<(f64, f64)> = (0..MANAGERS.len())
-        .map(|index| (median(&mut sessions[index]), median(&mut calls[index])))
+    let medians: Vec<[f64; 4]> = results
+        .iter_mut()
+        .map(|columns| columns.each_mut().map(|column| median(column)))
         .collect();
-    for (name, (per_sec, calls_per_sec)) in MANAGERS.iter().zip(&medians) {
+    for (name, [sessions, calls, cpu_session, cpu_call]) in MANAGERS.iter().zip(&medians) {
         println!(
-            "median {name:>12}: {per_sec:>8.0} sessions/s   {calls_per_sec:>8.0} tool calls/s"
+            "median {name:>12}: {sessions:>8.0} sessions/s ({cpu_session:.1} µs CPU each)   {calls:>8.0} tool calls/s ({cpu_call:.1} µs CPU each)"
         );
     }
     let ours = medians[0];
     for (name, other) in MANAGERS.iter().zip(&medians).skip(1) {
         println!(
-            "bounded / {name} (medians): sessions/s {:.2}x, tool calls/s {:.2}x",
-            ours.0 / other.0,
-            ours.1 / other.1
+            "bounded / {name} (medians): sessions/s {:.2}x, tool calls/s {:.2}x; CPU per session {:.2}x, per call {:.2}x (below 1: less CPU)",
+            ours[0] / other[0],
+            ours[1] / other[1],
+            ours[2] / other[2],
+            ours[3] / other[3],
         );
     }
 }

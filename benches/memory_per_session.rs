@@ -2,6 +2,11 @@
 //! this crate, rmcp 3.11's `LocalSessionManager` and `mcp-session` 0.2; and
 //! at 100,000 for the first two (`mcp-session` would take minutes to fill).
 //!
+//! `rmcp_floor` is no manager: each session is rmcp's service on a
+//! transport that only delivers `initialize` and takes the answer. What it
+//! holds per session is what rmcp's own service costs (its task, its peer
+//! and its channels), which no session manager can remove.
+//!
 //! Each manager is measured in a child process of its own (allocators do not
 //! give memory back, so sequential measurements in one process would
 //! interfere): the process RSS before and after creating and initializing
@@ -18,8 +23,11 @@ use std::sync::Arc;
 
 /// (live sessions, managers measured at that count).
 const RUNS: [(usize, &[&str]); 2] = [
-    (10_000, &["bounded", "rmcp_local", "mcp_session"]),
-    (100_000, &["bounded", "rmcp_local"]),
+    (
+        10_000,
+        &["bounded", "rmcp_local", "mcp_session", "rmcp_floor"],
+    ),
+    (100_000, &["bounded", "rmcp_local", "rmcp_floor"]),
 ];
 
 fn resident_bytes() -> usize {
@@ -48,6 +56,55 @@ struct Silent;
 impl rmcp::ServerHandler for Silent {}
 struct SilentV1;
 impl rmcp_v1::ServerHandler for SilentV1 {}
+
+/// The least transport rmcp's service can run on: it delivers `initialize`
+/// once, takes the answer, then waits forever.
+struct FloorTransport {
+    initialize: Option<rmcp::model::ClientJsonRpcMessage>,
+    answered: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl rmcp::transport::Transport<rmcp::RoleServer> for FloorTransport {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        _item: rmcp::service::TxJsonRpcMessage<rmcp::RoleServer>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        if let Some(answered) = self.answered.take() {
+            let _ = answered.send(());
+        }
+        std::future::ready(Ok(()))
+    }
+
+    async fn receive(&mut self) -> Option<rmcp::service::RxJsonRpcMessage<rmcp::RoleServer>> {
+        match self.initialize.take() {
+            Some(initialize) => Some(initialize),
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// `$sessions` sessions of rmcp's service alone, initialized.
+async fn fill_floor(sessions: usize) {
+    for _ in 0..sessions {
+        let (answered, answer) = tokio::sync::oneshot::channel();
+        let transport = FloorTransport {
+            initialize: Some(serde_json::from_value(initialize_json()).unwrap()),
+            answered: Some(answered),
+        };
+        tokio::spawn(async move {
+            if let Ok(service) = rmcp::serve_server(Silent, transport).await {
+                let _ = service.waiting().await;
+            }
+        });
+        answer.await.unwrap();
+    }
+}
 
 /// Creates and initializes `$sessions` sessions with `$manager`, each served
 /// by a handler from `$serve`; returns the manager (kept alive).
@@ -92,6 +149,10 @@ fn measure(manager: &str, sessions: usize) {
                     rmcp::model::ClientJsonRpcMessage,
                     |t| rmcp::serve_server(Silent, t)
                 ))
+            }
+            "rmcp_floor" => {
+                fill_floor(sessions).await;
+                Box::new(())
             }
             _ => {
                 let mut config = mcp_session::SessionConfig::default();
