@@ -81,6 +81,17 @@ impl Shared {
     ///
     /// Cancel safe: it only waits.
     async fn ready(&self, inbox_room: bool) -> Result<MutexGuard<'_, State>, BoundedSessionError> {
+        // The usual case, without registering with `changed` (a lock of
+        // its own) first.
+        {
+            let mut state = self.state.lock();
+            if matches!(state.phase, Phase::Ready)
+                && (!inbox_room || state.inbox.len() < self.capacity())
+            {
+                self.note_request(&mut state);
+                return Ok(state);
+            }
+        }
         let mut waiting: Option<WaitingForHandshake<'_>> = None;
         loop {
             let changed = self.changed.notified();
@@ -94,9 +105,7 @@ impl Shared {
                             // Not by its drop: that would lock again.
                             waiting.release(&mut state);
                         }
-                        let now = Instant::now();
-                        state.last_activity = now;
-                        state.routes.expire_completed(now, &self.settings);
+                        self.note_request(&mut state);
                         return Ok(state);
                     }
                     Phase::Ready => {}
@@ -123,6 +132,13 @@ impl Shared {
                 _ => changed.await,
             }
         }
+    }
+
+    /// A client's request is activity; completed streams past their TTL go.
+    fn note_request(&self, state: &mut State) {
+        let now = Instant::now();
+        state.last_activity = now;
+        state.routes.expire_completed(now, &self.settings);
     }
 
     fn hand_to_handler(&self, mut state: MutexGuard<'_, State>, message: ClientJsonRpcMessage) {
