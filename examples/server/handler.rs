@@ -37,7 +37,8 @@ pub struct AnnounceParams {
 /// Demo MCP server.
 #[derive(Debug, Clone)]
 pub struct DemoServer {
-    #[expect(dead_code, reason = "read through the code #[tool_handler] generates")]
+    /// Built once per session: `#[tool_handler]` would otherwise rebuild
+    /// the router (names validated, schemas generated) on every tool call.
     tool_router: ToolRouter<Self>,
 }
 
@@ -137,7 +138,7 @@ impl DemoServer {
     }
 }
 
-#[tool_handler]
+#[tool_handler(router = self.tool_router)]
 impl ServerHandler for DemoServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
