@@ -37,7 +37,7 @@
 //! | bounded stale queue entries | `eviction::queue` |
 //! | exact rolling-window rate limit | `rate_limiter` |
 //! | client keys that clients cannot forge; per-client quotas and rate limits in bounded memory | `clients` |
-//! | an ended session leaves at once; maximum lifetime; rmcp's late close ignored | `session` |
+//! | an ended session leaves at once; init, idle and lifetime deadlines; rmcp's late close ignored | `session` (`live`, `transport`) |
 //! | message routing per stream, replay after a reconnection, bounded memory per session, no lock held across an await | `session` (`shared`, `routing`, `event_stream`, `standalone`, `connection`) |
 //! | a fixed ring per stream: exactly the kept events after an index, or why not | `replay_buffer` |
 //! | event ids: rmcp's format, one spelling per id | `event_id` |
