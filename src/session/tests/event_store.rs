@@ -2,22 +2,37 @@
 
 use super::*;
 
-/// An in-memory `EventStore` that names events `e1`, `e2`, ...
+/// An in-memory `EventStore` that names the events of its `n`-th call
+/// `en`, keeps them, and on request fails one call (like a store losing its
+/// connection once) or holds one until `release` is notified (like a slow
+/// store).
 #[derive(Default)]
-struct CountingStore {
+struct TestStore {
     events: parking_lot::Mutex<Vec<(String, ServerSseMessage)>>,
+    calls: std::sync::atomic::AtomicUsize,
+    fail_at: Option<usize>,
+    hold_at: Option<usize>,
+    release: tokio::sync::Notify,
 }
 
 #[async_trait::async_trait]
-impl EventStore for CountingStore {
+impl EventStore for TestStore {
     async fn store_event(
         &self,
         stream_id: &str,
         event: &ServerSseMessage,
     ) -> Result<String, rmcp::transport::streamable_http_server::session::EventStoreError> {
-        let mut events = self.events.lock();
-        events.push((stream_id.to_owned(), event.clone()));
-        Ok(format!("e{}", events.len()))
+        let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.hold_at == Some(call) {
+            self.release.notified().await;
+        }
+        if self.fail_at == Some(call) {
+            return Err("store unavailable".into());
+        }
+        self.events
+            .lock()
+            .push((stream_id.to_owned(), event.clone()));
+        Ok(format!("e{call}"))
     }
 
     async fn replay_events_after(
@@ -33,7 +48,7 @@ impl EventStore for CountingStore {
 
 #[tokio::test]
 async fn with_an_event_store_the_store_names_and_keeps_the_events() {
-    let store = Arc::new(CountingStore::default());
+    let store = Arc::new(TestStore::default());
     let mut session = session(settings(|s| s.event_store = Some(store.clone()))).await;
     let mut stream = session.request(call(1, Some("tok"))).await;
     session.handler.send(progress("tok", 1)).await.unwrap();
@@ -52,43 +67,11 @@ async fn with_an_event_store_the_store_names_and_keeps_the_events() {
     );
 }
 
-/// Fails its `fail_at`-th `store_event`, like a store losing its
-/// connection once.
-struct FlakyStore {
-    calls: std::sync::atomic::AtomicUsize,
-    fail_at: usize,
-}
-
-#[async_trait::async_trait]
-impl EventStore for FlakyStore {
-    async fn store_event(
-        &self,
-        _stream_id: &str,
-        _event: &ServerSseMessage,
-    ) -> Result<String, rmcp::transport::streamable_http_server::session::EventStoreError> {
-        let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        if call == self.fail_at {
-            return Err("store unavailable".into());
-        }
-        Ok(format!("e{call}"))
-    }
-
-    async fn replay_events_after(
-        &self,
-        _last_event_id: &str,
-    ) -> Result<
-        rmcp::transport::streamable_http_server::session::EventStream,
-        rmcp::transport::streamable_http_server::session::EventStoreError,
-    > {
-        Ok(Box::pin(futures::stream::empty()))
-    }
-}
-
 #[tokio::test]
 async fn an_answer_the_store_failed_on_still_ends_its_request() {
-    let store = Arc::new(FlakyStore {
-        calls: Default::default(),
-        fail_at: 2,
+    let store = Arc::new(TestStore {
+        fail_at: Some(2),
+        ..TestStore::default()
     });
     let mut session = session(settings(|s| {
         s.event_store = Some(store.clone());
@@ -108,7 +91,7 @@ async fn an_answer_the_store_failed_on_still_ends_its_request() {
 
 #[test]
 fn the_standalone_stream_keeps_rmcps_name_in_an_event_store() {
-    let store: Arc<dyn EventStore> = Arc::new(CountingStore::default());
+    let store: Arc<dyn EventStore> = Arc::new(TestStore::default());
     let settings = settings(|s| s.event_store = Some(store));
     let first = create("sid".into(), settings.clone(), Origin::Created);
     let restored = create("sid".into(), settings, Origin::Restored);
@@ -120,46 +103,12 @@ fn the_standalone_stream_keeps_rmcps_name_in_an_event_store() {
     assert_eq!(name(&first), name(&restored));
 }
 
-/// Holds its `hold_at`-th `store_event` until `release` is notified, like a
-/// slow store.
-struct SlowStore {
-    calls: std::sync::atomic::AtomicUsize,
-    hold_at: usize,
-    release: tokio::sync::Notify,
-}
-
-#[async_trait::async_trait]
-impl EventStore for SlowStore {
-    async fn store_event(
-        &self,
-        _stream_id: &str,
-        _event: &ServerSseMessage,
-    ) -> Result<String, rmcp::transport::streamable_http_server::session::EventStoreError> {
-        let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        if call == self.hold_at {
-            self.release.notified().await;
-        }
-        Ok(format!("e{call}"))
-    }
-
-    async fn replay_events_after(
-        &self,
-        _last_event_id: &str,
-    ) -> Result<
-        rmcp::transport::streamable_http_server::session::EventStream,
-        rmcp::transport::streamable_http_server::session::EventStoreError,
-    > {
-        Ok(Box::pin(futures::stream::empty()))
-    }
-}
-
 #[tokio::test]
 async fn a_send_dropped_while_the_store_works_loses_no_event() {
     // Call 1 stores the priming event; call 2, the answer, hangs.
-    let store = Arc::new(SlowStore {
-        calls: Default::default(),
-        hold_at: 2,
-        release: tokio::sync::Notify::new(),
+    let store = Arc::new(TestStore {
+        hold_at: Some(2),
+        ..TestStore::default()
     });
     let mut session = session(settings(|s| {
         s.event_store = Some(store.clone());

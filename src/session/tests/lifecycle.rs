@@ -214,3 +214,28 @@ async fn a_stalled_standalone_stream_hands_over_to_its_shadow_at_once() {
         ["1", "2"]
     );
 }
+
+#[tokio::test]
+async fn a_full_inbox_makes_the_next_client_message_wait_for_the_handler() {
+    fn initialized() -> ClientJsonRpcMessage {
+        client(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
+    }
+    let mut session = session(settings(|s| s.session.channel_capacity = 2)).await;
+    session.handle.accept(initialized()).await.unwrap();
+    session.handle.accept(initialized()).await.unwrap();
+    let third = {
+        let handle = session.handle.clone();
+        tokio::spawn(async move { handle.accept(initialized()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !third.is_finished(),
+        "the inbox holds channel_capacity messages"
+    );
+    assert!(session.handler.receive().await.is_some());
+    tokio::time::timeout(WAIT, third)
+        .await
+        .expect("room made by the handler")
+        .unwrap()
+        .unwrap();
+}
