@@ -46,6 +46,13 @@ pub enum EventIdError {
     /// A number in the id does not fit in 64 bits.
     #[error("Last-Event-ID out of range: its numbers must fit in 64 bits")]
     OutOfRange,
+    /// With an event store: the id names an event of another session's
+    /// stream (or of a stateless stream), which a session never replays.
+    #[error(
+        "Last-Event-ID names an event of another session's stream; a session replays \
+         only its own events"
+    )]
+    OtherSession,
 }
 
 /// Longest id worth looking at: two 20-digit numbers and a slash.

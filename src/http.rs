@@ -77,6 +77,10 @@ pub(crate) enum Refusal {
     DuplicateRequestId,
     /// The session has not finished its `initialize` handshake.
     NotInitialized,
+    /// The session is not on this instance and the session store that
+    /// would restore it cannot be reached.
+    #[cfg(feature = "redis")]
+    StoreUnavailable,
 }
 
 /// Records `refusal` for the current request, if it runs under
@@ -251,6 +255,13 @@ fn refusal_response(refusal: Refusal) -> HttpResponse {
             StatusCode::BAD_REQUEST,
             None,
             "Bad Request: the session has not finished its initialize handshake",
+        ),
+        #[cfg(feature = "redis")]
+        Refusal::StoreUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(1),
+            "Service Unavailable: the session is not on this instance and the session \
+             store is unreachable; retry later",
         ),
         Refusal::DuplicateRequestId => (
             StatusCode::CONFLICT,

@@ -63,6 +63,7 @@ mod rate_limiter;
 mod registry;
 mod replay_buffer;
 mod session;
+mod store;
 mod sync;
 
 pub use clients::ClientKey;
@@ -77,6 +78,9 @@ pub use registry::SessionStats;
 pub use replay_buffer::ReplayError;
 pub use rmcp::transport::streamable_http_server::session::SessionId;
 pub use session::{SessionHandle, SessionTransport};
+pub use store::{MemoryEventStore, MemoryEventStoreBuilder, StoreError};
+#[cfg(feature = "redis")]
+pub use store::{RedisEventStore, RedisSessionStore, RedisStores, RedisStoresBuilder};
 
 /// The concurrent core, exposed only to the loom models in `loom-tests/`
 /// (built with `--cfg mcp_bounded_session_loom`). Not part of the API.

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example server -- --max-sessions 1000 --rate-limit 100/60 --idle-timeout 300
 //! cargo run --release --example server --features metrics    # adds GET /metrics
+//! cargo run --release --example server --features redis -- --redis redis://127.0.0.1:6379/
 //! ```
 
 mod handler;
@@ -46,6 +47,10 @@ Usage: server [FLAGS]
                                (default 0: the connection's peer address)
   --at-capacity evict|refuse   when the cap is full: evict an idle session, or
                                refuse new sessions with 503 (default evict)
+  --redis URL                  share sessions and replays with every instance
+                               given the same URL and prefix (needs
+                               --features redis; default: none, one instance)
+  --redis-prefix PREFIX        key prefix in Redis (default mcp:)
 
 A client is its IP address, an IPv6 address counting as its /64.
 Built with --features metrics, GET /metrics serves Prometheus text on the same
@@ -61,6 +66,8 @@ struct Options {
     rate_limit_per_client: Option<(usize, Duration)>,
     trusted_proxies: usize,
     at_capacity: AtCapacity,
+    redis: Option<String>,
+    redis_prefix: String,
 }
 
 fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -73,6 +80,8 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         rate_limit_per_client: Some((20, Duration::from_secs(60))),
         trusted_proxies: 0,
         at_capacity: AtCapacity::Evict,
+        redis: None,
+        redis_prefix: "mcp:".to_owned(),
     };
     let mut args = args;
     while let Some(flag) = args.next() {
@@ -134,6 +143,9 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                     }
                 };
             }
+            "--redis" if cfg!(feature = "redis") => options.redis = Some(value),
+            "--redis" => return Err("--redis needs the server built with --features redis".into()),
+            "--redis-prefix" => options.redis_prefix = value,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -186,7 +198,9 @@ fn settings_line(options: &Options) -> String {
             .map_or("none".to_owned(), |n| n.to_string()),
         show_rate(options.rate_limit_per_client),
         options.trusted_proxies,
-    )
+    ) + &options.redis.as_ref().map_or(String::new(), |_| {
+        format!("; redis on (prefix {})", options.redis_prefix)
+    })
 }
 
 /// Installs the Prometheus recorder. Call it before building the manager:
@@ -250,14 +264,30 @@ async fn main() -> ExitCode {
     if let Some((max_creates, window)) = options.rate_limit_per_client {
         builder = builder.rate_limit_per_client(max_creates, window);
     }
+    let shutdown = CancellationToken::new();
+    // Only `--redis` changes it.
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    let mut config =
+        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
+    #[cfg(feature = "redis")]
+    if let Some(url) = &options.redis {
+        let redis = mcp_bounded_session::RedisStores::builder(url.as_str())
+            .prefix(options.redis_prefix.as_str())
+            .connect()
+            .await;
+        let redis = match redis {
+            Ok(redis) => redis,
+            Err(error) => {
+                eprintln!("error: --redis {url}: {error}");
+                return ExitCode::from(2);
+            }
+        };
+        builder = builder.redis(&redis);
+        config.session_store = Some(redis.session_store());
+    }
     let manager = builder.build();
 
-    let shutdown = CancellationToken::new();
-    let service = StreamableHttpService::new(
-        || Ok(DemoServer::new()),
-        manager.clone(),
-        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
-    );
+    let service = StreamableHttpService::new(|| Ok(DemoServer::new()), manager.clone(), config);
     // The manager's layer derives each request's client key (per-client
     // limits need it) and answers refusals with 429 / 404 / 503 instead of
     // rmcp's 500.

@@ -58,6 +58,7 @@ impl BoundedSessionManager {
             keys: Arc::new(KeyDerivation::new()),
             clients: None,
             bind_to_client: false,
+            stateless_event_store: None,
         }
     }
 
@@ -190,7 +191,7 @@ impl BoundedSessionManager {
     /// ```
     #[must_use]
     pub fn with_event_store(mut self, store: Arc<dyn EventStore>) -> Self {
-        Arc::make_mut(&mut self.settings).event_store = Some(store);
-        self
+        Arc::make_mut(&mut self.settings).event_store = Some(store.clone());
+        self.with_stateless_event_store(store)
     }
 }

@@ -16,10 +16,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::transport::streamable_http_server::session::SessionId;
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManagerError, SessionConfig,
 };
+use rmcp::transport::streamable_http_server::session::{EventStore, SessionId};
 
 use crate::clients::key::KeyDerivation;
 use crate::clients::limits::ClientLimits;
@@ -35,6 +35,8 @@ use crate::registry::{Registry, SessionStats, Slot};
 mod admission;
 mod compat;
 mod session_manager;
+#[cfg(feature = "redis")]
+mod stores;
 
 pub(crate) use self::admission::Membership;
 use self::admission::{Admission, Clients};
@@ -93,6 +95,10 @@ pub struct BoundedSessionManager {
     clients: Option<Arc<Clients>>,
     /// Whether a session answers only requests of the client that created it.
     bind_to_client: bool,
+    /// What `event_store()` gives rmcp for its stateless streams: the
+    /// store of every stream or the stateless-only one, seen through
+    /// `StatelessStreams` (which refuses to replay sessions' events).
+    stateless_event_store: Option<Arc<dyn EventStore>>,
 }
 
 impl BoundedSessionManager {
@@ -118,6 +124,12 @@ impl BoundedSessionManager {
     /// ```
     pub fn builder(max_sessions: usize) -> BoundedSessionManagerBuilder {
         BoundedSessionManagerBuilder::new(max_sessions)
+    }
+
+    /// Sets the builder's store for stateless streams.
+    pub(crate) fn with_stateless_event_store(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.stateless_event_store = Some(Arc::new(crate::store::StatelessStreams(store)));
+        self
     }
 
     /// Sets the builder's per-client options.

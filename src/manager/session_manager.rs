@@ -13,6 +13,7 @@ use rmcp::transport::streamable_http_server::session::{
 };
 
 use super::BoundedSessionManager;
+use crate::EventIdError;
 use crate::close_reason::CloseReason;
 use crate::error::{BoundedSessionError, TransportError};
 use crate::event_id::EventId;
@@ -172,7 +173,9 @@ impl SessionManager for BoundedSessionManager {
     /// after the replay); see README's "Replay and memory" for late and
     /// ahead ids. A malformed id, an unknown request stream or an id ahead
     /// of a request stream is an error, which rmcp answers with an empty
-    /// stream. With an external `EventStore`, the store replays instead.
+    /// stream. With an external `EventStore`, the store replays instead,
+    /// and only ids of this session's own streams (another session's id is
+    /// an error).
     ///
     /// # Cancel safety
     ///
@@ -195,6 +198,9 @@ impl SessionManager for BoundedSessionManager {
                     return Err(LocalSessionManagerError::SessionNotFound(id.clone()).into());
                 }
                 None => {}
+            }
+            if !crate::session::is_event_of(id, &last_event_id) {
+                return Err(EventIdError::OtherSession.into());
             }
             let replay = store
                 .replay_events_after(&last_event_id)
@@ -249,10 +255,13 @@ impl SessionManager for BoundedSessionManager {
         })
     }
 
-    /// The store given to [`BoundedSessionManager::with_event_store`], if
-    /// any; without one, each stream replays from its own in-memory ring.
+    /// The store of every stream (the builder's `event_store` or `redis`),
+    /// else the store of stateless streams only
+    /// (`stateless_event_store`), if any. rmcp uses it for the streams of
+    /// protocol 2026-07-28 only (sessions use the first one directly); its
+    /// replays never return a session's events.
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
-        self.settings.event_store.clone()
+        self.stateless_event_store.clone()
     }
 }
 

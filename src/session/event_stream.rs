@@ -55,8 +55,9 @@ pub(crate) struct EventStream {
 
 impl EventStream {
     /// A stream whose first event gets index `first`; with an event store,
-    /// named `store_name` there (a request stream's default: a fresh random
-    /// name).
+    /// named `store_name` there (a request stream's default: the session id,
+    /// a colon and a fresh random suffix: the session's prefix is how a
+    /// resume tells its own streams from another session's).
     pub(crate) fn new(
         http_request_id: Option<u64>,
         first: u64,
@@ -72,7 +73,7 @@ impl EventStream {
                 name: match (http_request_id, store_name) {
                     (None, _) => format!("{session}:common"),
                     (Some(_), Some(name)) => name,
-                    (Some(_), None) => random_id().to_string(),
+                    (Some(_), None) => store_name_for(session),
                 },
                 next: first,
             },
@@ -270,4 +271,18 @@ impl EventStream {
         self.connection = Some(connection);
         Ok(response)
     }
+}
+
+/// A fresh name in the event store for a request stream of `session`.
+pub(crate) fn store_name_for(session: &SessionId) -> String {
+    format!("{session}:{}", random_id())
+}
+
+/// Whether `event_id`, issued by an event store, names an event of one of
+/// `session`'s streams: ids begin with their stream's name, and the
+/// session's streams' names with its id and a colon.
+pub(crate) fn is_event_of(session: &SessionId, event_id: &str) -> bool {
+    event_id
+        .strip_prefix(&**session)
+        .is_some_and(|rest| rest.starts_with(':'))
 }

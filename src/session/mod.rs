@@ -41,6 +41,7 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use event_stream::is_event_of;
 pub use handle::SessionHandle;
 pub(crate) use live::{EndedHandlers, Lease, LiveSession, SessionRegistry};
 pub use transport::SessionTransport;

@@ -4,14 +4,13 @@ use std::time::Duration;
 
 use parking_lot::MutexGuard;
 use rmcp::model::{ClientJsonRpcMessage, ClientNotification, JsonRpcMessage, ServerJsonRpcMessage};
-use rmcp::transport::common::server_side_http::session_id as random_id;
 use rmcp::transport::streamable_http_server::session::ServerSseMessage;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Phase, Routed, Shared, State};
 use crate::close_reason::CloseReason;
-use crate::error::{BoundedSessionError, TransportError};
+use crate::error::BoundedSessionError;
 use crate::event_id::EventId;
 use crate::replay_buffer::ReplayError;
 use crate::session::connection::{Connection, ConnectionRef, SseResponse};
@@ -164,14 +163,17 @@ impl Shared {
                 .routes
                 .check_new(&request, &self.settings)?;
             if let Some(retry) = self.settings.session.sse_retry {
-                let name = random_id().to_string();
+                let name = crate::session::event_stream::store_name_for(&self.id);
                 let mut priming = ServerSseMessage::default();
                 priming.retry = Some(retry);
-                let id = store
-                    .store_event(&name, &priming)
-                    .await
-                    .map_err(TransportError::EventStore)?;
-                priming.event_id = Some(id);
+                // Without the store, the priming event goes out without an
+                // id: the client still gets its answer, only not a resume.
+                match store.store_event(&name, &priming).await {
+                    Ok(id) => priming.event_id = Some(id),
+                    Err(error) => {
+                        tracing::debug!(session_id = %self.id, %error, "event store failed; priming event sent without an id");
+                    }
+                }
                 stored_priming = Some((name, priming));
             }
         }

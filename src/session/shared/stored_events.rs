@@ -10,7 +10,8 @@
 //! stored: a send dropped while the store works leaves that event to the
 //! next sender, which stores it again (the store may then hold it twice; a
 //! client gets it once), rather than losing it. An ended session drops the
-//! queue.
+//! queue. An event the store failed to keep still goes to the client, with
+//! no id (it cannot be replayed): a store outage must not stop sessions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,9 +34,9 @@ pub(super) struct Unstored {
 }
 
 impl Shared {
-    /// Has the events up to `ticket` stored and delivered, in order; the
-    /// result is that of event `ticket` (a failure of an earlier one is
-    /// logged by whoever stored it).
+    /// Has the events up to `ticket` stored and delivered, in order (an
+    /// event the store failed on is delivered without an id). Fails only if
+    /// the session ended.
     pub(super) async fn store_through(&self, ticket: u64) -> Result<(), TransportError> {
         let Some(store) = self.settings.event_store.clone() else {
             return Ok(());
@@ -73,18 +74,19 @@ impl Shared {
                 }
             }
             state.stored_through = next.ticket;
+            // A store that failed (Redis away, say) costs the event its
+            // id, so it cannot be replayed, but the client still gets it:
+            // the session goes on without the store. The store logs its
+            // own failures.
             match stored {
-                Ok(id) => {
-                    event.event_id = Some(id);
-                    let queued = state.push_stored(next.route, event, self.capacity());
-                    if next.ticket == ticket {
-                        full = queued;
-                    }
-                }
-                Err(error) if next.ticket == ticket => own = Err(TransportError::EventStore(error)),
+                Ok(id) => event.event_id = Some(id),
                 Err(error) => {
-                    tracing::warn!(session_id = %self.id, %error, "event store failed; event not delivered");
+                    tracing::debug!(session_id = %self.id, %error, "event store failed; event sent without an id");
                 }
+            }
+            let queued = state.push_stored(next.route, event, self.capacity());
+            if next.ticket == ticket {
+                full = queued;
             }
             // Even if the store failed: the request is over either way, and
             // its stream must end and its routes and count be released.

@@ -68,7 +68,7 @@ async fn with_an_event_store_the_store_names_and_keeps_the_events() {
 }
 
 #[tokio::test]
-async fn an_answer_the_store_failed_on_still_ends_its_request() {
+async fn an_answer_the_store_failed_on_still_reaches_the_client_without_an_id() {
     let store = Arc::new(TestStore {
         fail_at: Some(2),
         ..TestStore::default()
@@ -80,13 +80,33 @@ async fn an_answer_the_store_failed_on_still_ends_its_request() {
     .await;
     let mut stream = session.request(call(1, None)).await;
     assert_eq!(next(&mut stream).await.unwrap().1, "priming");
-    assert!(
-        session.handler.send(answer(1)).await.is_err(),
-        "the handler hears of it"
+    session.handler.send(answer(1)).await.unwrap();
+    let (id, what) = next(&mut stream).await.unwrap();
+    assert_eq!(
+        (id.as_str(), what.as_str()),
+        ("", "answer 1"),
+        "delivered, with no id"
     );
     assert_eq!(next(&mut stream).await, None, "the stream ends");
     // Its slot among the requests in flight and its id are free again.
     let _again = session.request(call(1, None)).await;
+}
+
+#[tokio::test]
+async fn a_priming_event_the_store_failed_on_goes_out_without_an_id() {
+    let store = Arc::new(TestStore {
+        fail_at: Some(1),
+        ..TestStore::default()
+    });
+    let mut session = session(settings(|s| s.event_store = Some(store.clone()))).await;
+    let mut stream = session.request(call(1, None)).await;
+    assert_eq!(
+        next(&mut stream).await.unwrap(),
+        (String::new(), "priming".to_owned())
+    );
+    session.handler.send(answer(1)).await.unwrap();
+    let (id, what) = next(&mut stream).await.unwrap();
+    assert_eq!((id.as_str(), what.as_str()), ("e2", "answer 1"));
 }
 
 #[test]

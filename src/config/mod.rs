@@ -5,7 +5,7 @@ use std::time::Duration;
 
 pub use rmcp::transport::streamable_http_server::session::local::SessionConfig;
 
-use rmcp::transport::streamable_http_server::session::{EventStore, SessionId};
+use rmcp::transport::streamable_http_server::session::{EventStore, SessionId, SessionManager};
 
 use crate::clients::ClientKey;
 use crate::clients::key::{CustomKey, KeyDerivation, validate_ipv6_prefix};
@@ -15,6 +15,9 @@ use crate::eviction::{AtCapacity, EvictionPolicy};
 use crate::manager::BoundedSessionManager;
 use crate::rate_limiter::RateLimiter;
 use crate::session::SessionRegistry;
+
+mod stores;
+pub(crate) mod validate;
 
 /// Fluent builder for [`BoundedSessionManager`], as in `mcp-session` 0.2.
 ///
@@ -46,6 +49,9 @@ pub struct BoundedSessionManagerBuilder {
     replay_capacity: Option<usize>,
     max_request_streams: Option<usize>,
     event_store: Option<Arc<dyn EventStore>>,
+    stateless_event_store: Option<Arc<dyn EventStore>>,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::store::RedisStores>,
     eviction_policy: EvictionPolicy,
     at_capacity: AtCapacity,
     on_close: Option<CloseHook>,
@@ -69,34 +75,6 @@ impl std::fmt::Debug for BoundedSessionManagerBuilder {
             .field("eviction_policy", &self.eviction_policy)
             .field("at_capacity", &self.at_capacity)
             .finish_non_exhaustive()
-    }
-}
-
-/// Checks shared by the builder and the manager's `with_*` methods, so both
-/// refuse the same settings with the same message.
-pub(crate) mod validate {
-    /// # Panics
-    ///
-    /// Panics if `capacity` is 0.
-    pub(crate) fn replay_capacity(capacity: usize) {
-        assert!(capacity > 0, "the replay capacity must be at least 1");
-    }
-
-    /// # Panics
-    ///
-    /// Panics if `limit` is 0.
-    pub(crate) fn max_request_streams(limit: usize) {
-        assert!(limit > 0, "at least one request stream per session");
-    }
-
-    /// # Panics
-    ///
-    /// Panics if the configuration's `channel_capacity` is 0.
-    pub(crate) fn session_config(config: &super::SessionConfig) {
-        assert!(
-            config.channel_capacity > 0,
-            "SessionConfig::channel_capacity must be at least 1"
-        );
     }
 }
 
@@ -146,6 +124,9 @@ impl BoundedSessionManagerBuilder {
             replay_capacity: None,
             max_request_streams: None,
             event_store: None,
+            stateless_event_store: None,
+            #[cfg(feature = "redis")]
+            redis: None,
             eviction_policy: EvictionPolicy::default(),
             at_capacity: AtCapacity::default(),
             on_close: None,
@@ -482,23 +463,6 @@ impl BoundedSessionManagerBuilder {
         self
     }
 
-    /// Keeps sent events in an external rmcp `EventStore` (which names them
-    /// and replays them, possibly on another instance) instead of each
-    /// stream's in-memory ring, as `LocalSessionManager::with_event_store`.
-    ///
-    /// ```no_run
-    /// # use std::sync::Arc;
-    /// # use mcp_bounded_session::BoundedSessionManager;
-    /// # use rmcp::transport::streamable_http_server::session::EventStore;
-    /// # fn demo(store: Arc<dyn EventStore>) {
-    /// let manager = BoundedSessionManager::builder(100).event_store(store).build();
-    /// # }
-    /// ```
-    pub fn event_store(mut self, store: Arc<dyn EventStore>) -> Self {
-        self.event_store = Some(store);
-        self
-    }
-
     /// Builds the manager, ready to hand to `StreamableHttpService::new`.
     ///
     /// ```
@@ -553,6 +517,18 @@ impl BoundedSessionManagerBuilder {
         if let Some(store) = self.event_store {
             manager = manager.with_event_store(store);
         }
-        Arc::new(manager)
+        // The store of every stream serves stateless streams too.
+        if let Some(store) = self.stateless_event_store
+            && manager.event_store().is_none()
+        {
+            manager = manager.with_stateless_event_store(store);
+        }
+        let manager = Arc::new(manager);
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            let ttl = manager.session_config().keep_alive.or(self.max_lifetime);
+            redis.attach(&manager, ttl, manager.replay_capacity());
+        }
+        manager
     }
 }

@@ -1,0 +1,98 @@
+//! Event and session stores: where events are kept for a replay, and where
+//! a session's `initialize` parameters are kept so that any instance can
+//! restore it.
+//!
+//! rmcp 3.11 defines the two traits, `EventStore` and `SessionStore`; this
+//! module implements them:
+//! - [`MemoryEventStore`]: one process, bounded in events and time. It makes
+//!   the streams of protocol 2026-07-28 (stateless, no session) resumable on
+//!   a single instance; sessions keep their own in-memory rings unless a
+//!   store is configured for them too (see
+//!   [`BoundedSessionManagerBuilder`](crate::BoundedSessionManagerBuilder)).
+//! - `RedisEventStore` and `RedisSessionStore` (feature `redis`): several
+//!   instances share sessions and replays through one Redis.
+//!
+//! Both event stores issue ids of one format, `<stream>#<generation>-<sequence>`
+//! (`stored_id`): the id alone finds its stream, so a replay reads that
+//! stream and nothing else.
+//!
+//! # Which events a session may replay
+//!
+//! The manager names a session's streams `<session id>:<suffix>` and, on a
+//! `Last-Event-ID` reconnection through a store, passes on only ids whose
+//! stream carries the requesting session's id: an id of another session
+//! replays nothing (rmcp answers an empty stream). A stateless
+//! resumption, which has no session, replays only stateless streams
+//! (`stateless`). An external store of one's own must therefore issue ids
+//! that begin with their stream's name, as these do.
+
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+mod stateless;
+mod stored_id;
+
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisEventStore, RedisSessionStore, RedisStores, RedisStoresBuilder};
+pub use memory::{MemoryEventStore, MemoryEventStoreBuilder};
+pub(crate) use stateless::StatelessStreams;
+pub(crate) use stored_id::{StoredEventId, check_stream_name};
+
+/// Why a store could not keep or replay an event.
+///
+/// rmcp's service logs these and answers a failed replay with an empty
+/// stream; a session whose store failed to keep an event reports it to its
+/// handler as [`TransportError::EventStore`](crate::TransportError).
+///
+/// # Example
+///
+/// ```
+/// use mcp_bounded_session::StoreError;
+///
+/// assert!(StoreError::MalformedEventId.to_string().contains("Last-Event-ID"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The `Last-Event-ID` is not an id a store of this crate issued.
+    #[error(
+        "malformed Last-Event-ID: expected `<stream>#<generation>-<sequence>`, \
+         as sent in an event's `id:` field"
+    )]
+    MalformedEventId,
+    /// The id's stream is not kept (it expired, was dropped to make room,
+    /// or never existed), or the id is ahead of it: there is nothing to
+    /// replay after it. The client has to start its stream over.
+    #[error(
+        "no kept stream holds event {0}: its stream expired or was dropped, \
+         or the id was never issued; nothing can be replayed after it"
+    )]
+    UnknownEvent(String),
+    /// The stream is kept, but trimmed past the id: events after it were
+    /// already dropped, so a replay could not be complete.
+    #[error(
+        "event {id} was trimmed from its stream (the oldest kept is number {oldest_kept}); \
+         raise the replay capacity if clients reconnect this late"
+    )]
+    EventTrimmed {
+        /// The id asked for.
+        id: String,
+        /// The sequence number of the oldest event still kept.
+        oldest_kept: u64,
+    },
+    /// A stream name that no id could carry (empty, or longer than 128
+    /// bytes).
+    #[error("invalid stream name of {length} bytes: expected 1 to 128")]
+    InvalidStreamName {
+        /// The name's length in bytes.
+        length: usize,
+    },
+    /// Redis failed or could not be reached; the operation did nothing.
+    #[cfg(feature = "redis")]
+    #[error("redis: {0} (the store retries the connection by itself)")]
+    Redis(#[from] ::redis::RedisError),
+    /// A kept value could not be encoded or decoded.
+    #[cfg(feature = "redis")]
+    #[error("a stored value could not be encoded or decoded: {0}")]
+    Encoding(#[from] serde_json::Error),
+}

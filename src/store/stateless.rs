@@ -1,0 +1,102 @@
+//! The event store as rmcp's stateless path sees it.
+//!
+//! # Invariant kept here
+//!
+//! A stateless resumption (a `GET` with `Last-Event-ID` and protocol
+//! 2026-07-28, which carries no session) never replays a session's events.
+//! rmcp asks the manager's `event_store()` directly, with no session to
+//! check against; when sessions keep their streams in the same store, an id
+//! of a session's stream (named `<session id>:<suffix>`, and ids begin with
+//! their stream's name) would otherwise replay that session's events to
+//! anyone holding the id, bypassing the owner check and outliving the
+//! session. rmcp names stateless streams with UUIDs, which hold no colon:
+//! an id with a colon is refused here.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use rmcp::transport::streamable_http_server::session::store::{EventStoreError, EventStream};
+use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage};
+
+use super::StoreError;
+
+/// `store` with replays limited to stateless streams.
+pub(crate) struct StatelessStreams(pub(crate) Arc<dyn EventStore>);
+
+impl std::fmt::Debug for StatelessStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatelessStreams(..)")
+    }
+}
+
+/// Whether `event_id` may name an event of a session's stream.
+fn names_a_session_stream(event_id: &str) -> bool {
+    event_id.contains(':')
+}
+
+impl EventStore for StatelessStreams {
+    fn store_event<'a, 'b, 'c, 'd>(
+        &'a self,
+        stream_id: &'b str,
+        event: &'c ServerSseMessage,
+    ) -> BoxFuture<'d, Result<String, EventStoreError>>
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        self.0.store_event(stream_id, event)
+    }
+
+    fn replay_events_after<'a, 'b, 'c>(
+        &'a self,
+        last_event_id: &'b str,
+    ) -> BoxFuture<'c, Result<EventStream, EventStoreError>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        if names_a_session_stream(last_event_id) {
+            let refused: EventStoreError =
+                Box::new(StoreError::UnknownEvent(last_event_id.to_owned()));
+            return Box::pin(std::future::ready(Err(refused)));
+        }
+        self.0.replay_events_after(last_event_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryEventStore;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn a_stateless_replay_reads_stateless_streams_only() {
+        let store = StatelessStreams(Arc::new(MemoryEventStore::default()));
+        let mut event = ServerSseMessage::default();
+        event.retry = Some(std::time::Duration::from_millis(5));
+        let stateless = "0b7e1c2a-5f7e-4c1b-9d7e-1c2a5f7e4c1b";
+        let session = "9f1d2e3c-5f7e-4c1b-9d7e-1c2a5f7e4c1b:common";
+        let first = store.store_event(stateless, &event).await.unwrap();
+        store.store_event(stateless, &event).await.unwrap();
+        let own = store.0.store_event(session, &event).await.unwrap();
+        store.0.store_event(session, &event).await.unwrap();
+        let replayed = store.replay_events_after(&first).await.unwrap();
+        assert_eq!(replayed.count().await, 1);
+        assert!(store.replay_events_after(&own).await.is_err());
+        // The store itself still replays it (as the session's own resume does).
+        assert_eq!(
+            store
+                .0
+                .replay_events_after(&own)
+                .await
+                .unwrap()
+                .count()
+                .await,
+            1
+        );
+    }
+}
