@@ -4,6 +4,8 @@
 
 #[path = "../../examples/server/handler.rs"]
 pub mod handler;
+#[cfg(feature = "redis")]
+pub mod redis_server;
 
 use std::sync::Arc;
 use std::time::Duration;
