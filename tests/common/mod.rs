@@ -6,6 +6,14 @@
 pub mod handler;
 #[cfg(feature = "redis")]
 pub mod redis_server;
+pub mod sse;
+
+// Each test target uses some of these: the rest are unused there.
+#[allow(unused_imports)]
+pub use sse::{
+    SseEvent, SseReader, body_within, parse_event_id, parse_events, read_to_end, sse_messages,
+    stream_ends_within,
+};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,16 +83,8 @@ impl TestServer {
 
     /// A client whose connections come from `source` (a loopback address
     /// such as 127.0.0.7): a distinct client key for the server.
-    #[allow(dead_code)]
     pub fn client_from(&self, source: std::net::Ipv4Addr) -> Client {
-        Client {
-            http: reqwest::Client::builder()
-                .local_address(std::net::IpAddr::V4(source))
-                .tcp_nodelay(true)
-                .build()
-                .unwrap(),
-            url: self.url.clone(),
-        }
+        Client::from_source(&self.url, source)
     }
 }
 
@@ -117,6 +117,19 @@ pub fn tools_list_body(id: u64) -> Value {
 }
 
 impl Client {
+    /// A client of the server at `url` whose connections come from `source`
+    /// (a loopback address such as 127.0.0.7).
+    pub fn from_source(url: &str, source: std::net::Ipv4Addr) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .local_address(std::net::IpAddr::V4(source))
+                .tcp_nodelay(true)
+                .build()
+                .unwrap(),
+            url: url.to_owned(),
+        }
+    }
+
     pub fn post(&self, session: Option<HeaderValue>) -> reqwest::RequestBuilder {
         let mut request = self
             .http
@@ -215,59 +228,77 @@ impl Client {
             .status()
     }
 
-    /// Opens the standalone SSE stream (GET).
-    pub async fn open_standalone(&self, session: &str) -> reqwest::Response {
-        self.http
+    /// A GET for an SSE stream under protocol `version`, in `session` if
+    /// any.
+    pub fn get_stream(&self, session: Option<&str>, version: &str) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
             .get(&self.url)
             .header("accept", "text/event-stream")
-            .header("mcp-session-id", session)
-            .header("mcp-protocol-version", PROTOCOL_VERSION)
+            .header("mcp-protocol-version", version);
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request
+    }
+
+    /// Opens the standalone SSE stream (GET).
+    pub async fn open_standalone(&self, session: &str) -> reqwest::Response {
+        self.get_stream(Some(session), PROTOCOL_VERSION)
             .send()
             .await
             .unwrap()
     }
-}
 
-/// Whether the SSE response's body ends (or breaks) within `timeout`.
-pub async fn stream_ends_within(response: reqwest::Response, timeout: Duration) -> bool {
-    use futures::StreamExt;
-    let mut body = response.bytes_stream();
-    tokio::time::timeout(timeout, async {
-        while let Some(chunk) = body.next().await {
-            if chunk.is_err() {
-                break;
-            }
-        }
-    })
-    .await
-    .is_ok()
-}
-
-/// The JSON-RPC messages in an SSE body (priming events carry no data).
-pub fn sse_messages(body: &str) -> Vec<Value> {
-    body.split("\n\n")
-        .filter_map(|event| {
-            let data: String = event
-                .lines()
-                .filter_map(|line| line.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            serde_json::from_str(&data).ok()
-        })
-        .collect()
+    /// A GET resuming after `last_event_id`, in `session` if any, under
+    /// protocol `version`.
+    pub async fn resume(
+        &self,
+        session: Option<&str>,
+        version: &str,
+        last_event_id: &str,
+    ) -> reqwest::Response {
+        self.get_stream(session, version)
+            .header("last-event-id", last_event_id)
+            .send()
+            .await
+            .expect("server reachable")
+    }
 }
 
 /// Polls `condition` every 10 ms until it holds or `timeout` passes.
 pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    poll_until(timeout, Duration::from_millis(10), || {
+        std::future::ready(condition())
+    })
+    .await
+}
+
+/// Polls the async `condition` every 20 ms until it holds or `timeout`
+/// passes.
+pub async fn eventually_async<F, Fut>(timeout: Duration, condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    poll_until(timeout, Duration::from_millis(20), condition).await
+}
+
+/// Polls `condition` every `every` until it holds or `timeout` passes.
+async fn poll_until<F, Fut>(timeout: Duration, every: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if condition() {
+        if condition().await {
             return true;
         }
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -362,66 +393,4 @@ pub fn created_sessions() -> Vec<String> {
         .filter(|e| e.message == "session created")
         .map(|e| e.session_id.clone())
         .collect()
-}
-
-/// One event of an SSE body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SseEvent {
-    pub id: Option<String>,
-    /// The JSON-RPC message, if the event carries one (priming events don't).
-    pub message: Option<Value>,
-}
-
-/// Reads an SSE response event by event.
-pub struct SseReader {
-    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-}
-
-impl SseReader {
-    pub fn new(response: reqwest::Response) -> Self {
-        Self {
-            body: Box::pin(response.bytes_stream()),
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event with an id or a message (keep-alive comments are
-    /// skipped); `None` when the body ends.
-    ///
-    /// # Panics
-    ///
-    /// Panics if nothing arrives within `timeout`.
-    pub async fn next(&mut self, timeout: Duration) -> Option<SseEvent> {
-        use futures::StreamExt;
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let raw: String = self.buffer.drain(..end + 2).collect();
-                let mut event = SseEvent {
-                    id: None,
-                    message: None,
-                };
-                let mut data = String::new();
-                for line in raw.lines() {
-                    if let Some(id) = line.strip_prefix("id:") {
-                        event.id = Some(id.trim_start().to_owned());
-                    } else if let Some(chunk) = line.strip_prefix("data:") {
-                        data.push_str(chunk.trim_start());
-                    }
-                }
-                event.message = serde_json::from_str(&data).ok();
-                if event.id.is_some() || event.message.is_some() {
-                    return Some(event);
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout(timeout, self.body.next())
-                .await
-                .expect("the SSE stream neither sent nor ended in time");
-            match chunk {
-                Some(Ok(bytes)) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
-                _ => return None,
-            }
-        }
-    }
 }

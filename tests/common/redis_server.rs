@@ -52,6 +52,22 @@ pub async fn clean(url: &str, prefix: &str) {
     }
 }
 
+/// [`clean`] without a runtime, best effort (from a `Drop`, so that a
+/// failed test leaves no keys either): errors are ignored.
+pub fn clean_blocking(url: &str, prefix: &str) {
+    if let Ok(client) = redis::Client::open(url)
+        && let Ok(mut connection) = client.get_connection()
+    {
+        let found: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut connection)
+            .unwrap_or_default();
+        if !found.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(found).query(&mut connection);
+        }
+    }
+}
+
 /// A `redis-server` of the test's own, on a free port; stopped (killed)
 /// when dropped or by [`PrivateRedis::stop`].
 pub struct PrivateRedis {

@@ -1,0 +1,26 @@
+#![cfg(feature = "redis")]
+//! Two real `examples/server` processes sharing one Redis (127.0.0.1:6379)
+//! under a key prefix of the test's own: a session made on one instance is
+//! restored on the other, its streams replay there, a DELETE on one ends
+//! the copy on the other, and a replay never crosses sessions.
+//!
+//! The example binary is the one `cargo test --features redis` builds
+//! (`target/debug/examples/server`); every request is spoken by hand with
+//! reqwest, so every header is the test's.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod deletes;
+mod mcp;
+mod processes;
+mod replay;
+mod restore;
+mod stateless;
+
+use std::time::Duration;
+
+/// The protocol revision without sessions (SEP-2567).
+const STATELESS_VERSION: &str = "2026-07-28";
+/// Longest wait for one event of a live stream.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,0 +1,117 @@
+//! Protocol 2026-07-28 (no session): its streams replay on the other
+//! instance, and a sessionless GET never replays a session's stream.
+
+use std::time::Duration;
+
+use crate::STATELESS_VERSION;
+use crate::common::{SseEvent, SseReader, parse_event_id, read_to_end};
+use crate::mcp::{
+    fetch_replay, first_three_progress, is_method, loopback, progress_of, read_messages,
+    result_text, tool_call, wait_for_stored_result,
+};
+use crate::processes::Pair;
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// A GET of protocol 2026-07-28 (no session) with a session's event id
+/// must not replay that session's events: rmcp sends such a GET straight to
+/// the manager's `event_store()`, which holds the sessions' streams too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_get_does_not_replay_a_sessions_stream() {
+    let pair = Pair::start("isolation_stateless");
+    let s1_on_a = pair.a.client(loopback(2));
+    let other_on_b = pair.b.client(loopback(3));
+    let s1 = s1_on_a.initialize().await.expect("initialize S1 on A");
+    let mut reader = SseReader::new(s1_on_a.open_standalone(&s1).await);
+    let (status, _) = s1_on_a
+        .request(&s1, tool_call(2, "announce", json!({ "count": 3 })))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = read_messages(&mut reader, 3, |m| {
+        is_method(m, "notifications/resources/updated")
+    })
+    .await;
+    drop(reader);
+    let first_id = &seen[0].0;
+
+    let response = other_on_b.resume(None, STATELESS_VERSION, first_id).await;
+    let status = response.status();
+    let (events, _) = read_to_end(response, Duration::from_secs(3)).await;
+    let data: Vec<&SseEvent> = events.iter().filter(|e| e.message.is_some()).collect();
+    assert!(
+        data.is_empty(),
+        "a sessionless GET (MCP-Protocol-Version {STATELESS_VERSION}, another client, on B) \
+         with S1's Last-Event-ID got {status} and S1's events: {data:#?}"
+    );
+    pair.finish().await;
+}
+
+/// Protocol 2026-07-28 (no session): a `count` with progress on A, cut
+/// after a few events, resumes on B from the shared event store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_request_stream_replays_on_the_other_instance() {
+    const STEPS: u64 = 12;
+    let pair = Pair::start("stateless");
+    let on_a = pair.a.client(loopback(2));
+    let on_b = pair.b.client(loopback(2));
+    let body = json!({
+        "jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {
+            "name": "count",
+            "arguments": { "steps": STEPS, "delay_ms": 80 },
+            "_meta": {
+                "progressToken": "stateless",
+                "io.modelcontextprotocol/protocolVersion": STATELESS_VERSION,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": { "name": "redis-instances", "version": "1" }
+            }
+        }
+    });
+    // SEP-2243: from 2026-07-28 a POST names its method (and a tool call
+    // its tool) in headers too; the request carries no session.
+    let response = on_a
+        .http
+        .post(&on_a.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", STATELESS_VERSION)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "count")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    assert!(
+        response.headers().get("mcp-session-id").is_none(),
+        "a stateless request got a session"
+    );
+    if status != StatusCode::OK {
+        let text = response.text().await.unwrap_or_default();
+        panic!("stateless count on A: {status}: {text}");
+    }
+    let last_id: &str = &first_three_progress(response).await;
+    let (stream, _, _) = parse_event_id(last_id);
+    assert!(
+        !stream.contains(':'),
+        "a stateless stream named like a session's: {stream}"
+    );
+
+    wait_for_stored_result(&pair.prefix, stream).await;
+    let messages = fetch_replay(&on_b, None, STATELESS_VERSION, last_id).await;
+    let (result, progress) = messages.split_last().expect("a replay with events");
+    let steps: Vec<u64> = progress
+        .iter()
+        .map(|m| {
+            assert!(is_method(m, "notifications/progress"), "unexpected {m}");
+            progress_of(m)
+        })
+        .collect();
+    assert_eq!(steps, (4..=STEPS).collect::<Vec<_>>());
+    assert_eq!(result["id"], json!(5), "{result}");
+    assert_eq!(
+        result_text(result),
+        Some(format!("counted to {STEPS}").as_str())
+    );
+    pair.finish().await;
+}

@@ -1,0 +1,20 @@
+#![cfg(feature = "redis")]
+//! The Redis stores against a real Redis: the event store's ids, replays,
+//! trimming and TTLs through rmcp's traits; the session store's DELETE; and,
+//! through in-process servers, isolation between sessions, a Redis outage
+//! and a DELETE the pub/sub missed.
+//!
+//! Every test uses a key prefix of its own on the shared Redis
+//! (`common::redis_server::SHARED_URL`), except the outage test, which
+//! stops and restarts a private `redis-server`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod deletes;
+mod helpers;
+mod ids;
+mod isolation;
+mod outage;
+mod trim;
+mod ttl;

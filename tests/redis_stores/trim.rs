@@ -1,0 +1,117 @@
+//! Streams trimmed to the replay capacity.
+
+use crate::common::redis_server::{SHARED_URL, clean, unique_prefix};
+use crate::helpers::{json_of, message, replay, store, store_error, stores, xlen};
+use mcp_bounded_session::{BoundedSessionManager, StoreError};
+use rmcp::transport::streamable_http_server::session::ServerSseMessage;
+
+/// With the manager's replay capacity 4 (attach sets it), a stream never
+/// holds more than 4 entries; a replay whose following events are all kept
+/// is complete; one whose following events were trimmed is
+/// `EventTrimmed`, never a stream with a hole.
+#[tokio::test]
+async fn streams_are_trimmed_to_the_replay_capacity() {
+    let prefix = unique_prefix("trim");
+    let stores = stores(SHARED_URL, &prefix, None).await;
+    let _manager = BoundedSessionManager::builder(8)
+        .replay_capacity(4)
+        .redis(&stores)
+        .build();
+    let events = stores.event_store();
+    let stream = "sess-trim:common";
+    let key = format!("{prefix}stream:{stream}");
+
+    let mut ids = Vec::new();
+    for n in 1..=10 {
+        ids.push(store(&events, stream, &message(n)).await);
+        assert_eq!(
+            xlen(SHARED_URL, &key).await,
+            n.min(4) as i64,
+            "XLEN after event {n}"
+        );
+    }
+    let numbers = |replayed: &[ServerSseMessage]| -> Vec<String> {
+        replayed
+            .iter()
+            .map(|e| {
+                json_of(e).unwrap()["params"]["uri"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let uris = |range: std::ops::RangeInclusive<usize>| -> Vec<String> {
+        range.map(|n| format!("demo://test/{n}")).collect()
+    };
+
+    // After the 7th (the oldest kept): 8..10.
+    let replayed = replay(&events, &ids[6])
+        .await
+        .expect("replay after the 7th");
+    assert_eq!(numbers(&replayed), uris(8..=10));
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|e| e.event_id.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ids[7..].to_vec()
+    );
+
+    // After the 2nd: 3..6 are gone, so nothing but an error.
+    let error = replay(&events, &ids[1])
+        .await
+        .expect_err("3..6 are trimmed");
+    assert!(
+        matches!(
+            store_error(&error),
+            StoreError::EventTrimmed { oldest_kept: 7, .. }
+        ),
+        "{error:?}"
+    );
+
+    // After the 6th: 7..10 are all kept, so the replay is complete (as
+    // MemoryEventStore does: "the id right before the oldest kept: nothing
+    // is missing after it").
+    let after_sixth = replay(&events, &ids[5]).await;
+    drop(stores);
+    clean(SHARED_URL, &prefix).await;
+    match &after_sixth {
+        Ok(replayed) => assert_eq!(numbers(replayed), uris(7..=10)),
+        Err(error) => panic!(
+            "replay after the 6th event failed although events 7..10 are all kept: {:?}",
+            store_error(error)
+        ),
+    }
+}
+
+/// Without a manager, a stream keeps 64 events.
+#[tokio::test]
+async fn streams_keep_64_events_by_default() {
+    let prefix = unique_prefix("trim_default");
+    let stores = stores(SHARED_URL, &prefix, None).await;
+    let events = stores.event_store();
+    let stream = "sess-default:common";
+    let key = format!("{prefix}stream:{stream}");
+    let mut ids = Vec::new();
+    for n in 1..=70 {
+        ids.push(store(&events, stream, &message(n)).await);
+        assert_eq!(
+            xlen(SHARED_URL, &key).await,
+            n.min(64) as i64,
+            "XLEN after {n}"
+        );
+    }
+    // 7..70 kept: a replay after the 7th gives 8..70, after the 5th fails.
+    assert_eq!(replay(&events, &ids[6]).await.unwrap().len(), 63);
+    let error = replay(&events, &ids[4]).await.expect_err("6 is trimmed");
+    assert!(
+        matches!(
+            store_error(&error),
+            StoreError::EventTrimmed { oldest_kept: 7, .. }
+        ),
+        "{error:?}"
+    );
+    drop(stores);
+    clean(SHARED_URL, &prefix).await;
+}

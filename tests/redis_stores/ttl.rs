@@ -1,0 +1,61 @@
+//! Every key with the TTL, and gone after it.
+
+use std::time::Duration;
+
+use crate::common::redis_server::{SHARED_URL, clean, keys, unique_prefix};
+use crate::helpers::{exists, message, pttl, replay, session_state, store, stores};
+
+/// Every key gets the TTL; unused keys vanish after it; a replay refreshes
+/// its stream's TTL.
+#[tokio::test]
+async fn every_key_has_the_ttl_and_unused_keys_expire() {
+    let prefix = unique_prefix("ttl");
+    let ttl = Duration::from_millis(500);
+    let stores = stores(SHARED_URL, &prefix, Some(ttl)).await;
+    assert_eq!(stores.ttl(), ttl);
+    let sessions = stores.session_store();
+    let events = stores.event_store();
+    let id = "sess-ttl";
+    sessions.store(id, &session_state()).await.unwrap();
+    let first = store(&events, &format!("{id}:common"), &message(1)).await;
+    store(&events, "stateless-stream", &message(1)).await;
+
+    let written = keys(SHARED_URL, &prefix).await;
+    let mut expected = vec![
+        format!("{prefix}session:{id}"),
+        format!("{prefix}stream:stateless-stream"),
+        format!("{prefix}stream:{id}:common"),
+        format!("{prefix}streams:{id}"),
+    ];
+    expected.sort();
+    assert_eq!(written, expected);
+    for key in &written {
+        let left = pttl(SHARED_URL, key).await;
+        assert!(left > 0 && left <= 500, "PTTL of {key}: {left}");
+    }
+
+    // A replay 300 ms later gives the stream its whole TTL again; the
+    // session key, unused, keeps counting down.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(replay(&events, &first).await.unwrap().is_empty());
+    let stream_left = pttl(SHARED_URL, &format!("{prefix}stream:{id}:common")).await;
+    let session_left = pttl(SHARED_URL, &format!("{prefix}session:{id}")).await;
+    assert!(
+        stream_left > 350 && stream_left <= 500,
+        "the replay refreshed the stream: {stream_left}"
+    );
+    assert!(
+        session_left <= 200,
+        "the session key was not refreshed: {session_left}"
+    );
+
+    // Half a second after its last use, the session key is gone; the
+    // replayed stream is still there for a while, then everything is.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(!exists(SHARED_URL, &format!("{prefix}session:{id}")).await);
+    assert!(exists(SHARED_URL, &format!("{prefix}stream:{id}:common")).await);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(keys(SHARED_URL, &prefix).await, Vec::<String>::new());
+    drop(stores);
+    clean(SHARED_URL, &prefix).await;
+}
