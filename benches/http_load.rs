@@ -14,9 +14,15 @@
 //! measured in its own child process, `HTTP_LOAD_ROUNDS` times (default 3),
 //! in an order rotated every round; the medians are compared.
 //!
+//! With `--features redis`, a fourth contestant, `bounded_redis`: this
+//! crate with its Redis stores on (sessions stored, every event stored,
+//! DELETEs published) against the Redis on 127.0.0.1:6379, for the cost of
+//! the stores (the Redis server's own CPU is not in the CPU figures).
+//!
 //! ```text
 //! cargo bench --bench http_load
 //! HTTP_LOAD_SECS=10 HTTP_LOAD_LIVE=1000 HTTP_LOAD_ROUNDS=5 cargo bench --bench http_load
+//! cargo bench --bench http_load --features redis
 //! ```
 
 mod common;
@@ -99,11 +105,15 @@ async fn serve(router: axum::Router, shutdown: CancellationToken) -> String {
     url
 }
 
-async fn serve_v3<M: SessionManager>(manager: Arc<M>, shutdown: CancellationToken) -> String {
+async fn serve_v3<M: SessionManager>(
+    manager: Arc<M>,
+    config: StreamableHttpServerConfig,
+    shutdown: CancellationToken,
+) -> String {
     let service = StreamableHttpService::new(
         || Ok(handler::DemoServer::new()),
         manager,
-        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
+        config.with_cancellation_token(shutdown.child_token()),
     );
     let router =
         axum::Router::new().nest_service("/mcp", BoundedSessionLayer::default().layer(service));
@@ -347,7 +357,35 @@ async fn measure(url: String, live: usize, duration: Duration, pushes: Option<Pu
     }
 }
 
+#[cfg(not(feature = "redis"))]
 const MANAGERS: [&str; 3] = ["bounded", "rmcp_local", "mcp_session"];
+#[cfg(feature = "redis")]
+const MANAGERS: [&str; 4] = ["bounded", "rmcp_local", "mcp_session", "bounded_redis"];
+
+/// The Redis key prefix of one measurement.
+#[cfg(feature = "redis")]
+fn redis_prefix() -> String {
+    format!("bench:http_load:{}:", std::process::id())
+}
+
+/// Removes what a measurement left in Redis.
+#[cfg(feature = "redis")]
+async fn clean_redis() {
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", redis_prefix()))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    for chunk in keys.chunks(1_000) {
+        let _: () = redis::cmd("DEL")
+            .arg(chunk)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+}
 
 /// One manager, measured in this (child) process; prints one line for the
 /// parent to read.
@@ -365,10 +403,31 @@ fn measure_one(name: &str, live: usize, duration: Duration) {
                     let manager = manager.clone();
                     Arc::new(move || manager.stats().queue_pushes)
                 };
-                (serve_v3(manager, shutdown.clone()).await, Some(pushes))
+                let config = StreamableHttpServerConfig::default();
+                (
+                    serve_v3(manager, config, shutdown.clone()).await,
+                    Some(pushes),
+                )
+            }
+            #[cfg(feature = "redis")]
+            "bounded_redis" => {
+                let stores = mcp_bounded_session::RedisStores::builder("redis://127.0.0.1:6379/")
+                    .prefix(redis_prefix())
+                    .connect()
+                    .await
+                    .expect("a Redis URL");
+                let manager = BoundedSessionManager::builder(cap).redis(&stores).build();
+                let mut config = StreamableHttpServerConfig::default();
+                config.session_store = Some(stores.session_store());
+                (serve_v3(manager, config, shutdown.clone()).await, None)
             }
             "rmcp_local" => (
-                serve_v3(Arc::new(LocalSessionManager::default()), shutdown.clone()).await,
+                serve_v3(
+                    Arc::new(LocalSessionManager::default()),
+                    StreamableHttpServerConfig::default(),
+                    shutdown.clone(),
+                )
+                .await,
                 None,
             ),
             "mcp_session" => (serve_mcp_session(shutdown.clone(), cap).await, None),
@@ -377,6 +436,10 @@ fn measure_one(name: &str, live: usize, duration: Duration) {
         let (url, pushes) = url;
         let measured = measure(url, live, duration, pushes).await;
         shutdown.cancel();
+        #[cfg(feature = "redis")]
+        if name == "bounded_redis" {
+            clean_redis().await;
+        }
         measured
     });
     println!(

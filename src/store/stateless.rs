@@ -11,6 +11,10 @@
 //! anyone holding the id, bypassing the owner check and outliving the
 //! session. rmcp names stateless streams with UUIDs, which hold no colon:
 //! an id with a colon is refused here.
+//!
+//! It also keeps a store outage from failing stateless requests: rmcp ends
+//! a stateless stream whose event could not be stored, so an event the
+//! store failed on gets an id that no store issues, which resumes nothing.
 
 use std::sync::Arc;
 
@@ -27,6 +31,12 @@ impl std::fmt::Debug for StatelessStreams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("StatelessStreams(..)")
     }
+}
+
+/// The id of an event the store failed to keep: never issued by a store
+/// (sequences start at 1), so a resumption from it is refused.
+fn unstored_id(stream: &str) -> String {
+    format!("{stream}#0-0")
 }
 
 /// Whether `event_id` may name an event of a session's stream.
@@ -46,7 +56,19 @@ impl EventStore for StatelessStreams {
         'c: 'd,
         Self: 'd,
     {
-        self.0.store_event(stream_id, event)
+        Box::pin(async move {
+            match self.0.store_event(stream_id, event).await {
+                Ok(id) => Ok(id),
+                // rmcp ends a stateless request whose event could not be
+                // stored; a store outage must not fail requests. The event
+                // goes out with an id no store issued (sequence 0 is never
+                // one), whose resumption is refused like an expired one's.
+                Err(error) => {
+                    tracing::debug!(%error, "event store failed; stateless event sent with an id that cannot be resumed");
+                    Ok(unstored_id(stream_id))
+                }
+            }
+        })
     }
 
     fn replay_events_after<'a, 'b, 'c>(
@@ -98,5 +120,17 @@ mod tests {
                 .await,
             1
         );
+    }
+
+    #[tokio::test]
+    async fn an_event_the_store_refused_gets_an_id_that_resumes_nothing() {
+        let store = StatelessStreams(Arc::new(MemoryEventStore::default()));
+        // The memory store refuses a name longer than 128 bytes.
+        let stream = "x".repeat(200);
+        let id = store
+            .store_event(&stream, &ServerSseMessage::default())
+            .await
+            .unwrap();
+        assert!(store.replay_events_after(&id).await.is_err());
     }
 }
