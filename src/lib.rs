@@ -12,6 +12,11 @@
 //! It is source-compatible with `mcp-session` 0.2: migrating is renaming
 //! `mcp_session` to `mcp_bounded_session` in `use` lines.
 //!
+//! With the `redis` feature, `RedisStores` lets several instances share
+//! sessions and replays (rmcp's `SessionStore` and `EventStore` on Redis);
+//! [`MemoryEventStore`] makes stateless streams (protocol 2026-07-28)
+//! resumable on one instance.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -45,6 +50,10 @@
 //! | the `on_close` hook cannot break a close; one 90 % warning per crossing; metrics | `observe` |
 //! | loom-visible stand-ins for the primitives (model checking) | `sync` |
 //! | 429 / 404 / 503 instead of rmcp's 500 for refusals | `http` |
+//! | stored event ids: one spelling, stream and generation in the id | `store::stored_id` |
+//! | a bounded in-memory event store: total and per-stream bounds, TTL | `store::memory` |
+//! | a stateless resumption never replays a session's events | `store::stateless` |
+//! | Redis: keys with TTLs, exact trimming, DELETEs reaching every instance, outages survived | `store::redis` (`events`, `sessions`, `deletions`, `upkeep`) |
 
 #![warn(missing_docs)]
 
