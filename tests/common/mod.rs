@@ -4,6 +4,7 @@
 
 #[path = "../../examples/server/handler.rs"]
 pub mod handler;
+pub mod mcp;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 pub mod sse;

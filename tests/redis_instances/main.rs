@@ -18,9 +18,4 @@ mod replay;
 mod restore;
 mod stateless;
 
-use std::time::Duration;
-
-/// The protocol revision without sessions (SEP-2567).
-const STATELESS_VERSION: &str = "2026-07-28";
-/// Longest wait for one event of a live stream.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+use common::mcp::STATELESS_VERSION;

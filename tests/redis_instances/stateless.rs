@@ -6,8 +6,8 @@ use std::time::Duration;
 use crate::STATELESS_VERSION;
 use crate::common::{SseEvent, SseReader, parse_event_id, read_to_end};
 use crate::mcp::{
-    fetch_replay, first_three_progress, is_method, loopback, progress_of, read_messages,
-    result_text, tool_call, wait_for_stored_result,
+    fetch_replay, first_three_progress, is_method, loopback, post_stateless_call, progress_of,
+    read_messages, result_text, tool_call, wait_for_stored_result,
 };
 use crate::processes::Pair;
 use reqwest::StatusCode;
@@ -54,33 +54,14 @@ async fn a_stateless_request_stream_replays_on_the_other_instance() {
     let pair = Pair::start("stateless");
     let on_a = pair.a.client(loopback(2));
     let on_b = pair.b.client(loopback(2));
-    let body = json!({
-        "jsonrpc": "2.0", "id": 5, "method": "tools/call",
-        "params": {
-            "name": "count",
-            "arguments": { "steps": STEPS, "delay_ms": 80 },
-            "_meta": {
-                "progressToken": "stateless",
-                "io.modelcontextprotocol/protocolVersion": STATELESS_VERSION,
-                "io.modelcontextprotocol/clientCapabilities": {},
-                "io.modelcontextprotocol/clientInfo": { "name": "redis-instances", "version": "1" }
-            }
-        }
-    });
-    // SEP-2243: from 2026-07-28 a POST names its method (and a tool call
-    // its tool) in headers too; the request carries no session.
-    let response = on_a
-        .http
-        .post(&on_a.url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", STATELESS_VERSION)
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "count")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_stateless_call(
+        &on_a,
+        5,
+        "count",
+        json!({ "steps": STEPS, "delay_ms": 80 }),
+        "stateless",
+    )
+    .await;
     let status = response.status();
     assert!(
         response.headers().get("mcp-session-id").is_none(),

@@ -15,6 +15,7 @@ mod deletes;
 mod helpers;
 mod ids;
 mod isolation;
+mod local_end;
 mod outage;
 mod trim;
 mod ttl;
