@@ -87,12 +87,24 @@ pub enum StoreError {
         /// The name's length in bytes.
         length: usize,
     },
-    /// Redis failed or could not be reached; the operation did nothing.
+    /// Redis failed or could not be reached; the operation may not have
+    /// happened.
     #[cfg(feature = "redis")]
-    #[error("redis: {0} (the store retries the connection by itself)")]
+    #[error("redis: {0} (the store reconnects by itself; check that the Redis URL answers)")]
     Redis(#[from] ::redis::RedisError),
-    /// A kept value could not be encoded or decoded.
+    /// Redis failed less than a second ago, so the call did not try it
+    /// (calls try again each second, and the upkeep all the time).
     #[cfg(feature = "redis")]
-    #[error("a stored value could not be encoded or decoded: {0}")]
+    #[error(
+        "redis failed less than a second ago; not tried again yet (check that the Redis URL answers)"
+    )]
+    RedisUnavailable,
+    /// A kept value could not be encoded or decoded: written by another
+    /// version of this crate, or by something else under the same prefix.
+    #[cfg(feature = "redis")]
+    #[error(
+        "a stored value could not be encoded or decoded: {0} (is another program or version \
+         writing under the same key prefix?)"
+    )]
     Encoding(#[from] serde_json::Error),
 }

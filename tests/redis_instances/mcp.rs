@@ -7,26 +7,25 @@ use serde_json::Value;
 
 pub use crate::common::mcp::*;
 
-/// Waits until the last entry of Redis stream `<prefix>stream:<stream>`
+/// Waits until the last entry of the stored stream `<prefix>stream:<stream>`
 /// holds a JSON-RPC response (the request's result was stored).
 pub async fn wait_for_stored_result(prefix: &str, stream: &str) {
     let mut connection = connection(SHARED_URL).await;
     let key = format!("{prefix}stream:{stream}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        // Entries are `<generation>-<sequence> <retry> <message JSON>`.
+        let last: Option<String> = redis::cmd("LINDEX")
             .arg(&key)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
+            .arg(-1)
             .query_async(&mut connection)
             .await
             .unwrap();
-        let done = last.ids.first().is_some_and(|entry| {
+        let done = last.is_some_and(|entry| {
             entry
-                .get::<String>("m")
-                .and_then(|m| serde_json::from_str::<Value>(&m).ok())
+                .splitn(3, ' ')
+                .nth(2)
+                .and_then(|m| serde_json::from_str::<Value>(m).ok())
                 .is_some_and(|m| m.get("result").is_some() || m.get("error").is_some())
         });
         if done {

@@ -104,8 +104,8 @@ pub async fn exists(url: &str, key: &str) -> bool {
     n == 1
 }
 
-pub async fn xlen(url: &str, key: &str) -> i64 {
-    redis::cmd("XLEN")
+pub async fn stream_len(url: &str, key: &str) -> i64 {
+    redis::cmd("LLEN")
         .arg(key)
         .query_async(&mut connection(url).await)
         .await

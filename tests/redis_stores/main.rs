@@ -12,6 +12,7 @@
 mod common;
 
 mod deletes;
+mod faults;
 mod helpers;
 mod ids;
 mod isolation;

@@ -1,7 +1,7 @@
 //! Streams trimmed to the replay capacity.
 
 use crate::common::redis_server::{SHARED_URL, clean, unique_prefix};
-use crate::helpers::{json_of, message, replay, store, store_error, stores, xlen};
+use crate::helpers::{json_of, message, replay, store, store_error, stores, stream_len};
 use mcp_bounded_session::{BoundedSessionManager, StoreError};
 use rmcp::transport::streamable_http_server::session::ServerSseMessage;
 
@@ -25,9 +25,9 @@ async fn streams_are_trimmed_to_the_replay_capacity() {
     for n in 1..=10 {
         ids.push(store(&events, stream, &message(n)).await);
         assert_eq!(
-            xlen(SHARED_URL, &key).await,
+            stream_len(SHARED_URL, &key).await,
             n.min(4) as i64,
-            "XLEN after event {n}"
+            "kept events after event {n}"
         );
     }
     let numbers = |replayed: &[ServerSseMessage]| -> Vec<String> {
@@ -97,9 +97,9 @@ async fn streams_keep_64_events_by_default() {
     for n in 1..=70 {
         ids.push(store(&events, stream, &message(n)).await);
         assert_eq!(
-            xlen(SHARED_URL, &key).await,
+            stream_len(SHARED_URL, &key).await,
             n.min(64) as i64,
-            "XLEN after {n}"
+            "kept events after {n}"
         );
     }
     // 7..70 kept: a replay after the 7th gives 8..70, after the 5th fails.

@@ -51,12 +51,14 @@ pub(super) async fn listen(
                         message = messages.next() => {
                             let Some(message) = message else { break };
                             let Some(inner) = inner.upgrade() else { return };
-                            if let Ok(id) = message.get_payload::<String>() {
-                                let id = id.into();
-                                inner.held.remove(&id);
-                                if let Some(manager) = inner.manager() {
-                                    manager.close_deleted_elsewhere(&id);
-                                }
+                            // The entry in `held` stays: if a restore is
+                            // registering this session right now, the close
+                            // finds nothing, and the upkeep's next round
+                            // finds the tombstone and ends the late copy.
+                            if let Ok(id) = message.get_payload::<String>()
+                                && let Some(manager) = inner.manager()
+                            {
+                                manager.close_deleted_elsewhere(&id.into());
                             }
                         }
                     }

@@ -1,29 +1,34 @@
-//! [`RedisEventStore`]: rmcp's `EventStore` on Redis streams.
+//! [`RedisEventStore`]: rmcp's `EventStore` on Redis lists, one per
+//! stream.
+//!
+//! Each entry is `<generation>-<sequence> <retry ms or -> <message JSON>`.
+//! A list, rather than a Redis stream: a stream preallocates its first node
+//! (4 KB), and most streams here (one per request) hold two or three
+//! events; a list of small entries costs about what they hold.
 //!
 //! # Invariants kept here
 //!
-//! - Ids are `<stream>#<generation>-<sequence>` (see `store::stored_id`):
-//!   the stream's Redis stream entry id prefixed by its name. A stream's
-//!   generation is the Redis server time (µs) of its first event, and its
-//!   entries are numbered 1, 2, 3, ... within it by `XADD <generation>-*`:
-//!   a stream that expired and started again has a new generation, so an
-//!   old id cannot point into it, and a replay can tell a trimmed event
-//!   from a foreign one.
-//! - Appending, trimming to the capacity (`MAXLEN`, exact), refreshing the
-//!   TTL and indexing a new stream under its session happen in one Lua
-//!   script: atomic, one round trip, and no stream ever holds more than its
-//!   capacity.
-//! - A replay reads from the requested entry on (inclusive): if that entry
-//!   or the one right after it is there, everything after it is too, in
-//!   order, once; if not, the replay is an error rather than a stream with
-//!   a hole.
+//! - Ids are `<stream>#<generation>-<sequence>` (see `store::stored_id`).
+//!   A stream's generation is the Redis server time (µs) of its first
+//!   event, and its entries are numbered 1, 2, 3, ... within it: a stream
+//!   that expired and started again has a new generation, so an old id
+//!   cannot point into it, and a replay can tell a trimmed event from a
+//!   foreign one.
+//! - Appending, trimming to the capacity (`LTRIM`, exact), refreshing the
+//!   TTL and indexing the stream under its session (scored by last use)
+//!   happen in one Lua script: atomic, one round trip, and no stream ever
+//!   holds more than its capacity.
+//! - A replay returns the kept events after the id only if none between
+//!   the id and them is missing (else [`StoreError::EventTrimmed`]), and
+//!   only in the id's generation and up to the stream's newest event (else
+//!   [`StoreError::UnknownEvent`]); it refreshes the TTL only of the stream
+//!   of the id's generation, so replaying stale ids keeps nothing alive.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redis::Script;
-use redis::streams::StreamRangeReply;
 use rmcp::model::ServerJsonRpcMessage;
 use rmcp::transport::streamable_http_server::session::store::{EventStoreError, EventStream};
 use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage};
@@ -49,49 +54,50 @@ pub struct RedisEventStore {
 
 /// Appends one event. KEYS[1]: the stream; KEYS[2], if any: its session's
 /// stream index. ARGV: capacity, TTL (ms), message JSON or "", retry (ms)
-/// or "". Returns the entry id.
+/// or "-". Returns `<generation>-<sequence>`.
 ///
-/// A new stream's generation is the server's time in microseconds: two
-/// scripts never run in the same microsecond, so a stream dropped and
-/// started again gets a generation of its own. The index scores each stream
-/// by its last use, so pruning entries older than the TTL drops only
-/// streams whose keys expired.
+/// Two scripts never run in the same microsecond of the server's clock
+/// (each takes longer), so a stream dropped and started again gets a
+/// generation of its own. The index scores each stream by its last use, so
+/// pruning entries older than the TTL drops only streams whose keys
+/// expired.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local now = redis.call('TIME')
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local entry
-if #last == 0 then
-  entry = now[1] .. string.format('%06d', tonumber(now[2])) .. '-1'
+local last = redis.call('LINDEX', KEYS[1], -1)
+local generation, sequence
+if last then
+  local kept
+  generation, kept = string.match(last, '^(%d+)-(%d+) ')
+  sequence = tonumber(kept) + 1
 else
-  entry = string.match(last[1][1], '^(%d+)-') .. '-*'
+  generation = now[1] .. string.format('%06d', tonumber(now[2]))
+  sequence = 1
 end
+local id = generation .. '-' .. string.format('%d', sequence)
+redis.call('RPUSH', KEYS[1], id .. ' ' .. ARGV[4] .. ' ' .. ARGV[3])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if #KEYS == 2 then
   local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   redis.call('ZADD', KEYS[2], now_ms, KEYS[1])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms - tonumber(ARGV[2]))
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
-local fields = {}
-if ARGV[3] ~= '' then table.insert(fields, 'm'); table.insert(fields, ARGV[3]) end
-if ARGV[4] ~= '' then table.insert(fields, 'r'); table.insert(fields, ARGV[4]) end
-if #fields == 0 then fields = {'e', ''} end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], entry, unpack(fields))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return id
 ",
     )
 });
 
-/// Reads a stream from an entry on (inclusive) and refreshes its TTL and
-/// its place in its session's index. KEYS[1]: the stream; KEYS[2], if any:
-/// the index. ARGV: the first entry id, the TTL (ms).
+/// Reads a stream's kept entries; refreshes its TTL and its place in its
+/// session's index if they are of generation ARGV[1]. KEYS[1]: the stream;
+/// KEYS[2], if any: the index. ARGV[2]: the TTL (ms).
 static REPLAY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+')
-if #entries > 0 then
+local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+if #entries > 0 and string.sub(entries[1], 1, #ARGV[1] + 1) == ARGV[1] .. '-' then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   if #KEYS == 2 then
     local now = redis.call('TIME')
@@ -105,18 +111,44 @@ return entries
     )
 });
 
+/// One kept entry, parsed.
+struct Entry<'a> {
+    generation: u64,
+    sequence: u64,
+    retry: Option<Duration>,
+    message: &'a str,
+}
+
+impl<'a> Entry<'a> {
+    /// `<generation>-<sequence> <retry ms or -> <message JSON or nothing>`.
+    fn parse(text: &'a str) -> Option<Self> {
+        let (id, rest) = text.split_once(' ')?;
+        let (retry, message) = rest.split_once(' ')?;
+        let (generation, sequence) = id.split_once('-')?;
+        Some(Self {
+            generation: generation.parse().ok()?,
+            sequence: sequence.parse().ok()?,
+            retry: match retry {
+                "-" => None,
+                ms => Some(Duration::from_millis(ms.parse().ok()?)),
+            },
+            message,
+        })
+    }
+}
+
 impl RedisEventStore {
     async fn append(&self, stream: &str, event: &ServerSseMessage) -> Result<String, StoreError> {
         check_stream_name(stream)?;
         let inner = &self.inner;
+        inner.check_available()?;
         let message = match &event.message {
             Some(message) => serde_json::to_string(&**message)?,
             None => String::new(),
         };
         let retry = event
             .retry
-            .map(|retry| retry.as_millis().to_string())
-            .unwrap_or_default();
+            .map_or_else(|| "-".to_owned(), |retry| retry.as_millis().to_string());
         let mut invocation = APPEND.key(inner.keys.stream(stream));
         if let Some(index) = inner.keys.streams_of(stream) {
             invocation.key(index);
@@ -137,56 +169,52 @@ impl RedisEventStore {
     async fn replay(&self, last_event_id: &str) -> Result<Vec<ServerSseMessage>, StoreError> {
         let id = StoredEventId::parse(last_event_id)?;
         let inner = &self.inner;
-        let key = inner.keys.stream(id.stream);
-        let from = format!("{}-{}", id.generation, id.sequence);
-        let mut invocation = REPLAY.key(&key);
+        inner.check_available()?;
+        let mut invocation = REPLAY.key(inner.keys.stream(id.stream));
         if let Some(index) = inner.keys.streams_of(id.stream) {
             invocation.key(index);
         }
-        invocation.arg(&from).arg(inner.ttl_ms());
+        invocation.arg(id.generation).arg(inner.ttl_ms());
         let mut connection = inner.connection.clone();
-        let range: StreamRangeReply = inner.observe(
+        let kept: Vec<String> = inner.observe(
             "replay_events_after",
             invocation.invoke_async(&mut connection).await,
         )?;
-        let mut entries = range.ids.into_iter().peekable();
-        let first = entries.peek().map(|entry| parse_entry_id(&entry.id));
-        match first {
-            // The id's own event is kept: everything after it is.
-            Some(Some(first)) if first == (id.generation, id.sequence) => {
-                entries.next();
-            }
-            // The id's event was trimmed, but none after it.
-            Some(Some(first)) if first == (id.generation, id.sequence.saturating_add(1)) => {}
-            Some(Some((generation, oldest_kept)))
-                if generation == id.generation && oldest_kept > id.sequence =>
-            {
-                return Err(StoreError::EventTrimmed {
-                    id: last_event_id.to_owned(),
-                    oldest_kept,
-                });
-            }
-            _ => return Err(StoreError::UnknownEvent(last_event_id.to_owned())),
+        let unknown = || StoreError::UnknownEvent(last_event_id.to_owned());
+        let entries = kept
+            .iter()
+            .map(|text| Entry::parse(text).ok_or_else(unknown))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Err(unknown());
+        };
+        if first.generation != id.generation || last.sequence < id.sequence {
+            return Err(unknown());
+        }
+        if first.sequence > id.sequence.saturating_add(1) {
+            return Err(StoreError::EventTrimmed {
+                id: last_event_id.to_owned(),
+                oldest_kept: first.sequence,
+            });
         }
         entries
+            .iter()
+            .filter(|entry| entry.sequence > id.sequence)
             .map(|entry| {
                 let mut event = ServerSseMessage::default();
-                if let Some(json) = entry.get::<Vec<u8>>("m") {
-                    let message: ServerJsonRpcMessage = serde_json::from_slice(&json)?;
+                if !entry.message.is_empty() {
+                    let message: ServerJsonRpcMessage = serde_json::from_str(entry.message)?;
                     event.message = Some(Arc::new(message));
                 }
-                event.retry = entry.get::<u64>("r").map(Duration::from_millis);
-                event.event_id = Some(format!("{}#{}", id.stream, entry.id));
+                event.retry = entry.retry;
+                event.event_id = Some(format!(
+                    "{}#{}-{}",
+                    id.stream, entry.generation, entry.sequence
+                ));
                 Ok(event)
             })
             .collect()
     }
-}
-
-/// `<generation>-<sequence>` of a Redis stream entry id.
-fn parse_entry_id(entry: &str) -> Option<(u64, u64)> {
-    let (generation, sequence) = entry.split_once('-')?;
-    Some((generation.parse().ok()?, sequence.parse().ok()?))
 }
 
 impl EventStore for RedisEventStore {
@@ -225,5 +253,26 @@ impl EventStore for RedisEventStore {
             let events = self.replay(last_event_id).await?;
             Ok(Box::pin(futures::stream::iter(events)) as EventStream)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_parses_into_its_parts() {
+        let entry = Entry::parse("1795646469674123-7 3000 {\"a\": 1}").unwrap();
+        assert_eq!(
+            (entry.generation, entry.sequence),
+            (1_795_646_469_674_123, 7)
+        );
+        assert_eq!(entry.retry, Some(Duration::from_secs(3)));
+        assert_eq!(entry.message, "{\"a\": 1}");
+        let priming = Entry::parse("5-1 - ").unwrap();
+        assert_eq!((priming.retry, priming.message), (None, ""));
+        for bad in ["", "5-1", "5-1 -", "x-1 - ", "5 - ", "5-1 x {}"] {
+            assert!(Entry::parse(bad).is_none(), "{bad:?}");
+        }
     }
 }

@@ -55,9 +55,18 @@ use self::keys::Keys;
 const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
 /// Events kept per stream until a manager says its replay capacity.
 const DEFAULT_STREAM_CAPACITY: usize = 64;
-/// Longest wait for one Redis answer: a request waiting on an unreachable
-/// Redis fails after this, rather than after the OS's TCP timeout.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for a connection, and then for an answer: a call that
+/// tries an unreachable Redis fails within twice this, rather than after
+/// the OS's TCP timeout (and for a second after, calls fail at once:
+/// `error_log`).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest TTL: Redis refuses expiry times beyond its clock's range, and
+/// a key that should outlive a year is better without a store.
+const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// A DELETE's tombstone outlives the session's TTL this many times: an
+/// instance cut off from Redis for longer than the TTL may still hold the
+/// session, and must find the tombstone when it comes back.
+const TOMBSTONE_TTLS: u64 = 4;
 
 /// The shared state of the stores and their background tasks.
 #[derive(Debug)]
@@ -71,8 +80,9 @@ pub(crate) struct Inner {
     /// Sessions whose stored copy this instance keeps alive, with their
     /// stored value (so the upkeep can write it again after Redis lost it).
     held: DashMap<SessionId, upkeep::Held>,
-    /// DELETEs that did not reach Redis yet.
-    pending_deletes: Mutex<Vec<SessionId>>,
+    /// DELETEs that did not reach Redis yet (oldest first), each with
+    /// whether this instance held the session.
+    pending_deletes: Mutex<hashlink::LinkedHashMap<SessionId, bool>>,
     manager: Mutex<Weak<BoundedSessionManager>>,
     errors: ErrorLog,
     upkeep_interval: Option<Duration>,
@@ -95,6 +105,25 @@ impl Inner {
         self.ttl_ms.load(Ordering::Relaxed)
     }
 
+    fn tombstone_ttl_ms(&self) -> u64 {
+        self.ttl_ms().saturating_mul(TOMBSTONE_TTLS)
+    }
+
+    /// Whether a manager was given these stores (`redis` on its builder):
+    /// only then are sessions kept alive by the upkeep.
+    fn attached(&self) -> bool {
+        self.manager.lock().strong_count() > 0
+    }
+
+    /// Fails at once while Redis failed within the last second (see
+    /// `error_log`).
+    fn check_available(&self) -> Result<(), StoreError> {
+        if self.errors.recently_failed() {
+            return Err(StoreError::RedisUnavailable);
+        }
+        Ok(())
+    }
+
     fn stream_capacity(&self) -> usize {
         self.stream_capacity.load(Ordering::Relaxed)
     }
@@ -104,11 +133,13 @@ impl Inner {
     }
 
     /// A quarter of the TTL, so a key is refreshed several times before it
-    /// could expire under a live session; between 100 ms and one minute.
+    /// could expire under a live session; between 100 ms and one minute. A
+    /// configured interval is kept under half the TTL for the same reason.
     fn upkeep_interval(&self) -> Duration {
-        self.upkeep_interval.unwrap_or_else(|| {
-            (self.ttl() / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
-        })
+        match self.upkeep_interval {
+            Some(interval) => interval.min(self.ttl() / 2).max(Duration::from_millis(1)),
+            None => (self.ttl() / 4).clamp(Duration::from_millis(100), Duration::from_secs(60)),
+        }
     }
 
     /// Records the outcome of a Redis call in the log.
@@ -241,7 +272,16 @@ impl RedisStores {
         idle: Option<Duration>,
         replay_capacity: usize,
     ) {
-        *self.inner.manager.lock() = Arc::downgrade(manager);
+        let mut attached = self.inner.manager.lock();
+        if attached.strong_count() > 0 {
+            tracing::warn!(
+                "RedisStores given to a second manager: only the last one built closes its \
+                 sessions DELETEd elsewhere and keeps them alive in Redis; give each manager \
+                 stores of its own"
+            );
+        }
+        *attached = Arc::downgrade(manager);
+        drop(attached);
         self.inner
             .stream_capacity
             .store(replay_capacity, Ordering::Relaxed);
@@ -270,10 +310,12 @@ impl RedisStoresBuilder {
         self
     }
 
-    /// The TTL of every key (by default the manager's idle timeout, else
-    /// its maximum lifetime, else 30 minutes). A session's stored copy
-    /// lives this long after the last instance holding it let it go; a
-    /// stream, this long after its last write or replay.
+    /// The TTL of every key (by default the manager's idle timeout, which
+    /// rmcp's `SessionConfig` sets to 5 minutes, else its maximum lifetime,
+    /// else 30 minutes; at most a year). A session's stored copy lives this
+    /// long after the last instance holding it let it go; a stream, this
+    /// long after its last write or replay; a DELETE's tombstone, four
+    /// times this long.
     ///
     /// # Panics
     ///
@@ -348,8 +390,7 @@ impl RedisStoresBuilder {
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
             // A call fails fast while Redis is away; the manager reconnects
             // on the next one.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
+            .set_number_of_retries(0);
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let inner = Arc::new(Inner {
             connection,
@@ -359,7 +400,7 @@ impl RedisStoresBuilder {
             explicit_ttl: self.ttl.is_some(),
             stream_capacity: AtomicUsize::new(DEFAULT_STREAM_CAPACITY),
             held: DashMap::new(),
-            pending_deletes: Mutex::new(Vec::new()),
+            pending_deletes: Mutex::new(hashlink::LinkedHashMap::new()),
             manager: Mutex::new(Weak::new()),
             errors: ErrorLog::default(),
             upkeep_interval: self.upkeep_interval,
@@ -380,9 +421,22 @@ impl RedisStoresBuilder {
     }
 }
 
-/// Milliseconds, at least 1 (Redis refuses a zero TTL).
+/// Milliseconds, at least 1 (Redis refuses a zero TTL) and at most
+/// [`MAX_TTL`]'s.
 fn duration_ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
+    let ms = duration.min(MAX_TTL).as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_are_whole_milliseconds_redis_accepts() {
+        assert_eq!(duration_ms(Duration::ZERO), 1);
+        assert_eq!(duration_ms(Duration::from_micros(1_500)), 1);
+        assert_eq!(duration_ms(Duration::from_secs(2)), 2_000);
+        assert_eq!(duration_ms(Duration::MAX), 365 * 24 * 60 * 60 * 1_000);
+    }
 }

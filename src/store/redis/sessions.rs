@@ -44,31 +44,39 @@ pub struct RedisSessionStore {
 
 /// Deletes session ARGV[1]: KEYS[1] its value, KEYS[2] its tombstone,
 /// KEYS[3] its stream index. ARGV[2]: the tombstone's TTL (ms); ARGV[3]:
-/// the channel to publish the id on.
+/// the channel to publish the id on; ARGV[4]: "1" if the deleting instance
+/// held the session. The tombstone and the announcement are only for a
+/// session that existed: rmcp passes on the DELETE of any id a client
+/// sends, and tombstones of made-up ids would fill Redis.
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local streams = redis.call('ZRANGE', KEYS[3], 0, -1)
 for _, stream in ipairs(streams) do redis.call('DEL', stream) end
-redis.call('DEL', KEYS[1], KEYS[3])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[1])
+local existed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[3])
+if existed == 1 or ARGV[4] == '1' then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[1])
+end
 return #streams
 ",
     )
 });
 
 impl Inner {
-    /// Runs the DELETE script for `id`.
-    pub(super) async fn delete_everywhere(&self, id: &str) -> redis::RedisResult<()> {
+    /// Runs the DELETE script for `id`; `held`: whether this instance held
+    /// the session.
+    pub(super) async fn delete_everywhere(&self, id: &str, held: bool) -> redis::RedisResult<()> {
         let mut connection = self.connection.clone();
         DELETE
             .key(self.keys.session(id))
             .key(self.keys.tombstone(id))
             .key(self.keys.session_streams(id))
             .arg(id)
-            .arg(self.ttl_ms())
+            .arg(self.tombstone_ttl_ms())
             .arg(self.keys.deletions_channel())
+            .arg(if held { "1" } else { "0" })
             .invoke_async::<i64>(&mut connection)
             .await
             .map(drop)
@@ -78,58 +86,72 @@ impl Inner {
 impl RedisSessionStore {
     async fn load_state(&self, id: &str) -> Result<Option<SessionState>, StoreError> {
         let inner = &self.inner;
-        let mut connection = inner.connection.clone();
-        let result = redis::cmd("GET")
-            .arg(inner.keys.session(id))
-            .query_async::<Option<String>>(&mut connection)
-            .await;
-        let json = match result {
-            Ok(json) => {
-                inner.errors.succeeded();
-                json
+        let loaded = match inner.check_available() {
+            Ok(()) => {
+                let mut connection = inner.connection.clone();
+                let result = redis::cmd("GET")
+                    .arg(inner.keys.session(id))
+                    .query_async::<Option<String>>(&mut connection)
+                    .await;
+                inner.observe("load session", result)
             }
+            Err(unavailable) => Err(unavailable),
+        };
+        let json = match loaded {
+            Ok(json) => json,
             Err(error) => {
-                inner.errors.failed("load session", &error);
                 // 503 with Retry-After through the crate's layer, rather
                 // than rmcp's 500: the session may well exist.
                 http::record(Refusal::StoreUnavailable);
-                return Err(StoreError::Redis(error));
+                return Err(error);
             }
         };
         let Some(json) = json else { return Ok(None) };
         let state = serde_json::from_str(&json)?;
         // rmcp restores the session next; this instance keeps the value
         // alive from now on (the upkeep drops it if the restore failed).
-        inner.held.insert(id.into(), Held::written(json.into()));
+        if inner.attached() {
+            inner.held.insert(id.into(), Held::new(json.into(), true));
+        }
         Ok(Some(state))
     }
 
     async fn store_state(&self, id: &str, state: &SessionState) -> Result<(), StoreError> {
         let inner = &self.inner;
         let json: Arc<str> = serde_json::to_string(state)?.into();
-        let mut connection = inner.connection.clone();
-        let written = redis::cmd("SET")
-            .arg(inner.keys.session(id))
-            .arg(&*json)
-            .arg("PX")
-            .arg(inner.ttl_ms())
-            .query_async::<()>(&mut connection)
-            .await;
-        let held = match inner.observe("store session", written) {
-            Ok(()) => Held::written(json),
-            // The upkeep writes it when Redis is back.
-            Err(_) => Held::unwritten(json),
+        let written = match inner.check_available() {
+            Ok(()) => {
+                let mut connection = inner.connection.clone();
+                let written = redis::cmd("SET")
+                    .arg(inner.keys.session(id))
+                    .arg(&*json)
+                    .arg("PX")
+                    .arg(inner.ttl_ms())
+                    .query_async::<()>(&mut connection)
+                    .await;
+                inner.observe("store session", written).is_ok()
+            }
+            Err(_) => false,
         };
-        inner.held.insert(id.into(), held);
+        // Without a manager, nothing would ever forget the entry.
+        if inner.attached() {
+            // If unwritten, the upkeep writes it when Redis is back.
+            inner.held.insert(id.into(), Held::new(json, written));
+        }
         Ok(())
     }
 
     async fn delete_state(&self, id: &str) {
         let inner = &self.inner;
-        inner.held.remove(id);
-        let deleted = inner.delete_everywhere(id).await;
-        if inner.observe("delete session", deleted).is_err() {
-            inner.queue_delete(id.into());
+        let held = inner.held.remove(id).is_some();
+        let deleted = match inner.check_available() {
+            Ok(()) => inner
+                .observe("delete session", inner.delete_everywhere(id, held).await)
+                .is_ok(),
+            Err(_) => false,
+        };
+        if !deleted {
+            inner.queue_delete(id.into(), held);
         }
     }
 }

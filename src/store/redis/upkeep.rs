@@ -3,17 +3,22 @@
 //! after an outage.
 //!
 //! Each round
-//! 1. sends the DELETEs that could not reach Redis when they came;
-//! 2. forgets the sessions this instance no longer holds (closed, evicted,
+//! 1. forgets the sessions this instance no longer holds (closed, evicted,
 //!    expired here: their stored copy then lives out its TTL, so the
-//!    client can still be restored on its next request);
-//! 3. refreshes the TTL of the others (`PEXPIRE`, one pipelined round
+//!    client can still be restored on its next request), except those
+//!    loaded in the last two intervals (a restore may still be registering
+//!    them);
+//! 2. refreshes the TTL of the others (`PEXPIRE`, one pipelined round
 //!    trip per batch);
-//! 4. for each one whose key is gone (Redis lost it, or it was never
-//!    written because Redis was away, or a DELETE elsewhere removed it while
-//!    this instance was not subscribed): ends the local copy if its
-//!    tombstone is there, else writes it again, atomically (a Lua script),
-//!    so a DELETE racing the rewrite cannot be undone by it.
+//! 3. for each one whose key is gone (Redis lost it, or it was never
+//!    written because Redis was away, or a DELETE elsewhere removed it,
+//!    whether or not this instance heard of it over pub/sub): ends the
+//!    local copy if its tombstone is there, else writes it again,
+//!    atomically (a Lua script), so a DELETE racing the rewrite cannot be
+//!    undone by it;
+//! 4. sends up to [`DELETES_PER_ROUND`] of the DELETEs that could not reach
+//!    Redis when they came (after the refreshes, so a backlog cannot let
+//!    live sessions' keys expire).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
@@ -21,13 +26,21 @@ use std::sync::{Arc, LazyLock, Weak};
 use redis::Script;
 use rmcp::transport::streamable_http_server::session::SessionId;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use crate::manager::BoundedSessionManager;
 use crate::store::StoreError;
 
 /// Sessions refreshed per pipelined round trip.
 const BATCH: usize = 512;
+/// DELETEs retried per round.
+const DELETES_PER_ROUND: usize = 256;
+/// DELETEs kept for a retry while Redis is away; beyond, the oldest of
+/// sessions this instance did not hold are dropped (a DELETE of an id
+/// nobody here knew may be of no session at all).
+const MAX_PENDING_DELETES: usize = 10_000;
 
 /// Writes a session's value unless its tombstone is there. KEYS[1]: value,
 /// KEYS[2]: tombstone; ARGV: the value, the TTL (ms). Returns 1 if the
@@ -49,27 +62,36 @@ pub(crate) struct Held {
     json: Arc<str>,
     /// Whether the value is known to have reached Redis.
     written: AtomicBool,
+    /// When it was stored or loaded here.
+    since: Instant,
 }
 
 impl Held {
-    pub(super) fn written(json: Arc<str>) -> Self {
+    pub(super) fn new(json: Arc<str>, written: bool) -> Self {
         Self {
             json,
-            written: AtomicBool::new(true),
-        }
-    }
-
-    pub(super) fn unwritten(json: Arc<str>) -> Self {
-        Self {
-            json,
-            written: AtomicBool::new(false),
+            written: AtomicBool::new(written),
+            since: Instant::now(),
         }
     }
 }
 
 impl Inner {
-    pub(super) fn queue_delete(&self, id: SessionId) {
-        self.pending_deletes.lock().push(id);
+    /// Keeps a DELETE for the upkeep to send; `held`: whether this instance
+    /// held the session (so it surely exists).
+    pub(super) fn queue_delete(&self, id: SessionId, held: bool) {
+        let mut pending = self.pending_deletes.lock();
+        pending.replace(id, held);
+        while pending.len() > MAX_PENDING_DELETES {
+            let oldest_unknown = pending
+                .iter()
+                .find(|(_, held)| !**held)
+                .map(|(id, _)| id.clone());
+            match oldest_unknown {
+                Some(id) => pending.remove(&id),
+                None => pending.pop_front().map(|(_, held)| held),
+            };
+        }
     }
 }
 
@@ -93,21 +115,18 @@ pub(super) async fn run(inner: Weak<Inner>, shutdown: CancellationToken, now: Ar
 }
 
 async fn round(inner: &Inner) -> Result<(), StoreError> {
-    let deletes = std::mem::take(&mut *inner.pending_deletes.lock());
-    for (done, id) in deletes.iter().enumerate() {
-        let deleted = inner.delete_everywhere(id).await;
-        if inner.observe("delete session (retry)", deleted).is_err() {
-            inner
-                .pending_deletes
-                .lock()
-                .extend_from_slice(&deletes[done..]);
-            return Ok(());
-        }
+    if let Some(manager) = inner.manager() {
+        refresh_held(inner, &manager).await?;
     }
-    let Some(manager) = inner.manager() else {
-        return Ok(());
-    };
-    inner.held.retain(|id, _| manager.holds_session(id));
+    retry_deletes(inner).await;
+    Ok(())
+}
+
+async fn refresh_held(inner: &Inner, manager: &BoundedSessionManager) -> Result<(), StoreError> {
+    let grace = inner.upkeep_interval() * 2;
+    inner
+        .held
+        .retain(|id, held| manager.holds_session(id) || held.since.elapsed() < grace);
     let held: Vec<(SessionId, Arc<str>, bool)> = inner
         .held
         .iter()
@@ -120,19 +139,29 @@ async fn round(inner: &Inner) -> Result<(), StoreError> {
             )
         })
         .collect();
+    let mut connection = inner.connection.clone();
     for batch in held.chunks(BATCH) {
-        let mut refresh = redis::pipe();
-        for (id, _, _) in batch.iter().filter(|(_, _, written)| *written) {
-            refresh
-                .cmd("PEXPIRE")
-                .arg(inner.keys.session(id))
-                .arg(inner.ttl_ms());
-        }
-        let mut connection = inner.connection.clone();
-        let refreshed: Vec<i64> = inner.observe(
-            "refresh session TTLs",
-            refresh.query_async(&mut connection).await,
-        )?;
+        let written: Vec<&SessionId> = batch
+            .iter()
+            .filter(|(_, _, written)| *written)
+            .map(|(id, _, _)| id)
+            .collect();
+        // redis-rs refuses an empty pipeline.
+        let refreshed: Vec<i64> = if written.is_empty() {
+            Vec::new()
+        } else {
+            let mut refresh = redis::pipe();
+            for id in &written {
+                refresh
+                    .cmd("PEXPIRE")
+                    .arg(inner.keys.session(id))
+                    .arg(inner.ttl_ms());
+            }
+            inner.observe(
+                "refresh session TTLs",
+                refresh.query_async(&mut connection).await,
+            )?
+        };
         let mut refreshed = refreshed.into_iter();
         for (id, json, written) in batch {
             if *written && refreshed.next() == Some(1) {
@@ -157,4 +186,22 @@ async fn round(inner: &Inner) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+async fn retry_deletes(inner: &Inner) {
+    let batch: Vec<(SessionId, bool)> = {
+        let mut pending = inner.pending_deletes.lock();
+        std::iter::from_fn(|| pending.pop_front())
+            .take(DELETES_PER_ROUND)
+            .collect()
+    };
+    for (done, (id, held)) in batch.iter().enumerate() {
+        let deleted = inner.delete_everywhere(id, *held).await;
+        if inner.observe("delete session (retry)", deleted).is_err() {
+            for (id, held) in &batch[done..] {
+                inner.queue_delete(id.clone(), *held);
+            }
+            return;
+        }
+    }
 }

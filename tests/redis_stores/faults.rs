@@ -1,0 +1,122 @@
+//! Redis away: the store's calls fail at once after a failure, sessions
+//! made only while it was away are written once it is back, and the
+//! background tasks end with the stores.
+
+use std::time::Duration;
+
+use crate::common::eventually_async;
+use crate::common::redis_server::{PrivateRedis, SHARED_URL, clean, unique_prefix};
+use crate::helpers::{exists, instance, message, pttl, session_state, store_error, stores};
+use mcp_bounded_session::{RedisStores, StoreError};
+
+async fn private_stores(redis: &PrivateRedis, prefix: &str) -> RedisStores {
+    RedisStores::builder(redis.url())
+        .prefix(prefix)
+        .ttl(Duration::from_secs(3))
+        .upkeep_interval(Duration::from_millis(100))
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// After one failure, the next call does not wait for Redis: it fails at
+/// once with `RedisUnavailable`, until the probe interval has passed.
+#[tokio::test]
+async fn after_a_failure_calls_fail_at_once() {
+    let mut redis = PrivateRedis::start();
+    let stores = private_stores(&redis, &unique_prefix("circuit")).await;
+    let events = stores.event_store();
+    assert!(events.store_event("s:common", &message(1)).await.is_ok());
+    redis.stop();
+    let first = events
+        .store_event("s:common", &message(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(store_error(&first), StoreError::Redis(_)),
+        "{first}"
+    );
+    let second = events
+        .store_event("s:common", &message(3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(store_error(&second), StoreError::RedisUnavailable),
+        "{second}"
+    );
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(
+        events.store_event("s:common", &message(4)).await.is_ok(),
+        "the probe after the interval reaches Redis again"
+    );
+}
+
+/// An instance whose only sessions were made while Redis was away writes
+/// them once Redis answers (the refresh has nothing to send then, and must
+/// not stop the round).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_made_only_during_an_outage_are_written_when_redis_returns() {
+    let mut redis = PrivateRedis::start();
+    let prefix = unique_prefix("outage_only");
+    let stores = private_stores(&redis, &prefix).await;
+    let server = instance(&stores, 8).await;
+    let client = server.client();
+    redis.stop();
+    let session = client
+        .initialize()
+        .await
+        .expect("initialize while Redis is away");
+    assert!(client.works(&session).await);
+    redis.restart();
+    let url = redis.url();
+    let key = format!("{prefix}session:{session}");
+    assert!(
+        eventually_async(Duration::from_secs(5), || exists(&url, &key)).await,
+        "the session was never written after Redis came back"
+    );
+}
+
+/// The tombstone outlives the session's TTL (an instance cut off for
+/// longer must still find it), and a DELETE of an id no instance knew
+/// leaves no tombstone (clients can send any id).
+#[tokio::test]
+async fn tombstones_are_for_sessions_that_existed_and_outlive_the_ttl() {
+    let prefix = unique_prefix("tombstone");
+    let stores = stores(SHARED_URL, &prefix, Some(Duration::from_secs(10))).await;
+    let sessions = stores.session_store();
+    sessions.store("known", &session_state()).await.unwrap();
+    sessions.delete("known").await.unwrap();
+    let ttl = pttl(SHARED_URL, &format!("{prefix}deleted:known")).await;
+    assert!(ttl > 10_000 && ttl <= 40_000, "tombstone PTTL {ttl}");
+    sessions.delete("made-up").await.unwrap();
+    assert!(!exists(SHARED_URL, &format!("{prefix}deleted:made-up")).await);
+    clean(SHARED_URL, &prefix).await;
+}
+
+/// The listener and the upkeep end when the last clone of the stores is
+/// dropped.
+#[tokio::test]
+async fn the_background_tasks_end_with_the_stores() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let stores = stores(SHARED_URL, &unique_prefix("tasks"), None).await;
+    let clone = stores.clone();
+    // The listener and the upkeep, and redis-rs's connection tasks.
+    assert!(metrics.num_alive_tasks() >= before + 2);
+    drop(stores);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        metrics.num_alive_tasks() >= before + 2,
+        "a clone keeps them"
+    );
+    drop(clone);
+    assert!(
+        eventually_async(Duration::from_secs(2), || async {
+            metrics.num_alive_tasks() == before
+        })
+        .await,
+        "{} tasks left",
+        metrics.num_alive_tasks() - before
+    );
+}
