@@ -5,8 +5,8 @@
 //! | key | type | holds | lifetime |
 //! |---|---|---|---|
 //! | `<prefix>session:<id>` | string | the session's `initialize` parameters (JSON) | TTL, refreshed while an instance holds the session; removed by DELETE |
-//! | `<prefix>deleted:<id>` | string | a DELETE happened (tombstone) | TTL |
-//! | `<prefix>stream:<stream>` | stream | the stream's last events, entry ids `<generation>-<sequence>`, fields `m` (message JSON) and `r` (retry, ms) | TTL, refreshed on each write and replay; trimmed to the replay capacity |
+//! | `<prefix>deleted:<id>` | string | a DELETE happened (tombstone) | four times the TTL |
+//! | `<prefix>stream:<stream>` | list | the stream's last events, each `<generation>-<sequence> <retry ms or -> <message JSON>` | TTL, refreshed on each write and replay; trimmed to the replay capacity |
 //! | `<prefix>streams:<id>` | sorted set | the stream keys of session `<id>` (score: creation time, ms) | TTL, refreshed when a stream is added; removed by DELETE |
 //!
 //! and one pub/sub channel, `<prefix>deleted`, carrying the id of each

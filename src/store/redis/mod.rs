@@ -218,6 +218,10 @@ impl RedisStores {
     }
 
     /// The rmcp `SessionStore`, for `StreamableHttpServerConfig::session_store`.
+    /// Give the stores to the manager's builder too
+    /// ([`redis`](crate::BoundedSessionManagerBuilder::redis)): without a
+    /// manager, nothing keeps the sessions' keys alive past their TTL or
+    /// writes them again after an outage.
     ///
     /// ```no_run
     /// # async fn demo(redis: mcp_bounded_session::RedisStores) {
