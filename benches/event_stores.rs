@@ -1,8 +1,9 @@
 //! The event stores' two operations, as rmcp calls them: `store_event`
 //! (one event, a tool's progress notification) and `replay_events_after`
 //! (the last 16 events of a stream), for `RedisEventStore` against the
-//! Redis on 127.0.0.1:6379 and for `MemoryEventStore`; then the Redis memory
-//! a session and an event take (`MEMORY USAGE`).
+//! Redis on 127.0.0.1:6379 (beside a bare `PING`, the round trip under
+//! both) and for `MemoryEventStore`; first the Redis memory a session and
+//! an event take (`MEMORY USAGE`).
 //!
 //! Needs the `redis` feature and a Redis server on 127.0.0.1:6379
 //! (`REDIS_URL` to use another):
@@ -182,10 +183,40 @@ async fn clean() {
     }
 }
 
+/// One `PING` through redis-rs: the round trip every Redis call pays, the
+/// floor under `store_event` and `replay_events_after`.
+fn bench_ping(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let client = redis::Client::open(url()).unwrap();
+    let mut connection = rt
+        .block_on(client.get_multiplexed_async_connection())
+        .unwrap();
+    let mut group = c.benchmark_group("event_store");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function("redis/ping_round_trip", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let _: String = redis::cmd("PING")
+                        .query_async(&mut connection)
+                        .await
+                        .unwrap();
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.finish();
+}
+
 fn event_stores(c: &mut Criterion) {
     let rt = common::runtime();
     let stores = rt.block_on(redis_stores());
     rt.block_on(report_memory(&stores));
+    bench_ping(c, &rt);
     bench_store(c, "redis", stores.event_store(), &rt);
     bench_store(c, "memory", Arc::new(MemoryEventStore::default()), &rt);
     rt.block_on(clean());

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::mcp::{
-    STATELESS_VERSION, fetch_replay, first_three_progress, is_method, post_stateless_call,
-    progress_of, result_text,
+    STATELESS_VERSION, assert_rest_of_count, fetch_replay, first_three_progress,
+    post_stateless_call,
 };
 use common::{TestServer, read_to_end};
 use mcp_bounded_session::{BoundedSessionManager, MemoryEventStore};
@@ -43,20 +43,7 @@ async fn a_cut_stateless_call_resumes_with_every_remaining_event_once() {
     // The tool goes on without its client; its events are kept.
     tokio::time::sleep(Duration::from_millis(30 * STEPS + 300)).await;
     let messages = fetch_replay(&client, None, STATELESS_VERSION, &last_seen).await;
-    let (result, progress) = messages.split_last().expect("a replay with events");
-    let steps: Vec<u64> = progress
-        .iter()
-        .map(|m| {
-            assert!(is_method(m, "notifications/progress"), "unexpected {m}");
-            progress_of(m)
-        })
-        .collect();
-    assert_eq!(steps, (4..=STEPS).collect::<Vec<_>>());
-    assert_eq!(result["id"], json!(3));
-    assert_eq!(
-        result_text(result),
-        Some(format!("counted to {STEPS}").as_str())
-    );
+    assert_rest_of_count(&messages, STEPS, 3, "cut");
 }
 
 #[tokio::test]

@@ -175,3 +175,24 @@ pub async fn post_stateless_call(
         .await
         .unwrap()
 }
+
+/// Checks what a resumed `count` call replayed after its third progress
+/// notification: progress 4 to `steps` (each for `token`), then the result
+/// of request `id`, nothing else.
+pub fn assert_rest_of_count(messages: &[Value], steps: u64, id: u64, token: &str) {
+    let (result, progress) = messages.split_last().expect("a replay with events");
+    let counted: Vec<u64> = progress
+        .iter()
+        .map(|m| {
+            assert!(is_method(m, "notifications/progress"), "unexpected {m}");
+            assert_eq!(m["params"]["progressToken"], json!(token), "{m}");
+            progress_of(m)
+        })
+        .collect();
+    assert_eq!(counted, (4..=steps).collect::<Vec<_>>());
+    assert_eq!(result["id"], json!(id), "{result}");
+    assert_eq!(
+        result_text(result),
+        Some(format!("counted to {steps}").as_str())
+    );
+}

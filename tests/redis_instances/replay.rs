@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::{PROTOCOL_VERSION, SseEvent, SseReader, parse_event_id, read_to_end};
 use crate::mcp::{
-    fetch_replay, first_three_progress, is_method, loopback, progress_of, read_messages,
+    assert_rest_of_count, fetch_replay, first_three_progress, is_method, loopback, read_messages,
     result_text, session_header, tool_call, tool_call_with_progress, wait_for_stored_result,
 };
 use crate::processes::Pair;
@@ -102,21 +102,7 @@ async fn a_request_stream_replays_on_the_other_instance() {
 
     wait_for_stored_result(&pair.prefix, stream).await;
     let messages = fetch_replay(&on_b, Some(&session), PROTOCOL_VERSION, last_id).await;
-    let (result, progress) = messages.split_last().expect("a replay with events");
-    let steps: Vec<u64> = progress
-        .iter()
-        .map(|m| {
-            assert!(is_method(m, "notifications/progress"), "unexpected {m}");
-            assert_eq!(m["params"]["progressToken"], json!("tok"));
-            progress_of(m)
-        })
-        .collect();
-    assert_eq!(steps, (4..=STEPS).collect::<Vec<_>>());
-    assert_eq!(result["id"], json!(3), "{result}");
-    assert_eq!(
-        result_text(result),
-        Some(format!("counted to {STEPS}").as_str())
-    );
+    assert_rest_of_count(&messages, STEPS, 3, "tok");
     pair.finish().await;
 }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use crate::STATELESS_VERSION;
 use crate::common::{SseEvent, SseReader, parse_event_id, read_to_end};
 use crate::mcp::{
-    fetch_replay, first_three_progress, is_method, loopback, post_stateless_call, progress_of,
-    read_messages, result_text, tool_call, wait_for_stored_result,
+    assert_rest_of_count, fetch_replay, first_three_progress, is_method, loopback,
+    post_stateless_call, read_messages, tool_call, wait_for_stored_result,
 };
 use crate::processes::Pair;
 use reqwest::StatusCode;
@@ -80,19 +80,6 @@ async fn a_stateless_request_stream_replays_on_the_other_instance() {
 
     wait_for_stored_result(&pair.prefix, stream).await;
     let messages = fetch_replay(&on_b, None, STATELESS_VERSION, last_id).await;
-    let (result, progress) = messages.split_last().expect("a replay with events");
-    let steps: Vec<u64> = progress
-        .iter()
-        .map(|m| {
-            assert!(is_method(m, "notifications/progress"), "unexpected {m}");
-            progress_of(m)
-        })
-        .collect();
-    assert_eq!(steps, (4..=STEPS).collect::<Vec<_>>());
-    assert_eq!(result["id"], json!(5), "{result}");
-    assert_eq!(
-        result_text(result),
-        Some(format!("counted to {STEPS}").as_str())
-    );
+    assert_rest_of_count(&messages, STEPS, 5, "stateless");
     pair.finish().await;
 }
