@@ -286,3 +286,27 @@ pub(crate) fn is_event_of(session: &SessionId, event_id: &str) -> bool {
         .strip_prefix(&**session)
         .is_some_and(|rest| rest.starts_with(':'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_a_sessions_only_if_its_stream_bears_the_session_id_and_a_colon() {
+        let session: SessionId = "a1b2".into();
+        assert!(is_event_of(&session, "a1b2:common#5-1"));
+        assert!(is_event_of(
+            &session,
+            &format!("{}#5-1", store_name_for(&session))
+        ));
+        for other in [
+            "a1b2x:common#5-1",
+            "a1b#5-1",
+            "a1b2#5-1",
+            "",
+            "x:a1b2:common#5-1",
+        ] {
+            assert!(!is_event_of(&session, other), "{other:?}");
+        }
+    }
+}

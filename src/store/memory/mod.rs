@@ -384,6 +384,10 @@ type Ready<'a, T> = Pin<Box<dyn Future<Output = Result<T, EventStoreError>> + Se
 // The trait is declared with `#[async_trait]`; this crate does not depend on
 // that macro, so the methods are written in the form it expands to.
 impl EventStore for MemoryEventStore {
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the event is stored when this is called; the future is
+    /// ready at once.
     fn store_event<'life0, 'life1, 'life2, 'async_trait>(
         &'life0 self,
         stream_id: &'life1 str,
@@ -399,6 +403,10 @@ impl EventStore for MemoryEventStore {
         Box::pin(ready(stored))
     }
 
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the replay is read when this is called; the future is
+    /// ready at once.
     fn replay_events_after<'life0, 'life1, 'async_trait>(
         &'life0 self,
         last_event_id: &'life1 str,

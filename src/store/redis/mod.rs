@@ -190,7 +190,19 @@ pub struct RedisStores {
 }
 
 /// Settings of [`RedisStores`]; from [`RedisStores::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use mcp_bounded_session::RedisStores;
+///
+/// let builder = RedisStores::builder("redis://127.0.0.1:6379/")
+///     .prefix("my-server:")
+///     .ttl(Duration::from_secs(15 * 60));
+/// // builder.connect().await? in a tokio runtime
+/// # drop(builder);
+/// ```
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until connect() is called"]
 pub struct RedisStoresBuilder {
     url: String,
     prefix: String,
