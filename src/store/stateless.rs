@@ -18,7 +18,6 @@
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use rmcp::transport::streamable_http_server::session::store::{EventStoreError, EventStream};
 use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage};
 
@@ -44,48 +43,34 @@ fn names_a_session_stream(event_id: &str) -> bool {
     event_id.contains(':')
 }
 
+#[async_trait::async_trait]
 impl EventStore for StatelessStreams {
-    fn store_event<'a, 'b, 'c, 'd>(
-        &'a self,
-        stream_id: &'b str,
-        event: &'c ServerSseMessage,
-    ) -> BoxFuture<'d, Result<String, EventStoreError>>
-    where
-        'a: 'd,
-        'b: 'd,
-        'c: 'd,
-        Self: 'd,
-    {
-        Box::pin(async move {
-            match self.0.store_event(stream_id, event).await {
-                Ok(id) => Ok(id),
-                // rmcp ends a stateless request whose event could not be
-                // stored; a store outage must not fail requests. The event
-                // goes out with an id no store issued (sequence 0 is never
-                // one), whose resumption is refused like an expired one's.
-                Err(error) => {
-                    tracing::debug!(%error, "event store failed; stateless event sent with an id that cannot be resumed");
-                    Ok(unstored_id(stream_id))
-                }
+    async fn store_event(
+        &self,
+        stream_id: &str,
+        event: &ServerSseMessage,
+    ) -> Result<String, EventStoreError> {
+        match self.0.store_event(stream_id, event).await {
+            Ok(id) => Ok(id),
+            // rmcp ends a stateless request whose event could not be
+            // stored; a store outage must not fail requests. The event goes
+            // out with an id no store issued (sequence 0 is never one),
+            // whose resumption is refused like an expired one's.
+            Err(error) => {
+                tracing::debug!(%error, "event store failed; stateless event sent with an id that cannot be resumed");
+                Ok(unstored_id(stream_id))
             }
-        })
+        }
     }
 
-    fn replay_events_after<'a, 'b, 'c>(
-        &'a self,
-        last_event_id: &'b str,
-    ) -> BoxFuture<'c, Result<EventStream, EventStoreError>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
+    async fn replay_events_after(
+        &self,
+        last_event_id: &str,
+    ) -> Result<EventStream, EventStoreError> {
         if names_a_session_stream(last_event_id) {
-            let refused: EventStoreError =
-                Box::new(StoreError::UnknownEvent(last_event_id.to_owned()));
-            return Box::pin(std::future::ready(Err(refused)));
+            return Err(Box::new(StoreError::UnknownEvent(last_event_id.to_owned())));
         }
-        self.0.replay_events_after(last_event_id)
+        self.0.replay_events_after(last_event_id).await
     }
 }
 

@@ -46,6 +46,16 @@ impl EventStore for TestStore {
     }
 }
 
+/// A session keeping its events in `store`, with one request in flight at
+/// most (so a test sees that a request's place was freed).
+async fn one_request_at_a_time(store: Arc<TestStore>) -> Session {
+    session(settings(|s| {
+        s.event_store = Some(store);
+        s.max_request_streams = 1;
+    }))
+    .await
+}
+
 #[tokio::test]
 async fn with_an_event_store_the_store_names_and_keeps_the_events() {
     let store = Arc::new(TestStore::default());
@@ -73,11 +83,7 @@ async fn an_answer_the_store_failed_on_still_reaches_the_client_without_an_id() 
         fail_at: Some(2),
         ..TestStore::default()
     });
-    let mut session = session(settings(|s| {
-        s.event_store = Some(store.clone());
-        s.max_request_streams = 1;
-    }))
-    .await;
+    let mut session = one_request_at_a_time(store.clone()).await;
     let mut stream = session.request(call(1, None)).await;
     assert_eq!(next(&mut stream).await.unwrap().1, "priming");
     session.handler.send(answer(1)).await.unwrap();
@@ -130,11 +136,7 @@ async fn a_send_dropped_while_the_store_works_loses_no_event() {
         hold_at: Some(2),
         ..TestStore::default()
     });
-    let mut session = session(settings(|s| {
-        s.event_store = Some(store.clone());
-        s.max_request_streams = 1;
-    }))
-    .await;
+    let mut session = one_request_at_a_time(store.clone()).await;
     let mut stream = session.request(call(1, None)).await;
     assert_eq!(next(&mut stream).await.unwrap().1, "priming");
     let answering = tokio::spawn(session.handler.send(answer(1)));

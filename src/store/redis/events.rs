@@ -27,7 +27,6 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use redis::Script;
 use rmcp::model::ServerJsonRpcMessage;
 use rmcp::transport::streamable_http_server::session::store::{EventStoreError, EventStream};
@@ -141,7 +140,6 @@ impl RedisEventStore {
     async fn append(&self, stream: &str, event: &ServerSseMessage) -> Result<String, StoreError> {
         check_stream_name(stream)?;
         let inner = &self.inner;
-        inner.check_available()?;
         let message = match &event.message {
             Some(message) => serde_json::to_string(&**message)?,
             None => String::new(),
@@ -159,27 +157,27 @@ impl RedisEventStore {
             .arg(message)
             .arg(retry);
         let mut connection = inner.connection.clone();
-        let entry: String = inner.observe(
-            "store_event",
-            invocation.invoke_async(&mut connection).await,
-        )?;
+        let entry: String = inner
+            .call("store_event", invocation.invoke_async(&mut connection))
+            .await?;
         Ok(format!("{stream}#{entry}"))
     }
 
     async fn replay(&self, last_event_id: &str) -> Result<Vec<ServerSseMessage>, StoreError> {
         let id = StoredEventId::parse(last_event_id)?;
         let inner = &self.inner;
-        inner.check_available()?;
         let mut invocation = REPLAY.key(inner.keys.stream(id.stream));
         if let Some(index) = inner.keys.streams_of(id.stream) {
             invocation.key(index);
         }
         invocation.arg(id.generation).arg(inner.ttl_ms());
         let mut connection = inner.connection.clone();
-        let kept: Vec<String> = inner.observe(
-            "replay_events_after",
-            invocation.invoke_async(&mut connection).await,
-        )?;
+        let kept: Vec<String> = inner
+            .call(
+                "replay_events_after",
+                invocation.invoke_async(&mut connection),
+            )
+            .await?;
         let unknown = || StoreError::UnknownEvent(last_event_id.to_owned());
         let entries = kept
             .iter()
@@ -217,42 +215,30 @@ impl RedisEventStore {
     }
 }
 
+#[async_trait::async_trait]
 impl EventStore for RedisEventStore {
     /// # Cancel safety
     ///
     /// Dropped while Redis works, the event may or may not be stored; its
     /// id is then never sent, so the store may hold an event no client
     /// will ask for (trimmed and expired like any other).
-    fn store_event<'a, 'b, 'c, 'd>(
-        &'a self,
-        stream_id: &'b str,
-        event: &'c ServerSseMessage,
-    ) -> BoxFuture<'d, Result<String, EventStoreError>>
-    where
-        'a: 'd,
-        'b: 'd,
-        'c: 'd,
-        Self: 'd,
-    {
-        Box::pin(async move { Ok(self.append(stream_id, event).await?) })
+    async fn store_event(
+        &self,
+        stream_id: &str,
+        event: &ServerSseMessage,
+    ) -> Result<String, EventStoreError> {
+        Ok(self.append(stream_id, event).await?)
     }
 
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads (and refreshes the stream's TTL).
-    fn replay_events_after<'a, 'b, 'c>(
-        &'a self,
-        last_event_id: &'b str,
-    ) -> BoxFuture<'c, Result<EventStream, EventStoreError>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        Box::pin(async move {
-            let events = self.replay(last_event_id).await?;
-            Ok(Box::pin(futures::stream::iter(events)) as EventStream)
-        })
+    async fn replay_events_after(
+        &self,
+        last_event_id: &str,
+    ) -> Result<EventStream, EventStoreError> {
+        let events = self.replay(last_event_id).await?;
+        Ok(Box::pin(futures::stream::iter(events)))
     }
 }
 

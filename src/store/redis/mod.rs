@@ -115,13 +115,18 @@ impl Inner {
         self.manager.lock().strong_count() > 0
     }
 
-    /// Fails at once while Redis failed within the last second (see
-    /// `error_log`).
-    fn check_available(&self) -> Result<(), StoreError> {
+    /// A store call: fails at once while Redis failed within the last
+    /// second (see `error_log`), else runs `call` and records its outcome.
+    /// The upkeep calls Redis directly: it is what probes an outage.
+    async fn call<T>(
+        &self,
+        operation: &str,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         if self.errors.recently_failed() {
             return Err(StoreError::RedisUnavailable);
         }
-        Ok(())
+        self.observe(operation, call.await)
     }
 
     fn stream_capacity(&self) -> usize {

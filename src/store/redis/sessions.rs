@@ -14,7 +14,6 @@
 
 use std::sync::{Arc, LazyLock};
 
-use futures::future::BoxFuture;
 use redis::Script;
 use rmcp::transport::streamable_http_server::session::store::{
     SessionState, SessionStore, SessionStoreError,
@@ -86,26 +85,20 @@ impl Inner {
 impl RedisSessionStore {
     async fn load_state(&self, id: &str) -> Result<Option<SessionState>, StoreError> {
         let inner = &self.inner;
-        let loaded = match inner.check_available() {
-            Ok(()) => {
-                let mut connection = inner.connection.clone();
-                let result = redis::cmd("GET")
-                    .arg(inner.keys.session(id))
-                    .query_async::<Option<String>>(&mut connection)
-                    .await;
-                inner.observe("load session", result)
-            }
-            Err(unavailable) => Err(unavailable),
-        };
-        let json = match loaded {
-            Ok(json) => json,
-            Err(error) => {
-                // 503 with Retry-After through the crate's layer, rather
-                // than rmcp's 500: the session may well exist.
+        let mut connection = inner.connection.clone();
+        let mut get = redis::cmd("GET");
+        get.arg(inner.keys.session(id));
+        let json = inner
+            .call(
+                "load session",
+                get.query_async::<Option<String>>(&mut connection),
+            )
+            .await
+            .inspect_err(|_| {
+                // 503 with Retry-After through the crate's layer, rather than
+                // rmcp's 500: the session may well exist.
                 http::record(Refusal::StoreUnavailable);
-                return Err(error);
-            }
-        };
+            })?;
         let Some(json) = json else { return Ok(None) };
         let state = serde_json::from_str(&json)?;
         // rmcp restores the session next; this instance keeps the value
@@ -119,20 +112,16 @@ impl RedisSessionStore {
     async fn store_state(&self, id: &str, state: &SessionState) -> Result<(), StoreError> {
         let inner = &self.inner;
         let json: Arc<str> = serde_json::to_string(state)?.into();
-        let written = match inner.check_available() {
-            Ok(()) => {
-                let mut connection = inner.connection.clone();
-                let written = redis::cmd("SET")
-                    .arg(inner.keys.session(id))
-                    .arg(&*json)
-                    .arg("PX")
-                    .arg(inner.ttl_ms())
-                    .query_async::<()>(&mut connection)
-                    .await;
-                inner.observe("store session", written).is_ok()
-            }
-            Err(_) => false,
-        };
+        let mut connection = inner.connection.clone();
+        let mut set = redis::cmd("SET");
+        set.arg(inner.keys.session(id))
+            .arg(&*json)
+            .arg("PX")
+            .arg(inner.ttl_ms());
+        let written = inner
+            .call("store session", set.query_async::<()>(&mut connection))
+            .await
+            .is_ok();
         // Without a manager, nothing would ever forget the entry.
         if inner.attached() {
             // If unwritten, the upkeep writes it when Redis is back.
@@ -144,32 +133,23 @@ impl RedisSessionStore {
     async fn delete_state(&self, id: &str) {
         let inner = &self.inner;
         let held = inner.held.remove(id).is_some();
-        let deleted = match inner.check_available() {
-            Ok(()) => inner
-                .observe("delete session", inner.delete_everywhere(id, held).await)
-                .is_ok(),
-            Err(_) => false,
-        };
+        let deleted = inner
+            .call("delete session", inner.delete_everywhere(id, held))
+            .await
+            .is_ok();
         if !deleted {
             inner.queue_delete(id.into(), held);
         }
     }
 }
 
+#[async_trait::async_trait]
 impl SessionStore for RedisSessionStore {
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
-    fn load<'a, 'b, 'c>(
-        &'a self,
-        session_id: &'b str,
-    ) -> BoxFuture<'c, Result<Option<SessionState>, SessionStoreError>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        Box::pin(async move { Ok(self.load_state(session_id).await?) })
+    async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        Ok(self.load_state(session_id).await?)
     }
 
     /// Writes the session's value with the TTL; if Redis cannot be reached,
@@ -179,18 +159,8 @@ impl SessionStore for RedisSessionStore {
     ///
     /// Dropped while Redis works, the value may or may not be written, and
     /// this instance does not keep it alive.
-    fn store<'a, 'b, 'c, 'd>(
-        &'a self,
-        session_id: &'b str,
-        state: &'c SessionState,
-    ) -> BoxFuture<'d, Result<(), SessionStoreError>>
-    where
-        'a: 'd,
-        'b: 'd,
-        'c: 'd,
-        Self: 'd,
-    {
-        Box::pin(async move { Ok(self.store_state(session_id, state).await?) })
+    async fn store(&self, session_id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
+        Ok(self.store_state(session_id, state).await?)
     }
 
     /// Removes every key of the session and tells every instance to end its
@@ -199,18 +169,8 @@ impl SessionStore for RedisSessionStore {
     /// # Cancel safety
     ///
     /// Dropped while Redis works, the DELETE may or may not be done.
-    fn delete<'a, 'b, 'c>(
-        &'a self,
-        session_id: &'b str,
-    ) -> BoxFuture<'c, Result<(), SessionStoreError>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        Box::pin(async move {
-            self.delete_state(session_id).await;
-            Ok(())
-        })
+    async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
+        self.delete_state(session_id).await;
+        Ok(())
     }
 }
