@@ -13,7 +13,7 @@ mod imp {
     use std::hash::Hash;
 
     pub(crate) use parking_lot::{Mutex, RwLock};
-    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
     pub(crate) use tokio::sync::{Notify, Semaphore};
 
     /// A concurrent hash map (`DashMap`): sharded locks held only inside
@@ -99,7 +99,7 @@ mod imp {
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
 
-    pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
     /// `parking_lot::Mutex`'s API on loom's mutex.
     #[derive(Debug)]

@@ -8,6 +8,9 @@
 //!    held for a few instructions by the thread moving it between the two
 //!    (a [`Slot`] value, never held across an `.await`). A session enters the
 //!    map only with a slot and gives it back only after it left the map.
+//!    A slot taken out of the map is a `Slot` before the caller's code
+//!    ([`Stop::left_registry`]) runs, so a panic there frees it instead of
+//!    losing it for good.
 //! 2. **The victim is idle, claimed once, and its slot is handed over.**
 //!    When no slot is free, a creator takes the next session of the
 //!    [`EvictionOrder`] whose claim succeeds (an idle one: see
@@ -21,7 +24,9 @@
 //!
 //!    A creator evicts only when, as it looks, no slot is free *and none is
 //!    on its way*: a close counts itself in `closing` before it claims its
-//!    session and uncounts itself after it released the slot. A creator that
+//!    session and uncounts itself after it released the slot (a guard does
+//!    it, so that a panic never leaves a close counted and every creator at
+//!    the cap waiting for it). A creator that
 //!    sees a close in flight waits for that slot instead of evicting, so a
 //!    DELETE already under way never costs a second session its place.
 //!    (Found by the loom model `eviction_takes_the_oldest_live_session`.)
@@ -72,7 +77,9 @@ use crate::close_reason::CloseReason;
 use crate::eviction::activity::Activity;
 use crate::eviction::{AtCapacity, EvictionOrder, EvictionPolicy, Popped};
 use crate::observe::{CloseHook, Observer};
-use crate::sync::{AtomicU64, AtomicUsize, ConcurrentMap, Notify, Ordering, Semaphore, fence};
+use crate::sync::{
+    AtomicBool, AtomicU64, AtomicUsize, ConcurrentMap, Notify, Ordering, Semaphore, fence,
+};
 
 mod slots;
 mod stats;
@@ -108,7 +115,7 @@ struct SessionEntry<H> {
     /// as gone, so that the losing close is, to every later lookup, a close
     /// that happened. Kept in the entry, not read from `activity`, so that
     /// a lookup stays one read of the map's bucket.
-    ending: std::sync::atomic::AtomicBool,
+    ending: AtomicBool,
 }
 
 /// Live sessions, their slots and their eviction order.
@@ -232,7 +239,7 @@ impl<H: Stop> Registry<H> {
     pub fn contains_where(&self, id: &SessionId, accept: impl FnOnce(&H) -> bool) -> bool {
         self.sessions
             .with(id, |entry| {
-                !entry.ending.load(std::sync::atomic::Ordering::Acquire) && accept(&entry.session)
+                !entry.ending.load(Ordering::Acquire) && accept(&entry.session)
             })
             .unwrap_or(false)
     }
@@ -321,10 +328,16 @@ impl<H: Stop> Registry<H> {
 
     /// Evicts `victim` (one of a client's own sessions) if it is idle, and
     /// hands its slot over; `None` if it is busy or already ended.
-    pub fn evict_idle(&self, victim: &Arc<Activity>) -> Option<Slot<'_>> {
+    ///
+    /// `claimed` runs once the claim succeeded and before the session leaves
+    /// the map: from then on the eviction is certain (only the claimer
+    /// removes a session), so it may take over what the victim holds (its
+    /// client's quota unit) before the victim's end gives it back to anyone.
+    pub fn evict_idle(&self, victim: &Arc<Activity>, claimed: impl FnOnce()) -> Option<Slot<'_>> {
         if !victim.claim(true) {
             return None;
         }
+        claimed();
         let slot = self.take_claimed(victim, CloseReason::Evicted);
         victim.compact_after_claim();
         slot
@@ -335,10 +348,11 @@ impl<H: Stop> Registry<H> {
         let (id, mut entry) = self.sessions.remove_if(victim.id(), |entry| {
             entry.activity.admission() == victim.admission()
         })?;
-        entry.session.left_registry();
         let live = self.session_count.fetch_sub(1, Ordering::Relaxed) - 1;
-        // The slot exists before anything that could panic runs.
-        let slot = Slot { slots: &self.slots };
+        // The slot exists before anything that could panic runs
+        // (`left_registry` is the caller's code): unwinding frees it.
+        let slot = self.slots.of_removed_session();
+        entry.session.left_registry();
         self.finish_close(&id, &entry, reason, live);
         Some(slot)
     }
@@ -373,7 +387,7 @@ impl<H: Stop> Registry<H> {
             activity: activity.clone(),
             session,
             created_at: Instant::now(),
-            ending: std::sync::atomic::AtomicBool::new(false),
+            ending: AtomicBool::new(false),
         };
         if let Err(entry) = self.sessions.insert_if_vacant(id.clone(), entry) {
             self.session_count.fetch_sub(1, Ordering::Relaxed);
@@ -396,7 +410,9 @@ impl<H: Stop> Registry<H> {
         if !self.sessions.contains_key(id) {
             return false;
         }
-        self.slots.closing.fetch_add(1, Ordering::SeqCst);
+        // Uncounted (and waiters woken) when it drops, on every path out,
+        // a panic in `left_registry` included.
+        let closing = self.slots.begin_close();
         let claimed = self
             .sessions
             .with(id, |entry| {
@@ -407,9 +423,7 @@ impl<H: Stop> Registry<H> {
                     return Some(entry.activity.clone());
                 }
                 // Claimed by another thread, which is removing it.
-                entry
-                    .ending
-                    .store(true, std::sync::atomic::Ordering::Release);
+                entry.ending.store(true, Ordering::Release);
                 None
             })
             .flatten();
@@ -418,21 +432,18 @@ impl<H: Stop> Registry<H> {
                 entry.activity.admission() == activity.admission()
             })
         });
+        // Dropping `closing` wakes a creator that may be waiting for the
+        // slot this close announced.
         let Some((id, mut entry)) = removed else {
-            self.slots.closing.fetch_sub(1, Ordering::SeqCst);
-            // A creator may be waiting for the slot this close announced.
-            self.slots.wake_waiters();
             return false;
         };
-        entry.session.left_registry();
         let live = self.session_count.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.slots.free.add_permits(1);
-        self.slots.closing.fetch_sub(1, Ordering::SeqCst);
-        // Wake only once `closing` has dropped: a waiter that looked while
-        // this close was in flight waits for it, and the freed slot may go
-        // to a creator that never waited. (Found by the loom model
-        // `close_racing_eviction_racing_creation_*`.)
-        self.slots.wake_waiters();
+        // Held before `left_registry` runs: a panic there frees the slot.
+        let slot = self.slots.of_removed_session();
+        entry.session.left_registry();
+        slot.free_for_close();
+        // Uncounts the close, then wakes (see `Closing`).
+        drop(closing);
         self.finish_close(&id, &entry, reason, live);
         entry.activity.compact_after_claim();
         true
@@ -454,6 +465,20 @@ impl<H: Stop> Registry<H> {
             "session closed"
         );
         self.observer.closed(id, reason, lived, live_after);
+    }
+
+    /// Counts a close in flight until the guard drops, as
+    /// [`Self::close`] does while it runs: creators at a full cap then wait
+    /// instead of evicting (for tests that need a creation to wait).
+    #[cfg(test)]
+    pub(crate) fn close_in_flight(&self) -> impl Drop + '_ {
+        self.slots.begin_close()
+    }
+
+    /// Creators waiting for a close in flight (for cancel-safety tests).
+    #[cfg(test)]
+    pub(crate) fn waiters(&self) -> usize {
+        self.slots.waiters.load(Ordering::SeqCst)
     }
 
     /// Reports sessions' creations, closes and refusals.

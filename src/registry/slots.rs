@@ -17,6 +17,13 @@ impl Slot<'_> {
     pub(super) fn into_session(self) {
         std::mem::forget(self);
     }
+
+    /// Frees the slot without waking waiters: for a close, whose
+    /// [`Closing`] guard wakes them once `closing` has dropped.
+    pub(super) fn free_for_close(self) {
+        self.slots.free.add_permits(1);
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for Slot<'_> {
@@ -51,6 +58,19 @@ pub(super) struct Slots {
 }
 
 impl Slots {
+    /// Counts a close in flight until the guard drops, even by a panic
+    /// (a count left behind would make every creator at the cap wait
+    /// forever for a slot that never comes).
+    pub(super) fn begin_close(&self) -> Closing<'_> {
+        self.closing.fetch_add(1, Ordering::SeqCst);
+        Closing(self)
+    }
+
+    /// The slot of a session this thread just took out of the map.
+    pub(super) fn of_removed_session(&self) -> Slot<'_> {
+        Slot { slots: self }
+    }
+
     pub(super) fn try_take(&self) -> Option<Slot<'_>> {
         let permit = self.free.try_acquire().ok()?;
         permit.forget();
@@ -69,6 +89,21 @@ impl Slots {
         if self.waiters.load(Ordering::Relaxed) > 0 {
             self.changed.notify_waiters();
         }
+    }
+}
+
+/// A close in flight (see [`Slots::begin_close`]). Dropping it uncounts
+/// the close, then wakes waiters: only once `closing` has dropped, since a
+/// waiter that looked while the close was in flight waits for it, and the
+/// freed slot may go to a creator that never waited. (Found by the loom
+/// model `close_racing_eviction_racing_creation_*`.)
+#[must_use = "dropping the guard ends the close"]
+pub(super) struct Closing<'a>(&'a Slots);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.0.closing.fetch_sub(1, Ordering::SeqCst);
+        self.0.wake_waiters();
     }
 }
 

@@ -352,3 +352,83 @@ async fn eviction_at_cap_pops_exactly_one_entry() {
     }
     assert_conserved(&registry);
 }
+
+/// A session whose `left_registry` panics (a caller's bug), to check that
+/// the panic costs no slot and leaves no close counted.
+#[derive(Debug)]
+struct PanicsOnLeave;
+
+impl Stop for PanicsOnLeave {
+    fn stop(&self, _reason: CloseReason) {}
+    fn left_registry(&mut self) {
+        panic!("left_registry panicked");
+    }
+}
+
+fn admit_panicky(registry: &Registry<PanicsOnLeave>, slot: Slot<'_>, name: &str) {
+    registry
+        .insert(slot, name.into(), registry.draw_admission(), PanicsOnLeave)
+        .map_err(|_| "duplicate id")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_panic_in_left_registry_during_a_close_frees_the_slot_and_the_close() {
+    let registry = Registry::new(2);
+    admit_panicky(&registry, registry.acquire_slot().await.unwrap(), "a");
+    admit_panicky(&registry, registry.acquire_slot().await.unwrap(), "b");
+    let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        registry.close(&"a".into(), None, CloseReason::Closed)
+    }));
+    assert!(closed.is_err(), "the panic propagates");
+    assert_eq!(registry.slots.closing.load(Ordering::SeqCst), 0);
+    let stats = registry.stats();
+    assert!(stats.is_consistent(), "{stats:?}");
+    assert_eq!((stats.session_count, stats.free_slots), (1, 1));
+    // The freed slot is had at once, without waiting for the close.
+    assert!(matches!(registry.try_acquire_slot(), Ok(_)));
+}
+
+#[tokio::test]
+async fn a_panic_in_left_registry_during_an_eviction_frees_the_slot() {
+    let registry = Registry::new(1);
+    admit_panicky(&registry, registry.acquire_slot().await.unwrap(), "a");
+    let evicted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drop(registry.try_acquire_slot());
+    }));
+    assert!(evicted.is_err(), "the panic propagates");
+    let stats = registry.stats();
+    assert!(stats.is_consistent(), "{stats:?}");
+    assert_eq!((stats.session_count, stats.free_slots), (0, 1));
+    assert!(matches!(registry.try_acquire_slot(), Ok(_)));
+}
+
+#[tokio::test]
+async fn a_creation_dropped_while_waiting_for_a_close_leaves_nothing_behind() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    let registry = TestRegistry::new(1);
+    let (id, cancel) = admit(&registry, registry.acquire_slot().await.unwrap(), 0);
+    // A close is in flight at the full cap: a creator waits for its slot
+    // rather than evicting.
+    let close = registry.close_in_flight();
+    {
+        let mut waiting = std::pin::pin!(registry.acquire_slot());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending(), "still waiting");
+        assert_eq!(registry.waiters(), 1);
+    } // dropped mid-wait: the client hung up
+    assert_eq!(registry.waiters(), 0, "the waiter count leaked");
+    drop(close);
+    assert!(!cancel.is_cancelled(), "the dropped creation evicted");
+    assert!(registry.contains(&id));
+    let stats = registry.stats();
+    assert_eq!((stats.session_count, stats.free_slots), (1, 0));
+    assert_conserved(&registry);
+    // The registry still works: the next creation evicts the session.
+    admit(&registry, registry.acquire_slot().await.unwrap(), 1);
+    assert!(cancel.is_cancelled());
+    assert_conserved(&registry);
+}
