@@ -27,6 +27,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 
 use crate::clients::ClientKey;
+use crate::clients::forwarded::Unreadable;
 use crate::clients::key::KeyDerivation;
 
 /// What the layer knows of the request being served: who sent it (for
@@ -102,6 +103,7 @@ pub(crate) fn record(refusal: Refusal) {
 /// | the session has its limit of requests in flight | `429 Too Many Requests`, `Retry-After: 1` |
 /// | the request reuses the id of a request still in flight | `409 Conflict` |
 /// | the session has not finished its `initialize` handshake | `400 Bad Request` |
+/// | from a trusted proxy, a forwarding chain that names no client address | `400 Bad Request` |
 ///
 /// # Example
 ///
@@ -125,7 +127,10 @@ pub(crate) fn record(refusal: Refusal) {
 /// which is why it comes from the manager: [`BoundedSessionManager::layer`](crate::BoundedSessionManager::layer)
 /// carries the manager's key settings. `BoundedSessionLayer::default()`
 /// derives keys with the default settings (the peer address, IPv6 by /64,
-/// no trusted proxy).
+/// no trusted proxy). A request from a trusted proxy whose forwarding
+/// header names no client address (see
+/// [`BoundedSessionManagerBuilder::trusted_proxies`](crate::BoundedSessionManagerBuilder::trusted_proxies))
+/// is answered `400 Bad Request` here, before the service sees it.
 #[derive(Debug, Clone, Default)]
 pub struct BoundedSessionLayer {
     keys: Arc<KeyDerivation>,
@@ -188,7 +193,15 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (parts, body) = request.into_parts();
-        let client = self.keys.derive(&parts);
+        let client = match self.keys.derive(&parts) {
+            Ok(client) => client,
+            // Refused before rmcp sees it: keying it by the proxy instead
+            // would let a client onto a key it shares with others.
+            Err(unreadable) => {
+                let response = unreadable_chain_response(unreadable);
+                return Box::pin(async move { Ok(response) });
+            }
+        };
         let inner = self.inner.call(Request::from_parts(parts, body));
         let scope = RequestScope {
             refusal: Cell::new(None),
@@ -207,10 +220,31 @@ where
     }
 }
 
+/// The longest `Retry-After`: 2^31 - 1 seconds (68 years), the largest
+/// value a client parsing into a signed 32-bit integer reads correctly
+/// (RFC 9111, section 1.2.2, has caches treat anything larger as 2^31).
+/// A wait this long, or one the clock cannot represent, means the limit
+/// does not free in any useful time; saying so beats overflowing.
+const MAX_RETRY_AFTER: u64 = i32::MAX as u64;
+
 /// Whole seconds, rounded up so that a client retrying on time succeeds,
-/// and at least 1.
+/// at least 1 and at most [`MAX_RETRY_AFTER`] (never wrapping round to a
+/// small value).
 fn whole_seconds(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+    wait.as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0))
+        .clamp(1, MAX_RETRY_AFTER)
+}
+
+/// `400 Bad Request` for a request from a trusted proxy whose forwarding
+/// chain names no client address.
+fn unreadable_chain_response(unreadable: Unreadable) -> HttpResponse {
+    let message = format!("Bad Request: {unreadable}");
+    Response::builder()
+        .status(StatusCode::BAD_REQUEST)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(message)).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
 fn refusal_response(refusal: Refusal) -> HttpResponse {
@@ -303,6 +337,27 @@ mod tests {
             retry_after: Duration::ZERO,
         });
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn retry_after_saturates_for_a_limit_that_never_frees() {
+        for wait in [
+            Duration::MAX,
+            Duration::new(u64::MAX, 0),
+            Duration::new(u64::MAX - 1, 1),
+            Duration::from_secs(MAX_RETRY_AFTER + 1),
+        ] {
+            let response = refusal_response(Refusal::ClientRateLimited { retry_after: wait });
+            assert_eq!(
+                response.headers()[header::RETRY_AFTER],
+                MAX_RETRY_AFTER.to_string().as_str(),
+                "{wait:?}"
+            );
+        }
+        assert_eq!(
+            whole_seconds(Duration::from_secs(MAX_RETRY_AFTER)),
+            MAX_RETRY_AFTER
+        );
     }
 
     #[tokio::test]

@@ -443,7 +443,7 @@ async fn quota_replacement(cap: usize) {
 async fn forwarded_for_names_the_client_behind_a_trusted_proxy() {
     let server = TestServer::start(
         BoundedSessionManagerBuilder::new(20)
-            .trusted_proxies(1)
+            .trusted_proxies("x-forwarded-for", ["127.0.0.1"])
             .max_sessions_per_client(1)
             .build(),
     )

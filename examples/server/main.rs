@@ -41,10 +41,15 @@ Usage: server [FLAGS]
                                at most N new sessions per client in any
                                SECS-second window; none = no per-client limit
                                (default 20/60)
-  --trusted-proxies N          reverse proxies in front of this server that
-                               append to X-Forwarded-For or Forwarded; the
-                               client is the N-th address from the right
-                               (default 0: the connection's peer address)
+  --trusted-proxies CIDR,...   networks of the reverse proxies in front of
+                               this server (e.g. 10.0.0.0/8,127.0.0.1/32); a
+                               request from one of them is keyed by the first
+                               address from the right of the forwarding
+                               header that is not a trusted proxy (default
+                               none: the connection's peer address)
+  --forwarded-header x-forwarded-for|forwarded
+                               the one header those proxies append to (needed
+                               with --trusted-proxies; the other is never read)
   --at-capacity evict|refuse   when the cap is full: evict an idle session, or
                                refuse new sessions with 503 (default evict)
   --redis URL                  share sessions and replays with every instance
@@ -52,7 +57,8 @@ Usage: server [FLAGS]
                                --features redis; default: none, one instance)
   --redis-prefix PREFIX        key prefix in Redis (default mcp:)
 
-A client is its IP address, an IPv6 address counting as its /64.
+A client is its IP address, an IPv6 address counting as its /64; a request
+from a trusted proxy whose header names no client address gets 400.
 Built with --features metrics, GET /metrics serves Prometheus text on the same
 address.";
 
@@ -64,7 +70,10 @@ struct Options {
     idle_timeout: Duration,
     max_sessions_per_client: Option<usize>,
     rate_limit_per_client: Option<(usize, Duration)>,
-    trusted_proxies: usize,
+    /// The networks given with `--trusted-proxies`, as written (the
+    /// builder validates them).
+    trusted_proxies: Vec<String>,
+    forwarded_header: Option<String>,
     at_capacity: AtCapacity,
     redis: Option<String>,
     redis_prefix: String,
@@ -78,7 +87,8 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
         idle_timeout: Duration::from_secs(300),
         max_sessions_per_client: Some(10),
         rate_limit_per_client: Some((20, Duration::from_secs(60))),
-        trusted_proxies: 0,
+        trusted_proxies: Vec::new(),
+        forwarded_header: None,
         at_capacity: AtCapacity::Evict,
         redis: None,
         redis_prefix: "mcp:".to_owned(),
@@ -127,12 +137,27 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                 options.rate_limit_per_client = parse_rate(&flag, &value, "20/60")?;
             }
             "--trusted-proxies" => {
-                options.trusted_proxies = value.parse().map_err(|_| {
-                    format!(
-                        "--trusted-proxies {value}: expected an integer >= 0 \
-                         (the number of proxies in front of this server)"
-                    )
-                })?;
+                options.trusted_proxies = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|network| !network.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if options.trusted_proxies.is_empty() {
+                    return Err(format!(
+                        "--trusted-proxies {value:?}: expected networks such as \
+                         10.0.0.0/8,127.0.0.1/32"
+                    ));
+                }
+            }
+            "--forwarded-header" => {
+                let header = value.to_ascii_lowercase();
+                if header != "x-forwarded-for" && header != "forwarded" {
+                    return Err(format!(
+                        "--forwarded-header {value}: expected x-forwarded-for or forwarded"
+                    ));
+                }
+                options.forwarded_header = Some(header);
             }
             "--at-capacity" => {
                 options.at_capacity = match value.as_str() {
@@ -148,6 +173,22 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
             "--redis-prefix" => options.redis_prefix = value,
             other => return Err(format!("unknown flag {other}")),
         }
+    }
+    match (
+        &options.forwarded_header,
+        options.trusted_proxies.is_empty(),
+    ) {
+        (None, false) => {
+            return Err(
+                "--trusted-proxies needs --forwarded-header x-forwarded-for or \
+                        forwarded: the header your proxies append to"
+                    .into(),
+            );
+        }
+        (Some(_), true) => {
+            return Err("--forwarded-header needs --trusted-proxies: the proxies' networks".into());
+        }
+        _ => {}
     }
     Ok(options)
 }
@@ -197,7 +238,10 @@ fn settings_line(options: &Options) -> String {
             .max_sessions_per_client
             .map_or("none".to_owned(), |n| n.to_string()),
         show_rate(options.rate_limit_per_client),
-        options.trusted_proxies,
+        match &options.forwarded_header {
+            Some(header) => format!("{} ({header})", options.trusted_proxies.join(",")),
+            None => "none".to_owned(),
+        },
     ) + &options.redis.as_ref().map_or(String::new(), |_| {
         format!("; redis on (prefix {})", options.redis_prefix)
     })
@@ -253,8 +297,10 @@ async fn main() -> ExitCode {
 
     let mut builder = BoundedSessionManagerBuilder::new(options.max_sessions)
         .idle_timeout(options.idle_timeout)
-        .at_capacity(options.at_capacity)
-        .trusted_proxies(options.trusted_proxies);
+        .at_capacity(options.at_capacity);
+    if let Some(header) = &options.forwarded_header {
+        builder = builder.trusted_proxies(header, &options.trusted_proxies);
+    }
     if let Some((max_creates, window)) = options.rate_limit {
         builder = builder.rate_limit(max_creates, window);
     }

@@ -8,6 +8,7 @@ pub use rmcp::transport::streamable_http_server::session::local::SessionConfig;
 use rmcp::transport::streamable_http_server::session::{EventStore, SessionId, SessionManager};
 
 use crate::clients::ClientKey;
+use crate::clients::forwarded::TrustedProxies;
 use crate::clients::key::{CustomKey, KeyDerivation, validate_ipv6_prefix};
 use crate::clients::limits::{ClientLimits, DEFAULT_MAX_IDLE_KEYS};
 use crate::close_reason::CloseReason;
@@ -58,7 +59,7 @@ pub struct BoundedSessionManagerBuilder {
     max_sessions_per_client: Option<usize>,
     rate_limit_per_client: Option<(usize, Duration)>,
     max_idle_client_keys: usize,
-    trusted_proxies: usize,
+    trusted_proxies: Option<TrustedProxies>,
     ipv6_prefix: u8,
     client_key: Option<ClientKeyFn>,
     bind_sessions_to_client: bool,
@@ -133,7 +134,7 @@ impl BoundedSessionManagerBuilder {
             max_sessions_per_client: None,
             rate_limit_per_client: None,
             max_idle_client_keys: DEFAULT_MAX_IDLE_KEYS,
-            trusted_proxies: 0,
+            trusted_proxies: None,
             ipv6_prefix: KeyDerivation::DEFAULT_IPV6_PREFIX,
             client_key: None,
             bind_sessions_to_client: false,
@@ -219,20 +220,61 @@ impl BoundedSessionManagerBuilder {
         self
     }
 
-    /// The server sits behind `n` trusted reverse proxies: a request's
-    /// client is the address `n` entries from the right of its
-    /// `X-Forwarded-For` / `Forwarded` headers (the one the outermost trusted
-    /// proxy wrote), never an entry further left, which the client itself
-    /// could have written. If that entry is missing or not an address, the
-    /// peer address is used. Default 0: the peer address.
+    /// The server sits behind reverse proxies at `networks` (`10.0.0.0/8`,
+    /// `::1/128`, or a bare address for one host), each of which appends
+    /// the address it received the request from to `header`:
+    /// `"x-forwarded-for"` or `"forwarded"` (RFC 7239), in any case, so
+    /// [`http::header::FORWARDED`] works too. Default: none, the client is
+    /// the connection's peer address.
+    ///
+    /// The header is read only when the peer is in one of the networks,
+    /// and then from the right: every entry that is a trusted proxy was
+    /// written by the next one in, and the first entry that is not one is
+    /// the client (nginx's `real_ip_recursive`). Entries further left are
+    /// the client's own writing and are never read, nor is the other
+    /// header, which a proxy passes through as the client sent it. If every
+    /// entry is a trusted proxy, the leftmost is the client; without the
+    /// header, the peer (a request of the proxy's own, such as a health
+    /// check). A request whose client entry is not an address (`unknown`,
+    /// an obfuscated `_identifier`, garbage) is refused with
+    /// `400 Bad Request` by [`BoundedSessionManager::layer`], never keyed
+    /// by the proxy (see the README's threat model for why).
+    ///
+    /// List only proxies that append to `header`: one that passes it
+    /// through unchanged lets whoever reaches it write the entry read. With
+    /// proxies that write different headers, have them agree on one, or
+    /// trust only the ones nearest the server that write it (the clients
+    /// behind the others then share the first such proxy's key).
+    ///
+    /// # Panics
+    ///
+    /// Panics with what to write instead if `header` is another header, a
+    /// network is malformed (`10.0.0.1/8` included: host bits past the
+    /// prefix), or `networks` is empty.
     ///
     /// ```
     /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
-    /// let manager = BoundedSessionManagerBuilder::new(1_000).trusted_proxies(1).build();
+    /// // A load balancer in 10.0.0.0/8 and a local nginx, both appending
+    /// // to X-Forwarded-For.
+    /// let manager = BoundedSessionManagerBuilder::new(1_000)
+    ///     .trusted_proxies("x-forwarded-for", ["10.0.0.0/8", "127.0.0.1", "::1/128"])
+    ///     .max_sessions_per_client(10)
+    ///     .build();
     /// # drop(manager);
     /// ```
-    pub fn trusted_proxies(mut self, n: usize) -> Self {
-        self.trusted_proxies = n;
+    ///
+    /// ```should_panic
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// // Panics: "`10.0.0.1/8` has bits set past its /8: write 10.0.0.0/8
+    /// // for the network, or the address alone for one host".
+    /// let _ = BoundedSessionManagerBuilder::new(1_000).trusted_proxies("forwarded", ["10.0.0.1/8"]);
+    /// ```
+    pub fn trusted_proxies<N: AsRef<str>>(
+        mut self,
+        header: impl AsRef<str>,
+        networks: impl IntoIterator<Item = N>,
+    ) -> Self {
+        self.trusted_proxies = Some(TrustedProxies::new(header.as_ref(), networks));
         self
     }
 
@@ -255,15 +297,30 @@ impl BoundedSessionManagerBuilder {
     }
 
     /// Derives client keys with `key` (an OAuth subject from the request's
-    /// extensions, an API key id); it takes precedence over the address
+    /// extensions, an API key's id); it takes precedence over the address
     /// rules, which apply where it returns `None`.
     ///
+    /// Return only keys the client cannot choose: an identity your
+    /// authentication verified, or an id looked up from a credential. A key
+    /// taken from a raw header is whatever the client writes there, so each
+    /// request could bring a fresh key with a fresh budget. (A key's size is
+    /// bounded either way: [`ClientKey::named`] keeps a value longer than 64
+    /// bytes as a digest.)
+    ///
     /// ```
+    /// # use std::collections::HashMap;
+    /// # use std::sync::Arc;
     /// # use mcp_bounded_session::{BoundedSessionManagerBuilder, ClientKey};
+    /// // API keys this server issued, and the account each belongs to.
+    /// let accounts: Arc<HashMap<String, ClientKey>> = Arc::new(HashMap::from([
+    ///     ("sk-7f3a".to_owned(), ClientKey::named("account-1")),
+    ///     ("sk-91c2".to_owned(), ClientKey::named("account-2")),
+    /// ]));
     /// let manager = BoundedSessionManagerBuilder::new(1_000)
-    ///     .client_key(|parts| {
-    ///         let key = parts.headers.get("x-api-key")?.to_str().ok()?;
-    ///         Some(ClientKey::named(key))
+    ///     .client_key(move |parts| {
+    ///         let presented = parts.headers.get("x-api-key")?.to_str().ok()?;
+    ///         // An unknown key falls through to the peer address.
+    ///         accounts.get(presented).cloned()
     ///     })
     ///     .build();
     /// # drop(manager);
