@@ -96,12 +96,29 @@ pub use store::{RedisEventStore, RedisSessionStore, RedisStores, RedisStoresBuil
 #[cfg(mcp_bounded_session_loom)]
 #[doc(hidden)]
 pub mod loom_api {
+    pub use crate::clients::ClientKey;
     pub use crate::close_reason::CloseReason;
+    pub use crate::manager::admission::{
+        Admitted, ClientSession, Clients, Membership, Refused, admit,
+    };
     pub use crate::eviction::activity::{Activity, Busy, Claim, Listening, NotAdmitted};
     pub use crate::eviction::queue::COMPACTION_SLACK;
     pub use crate::eviction::{AtCapacity, EvictionOrder, EvictionPolicy, Popped};
     pub use crate::rate_limiter::{Grant, RateLimiter};
     pub use crate::registry::{NoSlot, Registry, SessionStats, Slot, Stop};
+
+    /// A per-client table with a quota of `max_sessions` sessions and, if
+    /// given, a rate limit of `.0` creations per window `.1`.
+    pub fn client_table(
+        max_sessions: Option<usize>,
+        rate: Option<(usize, std::time::Duration)>,
+    ) -> Clients {
+        Clients::new(crate::clients::limits::ClientLimits {
+            max_sessions,
+            rate,
+            ..Default::default()
+        })
+    }
 }
 
 /// Checks of internal pieces against simple models, for the fuzz targets in

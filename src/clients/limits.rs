@@ -60,7 +60,9 @@ pub(crate) enum ClientRefusal {
         /// Until the client's window frees a creation.
         retry_after: Duration,
     },
-    /// The client has its quota of sessions (live or being created).
+    /// The client has its quota of sessions (live or being created); the
+    /// manager replaces one of them instead (`table::Reservation::take_unit_of`).
+    #[cfg(test)]
     #[error("this client already has its maximum number of sessions")]
     AtQuota,
     /// The session to replace is no longer listed: it ended meanwhile, so

@@ -11,11 +11,16 @@
 //!    plus its reservations in progress never exceed `max_sessions`. A
 //!    [`Reservation`] takes one unit after the check, under the same lock;
 //!    [`Reservation::commit`] turns it into a listed session, dropping it
-//!    gives it back, and [`ClientTable::reserve_replacing`] moves a listed
-//!    session's unit to the new reservation. A unit comes back exactly once:
-//!    [`ClientTable::session_ended`] removes the session only if it is still
-//!    listed, so a second call, or a call for a session that was replaced,
-//!    changes nothing.
+//!    gives it back. A key at its quota may instead get a reservation
+//!    *without* a unit ([`ClientTable::reserve_or_replace`]), which takes
+//!    one only by moving a listed session's unit to itself
+//!    ([`Reservation::take_unit_of`]), in one step under the lock: the
+//!    key's count never dips below the quota while one of its sessions is
+//!    being replaced, so a concurrent creation of the same key cannot slip
+//!    into the gap (and evict another key's session for a slot). A unit
+//!    comes back exactly once: [`ClientTable::session_ended`] removes the
+//!    session only if it is still listed, so a second call, or a call for a
+//!    session that was replaced, changes nothing.
 //! 3. **Bounded memory.** A key has an entry only while it is *busy* (it has
 //!    a live session or a reservation: their number is bounded by the live
 //!    sessions and the creations in progress, which the manager bounds) or
@@ -63,7 +68,7 @@ use crate::sync::Mutex;
 /// Per-client quotas and rate limits over keys `K`, listing each key's
 /// live sessions `S` (see the module docs).
 #[derive(Debug)]
-pub(crate) struct ClientTable<K, S> {
+pub struct ClientTable<K, S> {
     settings: Settings,
     state: Mutex<State<K, S>>,
 }
@@ -90,7 +95,11 @@ struct Busy<S> {
     /// Oldest admission first; a linked set, so that a session's end is
     /// O(1) even for a key (a NAT, a proxy) that holds thousands.
     sessions: LinkedHashSet<S, RandomState>,
+    /// Reservations in progress, with or without a unit.
     reserved: usize,
+    /// Those of `reserved` without a unit (waiting to replace a session):
+    /// they do not count against the quota.
+    unitless: usize,
 }
 
 impl<S> Busy<S> {
@@ -100,14 +109,17 @@ impl<S> Busy<S> {
 }
 
 /// One session creation admitted for a key: one grant of its rate limit
-/// and one unit of its quota. [`Reservation::commit`] keeps both; dropping
-/// it gives back exactly these.
+/// and one unit of its quota (or, at the quota, none yet: see
+/// [`Reservation::take_unit_of`]). [`Reservation::commit`] keeps both;
+/// dropping it gives back exactly these.
 #[must_use = "dropping a Reservation gives back its grant and its quota unit"]
 #[derive(Debug)]
-pub(crate) struct Reservation<'a, K: Clone + Eq + Hash, S: Clone + Eq + Hash> {
+pub struct Reservation<'a, K: Clone + Eq + Hash, S: Clone + Eq + Hash> {
     table: &'a ClientTable<K, S>,
     key: K,
     ticket: Option<u64>,
+    /// Whether it holds a quota unit.
+    unit: bool,
     committed: bool,
 }
 
@@ -131,57 +143,40 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> ClientTable<K, S> {
     }
 
     /// Admits one creation for `key`: checks its rate limit, then its quota.
+    #[cfg(test)]
     pub(crate) fn reserve(&self, key: &K) -> Result<Reservation<'_, K, S>, ClientRefusal> {
         self.reserve_at(key, Instant::now())
     }
 
     /// [`Self::reserve`] at a given time.
+    #[cfg(test)]
     pub(crate) fn reserve_at(
         &self,
         key: &K,
         now: Instant,
     ) -> Result<Reservation<'_, K, S>, ClientRefusal> {
-        self.admit(key, None, now)
+        let reservation = self.admit(key, now)?;
+        match reservation.holds_unit() {
+            true => Ok(reservation),
+            false => Err(ClientRefusal::AtQuota),
+        }
     }
 
-    /// Admits one creation for `key` in place of its live session `victim`:
-    /// checks the rate limit, then moves the victim's quota unit to the new
-    /// reservation. The victim is unlisted from then on, whether or not the
-    /// reservation is committed, so the caller must end it. Refuses with
-    /// [`ClientRefusal::VictimEnded`] (taking nothing) if the victim is no
-    /// longer listed.
-    ///
-    /// Not used by the manager, which evicts the victim first and then
-    /// reserves (so that a victim turning busy meanwhile keeps its unit);
-    /// an atomic hand-over for callers that can end the victim for sure.
-    #[allow(dead_code)]
-    pub(crate) fn reserve_replacing(
+    /// Admits one creation for `key`: checks its rate limit, then its
+    /// quota. At its quota the key still gets its grant, in a reservation
+    /// that holds no unit yet ([`Reservation::holds_unit`] is false): the
+    /// caller may move one of the key's sessions' unit to it with
+    /// [`Reservation::take_unit_of`], or drop it (giving the grant back).
+    pub(crate) fn reserve_or_replace(
         &self,
         key: &K,
-        victim: &S,
     ) -> Result<Reservation<'_, K, S>, ClientRefusal> {
-        self.reserve_replacing_at(key, victim, Instant::now())
+        self.admit(key, Instant::now())
     }
 
-    /// [`Self::reserve_replacing`] at a given time.
-    #[allow(dead_code)]
-    pub(crate) fn reserve_replacing_at(
-        &self,
-        key: &K,
-        victim: &S,
-        now: Instant,
-    ) -> Result<Reservation<'_, K, S>, ClientRefusal> {
-        self.admit(key, Some(victim), now)
-    }
-
-    fn admit(
-        &self,
-        key: &K,
-        victim: Option<&S>,
-        now: Instant,
-    ) -> Result<Reservation<'_, K, S>, ClientRefusal> {
+    fn admit(&self, key: &K, now: Instant) -> Result<Reservation<'_, K, S>, ClientRefusal> {
         let settings = self.settings;
-        let ticket = self.state.lock().update(key, settings, now, |entry| {
+        let (ticket, unit) = self.state.lock().update(key, settings, now, |entry| {
             let ticket = match settings.rate {
                 Some(limit) => Some(
                     entry
@@ -191,38 +186,25 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> ClientTable<K, S> {
                 ),
                 None => None,
             };
-            let unit = match victim {
-                Some(victim) => match entry.sessions.remove(victim) {
-                    true => Ok(()),
-                    false => Err(ClientRefusal::VictimEnded),
-                },
-                None => match settings.max_sessions {
-                    Some(max) if entry.sessions.len() + entry.reserved >= max => {
-                        Err(ClientRefusal::AtQuota)
-                    }
-                    _ => Ok(()),
-                },
-            };
-            if let Err(refusal) = unit {
-                // Refused for its quota: the grant was not used.
-                if let Some(ticket) = ticket {
-                    entry.log.give_back(ticket);
-                }
-                return Err(refusal);
-            }
+            let units = entry.sessions.len() + entry.reserved - entry.unitless;
+            let unit = settings.max_sessions.is_none_or(|max| units < max);
+            // A reservation keeps its key busy, with or without a unit:
+            // its grant lives in the key's log.
             entry.reserved += 1;
-            Ok(ticket)
+            entry.unitless += usize::from(!unit);
+            Ok((ticket, unit))
         })?;
         Ok(Reservation {
             table: self,
             key: key.clone(),
             ticket,
+            unit,
             committed: false,
         })
     }
 
     /// The live sessions listed for `key`, oldest admission first.
-    pub(crate) fn sessions_of(&self, key: &K) -> Vec<S> {
+    pub fn sessions_of(&self, key: &K) -> Vec<S> {
         let state = self.state.lock();
         state
             .busy
@@ -278,12 +260,15 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> ClientTable<K, S> {
         self.state.lock().idle.len()
     }
 
-    fn finish(&self, key: &K, ticket: Option<u64>, session: Option<S>) {
+    fn finish(&self, key: &K, ticket: Option<u64>, unit: bool, session: Option<S>) {
         self.state
             .lock()
             .update(key, self.settings, Instant::now(), |entry| {
                 debug_assert!(entry.reserved > 0, "a reservation keeps its key busy");
                 entry.reserved = entry.reserved.saturating_sub(1);
+                if !unit {
+                    entry.unitless = entry.unitless.saturating_sub(1);
+                }
                 match session {
                     Some(session) => {
                         entry.sessions.insert(session);
@@ -326,6 +311,7 @@ impl<K: Clone + Eq + Hash, S> State<K, S> {
             log,
             sessions: LinkedHashSet::default(),
             reserved: 0,
+            unitless: 0,
         };
         let result = change(&mut entry);
         if entry.is_busy() {
@@ -353,11 +339,47 @@ impl<K: Clone + Eq + Hash, S> State<K, S> {
 }
 
 impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> Reservation<'_, K, S> {
+    /// Whether it holds a quota unit (false: its key was at its quota).
+    pub(crate) fn holds_unit(&self) -> bool {
+        self.unit
+    }
+
+    /// Moves the quota unit of `victim`, one of the key's listed sessions,
+    /// to this reservation, in one step under the table's lock: the
+    /// victim is unlisted from then on, whether or not the reservation is
+    /// committed, so the caller must end it (call this only once the
+    /// victim is sure to end). Refuses with [`ClientRefusal::VictimEnded`],
+    /// changing nothing, if the victim is no longer listed.
+    pub(crate) fn take_unit_of(&mut self, victim: &S) -> Result<(), ClientRefusal> {
+        debug_assert!(!self.unit, "a reservation holds one unit at most");
+        let moved = self.table.state.lock().update(
+            &self.key,
+            self.table.settings,
+            Instant::now(),
+            |entry| {
+                let moved = entry.sessions.remove(victim);
+                if moved {
+                    entry.unitless = entry.unitless.saturating_sub(1);
+                }
+                moved
+            },
+        );
+        match moved {
+            true => {
+                self.unit = true;
+                Ok(())
+            }
+            false => Err(ClientRefusal::VictimEnded),
+        }
+    }
+
     /// Keeps the grant and lists `session` as one of the key's live
-    /// sessions, in the quota unit this reservation held.
+    /// sessions, in the quota unit this reservation holds.
     pub(crate) fn commit(mut self, session: S) {
+        debug_assert!(self.unit, "only a reservation with a unit is committed");
         self.committed = true;
-        self.table.finish(&self.key, self.ticket, Some(session));
+        self.table
+            .finish(&self.key, self.ticket, self.unit, Some(session));
     }
 
     /// The key this reservation is for.
@@ -370,7 +392,7 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> Reservation<'_, K, S> {
 impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> Drop for Reservation<'_, K, S> {
     fn drop(&mut self) {
         if !self.committed {
-            self.table.finish(&self.key, self.ticket, None);
+            self.table.finish(&self.key, self.ticket, self.unit, None);
         }
     }
 }
@@ -465,16 +487,31 @@ mod tests {
         rate_limited(table.reserve(&"a"));
     }
 
+    /// A replacement for key `a` at its quota of 1.
+    fn replacement(table: &Table) -> Reservation<'_, &'static str, u64> {
+        let reservation = table.reserve_or_replace(&"a").unwrap();
+        assert!(!reservation.holds_unit(), "at its quota");
+        reservation
+    }
+
     #[tokio::test(start_paused = true)]
     async fn replacing_moves_the_victims_unit() {
         let table = table(Some(1), Some((3, 10)));
         table.reserve(&"a").unwrap().commit(1);
         assert_eq!(table.reserve(&"a").unwrap_err(), ClientRefusal::AtQuota);
-        let replacing = table.reserve_replacing(&"a", &1).unwrap();
+        let mut replacing = replacement(&table);
+        // Before the hand-over the victim's unit still counts...
+        assert_eq!(table.reserve(&"a").unwrap_err(), ClientRefusal::AtQuota);
+        replacing.take_unit_of(&1).unwrap();
         assert!(table.sessions_of(&"a").is_empty());
+        // ... and after it, the replacement's: the key never dips below
+        // its quota, so a racing creation finds no unit free.
+        assert_eq!(table.reserve(&"a").unwrap_err(), ClientRefusal::AtQuota);
+        // The victim's end, reported while the replacement is in progress
+        // or later, changes nothing.
+        table.session_ended(&"a", &1);
         assert_eq!(table.reserve(&"a").unwrap_err(), ClientRefusal::AtQuota);
         replacing.commit(2);
-        // The victim's end, reported later, changes nothing.
         table.session_ended(&"a", &1);
         assert_eq!(table.sessions_of(&"a"), [2]);
         assert_eq!(table.reserve(&"a").unwrap_err(), ClientRefusal::AtQuota);
@@ -482,30 +519,46 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn replacing_an_ended_session_takes_nothing() {
-        let table = table(Some(1), Some((2, 10)));
+        let table = table(Some(1), Some((3, 10)));
         table.reserve(&"a").unwrap().commit(1);
+        let mut replacing = replacement(&table);
         assert_eq!(
-            table.reserve_replacing(&"a", &7).unwrap_err(),
+            replacing.take_unit_of(&7).unwrap_err(),
             ClientRefusal::VictimEnded
         );
+        assert!(!replacing.holds_unit());
         assert_eq!(table.sessions_of(&"a"), [1]);
-        // The refusal spent no grant: one is left for the real replacement.
-        table.reserve_replacing(&"a", &1).unwrap().commit(2);
-        rate_limited(table.reserve_replacing(&"a", &2));
-        assert_eq!(
-            table.sessions_of(&"a"),
-            [2],
-            "a rate refusal keeps the victim"
-        );
+        // Dropped without a unit, it gives back its grant only.
+        drop(replacing);
+        assert_eq!(table.sessions_of(&"a"), [1]);
+        assert_eq!(table.reserve(&"a").unwrap_err(), ClientRefusal::AtQuota);
+        // Each refusal gave its grant back: two of three are left.
+        let mut replacing = replacement(&table);
+        replacing.take_unit_of(&1).unwrap();
+        replacing.commit(2);
+        let last = replacement(&table);
+        rate_limited(table.reserve_or_replace(&"a"));
+        drop(last);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limited_key_at_its_quota_gets_no_replacement() {
+        let table = table(Some(1), Some((1, 10)));
+        table.reserve(&"a").unwrap().commit(1);
+        rate_limited(table.reserve_or_replace(&"a"));
+        assert_eq!(table.sessions_of(&"a"), [1], "the victim keeps its unit");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_dropped_replacement_frees_the_unit_not_the_victim() {
         let table = table(Some(1), None);
         table.reserve(&"a").unwrap().commit(1);
-        drop(table.reserve_replacing(&"a", &1).unwrap());
+        let mut replacing = replacement(&table);
+        replacing.take_unit_of(&1).unwrap();
+        drop(replacing);
         assert!(table.sessions_of(&"a").is_empty());
         table.reserve(&"a").unwrap().commit(2);
+        assert_eq!(table.tracked_keys(), 1);
     }
 
     #[tokio::test(start_paused = true)]

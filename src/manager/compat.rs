@@ -59,6 +59,7 @@ impl BoundedSessionManager {
             clients: None,
             bind_to_client: false,
             stateless_event_store: None,
+            restoring: dashmap::DashSet::new(),
         }
     }
 

@@ -29,17 +29,17 @@ use crate::eviction::activity::{Busy, NotAdmitted};
 use crate::eviction::{AtCapacity, EvictionPolicy};
 use crate::http::{self, BoundedSessionLayer, Refusal};
 use crate::observe::RefusalReason;
-use crate::rate_limiter::{Grant, RateLimiter};
-use crate::registry::{Registry, SessionStats, Slot};
+use crate::rate_limiter::RateLimiter;
+use crate::registry::{Registry, SessionStats};
 
-mod admission;
+pub(crate) mod admission;
 mod compat;
 mod session_manager;
 #[cfg(feature = "redis")]
 mod stores;
 
 pub(crate) use self::admission::Membership;
-use self::admission::{Admission, Clients};
+use self::admission::{Admitted, Clients, Refused};
 use crate::session::{
     self, EndedHandlers, Lease, LiveSession, Origin, SessionHandle, SessionRegistry,
     SessionSettings, SessionTransport,
@@ -99,6 +99,9 @@ pub struct BoundedSessionManager {
     /// store of every stream or the stateless-only one, seen through
     /// `StatelessStreams` (which refuses to replay sessions' events).
     stateless_event_store: Option<Arc<dyn EventStore>>,
+    /// Ids being restored: one restore of an id at a time (see
+    /// `restore_session`).
+    restoring: dashmap::DashSet<SessionId>,
 }
 
 impl BoundedSessionManager {
@@ -348,89 +351,85 @@ impl BoundedSessionManager {
         }
     }
 
-    /// A slot for a new session; a refusal at the cap is recorded for the
-    /// HTTP layer.
-    async fn slot(&self) -> Result<Slot<'_>, BoundedSessionError> {
-        self.registry.acquire_slot().await.ok_or_else(|| {
-            http::record(Refusal::AtCapacity);
-            self.registry.observer().refused(RefusalReason::AtCapacity);
-            tracing::debug!("session admission refused: the cap is full and no session is idle");
-            BoundedSessionError::AtCapacity
-        })
+    /// Reserves everything a new session of the current request's client
+    /// needs (see [`admission`]); a refusal is recorded for the HTTP layer
+    /// and the observer.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`admission::admit`].
+    async fn admission(&self) -> Result<Admitted<'_>, BoundedSessionError> {
+        let client = http::current_client();
+        let clients = self.clients.as_deref().filter(|_| !client.is_anonymous());
+        admission::admit(&self.registry, self.rate_limiter.as_ref(), clients, &client)
+            .await
+            .map_err(|refused| self.refused(refused))
     }
 
-    /// A grant from the rate limiter, if one is configured; a refusal is
-    /// recorded for the HTTP layer.
-    fn rate_grant(&self) -> Result<Option<Grant<'_>>, BoundedSessionError> {
-        let Some(limiter) = &self.rate_limiter else {
-            return Ok(None);
-        };
-        let grant = limiter.try_acquire().map_err(|retry_after| {
-            http::record(Refusal::RateLimited { retry_after });
-            self.registry.observer().refused(RefusalReason::RateLimited);
-            tracing::debug!(
-                retry_after_secs = retry_after.as_secs_f64(),
-                "session admission refused by the rate limit"
-            );
-            BoundedSessionError::RateLimited
-        })?;
-        Ok(Some(grant))
+    fn refused(&self, refused: Refused) -> BoundedSessionError {
+        let observer = self.registry.observer();
+        match refused {
+            Refused::ClientRateLimited(retry_after) => {
+                http::record(Refusal::ClientRateLimited { retry_after });
+                observer.refused(RefusalReason::ClientRateLimited);
+                tracing::debug!(
+                    retry_after_secs = retry_after.as_secs_f64(),
+                    "session admission refused by the client's rate limit"
+                );
+                BoundedSessionError::ClientRateLimited
+            }
+            Refused::ClientQuota => {
+                http::record(Refusal::ClientQuota);
+                observer.refused(RefusalReason::ClientQuota);
+                tracing::debug!("session admission refused: the client's sessions are all busy");
+                BoundedSessionError::ClientQuota
+            }
+            Refused::RateLimited(retry_after) => {
+                http::record(Refusal::RateLimited { retry_after });
+                observer.refused(RefusalReason::RateLimited);
+                tracing::debug!(
+                    retry_after_secs = retry_after.as_secs_f64(),
+                    "session admission refused by the rate limit"
+                );
+                BoundedSessionError::RateLimited
+            }
+            Refused::AtCapacity => {
+                http::record(Refusal::AtCapacity);
+                observer.refused(RefusalReason::AtCapacity);
+                tracing::debug!(
+                    "session admission refused: the cap is full and no session is idle"
+                );
+                BoundedSessionError::AtCapacity
+            }
+        }
     }
 
-    /// Makes session `id` and admits it with what `admission` holds;
+    /// Makes session `id` and admits it with what `admitted` holds;
     /// gives everything back (and drops the session) if `id` is already
     /// live, except a client's rate grant (the race is a concurrent restore
     /// of the same id, or a random id drawn twice).
     fn admit(
         &self,
-        admission: Admission<'_>,
+        admitted: Admitted<'_>,
         id: SessionId,
         origin: Origin,
     ) -> Option<SessionTransport> {
-        let Admission {
-            slot,
-            client,
-            reservation,
-            grant,
-        } = admission;
-        let number = self.registry.draw_admission();
-        // Listed under its client before it is in the registry: it may be
-        // evicted the moment it is, and its end must find it listed.
-        let membership = reservation
-            .zip(self.clients.clone())
-            .map(|(reservation, clients)| {
-                let session = (id.clone(), number);
-                reservation.commit(session.clone());
-                Membership {
-                    clients,
-                    client: client.clone(),
-                    session,
-                }
-            });
+        let owner = admitted.client().clone();
         let handle = session::create(id.clone(), self.settings.clone(), origin);
-        let session = LiveSession {
+        let activity = admitted.insert(&self.registry, id.clone(), |listed| LiveSession {
             handle: handle.clone(),
-            owner: client,
-            membership,
-        };
-        match self.registry.insert(slot, id.clone(), number, session) {
-            Ok(_) => {
-                if let Some(grant) = grant {
-                    grant.commit();
-                }
-                let lease = Lease::new(
-                    self.registry.clone(),
-                    self.ended_handlers.clone(),
-                    id,
-                    number,
-                );
-                Some(handle.transport(Some(lease), self.max_lifetime))
-            }
-            Err((_slot, _session)) => {
-                // Dropping the slot frees it, the session its membership.
-                None
-            }
-        }
+            membership: listed
+                .zip(self.clients.clone())
+                .map(|(listed, clients)| Membership::new(clients, owner.clone(), listed)),
+            owner,
+        })?;
+        let lease = Lease::new(
+            self.registry.clone(),
+            self.ended_handlers.clone(),
+            id,
+            activity.admission(),
+        );
+        Some(handle.transport(Some(lease), self.max_lifetime))
     }
 
     /// Whether the current request's client may use `session` (always,

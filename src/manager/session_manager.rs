@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use dashmap::DashSet;
 use futures::{Stream, StreamExt};
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::common::server_side_http::session_id;
@@ -29,16 +30,18 @@ impl SessionManager for BoundedSessionManager {
     /// # Cancel safety
     ///
     /// Cancel safe. The only suspension point is waiting for a slot, which
-    /// happens only while a close is in flight or every slot belongs to a
-    /// creation still in progress; dropping the future there returns its
-    /// rate-limit grant and holds no slot.
+    /// happens only while the cap is full and a close is in flight (its slot
+    /// is about to be free); a creation that finds every slot held by
+    /// sessions that are busy, or by other creations in progress, is
+    /// refused at once. Dropping the future while it waits returns its
+    /// rate-limit grants and quota unit and holds no slot.
     async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
         loop {
-            let admission = self.admission().await?;
+            let admitted = self.admission().await?;
             let id = session_id();
             // A random 122-bit id that is already live would be returned
             // here; retrying is cheaper than a special error for it.
-            if let Some(transport) = self.admit(admission, id.clone(), Origin::Created) {
+            if let Some(transport) = self.admit(admitted, id.clone(), Origin::Created) {
                 return Ok((id, transport));
             }
         }
@@ -226,31 +229,55 @@ impl SessionManager for BoundedSessionManager {
 
     /// Re-admits a session known to rmcp's `SessionStore`. It is admitted
     /// like a creation: it takes a slot (evicting an idle session when
-    /// full) and counts against the rate limit, so replaying stored ids
-    /// cannot evict sessions faster than creating new ones could.
+    /// full) and counts against the rate limits and its client's quota, so
+    /// replaying stored ids cannot evict sessions faster than creating new
+    /// ones could.
+    ///
+    /// One restore of an id runs at a time: a second one while the first is
+    /// under way answers `AlreadyPresent` at once, without admitting
+    /// anything (rmcp's service never does this: it serializes restores of
+    /// an id itself). Two admissions for one id would each take a slot,
+    /// evicting for it at a full cap, and only one could keep it: a
+    /// refused restore would have cost another session its place. A
+    /// session that a close is removing at this very moment counts as gone
+    /// (as for [`SessionManager::has_session`]): the restore waits for
+    /// that removal, then admits the id anew.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe, as [`SessionManager::create_session`].
+    /// Cancel safe, as [`SessionManager::create_session`]; the id is free
+    /// for another restore once the future is dropped.
     async fn restore_session(
         &self,
         id: SessionId,
     ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
-        if let Some(owned) = self
-            .registry
-            .with_session(&id, |session| self.is_owner(session))
-        {
-            if owned {
-                return Ok(RestoreOutcome::AlreadyPresent);
+        let Some(_restoring) = Restoring::claim(&self.restoring, &id) else {
+            return Ok(RestoreOutcome::AlreadyPresent);
+        };
+        for _ in 0..ENDING_YIELDS {
+            match self
+                .registry
+                .with_session(&id, |session| self.is_owner(session))
+            {
+                None => break,
+                // Live, but bound to another client: as unknown as can be.
+                Some(false) => {
+                    http::record(Refusal::SessionGone);
+                    return Err(LocalSessionManagerError::SessionNotFound(id).into());
+                }
+                Some(true) if self.registry.contains_where(&id, |_| true) => {
+                    return Ok(RestoreOutcome::AlreadyPresent);
+                }
+                // Claimed by a close that removes it in a moment, within
+                // one synchronous step of another thread.
+                Some(true) => tokio::task::yield_now().await,
             }
-            // Live, but bound to another client: as unknown as can be.
-            http::record(Refusal::SessionGone);
-            return Err(LocalSessionManagerError::SessionNotFound(id).into());
         }
-        let admission = self.admission().await?;
-        Ok(match self.admit(admission, id, Origin::Restored) {
+        let admitted = self.admission().await?;
+        Ok(match self.admit(admitted, id, Origin::Restored) {
             Some(transport) => RestoreOutcome::Restored(transport),
-            // Raced with a concurrent restore; the grants go back.
+            // Still mapped after every yield: the insert found it live and
+            // everything went back.
             None => RestoreOutcome::AlreadyPresent,
         })
     }
@@ -279,4 +306,30 @@ fn refused(error: BoundedSessionError, gone: Refusal) -> BoundedSessionError {
         http::record(refusal);
     }
     error
+}
+
+/// How often a restore yields while a close removes the session it found
+/// (a few instructions on another thread) before it tries to admit anyway.
+const ENDING_YIELDS: usize = 64;
+
+/// An id being restored, listed in the manager's set until dropped.
+struct Restoring<'a> {
+    set: &'a DashSet<SessionId>,
+    id: SessionId,
+}
+
+impl<'a> Restoring<'a> {
+    /// Lists `id`, or `None` if a restore of it is already under way.
+    fn claim(set: &'a DashSet<SessionId>, id: &SessionId) -> Option<Self> {
+        set.insert(id.clone()).then(|| Self {
+            set,
+            id: id.clone(),
+        })
+    }
+}
+
+impl Drop for Restoring<'_> {
+    fn drop(&mut self) {
+        self.set.remove(&self.id);
+    }
 }
