@@ -75,6 +75,41 @@ impl TestServer {
         }
     }
 
+    /// [`Self::start`], with `wrap` applied to the app (around the
+    /// manager's layer): a middleware that sets what the layer reads, such
+    /// as a PROXY-protocol stand-in inserting the peer address.
+    pub async fn start_wrapped(
+        manager: Arc<BoundedSessionManager>,
+        wrap: impl FnOnce(axum::Router) -> axum::Router,
+    ) -> Self {
+        let shutdown = CancellationToken::new();
+        let service = StreamableHttpService::new(
+            || Ok(handler::DemoServer::new()),
+            manager.clone(),
+            StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
+        );
+        let app = wrap(axum::Router::new().nest_service("/mcp", manager.layer().layer(service)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .unwrap();
+            }
+        });
+        Self {
+            url,
+            manager,
+            shutdown,
+        }
+    }
+
     pub fn client(&self) -> Client {
         Client {
             http: reqwest::Client::new(),
