@@ -254,3 +254,101 @@ async fn a_bare_socket_addr_wins_over_the_connections_address() {
     assert!(balancer.works(&again).await);
     assert_eq!(server.manager.session_count(), 3);
 }
+
+/// Counts the bytes each thread allocates, to show that reading a
+/// forwarding header allocates nothing in proportion to its length.
+mod allocations {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    // SAFETY: every call is passed on to `System` unchanged; the counter
+    // is a const-initialized thread local, which never allocates.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            ALLOCATED.with(|bytes| bytes.set(bytes.get() + layout.size()));
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            ALLOCATED.with(|bytes| bytes.set(bytes.get() + new_size));
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Bytes this thread allocated so far.
+    pub fn allocated() -> usize {
+        ALLOCATED.with(Cell::get)
+    }
+}
+
+#[global_allocator]
+static COUNTING: allocations::Counting = allocations::Counting;
+
+/// An inner service that answers 200 at once, allocating the same for
+/// every request.
+#[derive(Clone)]
+struct Ok200;
+
+type Body = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+impl<B> tower_service::Service<http::Request<B>> for Ok200 {
+    type Response = http::Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<http::Response<Body>, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<B>) -> Self::Future {
+        use http_body_util::BodyExt;
+        let body = http_body_util::Empty::new().boxed();
+        std::future::ready(Ok(http::Response::new(body)))
+    }
+}
+
+#[tokio::test]
+async fn a_long_forwarding_header_costs_no_allocation() {
+    use tower_layer::Layer;
+    use tower_service::Service;
+    let manager = BoundedSessionManagerBuilder::new(50)
+        .trusted_proxies("x-forwarded-for", ["10.0.0.0/8"])
+        .build();
+    let mut service = manager.layer().layer(Ok200);
+    // Every entry a trusted hop, so the walk reads all of them (~400 KB).
+    let long = vec!["10.0.0.2"; 40_000].join(", ");
+    let mut cost = Vec::new();
+    for header in ["10.0.0.2", long.as_str()] {
+        let mut request = http::Request::new(());
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", header.parse().unwrap());
+        request
+            .extensions_mut()
+            .insert(SocketAddr::from(([10, 0, 0, 1], 4711)));
+        let before = allocations::allocated();
+        let response = service.call(request).await.unwrap();
+        cost.push(allocations::allocated() - before);
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        cost[0], cost[1],
+        "bytes allocated: short header, long header"
+    );
+}
