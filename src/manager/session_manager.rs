@@ -189,19 +189,24 @@ impl SessionManager for BoundedSessionManager {
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         if let Some(store) = &self.settings.event_store {
-            // A resume is activity; a session bound to another client is
-            // unknown here as everywhere.
-            let owned = self.registry.with_activity(id, |session, activity| {
-                self.is_owner(session).then(|| activity.clone())
-            });
-            match owned {
-                Some(Some(activity)) => activity.touch(),
-                Some(None) => {
-                    http::record(Refusal::SessionGone);
-                    return Err(LocalSessionManagerError::SessionNotFound(id.clone()).into());
-                }
-                None => {}
-            }
+            // A resume is activity, for the eviction order and the idle
+            // timeout alike (a client polling a long, silent call keeps its
+            // session). A session bound to another client is unknown here
+            // as everywhere, and so is one that ended after rmcp's
+            // `has_session`: its events are not replayed any more.
+            let owned = self
+                .registry
+                .with_activity(id, |session, activity| {
+                    self.is_owner(session)
+                        .then(|| (session.handle.clone(), activity.clone()))
+                })
+                .flatten();
+            let Some((handle, activity)) = owned else {
+                http::record(Refusal::SessionGone);
+                return Err(LocalSessionManagerError::SessionNotFound(id.clone()).into());
+            };
+            activity.touch();
+            handle.shared().note_activity();
             if !crate::session::is_event_of(id, &last_event_id) {
                 return Err(EventIdError::OtherSession.into());
             }

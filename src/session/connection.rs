@@ -10,6 +10,21 @@
 //! routed them, so the wait never reorders them: routing is synchronous, the
 //! wait only delays the sender's future.
 //!
+//! # Cut: a response replaced hands out nothing more
+//!
+//! A response whose connection was merely dropped still hands out what it
+//! had queued (a request's last answer, a server-side close's `retry`
+//! event). A response that another one *replaces* (a resume, a shadow or a
+//! new `GET` taking over the standalone stream) must not: the new one
+//! replays from where the old one stood, and an old one that went on would
+//! deliver the same events twice. [`ConnectionRef::cut`] marks the pipe's
+//! `last_delivered` word and returns the index it held, in one atomic
+//! step; the response records each event it hands out with a
+//! compare-and-swap on that same word, which fails once the mark is set.
+//! So every event is handed out by the old response (before the cut, and
+//! counted in the index the cut returns) or replayed by the new one (after
+//! it), never both and never neither.
+//!
 //! # Why an unbounded channel with a count
 //!
 //! rmcp runs each `Transport::send` future as its own task, so two sends
@@ -50,10 +65,38 @@ struct Pipe {
     last_delivered: AtomicU64,
 }
 
+/// Set in [`Pipe::last_delivered`] once the response is cut (indices stay
+/// below 2^63: see `replay_buffer`).
+const CUT: u64 = 1 << 63;
+
 impl Pipe {
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.room.notify_waiters();
+    }
+
+    /// Records that the HTTP body takes event `index`; `false`, recording
+    /// nothing, if the response was cut (the event must not go out).
+    fn hand_out(&self, index: u64) -> bool {
+        let mut current = self.last_delivered.load(Ordering::Acquire);
+        loop {
+            if current & CUT != 0 {
+                return false;
+            }
+            match self.last_delivered.compare_exchange_weak(
+                current,
+                index,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    fn is_cut(&self) -> bool {
+        self.last_delivered.load(Ordering::Acquire) & CUT != 0
     }
 }
 
@@ -90,10 +133,13 @@ impl ConnectionRef {
         Arc::ptr_eq(&self.0, &connection.pipe)
     }
 
-    /// The index of the last event the HTTP body took, also after the
-    /// connection ended.
-    pub(crate) fn last_delivered(&self) -> u64 {
-        self.0.last_delivered.load(Ordering::Relaxed)
+    /// Stops the response from handing out anything more (see the module
+    /// docs) and ends it; the index of the last event it handed out, final
+    /// from now on. Cutting twice returns the same index.
+    pub(crate) fn cut(&self) -> u64 {
+        let before = self.0.last_delivered.fetch_or(CUT, Ordering::AcqRel);
+        self.0.close();
+        before & !CUT
     }
 
     /// Waits until the client has at most `capacity` events to read, or
@@ -170,13 +216,18 @@ impl Connection {
     /// The index of the last event the HTTP body took.
     #[cfg(test)]
     pub(crate) fn last_delivered(&self) -> u64 {
-        self.pipe.last_delivered.load(Ordering::Relaxed)
+        self.pipe.last_delivered.load(Ordering::Acquire) & !CUT
     }
 
     /// Sets where the client stands before the events about to be queued
-    /// (a shadow stream taking over the standalone one).
+    /// (a shadow stream taking over the standalone one, never cut before).
     pub(crate) fn set_last_delivered(&self, index: u64) {
-        self.pipe.last_delivered.store(index, Ordering::Relaxed);
+        self.pipe.last_delivered.store(index, Ordering::Release);
+    }
+
+    /// [`ConnectionRef::cut`], for the connection being replaced.
+    pub(crate) fn cut(self) -> u64 {
+        self.handle().cut()
     }
 
     /// Queues `event` for the client. `Some` if the client now has more
@@ -215,20 +266,21 @@ impl Stream for SseResponse {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        // Replaced: what is left goes out on the response that replaced it.
+        if this.pipe.is_cut() {
+            return Poll::Ready(None);
+        }
         if let Some((index, message)) = this.replay.next() {
             // Replayed events were never queued: not counted as undelivered.
-            this.pipe.last_delivered.store(index, Ordering::Relaxed);
-            return Poll::Ready(Some(message));
+            return Poll::Ready(this.pipe.hand_out(index).then_some(message));
         }
         let event = std::task::ready!(this.events.poll_recv(cx));
-        Poll::Ready(event.map(|(index, message)| {
+        Poll::Ready(event.and_then(|(index, message)| {
             let pipe = &this.pipe;
-            // Read by the session only after this response died.
-            pipe.last_delivered.store(index, Ordering::Relaxed);
             if pipe.undelivered.fetch_sub(1, Ordering::AcqRel) > this.capacity {
                 pipe.room.notify_waiters();
             }
-            message
+            pipe.hand_out(index).then_some(message)
         }))
     }
 
@@ -281,6 +333,35 @@ mod tests {
         connection.push(event(1), 1);
         let full = connection.push(event(2), 1).expect("over capacity");
         assert!(!full.wait_for_room(1, Duration::from_secs(30)).await);
+    }
+
+    #[tokio::test]
+    async fn a_cut_response_hands_out_nothing_more_and_its_index_is_final() {
+        let (connection, mut response) = Connection::open(vec![event(1)], 0, 4, None);
+        connection.push(event(2), 4);
+        connection.push(event(3), 4);
+        assert_eq!(response.next().await.unwrap().event_id.unwrap(), "1");
+        assert_eq!(response.next().await.unwrap().event_id.unwrap(), "2");
+        let handle = connection.handle();
+        assert_eq!(connection.cut(), 2, "the last event handed out");
+        assert!(
+            response.next().await.is_none(),
+            "event 3 is its successor's"
+        );
+        assert_eq!(handle.cut(), 2, "cutting again changes nothing");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_still_hands_out_what_it_queued() {
+        let (connection, response) = Connection::open(Vec::new(), 0, 4, None);
+        connection.push(event(1), 4);
+        connection.push(event(2), 4);
+        drop(connection);
+        let ids: Vec<_> = response
+            .map(|event| event.event_id.unwrap())
+            .collect()
+            .await;
+        assert_eq!(ids, ["1", "2"]);
     }
 
     #[tokio::test]

@@ -36,12 +36,18 @@ pub(crate) struct RetainedEvent {
 pub(crate) enum Retention {
     /// The stream's own ring.
     Ring(ReplayBuffer<RetainedEvent>),
-    /// An external event store, which names the events and replays them.
+    /// An external event store, which names the events and replays them
+    /// by `Last-Event-ID`.
     Store {
         /// The stream's id in the store.
         name: String,
         /// The index the next event gets.
         next: u64,
+        /// The standalone stream's newest events as the store named them:
+        /// a plain `GET` or a shadow taking over carries no id to ask the
+        /// store with, and must still get what the previous response did
+        /// not deliver. `None` for a request stream, resumed only by id.
+        recent: Option<ReplayBuffer<ServerSseMessage>>,
     },
 }
 
@@ -76,6 +82,9 @@ impl EventStream {
                     (Some(_), None) => store_name_for(session),
                 },
                 next: first,
+                recent: http_request_id
+                    .is_none()
+                    .then(|| ReplayBuffer::starting_at(settings.replay_capacity, first)),
             },
         };
         Self {
@@ -141,8 +150,12 @@ impl EventStream {
         capacity: usize,
     ) -> Option<ConnectionRef> {
         let index = match &mut self.retention {
-            Retention::Store { next, .. } => {
+            Retention::Store { next, recent, .. } => {
                 *next += 1;
+                if let Some(recent) = recent {
+                    let kept = recent.push(event.clone());
+                    debug_assert_eq!(kept, *next - 1, "the ring counts with the stream");
+                }
                 *next - 1
             }
             Retention::Ring(ring) => ring.newest() + 1,
@@ -210,24 +223,48 @@ impl EventStream {
     }
 
     /// The kept events a client that last saw `last_seen` missed, and the
-    /// index just before the first of them.
+    /// index just before the first of them. With an event store, a request
+    /// stream keeps nothing here (the store replays it by id): nothing.
     ///
     /// If some were overwritten, it gives what is kept (the jump in the
     /// indices shows the gap) rather than nothing: a refusal would only make
-    /// the client retry the same id forever. An id from before this life of
-    /// the session (a restore starts its indices above any earlier ones, see
-    /// [`super::first_index_after_restore`]) or ahead of the standalone
-    /// stream gets everything kept, none of which that client can have
-    /// seen; a request stream's id ahead of it is refused, as no such event
-    /// exists.
+    /// the client retry the same id forever. An id from another life of
+    /// the session (a restore starts its indices far from any earlier
+    /// ones, see [`super::first_index_after_restore`]) or ahead of the
+    /// standalone stream gets everything kept, none of which that client
+    /// can have seen; a request stream's id ahead of it is refused, as no
+    /// such event exists.
     pub(crate) fn missed_after(
         &self,
         last_seen: u64,
     ) -> Result<(Vec<NumberedEvent>, u64), ReplayError> {
-        let Retention::Ring(ring) = &self.retention else {
-            return Ok((Vec::new(), last_seen));
-        };
-        let replay = match ring.after(last_seen) {
+        match &self.retention {
+            Retention::Ring(ring) => {
+                let replay = self.kept_after(ring, last_seen)?;
+                let delivered_before = replay.next_index() - 1;
+                Ok((self.to_events(replay), delivered_before))
+            }
+            Retention::Store {
+                recent: Some(ring), ..
+            } => {
+                let replay = self.kept_after(ring, last_seen)?;
+                let delivered_before = replay.next_index() - 1;
+                let events = replay
+                    .map(|(index, event)| (index, event.clone()))
+                    .collect();
+                Ok((events, delivered_before))
+            }
+            Retention::Store { recent: None, .. } => Ok((Vec::new(), last_seen)),
+        }
+    }
+
+    /// What [`Self::missed_after`] replays from `ring`.
+    fn kept_after<'a, T>(
+        &self,
+        ring: &'a ReplayBuffer<T>,
+        last_seen: u64,
+    ) -> Result<Replay<'a, T>, ReplayError> {
+        Ok(match ring.after(last_seen) {
             Ok(replay) => replay,
             Err(Miss::Overwritten { oldest_kept }) => {
                 if last_seen.saturating_add(1) >= ring.first() {
@@ -251,9 +288,7 @@ impl EventStream {
                 );
                 ring.from(0)
             }
-        };
-        let delivered_before = replay.next_index() - 1;
-        Ok((self.to_events(replay), delivered_before))
+        })
     }
 
     /// Starts a new HTTP response for this stream (ending the previous one)
@@ -266,6 +301,11 @@ impl EventStream {
         standalone_of: Option<Weak<Shared>>,
     ) -> Result<SseResponse, ReplayError> {
         let (replay, delivered_before) = self.missed_after(last_seen)?;
+        // The previous response must not go on handing out what this one
+        // replays.
+        if let Some(previous) = self.connection.take() {
+            previous.cut();
+        }
         let (connection, response) =
             Connection::open(replay, delivered_before, capacity, standalone_of);
         self.connection = Some(connection);

@@ -88,19 +88,25 @@ pub(crate) enum StreamTarget {
 }
 
 /// Where a restored session starts numbering its standalone events and its
-/// POSTs: the milliseconds since 1970, above any index an earlier life of
-/// the session can have reached (that would take a thousand events a second
-/// since 1970). Ids a client kept from before the restore then name no
-/// event of this life: its standalone stream replays everything kept, and a
-/// request stream of the earlier life is unknown, instead of either being
-/// mistaken for an event or a request of the new life.
+/// POSTs: a random index in `[2^40, 2^62)`, drawn anew for each life of the
+/// session. Ids a client kept from another life then name no event of this
+/// one, unless the two lives' ranges overlap: a life that issues `n` ids
+/// overlaps another's with probability about `2n / 2^62` (a billion events
+/// in both: one in two billion). Its standalone stream replays everything
+/// kept for such an id, and a request stream of the earlier life is
+/// unknown, instead of either being mistaken for an event or a request of
+/// the new life. (A start derived from the clock, as before, overlapped
+/// whenever an earlier life had issued more than one event per millisecond
+/// since its own start, or a clock stepped back.) Indices stay below 2^63,
+/// where event ids and the response's cut mark need them.
 fn first_index_after_restore() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX / 2)
-        })
-        .clamp(crate::replay_buffer::FIRST_INDEX, u64::MAX / 2)
+    use std::hash::BuildHasher;
+    const LOW: u64 = 1 << 40;
+    const HIGH: u64 = 1 << 62;
+    // std's randomly keyed hasher, a fresh key per call: a random word
+    // without a dependency for it.
+    let random = std::hash::RandomState::new().hash_one(std::process::id());
+    LOW + random % (HIGH - LOW)
 }
 
 /// A new session: the handle the registry keeps, and the transport for

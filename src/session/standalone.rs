@@ -11,6 +11,17 @@
 //!   at once and first gets what the dead response did not deliver (or what
 //!   followed the shadow's own `Last-Event-ID`): no notification is lost
 //!   between the two, and none is delivered twice.
+//! - A response that another one replaces (a shadow taking over, or a new
+//!   `GET` once the old response was disconnected) is *cut* first: it hands
+//!   out nothing more, and the index it had reached is final (see
+//!   `connection`). A slow client's response disconnected at the stall
+//!   limit may still be read; without the cut it would go on handing out
+//!   what it had queued while its successor replayed the same events.
+//!
+//! These hold with an event store too: the standalone stream then keeps its
+//! newest `replay_capacity` events as the store named them, so a plain
+//! `GET` or a shadow replays what the previous response did not deliver,
+//! exactly as with the in-memory ring.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -57,10 +68,12 @@ impl Standalone {
         }
     }
 
-    fn last_delivered(&self) -> u64 {
+    /// Cuts the latest response (its successor takes over from here) and
+    /// returns the index of the last event it handed out.
+    fn cut_last_response(&self) -> u64 {
         self.last_response
             .as_ref()
-            .map_or(self.delivered_before_first, ConnectionRef::last_delivered)
+            .map_or(self.delivered_before_first, ConnectionRef::cut)
     }
 
     /// A `GET` without `Last-Event-ID` (`last_seen: None`) or with a
@@ -85,7 +98,8 @@ impl Standalone {
             });
             return response;
         }
-        let missed_from = last_seen.unwrap_or_else(|| self.last_delivered());
+        let delivered = self.cut_last_response();
+        let missed_from = last_seen.unwrap_or(delivered);
         // The standalone stream resumes from any index (see
         // `EventStream::missed_after`), so the fallback is never used.
         let response = self
@@ -103,7 +117,8 @@ impl Standalone {
         let Some(shadow) = self.shadows.pop() else {
             return;
         };
-        let last_seen = shadow.last_seen.unwrap_or_else(|| self.last_delivered());
+        let delivered = self.cut_last_response();
+        let last_seen = shadow.last_seen.unwrap_or(delivered);
         // The standalone stream never refuses (see `missed_after`).
         let (missed, delivered_before) = self
             .events
@@ -164,5 +179,29 @@ impl Standalone {
     /// Ends every shadow stream.
     pub(crate) fn drop_shadows(&mut self) {
         self.shadows.clear();
+    }
+
+    /// The responses open now: the standalone one and every shadow.
+    pub(crate) fn responses(&self) -> Vec<ConnectionRef> {
+        self.events
+            .connection
+            .iter()
+            .chain(self.shadows.iter().map(|shadow| &shadow.connection))
+            .map(Connection::handle)
+            .collect()
+    }
+
+    /// Ends those of `responses` still open, whichever role they have now:
+    /// a shadow may have taken over the standalone stream meanwhile (its
+    /// predecessor stalled, or its client left), and a server-side close
+    /// must end it as it would have ended the shadow. What they queued is
+    /// still handed out (a close's `retry` event). Responses opened since
+    /// are left alone.
+    pub(crate) fn end_responses(&mut self, responses: &[ConnectionRef]) {
+        let among = |connection: &Connection| responses.iter().any(|r| r.is(connection));
+        if self.events.connection.as_ref().is_some_and(among) {
+            self.events.connection = None;
+        }
+        self.shadows.retain(|shadow| !among(&shadow.connection));
     }
 }

@@ -246,8 +246,9 @@ impl Shared {
 
     /// Ends a stream's current response (after a last event telling the
     /// client when to reconnect, with `retry`); for the standalone stream,
-    /// its shadows too. A response the client opened while the `retry`
-    /// event waited for room or for the store is left alone.
+    /// its shadows too, including one that took over while the `retry`
+    /// event waited. A response the client opened while the `retry` event
+    /// waited for room or for the store is left alone.
     pub(crate) async fn close_stream(
         &self,
         target: StreamTarget,
@@ -274,17 +275,20 @@ impl Shared {
                     completes: false,
                 },
             };
-            let current = match route {
-                Route::Standalone => state.standalone.events.connection.as_ref(),
+            // Every response of the stream open now, shadows included.
+            let current: Vec<ConnectionRef> = match route {
+                Route::Standalone => state.standalone.responses(),
                 Route::Request {
                     http_request_id, ..
                 } => state
                     .routes
                     .streams
                     .get(&http_request_id)
-                    .and_then(|request| request.events.connection.as_ref()),
-            }
-            .map(Connection::handle);
+                    .and_then(|request| request.events.connection.as_ref())
+                    .map(Connection::handle)
+                    .into_iter()
+                    .collect(),
+            };
             let routed = match retry {
                 None => Routed::Done,
                 Some(retry) if self.settings.event_store.is_some() => {
@@ -301,19 +305,14 @@ impl Shared {
         self.finish_send(routed).await?;
         let mut state = self.state.lock();
         match route {
-            Route::Standalone => {
-                if let Some(current) = &current {
-                    state.standalone.events.disconnect_if(current);
-                }
-                state.standalone.drop_shadows();
-            }
+            Route::Standalone => state.standalone.end_responses(&current),
             Route::Request {
                 http_request_id, ..
             } => {
-                if let Some(request) = state.routes.streams.get_mut(&http_request_id)
-                    && let Some(current) = &current
-                {
-                    request.events.disconnect_if(current);
+                if let Some(request) = state.routes.streams.get_mut(&http_request_id) {
+                    for current in &current {
+                        request.events.disconnect_if(current);
+                    }
                 }
             }
         }

@@ -180,6 +180,12 @@ impl Shared {
         true
     }
 
+    /// Counts as activity for the idle timeout (a resume served by an
+    /// event store, which does not go through the session's state).
+    pub(crate) fn note_activity(&self) {
+        self.state.lock().last_activity = Instant::now();
+    }
+
     /// Why the session ended, if it has.
     pub(crate) fn ended(&self) -> Option<CloseReason> {
         match self.state.lock().phase {

@@ -164,6 +164,7 @@ async fn drain(stream: &mut SseResponse) -> Vec<(String, String)> {
     events
 }
 
+mod delivery;
 mod event_store;
 mod lifecycle;
 mod replay;

@@ -1,0 +1,51 @@
+//! With an event store, a client that only resumes (`GET` with
+//! `Last-Event-ID`, the polling pattern of a long, silent tool call) keeps
+//! its session alive: each resume counts as activity for the idle timeout,
+//! as it does without a store.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{TestServer, parse_events};
+use mcp_bounded_session::{BoundedSessionManager, MemoryEventStore};
+use reqwest::StatusCode;
+use serde_json::json;
+
+const IDLE: Duration = Duration::from_millis(1_500);
+
+#[tokio::test]
+async fn resumes_through_an_event_store_keep_the_session_from_timing_out() {
+    let store = Arc::new(MemoryEventStore::default());
+    let manager = BoundedSessionManager::builder(8)
+        .event_store(store)
+        .idle_timeout(IDLE)
+        .build();
+    let server = TestServer::start(manager).await;
+    let client = server.client();
+    let session = client.initialize().await.unwrap();
+    let response = client
+        .post(Some(common::mcp::session_header(&session)))
+        .json(&json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": { "name": "echo", "arguments": { "text": "hi" } } }))
+        .send()
+        .await
+        .unwrap();
+    let events = parse_events(&response.text().await.unwrap());
+    let first = events
+        .iter()
+        .find_map(|event| event.id.clone())
+        .expect("a stored event id");
+    // Resumes only, for three idle timeouts.
+    let until = tokio::time::Instant::now() + IDLE * 3;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(IDLE / 3).await;
+        let resumed = client
+            .resume(Some(&session), common::PROTOCOL_VERSION, &first)
+            .await;
+        assert_eq!(resumed.status(), StatusCode::OK, "the session timed out");
+        drop(resumed);
+    }
+    assert!(client.works(&session).await, "the session timed out");
+}
