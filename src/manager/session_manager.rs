@@ -259,6 +259,14 @@ impl SessionManager for BoundedSessionManager {
         let Some(_restoring) = Restoring::claim(&self.restoring, &id) else {
             return Ok(RestoreOutcome::AlreadyPresent);
         };
+        // A DELETE on this instance since rmcp loaded the session wins (a
+        // copy restored anyway, by a DELETE racing this check, is ended by
+        // the stores' upkeep).
+        #[cfg(feature = "redis")]
+        if self.store_refuses_restore(&id) {
+            http::record(Refusal::SessionGone);
+            return Err(LocalSessionManagerError::SessionNotFound(id).into());
+        }
         for _ in 0..ENDING_YIELDS {
             match self
                 .registry

@@ -1,5 +1,6 @@
-//! What the Redis stores ask of the manager: whether it holds a session,
-//! and to end a session DELETEd on another instance.
+//! What the Redis stores ask of the manager (whether it holds a session,
+//! to end a session DELETEd on another instance), and what the manager
+//! asks of them (whether a restore must be refused).
 
 use rmcp::transport::streamable_http_server::session::SessionId;
 
@@ -10,6 +11,12 @@ impl BoundedSessionManager {
     /// Whether `id` is live on this instance.
     pub(crate) fn holds_session(&self, id: &SessionId) -> bool {
         self.registry.contains_where(id, |_| true)
+    }
+
+    /// Whether the Redis stores refuse a restore of `id`: not an id this
+    /// crate issues, or DELETEd on this instance since rmcp loaded it.
+    pub(crate) fn store_refuses_restore(&self, id: &SessionId) -> bool {
+        crate::store::refuses_restore(self, id)
     }
 
     /// Ends this instance's copy of a session DELETEd elsewhere, as a

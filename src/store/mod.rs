@@ -29,12 +29,18 @@
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod session_id;
 mod stateless;
 mod stored_id;
 
 #[cfg(feature = "redis")]
+pub(crate) use self::redis::refuses_restore;
+#[cfg(feature = "redis")]
 pub use self::redis::{RedisEventStore, RedisSessionStore, RedisStores, RedisStoresBuilder};
 pub use memory::{MemoryEventStore, MemoryEventStoreBuilder};
+#[cfg(feature = "redis")]
+pub(crate) use session_id::is_session_id;
 pub(crate) use stateless::StatelessStreams;
 pub(crate) use stored_id::{StoredEventId, check_stream_name};
 
@@ -80,11 +86,29 @@ pub enum StoreError {
         /// The sequence number of the oldest event still kept.
         oldest_kept: u64,
     },
+    /// Between the id and the stream's newest event, an event went to the
+    /// client without an id (the store failed on it, though it may have
+    /// kept it anyway): a replay could repeat or skip it, so none is made.
+    #[error(
+        "events after {0} cannot be replayed exactly once: the store failed on one of them, \
+         which was sent without an id; the client has to start its stream over"
+    )]
+    ReplayGap(String),
     /// A stream name that no id could carry (empty, or longer than 128
     /// bytes).
     #[error("invalid stream name of {length} bytes: expected 1 to 128")]
     InvalidStreamName {
         /// The name's length in bytes.
+        length: usize,
+    },
+    /// A session id no session of this crate can have (rmcp's are
+    /// lowercase hyphenated UUIDs): the session store keeps nothing of it.
+    #[cfg(feature = "redis")]
+    #[error(
+        "session id of {length} bytes is not one this server issues (a lowercase hyphenated UUID)"
+    )]
+    InvalidSessionId {
+        /// The id's length in bytes.
         length: usize,
     },
     /// Redis failed or could not be reached; the operation may not have

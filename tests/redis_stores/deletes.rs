@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::common::redis_server::{SHARED_URL, clean, connection, keys, unique_prefix};
-use crate::helpers::{message, pttl, replay, session_state, store, stores};
+use crate::helpers::{message, pttl, replay, session_id, session_state, store, stores};
 use futures::StreamExt;
 
 /// `SessionStore::delete` removes the session's value, streams and stream
@@ -15,9 +15,10 @@ async fn delete_removes_every_key_of_the_session() {
     let stores = stores(SHARED_URL, &prefix, None).await;
     let sessions = stores.session_store();
     let events = stores.event_store();
-    let (id, other) = ("sess-del", "sess-keep");
-    // `sess-del` is a prefix of `sess-delx`, another session.
-    let lookalike = "sess-delx";
+    let (id, other) = (session_id(0xde1), session_id(0xeee));
+    // Differs from `id` in its last digit only.
+    let lookalike = session_id(0xde2);
+    let (id, other, lookalike) = (id.as_str(), other.as_str(), lookalike.as_str());
     for session in [id, other, lookalike] {
         sessions.store(session, &session_state()).await.unwrap();
         store(&events, &format!("{session}:common"), &message(1)).await;
@@ -73,7 +74,8 @@ async fn delete_removes_streams_older_than_the_ttl() {
     let stores = stores(SHARED_URL, &prefix, Some(Duration::from_millis(400))).await;
     let sessions = stores.session_store();
     let events = stores.event_store();
-    let id = "sess-long";
+    let id = session_id(0x10);
+    let id = id.as_str();
     let (early, late) = (format!("{id}:common"), format!("{id}:req-9"));
     sessions.store(id, &session_state()).await.unwrap();
     for n in 0..10 {

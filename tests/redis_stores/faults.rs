@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::common::eventually_async;
 use crate::common::redis_server::{PrivateRedis, SHARED_URL, clean, unique_prefix};
-use crate::helpers::{exists, instance, message, pttl, session_state, store_error, stores};
+use crate::helpers::{
+    exists, instance, message, pttl, session_id, session_state, store_error, stores,
+};
 use mcp_bounded_session::{RedisStores, StoreError};
 
 async fn private_stores(redis: &PrivateRedis, prefix: &str) -> RedisStores {
@@ -77,21 +79,73 @@ async fn sessions_made_only_during_an_outage_are_written_when_redis_returns() {
     );
 }
 
-/// The tombstone outlives the session's TTL (an instance cut off for
-/// longer must still find it), and a DELETE of an id no instance knew
-/// leaves no tombstone (clients can send any id).
+/// Every DELETE of a well-shaped id leaves a tombstone (Redis may have
+/// lost the value of a session an instance still holds): four TTLs for a
+/// session that existed, one for an id nobody here knew, never shortened
+/// by a later DELETE.
 #[tokio::test]
-async fn tombstones_are_for_sessions_that_existed_and_outlive_the_ttl() {
+async fn every_delete_leaves_a_tombstone_that_outlives_the_ttl_if_the_session_existed() {
     let prefix = unique_prefix("tombstone");
     let stores = stores(SHARED_URL, &prefix, Some(Duration::from_secs(10))).await;
     let sessions = stores.session_store();
-    sessions.store("known", &session_state()).await.unwrap();
-    sessions.delete("known").await.unwrap();
-    let ttl = pttl(SHARED_URL, &format!("{prefix}deleted:known")).await;
+    let (known, unknown) = (session_id(1), session_id(2));
+    sessions.store(&known, &session_state()).await.unwrap();
+    sessions.delete(&known).await.unwrap();
+    let ttl = pttl(SHARED_URL, &format!("{prefix}deleted:{known}")).await;
     assert!(ttl > 10_000 && ttl <= 40_000, "tombstone PTTL {ttl}");
-    sessions.delete("made-up").await.unwrap();
-    assert!(!exists(SHARED_URL, &format!("{prefix}deleted:made-up")).await);
+    sessions.delete(&known).await.unwrap();
+    let again = pttl(SHARED_URL, &format!("{prefix}deleted:{known}")).await;
+    assert!(again > 10_000, "a second DELETE shortened it: {again}");
+    sessions.delete(&unknown).await.unwrap();
+    let ttl = pttl(SHARED_URL, &format!("{prefix}deleted:{unknown}")).await;
+    assert!(ttl > 5_000 && ttl <= 10_000, "tombstone PTTL {ttl}");
     clean(SHARED_URL, &prefix).await;
+}
+
+/// Ids that cannot be this crate's (rmcp passes on any `Mcp-Session-Id`)
+/// never reach Redis or the memory kept for an outage: a load answers
+/// "no such session" without asking Redis (so even while it is away), a
+/// DELETE keeps and sends nothing, a store is refused.
+#[tokio::test]
+async fn ids_no_session_can_have_never_reach_the_store() {
+    let mut redis = PrivateRedis::start();
+    let prefix = unique_prefix("bad_session_ids");
+    let stores = private_stores(&redis, &prefix).await;
+    let sessions = stores.session_store();
+    let bad = [
+        "x".repeat(10 * 1024),
+        "sess-1".to_owned(),
+        session_id(3).to_uppercase(),
+        format!("{}:common", session_id(3)),
+    ];
+    for id in &bad {
+        assert!(
+            sessions.store(id, &session_state()).await.is_err(),
+            "{id:.40}"
+        );
+    }
+    redis.stop();
+    for id in &bad {
+        assert!(
+            sessions.load(id).await.unwrap().is_none(),
+            "{id:.40}: load asked the Redis that is away"
+        );
+        sessions.delete(id).await.unwrap();
+    }
+    // A well-shaped id's DELETE waits for Redis (the control).
+    sessions.delete(&session_id(4)).await.unwrap();
+    redis.restart();
+    let url = redis.url();
+    let control = format!("{prefix}deleted:{}", session_id(4));
+    assert!(
+        eventually_async(Duration::from_secs(5), || exists(&url, &control)).await,
+        "the queued DELETE was not sent"
+    );
+    assert_eq!(
+        crate::common::redis_server::keys(&url, &prefix).await,
+        vec![control],
+        "only the well-shaped id's tombstone"
+    );
 }
 
 /// The listener and the upkeep end when the last clone of the stores is

@@ -21,6 +21,12 @@ pub async fn stores(url: &str, prefix: &str, ttl: Option<Duration>) -> RedisStor
     builder.connect().await.expect("a Redis URL")
 }
 
+/// A session id of the shape rmcp issues (the stores refuse others),
+/// numbered `n`.
+pub fn session_id(n: u64) -> String {
+    format!("0b7e1c2a-5f7e-4c1b-9d7e-{n:012x}")
+}
+
 pub fn init_params() -> InitializeRequestParams {
     serde_json::from_value(crate::common::initialize_body()["params"].clone()).unwrap()
 }

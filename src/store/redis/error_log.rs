@@ -35,12 +35,20 @@ pub(crate) struct ErrorLog {
 }
 
 impl ErrorLog {
-    /// Records a failure of `operation`; logs it unless a line was written
-    /// within [`QUIET_PERIOD`].
+    /// Records a failure of `operation` that says Redis is unreachable
+    /// (store calls skip it for [`PROBE_INTERVAL`]); logs it unless a line
+    /// was written within [`QUIET_PERIOD`].
     pub(crate) fn failed(&self, operation: &str, error: &dyn std::fmt::Display) {
-        let now = Instant::now();
         self.failing.store(true, Ordering::Relaxed);
-        *self.last_failure.lock() = Some(now);
+        *self.last_failure.lock() = Some(Instant::now());
+        self.refused(operation, error);
+    }
+
+    /// Records an error Redis answered with (out of memory, a script's
+    /// error): logged like an outage, but it says nothing of other calls,
+    /// so it does not make them skip Redis.
+    pub(crate) fn refused(&self, operation: &str, error: &dyn std::fmt::Display) {
+        let now = Instant::now();
         if !self.take_line(now) {
             self.unreported.fetch_add(1, Ordering::Relaxed);
             return;
@@ -143,5 +151,7 @@ mod tests {
         assert!(log.recently_failed());
         log.succeeded();
         assert!(!log.recently_failed(), "an answer closes the circuit");
+        log.refused("op", &"OOM");
+        assert!(!log.recently_failed(), "an error Redis answered with");
     }
 }

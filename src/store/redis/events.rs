@@ -14,15 +14,23 @@
 //!   that expired and started again has a new generation, so an old id
 //!   cannot point into it, and a replay can tell a trimmed event from a
 //!   foreign one.
+//! - No id is issued twice, even by a Redis that lost writes: each entry
+//!   records the server that wrote it (the start of its `run_id`, new on
+//!   every restart, another on a replica), and a stream continues only on
+//!   that server. After a restart from an older snapshot, or a failover to
+//!   a replica, the next append starts a new generation, and a replay of
+//!   the old one is refused ([`StoreError::UnknownEvent`]): events after
+//!   its newest kept one may have been sent and lost.
 //! - Appending, trimming to the capacity (`LTRIM`, exact), refreshing the
-//!   TTL and indexing the stream under its session (scored by last use)
-//!   happen in one Lua script: atomic, one round trip, and no stream ever
-//!   holds more than its capacity.
+//!   TTL and indexing the stream under its session (scored by last use,
+//!   bounded in count) happen in one Lua script: atomic, one round trip,
+//!   and no stream ever holds more than its capacity.
 //! - A replay returns the kept events after the id only if none between
-//!   the id and them is missing (else [`StoreError::EventTrimmed`]), and
-//!   only in the id's generation and up to the stream's newest event (else
-//!   [`StoreError::UnknownEvent`]); it refreshes the TTL only of the stream
-//!   of the id's generation, so replaying stale ids keeps nothing alive.
+//!   the id and them is missing (else [`StoreError::EventTrimmed`]), none
+//!   is a gap left by a failed append (else [`StoreError::ReplayGap`], see
+//!   `unsettled` for what "exactly once" means), and only in the id's
+//!   generation and up to the stream's newest event (else
+//!   [`StoreError::UnknownEvent`]). It only reads.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -33,7 +41,12 @@ use rmcp::transport::streamable_http_server::session::store::{EventStoreError, E
 use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage};
 
 use super::Inner;
+use super::unsettled::{Pending, SERVER};
 use crate::store::{StoreError, StoredEventId, check_stream_name};
+
+/// Streams a session's index keeps (besides its standalone stream): the
+/// least recently used beyond are dropped, events and all.
+const MAX_STREAMS_PER_SESSION: usize = 128;
 
 /// rmcp's `EventStore` on Redis: from [`RedisStores::event_store`](super::RedisStores::event_store).
 ///
@@ -51,84 +64,118 @@ pub struct RedisEventStore {
     pub(super) inner: Arc<Inner>,
 }
 
-/// Appends one event. KEYS[1]: the stream; KEYS[2], if any: its session's
-/// stream index. ARGV: capacity, TTL (ms), message JSON or "", retry (ms)
-/// or "-". Returns `<generation>-<sequence>`.
+/// Appends one event. KEYS[1]: the stream; KEYS[2]: its void set;
+/// KEYS[3], if any: its session's stream index. ARGV: capacity, TTL (ms),
+/// message JSON or "", retry (ms) or "-", the append's nonce, the most
+/// streams a session's index keeps, then the nonces to settle
+/// (`unsettled`). Returns `<generation>-<sequence>`, or nil if the nonce
+/// was settled already (this append landed after its failure was
+/// reported: the client has the event, without an id).
 ///
-/// Two scripts never run in the same microsecond of the server's clock
-/// (each takes longer), so a stream dropped and started again gets a
-/// generation of its own. The index scores each stream by its last use, so
-/// pruning entries older than the TTL drops only streams whose keys
-/// expired.
+/// A stream continues only on the server that wrote it: one last written
+/// by another server (Redis restarted, from a snapshot older than the
+/// stream's newest events or empty; or a replica took over, lagging or
+/// not) is dropped and started again in a new generation, so no id is
+/// ever issued twice. Two scripts never run in the same microsecond of the
+/// server's clock (each takes longer), so a stream dropped and started
+/// again gets a generation of its own.
+///
+/// The index scores each stream by its last use and keeps the newest
+/// ARGV[6] (plus the standalone stream, `<id>:common`, however quiet):
+/// the ones beyond are removed with their events, so a session's index and
+/// streams stay bounded however many requests it makes.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
+{SERVER}
+if redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 1 then return false end
 local now = redis.call('TIME')
 local last = redis.call('LINDEX', KEYS[1], -1)
 local generation, sequence
 if last then
-  local kept
-  generation, kept = string.match(last, '^(%d+)-(%d+) ')
-  sequence = tonumber(kept) + 1
-else
+  local kept_generation, kept, writer = string.match(last, '^(%d+)-(%d+) (%x+) ')
+  if writer == server then
+    generation = kept_generation
+    sequence = tonumber(kept) + 1
+  else
+    redis.call('DEL', KEYS[1])
+  end
+end
+if not generation then
   generation = now[1] .. string.format('%06d', tonumber(now[2]))
   sequence = 1
 end
+if #ARGV > 6 then
+  for i = 7, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  redis.call('RPUSH', KEYS[1], generation .. '-' .. string.format('%d', sequence) .. ' ' .. server .. ' ! ')
+  sequence = sequence + 1
+end
 local id = generation .. '-' .. string.format('%d', sequence)
-redis.call('RPUSH', KEYS[1], id .. ' ' .. ARGV[4] .. ' ' .. ARGV[3])
+redis.call('RPUSH', KEYS[1], id .. ' ' .. server .. ' ' .. ARGV[4] .. ' ' .. ARGV[3])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if #KEYS == 2 then
+if #KEYS == 3 then
   local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  redis.call('ZADD', KEYS[2], now_ms, KEYS[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms - tonumber(ARGV[2]))
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  redis.call('ZADD', KEYS[3], now_ms, KEYS[1])
+  local excess = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[6])
+  if excess > 0 then
+    for _, stream in ipairs(redis.call('ZRANGE', KEYS[3], 0, excess)) do
+      if excess > 0 and string.sub(stream, -7) ~= ':common' then
+        redis.call('DEL', stream)
+        redis.call('ZREM', KEYS[3], stream)
+        excess = excess - 1
+      end
+    end
+  end
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
 end
 return id
-",
-    )
+"
+    ))
 });
 
-/// Reads a stream's kept entries; refreshes its TTL and its place in its
-/// session's index if they are of generation ARGV[1]. KEYS[1]: the stream;
-/// KEYS[2], if any: the index. ARGV[2]: the TTL (ms).
+/// Reads a stream's kept entries and the server's identity, as
+/// `{{server, entries...}}`. Only reads: a replay works on a replica too,
+/// and the upkeep keeps a held session's streams alive.
 static REPLAY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r"
+{SERVER}
 local entries = redis.call('LRANGE', KEYS[1], 0, -1)
-if #entries > 0 and string.sub(entries[1], 1, #ARGV[1] + 1) == ARGV[1] .. '-' then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  if #KEYS == 2 then
-    local now = redis.call('TIME')
-    local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-    redis.call('ZADD', KEYS[2], 'XX', now_ms, KEYS[1])
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  end
-end
+table.insert(entries, 1, server)
 return entries
-",
-    )
+"
+    ))
 });
 
 /// One kept entry, parsed.
 struct Entry<'a> {
     generation: u64,
     sequence: u64,
+    /// The start of the `run_id` of the server that wrote it.
+    server: &'a str,
+    /// A gap: an event went to the client without an id here (`unsettled`).
+    gap: bool,
     retry: Option<Duration>,
     message: &'a str,
 }
 
 impl<'a> Entry<'a> {
-    /// `<generation>-<sequence> <retry ms or -> <message JSON or nothing>`.
+    /// `<generation>-<sequence> <server> <retry ms, - or ! for a gap>
+    /// <message JSON or nothing>`.
     fn parse(text: &'a str) -> Option<Self> {
         let (id, rest) = text.split_once(' ')?;
+        let (server, rest) = rest.split_once(' ')?;
         let (retry, message) = rest.split_once(' ')?;
         let (generation, sequence) = id.split_once('-')?;
         Some(Self {
             generation: generation.parse().ok()?,
             sequence: sequence.parse().ok()?,
+            server,
+            gap: retry == "!",
             retry: match retry {
-                "-" => None,
+                "-" | "!" => None,
                 ms => Some(Duration::from_millis(ms.parse().ok()?)),
             },
             message,
@@ -147,7 +194,12 @@ impl RedisEventStore {
         let retry = event
             .retry
             .map_or_else(|| "-".to_owned(), |retry| retry.as_millis().to_string());
+        let nonce = inner.next_nonce();
+        let settling = inner.take_unsettled(stream);
+        // From here on, any way out but a success leaves a gap to settle.
+        let pending = Pending::new(inner.clone(), stream, &nonce, &settling);
         let mut invocation = APPEND.key(inner.keys.stream(stream));
+        invocation.key(inner.keys.void(stream));
         if let Some(index) = inner.keys.streams_of(stream) {
             invocation.key(index);
         }
@@ -155,30 +207,41 @@ impl RedisEventStore {
             .arg(inner.stream_capacity())
             .arg(inner.ttl_ms())
             .arg(message)
-            .arg(retry);
+            .arg(retry)
+            .arg(&nonce)
+            .arg(MAX_STREAMS_PER_SESSION);
+        for settled in &settling {
+            invocation.arg(settled);
+        }
         let mut connection = inner.connection.clone();
-        let entry: String = inner
+        let entry: Option<String> = inner
             .call("store_event", invocation.invoke_async(&mut connection))
             .await?;
+        // A fresh nonce is never settled before its own append.
+        let entry = entry.ok_or_else(|| StoreError::ReplayGap(format!("{stream}#?")))?;
+        pending.succeeded();
         Ok(format!("{stream}#{entry}"))
     }
 
     async fn replay(&self, last_event_id: &str) -> Result<Vec<ServerSseMessage>, StoreError> {
         let id = StoredEventId::parse(last_event_id)?;
         let inner = &self.inner;
-        let mut invocation = REPLAY.key(inner.keys.stream(id.stream));
-        if let Some(index) = inner.keys.streams_of(id.stream) {
-            invocation.key(index);
-        }
-        invocation.arg(id.generation).arg(inner.ttl_ms());
+        // Appends of this instance that failed on this stream leave their
+        // gap first, so this replay cannot repeat or skip them.
+        inner.settle(id.stream).await?;
+        let invocation = REPLAY.key(inner.keys.stream(id.stream));
         let mut connection = inner.connection.clone();
-        let kept: Vec<String> = inner
+        let mut kept: Vec<String> = inner
             .call(
                 "replay_events_after",
                 invocation.invoke_async(&mut connection),
             )
             .await?;
         let unknown = || StoreError::UnknownEvent(last_event_id.to_owned());
+        if kept.is_empty() {
+            return Err(unknown());
+        }
+        let server = kept.remove(0);
         let entries = kept
             .iter()
             .map(|text| Entry::parse(text).ok_or_else(unknown))
@@ -186,7 +249,10 @@ impl RedisEventStore {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return Err(unknown());
         };
-        if first.generation != id.generation || last.sequence < id.sequence {
+        // Written by another server (Redis restarted, or a replica took
+        // over): events after the newest kept may have been sent and lost.
+        if first.generation != id.generation || last.sequence < id.sequence || last.server != server
+        {
             return Err(unknown());
         }
         if first.sequence > id.sequence.saturating_add(1) {
@@ -195,9 +261,11 @@ impl RedisEventStore {
                 oldest_kept: first.sequence,
             });
         }
-        entries
-            .iter()
-            .filter(|entry| entry.sequence > id.sequence)
+        let after = entries.iter().filter(|entry| entry.sequence > id.sequence);
+        if after.clone().any(|entry| entry.gap) {
+            return Err(StoreError::ReplayGap(last_event_id.to_owned()));
+        }
+        after
             .map(|entry| {
                 let mut event = ServerSseMessage::default();
                 if !entry.message.is_empty() {
@@ -248,16 +316,26 @@ mod tests {
 
     #[test]
     fn an_entry_parses_into_its_parts() {
-        let entry = Entry::parse("1795646469674123-7 3000 {\"a\": 1}").unwrap();
+        let entry = Entry::parse("1795646469674123-7 ab12 3000 {\"a\": 1}").unwrap();
         assert_eq!(
-            (entry.generation, entry.sequence),
-            (1_795_646_469_674_123, 7)
+            (entry.generation, entry.sequence, entry.server, entry.gap),
+            (1_795_646_469_674_123, 7, "ab12", false)
         );
         assert_eq!(entry.retry, Some(Duration::from_secs(3)));
         assert_eq!(entry.message, "{\"a\": 1}");
-        let priming = Entry::parse("5-1 - ").unwrap();
+        let priming = Entry::parse("5-1 ab12 - ").unwrap();
         assert_eq!((priming.retry, priming.message), (None, ""));
-        for bad in ["", "5-1", "5-1 -", "x-1 - ", "5 - ", "5-1 x {}"] {
+        let gap = Entry::parse("5-2 ab12 ! ").unwrap();
+        assert!(gap.gap);
+        for bad in [
+            "",
+            "5-1",
+            "5-1 ab12 -",
+            "x-1 ab12 - ",
+            "5 ab12 - ",
+            "5-1 ab12 x {}",
+            "5-1 - ",
+        ] {
             assert!(Entry::parse(bad).is_none(), "{bad:?}");
         }
     }

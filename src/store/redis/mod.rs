@@ -25,7 +25,7 @@
 //!   line per outage and quiet period (`error_log`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -42,6 +42,7 @@ mod error_log;
 mod events;
 mod keys;
 mod sessions;
+mod unsettled;
 mod upkeep;
 
 pub use events::RedisEventStore;
@@ -84,6 +85,12 @@ pub(crate) struct Inner {
     /// whether this instance held the session.
     pending_deletes: Mutex<hashlink::LinkedHashMap<SessionId, bool>>,
     manager: Mutex<Weak<BoundedSessionManager>>,
+    /// This instance's part of every append's nonce (a random UUID).
+    instance: String,
+    /// The count part of the next nonce.
+    nonces: AtomicU64,
+    /// Nonces of appends whose outcome is unknown, by stream (`unsettled`).
+    unsettled: Mutex<hashlink::LinkedHashMap<String, Vec<String>>>,
     errors: ErrorLog,
     upkeep_interval: Option<Duration>,
     upkeep_now: Arc<tokio::sync::Notify>,
@@ -93,6 +100,7 @@ pub(crate) struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        ATTACHED.retain(|_, (_, inner)| inner.strong_count() > 0);
     }
 }
 
@@ -147,7 +155,8 @@ impl Inner {
         }
     }
 
-    /// Records the outcome of a Redis call in the log.
+    /// Records the outcome of a Redis call in the log; only a Redis that
+    /// cannot be reached makes the next calls skip it.
     fn observe<T>(&self, operation: &str, result: redis::RedisResult<T>) -> Result<T, StoreError> {
         match result {
             Ok(value) => {
@@ -155,11 +164,64 @@ impl Inner {
                 Ok(value)
             }
             Err(error) => {
-                self.errors.failed(operation, &error);
+                if is_outage(&error) {
+                    self.errors.failed(operation, &error);
+                } else {
+                    self.errors.refused(operation, &error);
+                }
                 Err(StoreError::Redis(error))
             }
         }
     }
+}
+
+/// Whether `error` says Redis cannot serve calls now (unreachable, timed
+/// out, loading, a replica or a primary without its replicas): the short
+/// circuit's and the upkeep's cue to stop trying. An error Redis answered
+/// for one call (out of memory, a script's error, a wrong type) says
+/// nothing of the next calls.
+pub(crate) fn is_outage(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::ReadOnly
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+            ) | ErrorKind::Client
+                | ErrorKind::AuthenticationFailed
+        )
+        // A script running past its time limit blocks every call.
+        || error.code() == Some("BUSY")
+}
+
+/// The stores attached to each manager (by the manager's address), so that
+/// the manager's restore can ask them about DELETEs (`refuses_restore`). A
+/// `Weak` keeps its allocation, so no other manager can take an address
+/// while its entry names it.
+static ATTACHED: LazyLock<DashMap<usize, Attachment>> = LazyLock::new(DashMap::new);
+
+/// A manager and its stores, in [`ATTACHED`].
+type Attachment = (Weak<BoundedSessionManager>, Weak<Inner>);
+
+/// Whether `manager` must refuse to restore `id`: the id is not one this
+/// crate issues, or a DELETE of it came on this instance since rmcp loaded
+/// it (or waits for Redis here). False for a manager without Redis stores.
+pub(crate) fn refuses_restore(manager: &BoundedSessionManager, id: &str) -> bool {
+    let Some(inner) = ATTACHED
+        .get(&(std::ptr::from_ref(manager) as usize))
+        .filter(|entry| std::ptr::eq(entry.0.as_ptr(), manager))
+        .and_then(|entry| entry.1.upgrade())
+    else {
+        return false;
+    };
+    !crate::store::is_session_id(id) || inner.deleted_here(id)
 }
 
 /// The two Redis-backed rmcp stores of one deployment, sharing one
@@ -303,6 +365,10 @@ impl RedisStores {
         }
         *attached = Arc::downgrade(manager);
         drop(attached);
+        ATTACHED.insert(
+            Arc::as_ptr(manager) as usize,
+            (Arc::downgrade(manager), Arc::downgrade(&self.inner)),
+        );
         self.inner
             .stream_capacity
             .store(replay_capacity, Ordering::Relaxed);
@@ -423,6 +489,9 @@ impl RedisStoresBuilder {
             held: DashMap::new(),
             pending_deletes: Mutex::new(hashlink::LinkedHashMap::new()),
             manager: Mutex::new(Weak::new()),
+            instance: rmcp::transport::common::server_side_http::session_id().to_string(),
+            nonces: AtomicU64::new(0),
+            unsettled: Mutex::new(hashlink::LinkedHashMap::new()),
             errors: ErrorLog::default(),
             upkeep_interval: self.upkeep_interval,
             upkeep_now: Arc::new(tokio::sync::Notify::new()),

@@ -3,10 +3,23 @@
 //!
 //! # Invariants kept here
 //!
-//! - A DELETE removes every key of the session (its value, its streams and
-//!   their index), leaves a tombstone and publishes the id, in one Lua
-//!   script: atomic, so no instance can see the value gone without the
-//!   tombstone there.
+//! - A DELETE is never undone. It removes every key of the session (its
+//!   value, its streams and their index), leaves a tombstone and publishes
+//!   the id, in one Lua script: atomic, so no instance can see the value
+//!   gone without the tombstone there. The tombstone is written whether or
+//!   not Redis still has the session's value: Redis may have lost it (an
+//!   eviction, an empty restart, a session made during an outage and not
+//!   written yet) while an instance still holds a copy, whose upkeep would
+//!   otherwise write it back. A tombstone of a session nobody here knew
+//!   lives one TTL (long enough for every holder's upkeep, which runs at
+//!   least twice per TTL, to find it), one of a session that existed four.
+//! - A DELETE on this instance between rmcp's `load` of the session and
+//!   its `restore_session` wins: the id stays marked as DELETEd here, the
+//!   restore is refused, and a copy restored anyway (a DELETE landing in
+//!   the middle of the restore) is ended by the next upkeep round.
+//! - Only ids shaped like this crate's (`store::is_session_id`) reach
+//!   Redis or this instance's memory: rmcp hands the store any id a client
+//!   sends.
 //! - A write or a DELETE that could not reach Redis is not lost: it waits
 //!   in memory for the upkeep, which retries it until Redis answers. So
 //!   rmcp's calls succeed while Redis is away (rmcp would log a warning per
@@ -22,7 +35,7 @@ use rmcp::transport::streamable_http_server::session::store::{
 use super::Inner;
 use super::upkeep::Held;
 use crate::http::{self, Refusal};
-use crate::store::StoreError;
+use crate::store::{StoreError, is_session_id};
 
 /// rmcp's `SessionStore` on Redis: from
 /// [`RedisStores::session_store`](super::RedisStores::session_store).
@@ -42,22 +55,27 @@ pub struct RedisSessionStore {
 }
 
 /// Deletes session ARGV[1]: KEYS[1] its value, KEYS[2] its tombstone,
-/// KEYS[3] its stream index. ARGV[2]: the tombstone's TTL (ms); ARGV[3]:
-/// the channel to publish the id on; ARGV[4]: "1" if the deleting instance
-/// held the session. The tombstone and the announcement are only for a
-/// session that existed: rmcp passes on the DELETE of any id a client
-/// sends, and tombstones of made-up ids would fill Redis.
+/// KEYS[3] its stream index. ARGV[2]: the tombstone's TTL (ms) for a
+/// session that existed; ARGV[3]: the channel to publish the id on;
+/// ARGV[4]: "1" if the deleting instance held the session; ARGV[5]: the
+/// tombstone's TTL (ms) otherwise. A session whose value is gone may still
+/// live on another instance (Redis lost the value), so every DELETE leaves
+/// a tombstone; one of an id nobody here knew lives shorter, since
+/// clients can send any (well-shaped) id. A tombstone is never shortened.
+/// It is written first: a Redis out of memory refuses the `SET` before
+/// anything was removed, so the script does all or nothing.
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local ttl = ARGV[5]
+if redis.call('EXISTS', KEYS[1]) == 1 or ARGV[4] == '1' then ttl = ARGV[2] end
+if redis.call('PTTL', KEYS[2]) < tonumber(ttl) then
+  redis.call('SET', KEYS[2], '1', 'PX', ttl)
+end
 local streams = redis.call('ZRANGE', KEYS[3], 0, -1)
 for _, stream in ipairs(streams) do redis.call('DEL', stream) end
-local existed = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[3])
-if existed == 1 or ARGV[4] == '1' then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-  redis.call('PUBLISH', ARGV[3], ARGV[1])
-end
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('PUBLISH', ARGV[3], ARGV[1])
 return #streams
 ",
     )
@@ -76,6 +94,7 @@ impl Inner {
             .arg(self.tombstone_ttl_ms())
             .arg(self.keys.deletions_channel())
             .arg(if held { "1" } else { "0" })
+            .arg(self.ttl_ms())
             .invoke_async::<i64>(&mut connection)
             .await
             .map(drop)
@@ -84,6 +103,10 @@ impl Inner {
 
 impl RedisSessionStore {
     async fn load_state(&self, id: &str) -> Result<Option<SessionState>, StoreError> {
+        // Not an id this crate issued: no session has it.
+        if !is_session_id(id) {
+            return Ok(None);
+        }
         let inner = &self.inner;
         let mut connection = inner.connection.clone();
         let mut get = redis::cmd("GET");
@@ -110,6 +133,9 @@ impl RedisSessionStore {
     }
 
     async fn store_state(&self, id: &str, state: &SessionState) -> Result<(), StoreError> {
+        if !is_session_id(id) {
+            return Err(StoreError::InvalidSessionId { length: id.len() });
+        }
         let inner = &self.inner;
         let json: Arc<str> = serde_json::to_string(state)?.into();
         let mut connection = inner.connection.clone();
@@ -131,8 +157,16 @@ impl RedisSessionStore {
     }
 
     async fn delete_state(&self, id: &str) {
+        // Not an id this crate issued: nothing to delete, and nothing of it
+        // is kept (the pending DELETEs, Redis).
+        if !is_session_id(id) {
+            return;
+        }
         let inner = &self.inner;
-        let held = inner.held.remove(id).is_some();
+        // Marked, not forgotten: a restore of the id that rmcp loaded just
+        // before is refused, and a copy restored anyway is ended by the
+        // upkeep (which never writes a marked session back).
+        let held = inner.mark_deleted(id);
         let deleted = inner
             .call("delete session", inner.delete_everywhere(id, held))
             .await

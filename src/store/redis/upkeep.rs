@@ -7,9 +7,13 @@
 //!    expired here: their stored copy then lives out its TTL, so the
 //!    client can still be restored on its next request), except those
 //!    loaded in the last two intervals (a restore may still be registering
-//!    them);
-//! 2. refreshes the TTL of the others (`PEXPIRE`, one pipelined round
-//!    trip per batch);
+//!    them); ends a copy of a session DELETEd here that a restore
+//!    registered anyway (the DELETE came between rmcp's `load` and its
+//!    `restore_session`);
+//! 2. refreshes the TTL of the others' values and of every stream in their
+//!    index (a Lua script per session, pipelined per batch): a stream lives
+//!    as long as its session, however quiet it is, and the index loses the
+//!    streams that expired anyway;
 //! 3. for each one whose key is gone (Redis lost it, or it was never
 //!    written because Redis was away, or a DELETE elsewhere removed it,
 //!    whether or not this instance heard of it over pub/sub): ends the
@@ -18,7 +22,12 @@
 //!    undone by it;
 //! 4. sends up to [`DELETES_PER_ROUND`] of the DELETEs that could not reach
 //!    Redis when they came (after the refreshes, so a backlog cannot let
-//!    live sessions' keys expire).
+//!    live sessions' keys expire);
+//! 5. settles the appends whose outcome is unknown (`events`).
+//!
+//! A round stops early only when Redis is unreachable (`is_outage`): an
+//! error of one session's script (out of memory, say) does not keep the
+//! others from being refreshed, nor the queued DELETEs from being sent.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
@@ -29,7 +38,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Inner;
+use super::{Inner, is_outage};
 use crate::manager::BoundedSessionManager;
 use crate::store::StoreError;
 
@@ -55,6 +64,25 @@ return 0
     )
 });
 
+/// Refreshes a held session: KEYS[1] its value, KEYS[2] its stream
+/// index; ARGV[1] the TTL (ms). Returns 1 if the value was there. Every
+/// stream in the index gets the TTL too; those already gone leave it.
+static REFRESH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local alive = redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if alive == 1 then
+  local streams = redis.call('ZRANGE', KEYS[2], 0, -1)
+  for _, stream in ipairs(streams) do
+    if redis.call('PEXPIRE', stream, ARGV[1]) == 0 then redis.call('ZREM', KEYS[2], stream) end
+  end
+  if #streams > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+end
+return alive
+",
+    )
+});
+
 /// A session whose stored copy this instance keeps alive.
 #[derive(Debug)]
 pub(crate) struct Held {
@@ -62,6 +90,9 @@ pub(crate) struct Held {
     json: Arc<str>,
     /// Whether the value is known to have reached Redis.
     written: AtomicBool,
+    /// DELETEd on this instance: never refreshed or written again; a copy
+    /// restored anyway is ended.
+    deleted: AtomicBool,
     /// When it was stored or loaded here.
     since: Instant,
 }
@@ -71,12 +102,31 @@ impl Held {
         Self {
             json,
             written: AtomicBool::new(written),
+            deleted: AtomicBool::new(false),
             since: Instant::now(),
         }
     }
 }
 
 impl Inner {
+    /// Marks `id` DELETEd here; whether this instance held (or was
+    /// restoring) it.
+    pub(super) fn mark_deleted(&self, id: &str) -> bool {
+        self.held
+            .get(id)
+            .map(|held| held.deleted.store(true, Ordering::Relaxed))
+            .is_some()
+    }
+
+    /// Whether a restore of `id` must be refused: DELETEd on this instance
+    /// since rmcp loaded it, or its DELETE waits for Redis here.
+    pub(super) fn deleted_here(&self, id: &str) -> bool {
+        self.held
+            .get(id)
+            .is_some_and(|held| held.deleted.load(Ordering::Relaxed))
+            || self.pending_deletes.lock().contains_key(id)
+    }
+
     /// Keeps a DELETE for the upkeep to send; `held`: whether this instance
     /// held the session (so it surely exists).
     pub(super) fn queue_delete(&self, id: SessionId, held: bool) {
@@ -119,17 +169,41 @@ async fn round(inner: &Inner) -> Result<(), StoreError> {
         refresh_held(inner, &manager).await?;
     }
     retry_deletes(inner).await;
+    inner.settle_appends().await;
     Ok(())
+}
+
+/// A failure that stops the round if Redis is unreachable; otherwise (an
+/// error of this one call) logged and passed over.
+fn tolerate<T>(result: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(StoreError::Redis(error)) if !is_outage(&error) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 async fn refresh_held(inner: &Inner, manager: &BoundedSessionManager) -> Result<(), StoreError> {
     let grace = inner.upkeep_interval() * 2;
-    inner
-        .held
-        .retain(|id, held| manager.holds_session(id) || held.since.elapsed() < grace);
+    let mut restored_after_delete = Vec::new();
+    inner.held.retain(|id, held| {
+        let holds = manager.holds_session(id);
+        if held.deleted.load(Ordering::Relaxed) {
+            if holds {
+                restored_after_delete.push(id.clone());
+                return false;
+            }
+            return held.since.elapsed() < grace;
+        }
+        holds || held.since.elapsed() < grace
+    });
+    for id in &restored_after_delete {
+        manager.close_deleted_elsewhere(id);
+    }
     let held: Vec<(SessionId, Arc<str>, bool)> = inner
         .held
         .iter()
+        .filter(|entry| !entry.value().deleted.load(Ordering::Relaxed))
         .map(|entry| {
             let held = entry.value();
             (
@@ -151,37 +225,49 @@ async fn refresh_held(inner: &Inner, manager: &BoundedSessionManager) -> Result<
             Vec::new()
         } else {
             let mut refresh = redis::pipe();
+            // Loaded in the same round trip: a Redis restarted empty (or
+            // after SCRIPT FLUSH) knows no script.
+            refresh.load_script(&REFRESH).ignore();
             for id in &written {
-                refresh
-                    .cmd("PEXPIRE")
-                    .arg(inner.keys.session(id))
+                let mut invocation = REFRESH.key(inner.keys.session(id));
+                invocation
+                    .key(inner.keys.session_streams(id))
                     .arg(inner.ttl_ms());
+                refresh.invoke_script(&invocation);
             }
-            inner.observe(
-                "refresh session TTLs",
+            let result = inner.observe(
+                "refresh sessions",
                 refresh.query_async(&mut connection).await,
-            )?
+            );
+            // Unknown outcomes count as gone: the rewrite below checks.
+            tolerate(result)?.unwrap_or_default()
         };
         let mut refreshed = refreshed.into_iter();
         for (id, json, written) in batch {
             if *written && refreshed.next() == Some(1) {
                 continue;
             }
-            let deleted: i64 = inner.observe(
+            let result = inner.observe(
                 "rewrite session",
                 REVIVE
                     .key(inner.keys.session(id))
                     .key(inner.keys.tombstone(id))
                     .arg(&**json)
                     .arg(inner.ttl_ms())
-                    .invoke_async(&mut connection)
+                    .invoke_async::<i64>(&mut connection)
                     .await,
-            )?;
-            if deleted == 1 {
-                inner.held.remove(id);
-                manager.close_deleted_elsewhere(id);
-            } else if let Some(held) = inner.held.get(id) {
-                held.written.store(true, Ordering::Relaxed);
+            );
+            match tolerate(result)? {
+                Some(1) => {
+                    inner.held.remove(id);
+                    manager.close_deleted_elsewhere(id);
+                }
+                Some(_) => {
+                    if let Some(held) = inner.held.get(id) {
+                        held.written.store(true, Ordering::Relaxed);
+                    }
+                }
+                None => {}
             }
         }
     }
@@ -197,11 +283,20 @@ async fn retry_deletes(inner: &Inner) {
     };
     for (done, (id, held)) in batch.iter().enumerate() {
         let deleted = inner.delete_everywhere(id, *held).await;
-        if inner.observe("delete session (retry)", deleted).is_err() {
-            for (id, held) in &batch[done..] {
-                inner.queue_delete(id.clone(), *held);
-            }
-            return;
+        let outage = match inner.observe("delete session (retry)", deleted) {
+            Ok(()) => continue,
+            Err(StoreError::Redis(error)) => is_outage(&error),
+            Err(_) => false,
+        };
+        // Kept for the next round; the others are still tried unless Redis
+        // is unreachable.
+        if !outage {
+            inner.queue_delete(id.clone(), *held);
+            continue;
         }
+        for (id, held) in &batch[done..] {
+            inner.queue_delete(id.clone(), *held);
+        }
+        return;
     }
 }
