@@ -1,7 +1,8 @@
-//! With an event store, a client that only resumes (`GET` with
-//! `Last-Event-ID`, the polling pattern of a long, silent tool call) keeps
-//! its session alive: each resume counts as activity for the idle timeout,
-//! as it does without a store.
+//! Resumes of a session whose events an event store keeps: a client that
+//! only resumes (`GET` with `Last-Event-ID`, the polling pattern of a long,
+//! silent tool call) keeps its session alive, as it does without a store;
+//! an id that is no stored id is malformed, not another session's; a
+//! session that ended replays nothing.
 
 mod common;
 
@@ -9,8 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestServer, parse_events};
-use mcp_bounded_session::{BoundedSessionManager, MemoryEventStore};
+use mcp_bounded_session::{
+    BoundedSessionError, BoundedSessionManager, EventIdError, MemoryEventStore,
+};
 use reqwest::StatusCode;
+use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::json;
 
 const IDLE: Duration = Duration::from_millis(1_500);
@@ -48,4 +52,33 @@ async fn resumes_through_an_event_store_keep_the_session_from_timing_out() {
         drop(resumed);
     }
     assert!(client.works(&session).await, "the session timed out");
+}
+
+#[tokio::test]
+async fn a_stored_resume_tells_a_malformed_id_from_another_sessions_and_an_ended_session() {
+    let manager = BoundedSessionManager::builder(8)
+        .event_store(Arc::new(MemoryEventStore::default()))
+        .build();
+    let (id, _transport) = manager.create_session().await.unwrap();
+    let (other, _other) = manager.create_session().await.unwrap();
+    let error = |result: Result<_, BoundedSessionError>| match result {
+        Err(BoundedSessionError::InvalidEventId(error)) => Some(error),
+        Err(error) if error.is_session_not_found() => None,
+        Err(error) => panic!("{error}"),
+        Ok(_) => panic!("a resume of a bad id replays nothing"),
+    };
+    assert_eq!(
+        error(manager.resume(&id, "57".into()).await),
+        Some(EventIdError::Malformed)
+    );
+    assert_eq!(
+        error(manager.resume(&id, format!("{other}:common#1-1")).await),
+        Some(EventIdError::OtherSession)
+    );
+    manager.close_session(&id).await.unwrap();
+    assert_eq!(
+        error(manager.resume(&id, format!("{id}:common#1-1")).await),
+        None,
+        "an ended session replays nothing"
+    );
 }

@@ -20,8 +20,7 @@ use crate::error::{BoundedSessionError, TransportError};
 use crate::event_id::EventId;
 use crate::eviction::activity::TrackedStream;
 use crate::http::{self, Refusal};
-use crate::session::Origin;
-use crate::session::SessionTransport;
+use crate::session::{Origin, SessionHandle, SessionRegistry, SessionTransport};
 
 impl SessionManager for BoundedSessionManager {
     type Error = BoundedSessionError;
@@ -53,7 +52,11 @@ impl SessionManager for BoundedSessionManager {
     /// before the request reached the session, the session waits for its
     /// handshake until `init_timeout`; dropped after, nobody can learn the
     /// session's id, so the session closes when the handler answers
-    /// (`HandshakeAbandoned`).
+    /// (`HandshakeAbandoned`), or at `init_timeout` (else at `max_lifetime`)
+    /// if the handler never does: a timer task is left for that, as rmcp
+    /// does not poll the transport while its handler runs `initialize`.
+    /// With neither set, such a session stays until it is evicted (it is
+    /// idle, so it is evicted first).
     async fn initialize_session(
         &self,
         id: &SessionId,
@@ -62,6 +65,7 @@ impl SessionManager for BoundedSessionManager {
         let gone = Refusal::EvictedBeforeInitialized;
         // Busy until the handshake is answered (or this future is dropped).
         let (handle, _busy) = self.begin(id, gone)?;
+        let _abandoned = self.handshake_deadline(id, &handle);
         let answered = handle.initialize(message).await;
         if answered.is_err() && handle.shared().ended() == Some(CloseReason::InitTimeout) {
             // The handler never answered: its transport, not polled while
@@ -207,6 +211,12 @@ impl SessionManager for BoundedSessionManager {
             };
             activity.touch();
             handle.shared().note_activity();
+            // The stores' ids begin with their stream's name, and a
+            // session's streams' names with its id and a colon: an id
+            // without one is no stored id at all.
+            if !last_event_id.contains(':') {
+                return Err(EventIdError::Malformed.into());
+            }
             if !crate::session::is_event_of(id, &last_event_id) {
                 return Err(EventIdError::OtherSession.into());
             }
@@ -302,6 +312,71 @@ impl SessionManager for BoundedSessionManager {
     /// replays never return a session's events.
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         self.stateless_event_store.clone()
+    }
+}
+
+impl BoundedSessionManager {
+    /// What ends session `id` at its handshake's deadline if its
+    /// `initialize_session` future is dropped while the handler hangs in
+    /// `initialize`; `None` without a deadline.
+    fn handshake_deadline(
+        &self,
+        id: &SessionId,
+        handle: &SessionHandle,
+    ) -> Option<HandshakeDeadline> {
+        let shared = handle.shared();
+        let lifetime_at = self
+            .max_lifetime
+            .and_then(|lifetime| shared.created_at.checked_add(lifetime));
+        let at = match (shared.init_deadline(), lifetime_at) {
+            (Some(init), Some(lifetime)) => init.min(lifetime),
+            (at, None) | (None, at) => at?,
+        };
+        let admission = self
+            .registry
+            .with_activity(id, |_, activity| activity.admission())?;
+        Some(HandshakeDeadline {
+            registry: self.registry.clone(),
+            handle: handle.clone(),
+            admission,
+            at,
+        })
+    }
+}
+
+/// Armed while a handshake is awaited: dropped with the future before the
+/// answer (the client hung up), it leaves a timer that ends the session at
+/// `at` unless the handshake completed by then.
+struct HandshakeDeadline {
+    registry: Arc<SessionRegistry>,
+    handle: SessionHandle,
+    admission: u64,
+    at: tokio::time::Instant,
+}
+
+impl Drop for HandshakeDeadline {
+    fn drop(&mut self) {
+        if !self.handle.shared().handshake_pending() {
+            return;
+        }
+        // No runtime (dropped outside one): the session stays until evicted.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (registry, handle, admission, at) = (
+            self.registry.clone(),
+            self.handle.clone(),
+            self.admission,
+            self.at,
+        );
+        runtime.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if handle.shared().handshake_pending() {
+                let reason = CloseReason::InitTimeout;
+                handle.shared().end(reason);
+                registry.close(handle.id(), Some(admission), reason);
+            }
+        });
     }
 }
 

@@ -102,9 +102,11 @@ impl SessionHandle {
     /// # Cancel safety
     ///
     /// Cancel safe: without `retry` it does not wait. With `retry`, dropped
-    /// while it waits for the event store or for a slow client to make
-    /// room (at most the stall limit), the `retry` event is sent but the
-    /// stream stays open.
+    /// while it waits, the stream stays open and the `retry` event stays
+    /// routed: queued to the client already if it waited for a slow client
+    /// to make room (at most the stall limit); with an event store, queued
+    /// for the store, and stored and sent by the session's next send (an
+    /// ended session drops it).
     ///
     /// ```no_run
     /// # use mcp_bounded_session::SessionHandle;

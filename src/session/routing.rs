@@ -13,6 +13,13 @@
 //!   completed ones are kept for late resumes, each at most
 //!   `completed_cache_ttl`: a session's memory stays bounded whatever its
 //!   client sends.
+//! - A request the client cancelled keeps its id until the handler's late
+//!   answer arrives or its stream expires: the handler may have answered
+//!   before it saw the cancellation, and that answer must end on the
+//!   cancelled request's stream (kept for resumes, read by nobody), not on
+//!   a new request that reused the id. The protocol forbids reusing an id
+//!   within a session; a client that does so this early is refused as for
+//!   a duplicate id.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -190,15 +197,31 @@ impl RequestRoutes {
     /// Ends a request stream's HTTP response and forgets its routes; keeps
     /// its ring for late resumes.
     pub(crate) fn complete(&mut self, http_request_id: u64, settings: &SessionSettings) {
+        self.finish(http_request_id, settings, false);
+    }
+
+    /// The client cancelled the request: its stream completes, but its id
+    /// keeps routing to it (see the module docs).
+    pub(crate) fn cancel(&mut self, http_request_id: u64, settings: &SessionSettings) {
+        self.finish(http_request_id, settings, true);
+    }
+
+    fn finish(&mut self, http_request_id: u64, settings: &SessionSettings, keep_id: bool) {
         let Some(request) = self.streams.get_mut(&http_request_id) else {
             return;
         };
         if request.completed {
+            // The late answer of a cancelled request: its id is free now.
+            if !keep_id && self.by_request.get(&request.request_id) == Some(&http_request_id) {
+                self.by_request.remove(&request.request_id);
+            }
             return;
         }
         request.completed = true;
         request.events.connection = None;
-        self.by_request.remove(&request.request_id);
+        if !keep_id {
+            self.by_request.remove(&request.request_id);
+        }
         // A token another in-flight request reuses now routes to that one.
         if let Some(token) = &request.progress_token
             && self.by_progress.get(token) == Some(&http_request_id)
@@ -209,8 +232,18 @@ impl RequestRoutes {
         // Completed streams kept for resumes are bounded like open ones.
         while self.completed.len() > settings.max_request_streams {
             if let Some((_, oldest)) = self.completed.pop_front() {
-                self.streams.remove(&oldest);
+                self.forget(oldest);
             }
+        }
+    }
+
+    /// Drops a completed stream, and the id of a cancelled request still
+    /// routed to it.
+    fn forget(&mut self, http_request_id: u64) {
+        if let Some(request) = self.streams.remove(&http_request_id)
+            && self.by_request.get(&request.request_id) == Some(&http_request_id)
+        {
+            self.by_request.remove(&request.request_id);
         }
     }
 
@@ -222,7 +255,7 @@ impl RequestRoutes {
                 break;
             }
             self.completed.pop_front();
-            self.streams.remove(&http_request_id);
+            self.forget(http_request_id);
         }
     }
 }

@@ -63,7 +63,7 @@ impl Shared {
     }
 
     /// When the handshake must be done by, if `init_timeout` is set.
-    fn init_deadline(&self) -> Option<Instant> {
+    pub(crate) fn init_deadline(&self) -> Option<Instant> {
         let timeout = self.settings.session.init_timeout?;
         self.created_at.checked_add(timeout)
     }
@@ -205,7 +205,7 @@ impl Shared {
             && let Some(request_id) = &cancelled.params.request_id
             && let Some(http_request_id) = state.routes.in_flight_request(request_id)
         {
-            state.routes.complete(http_request_id, &self.settings);
+            state.routes.cancel(http_request_id, &self.settings);
         }
         self.hand_to_handler(state, message);
         Ok(())

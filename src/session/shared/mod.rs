@@ -186,6 +186,14 @@ impl Shared {
         self.state.lock().last_activity = Instant::now();
     }
 
+    /// Whether the handshake is still under way (or not begun).
+    pub(crate) fn handshake_pending(&self) -> bool {
+        matches!(
+            self.state.lock().phase,
+            Phase::AwaitingInitialize | Phase::Initializing { .. }
+        )
+    }
+
     /// Why the session ended, if it has.
     pub(crate) fn ended(&self) -> Option<CloseReason> {
         match self.state.lock().phase {

@@ -61,32 +61,6 @@ async fn server_requests_ride_their_originating_request_stream_while_it_lasts() 
 }
 
 #[tokio::test]
-async fn a_cancelled_request_ends_its_stream_and_a_late_answer_goes_standalone() {
-    let mut session = session(settings(|_| {})).await;
-    let mut stream = session.request(call(1, None)).await;
-    let mut standalone = session.handle.standalone().await.unwrap();
-    let cancel = client(json!({
-        "jsonrpc": "2.0", "method": "notifications/cancelled",
-        "params": { "requestId": 1 }
-    }));
-    session.handle.accept(cancel).await.unwrap();
-    session
-        .handler
-        .receive()
-        .await
-        .expect("the handler hears of it");
-    assert_eq!(
-        drain(&mut stream).await.len(),
-        1,
-        "priming only, then the end"
-    );
-    session.handler.send(answer(1)).await.unwrap();
-    assert_eq!(next(&mut standalone).await.unwrap().1, "answer 1");
-    // The id is free again.
-    let _again = session.request(call(1, None)).await;
-}
-
-#[tokio::test]
 async fn in_flight_ids_are_unique_and_bounded() {
     let mut session = session(settings(|s| s.max_request_streams = 2)).await;
     let _first = session.request(call(1, None)).await;
@@ -138,4 +112,51 @@ async fn shadow_streams_are_bounded_and_the_oldest_goes_first() {
     for shadow in &mut kept {
         assert_pending(shadow).await;
     }
+}
+
+#[tokio::test]
+async fn a_cancelled_requests_late_answer_never_reaches_a_request_reusing_its_id() {
+    let mut session = session(settings(|_| {})).await;
+    let mut standalone = session.handle.standalone().await.unwrap();
+    let mut cancelled = session.request(call(1, None)).await;
+    let cancel = client(json!({
+        "jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": { "requestId": 1, "reason": "user" }
+    }));
+    session.handle.accept(cancel).await.unwrap();
+    assert!(
+        session.handler.receive().await.is_some(),
+        "the cancellation"
+    );
+    assert_eq!(
+        labels_of(&drain(&mut cancelled).await),
+        ["priming"],
+        "the cancelled request's stream ends"
+    );
+    // Reusing the id now would let the late answer below reach the new
+    // request: refused until that answer came.
+    assert!(matches!(
+        session.handle.request(call(1, None)).await,
+        Err(BoundedSessionError::DuplicateRequestId(_))
+    ));
+    // The handler answered before it saw the cancellation.
+    session.handler.send(answer(1)).await.unwrap();
+    let mut reused = session.request(call(1, None)).await;
+    session.handler.send(answer(1)).await.unwrap();
+    let events = drain(&mut reused).await;
+    assert_eq!(
+        labels_of(&events)
+            .iter()
+            .filter(|what| what.starts_with("answer"))
+            .count(),
+        1,
+        "{events:?}"
+    );
+    // The late answer went to the cancelled request's stream, kept for a
+    // resume there, not to the standalone stream.
+    assert_pending(&mut standalone).await;
+}
+
+fn labels_of(events: &[(String, String)]) -> Vec<String> {
+    events.iter().map(|(_, what)| what.clone()).collect()
 }
