@@ -73,17 +73,48 @@ pub fn clean_blocking(url: &str, prefix: &str) {
 pub struct PrivateRedis {
     pub port: u16,
     child: Option<Child>,
+    /// Extra arguments, given on every start.
+    args: Vec<String>,
+    /// Where `SAVE` writes its snapshot and a restart reads it, if the
+    /// test takes snapshots; removed when dropped.
+    dir: Option<std::path::PathBuf>,
 }
 
 impl PrivateRedis {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Started with `args` as well (every time).
+    pub fn start_with(args: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut redis = Self { port, child: None };
+        let mut redis = Self {
+            port,
+            child: None,
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            dir: None,
+        };
         redis.restart();
+        redis
+    }
+
+    /// One that keeps a snapshot (written only by `SAVE`) in a directory
+    /// of its own, reloaded on each restart; allows `DEBUG` (Redis 7 needs
+    /// it enabled).
+    pub fn start_with_snapshots() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "redis-test-{}-{}",
+            std::process::id(),
+            unique_prefix("dir").replace(':', "-")
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir_arg = dir.to_str().unwrap().to_owned();
+        let mut redis = Self::start_with(&["--dir", &dir_arg, "--enable-debug-command", "yes"]);
+        redis.dir = Some(dir);
         redis
     }
 
@@ -97,6 +128,7 @@ impl PrivateRedis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -121,5 +153,8 @@ impl PrivateRedis {
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

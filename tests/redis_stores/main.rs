@@ -17,6 +17,7 @@ mod helpers;
 mod ids;
 mod isolation;
 mod local_end;
+mod lost_writes;
 mod outage;
 mod trim;
 mod ttl;
