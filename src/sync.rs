@@ -170,21 +170,49 @@ mod imp {
         }
     }
 
-    #[derive(Debug)]
-    pub(crate) struct Fifo<T>(Mutex<VecDeque<T>>);
+    /// A hook a model sets to run once, in the popping thread, when a pop
+    /// finds the queue empty: lets a model act at that exact point of a
+    /// creator's attempt (a std lock: it is never contended for long and
+    /// adds no branch for loom to explore).
+    pub(crate) type EmptyPopHook = Box<dyn FnOnce() + Send>;
+
+    pub(crate) struct Fifo<T> {
+        queue: Mutex<VecDeque<T>>,
+        on_empty: std::sync::Mutex<Option<EmptyPopHook>>,
+    }
+
+    impl<T> std::fmt::Debug for Fifo<T> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Fifo").finish_non_exhaustive()
+        }
+    }
 
     impl<T> Fifo<T> {
         pub(crate) fn new() -> Self {
-            Self(Mutex::new(VecDeque::new()))
+            Self {
+                queue: Mutex::new(VecDeque::new()),
+                on_empty: std::sync::Mutex::new(None),
+            }
         }
         pub(crate) fn push(&self, value: T) {
-            self.0.lock().push_back(value);
+            self.queue.lock().push_back(value);
         }
         pub(crate) fn pop(&self) -> Option<T> {
-            self.0.lock().pop_front()
+            let popped = self.queue.lock().pop_front();
+            if popped.is_none() {
+                let hook = self.on_empty.lock().expect("hook lock").take();
+                if let Some(hook) = hook {
+                    hook();
+                }
+            }
+            popped
         }
         pub(crate) fn len(&self) -> usize {
-            self.0.lock().len()
+            self.queue.lock().len()
+        }
+        /// Runs `hook` at the next pop that finds the queue empty.
+        pub(crate) fn on_next_empty_pop(&self, hook: EmptyPopHook) {
+            *self.on_empty.lock().expect("hook lock") = Some(hook);
         }
     }
 

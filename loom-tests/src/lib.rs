@@ -10,15 +10,21 @@
 //! Without that cfg the models compile to nothing.
 #![cfg(mcp_bounded_session_loom)]
 
-use loom::sync::Arc;
-use loom::sync::atomic::{AtomicUsize, Ordering};
-use mcp_bounded_session::loom_api::{CloseReason, Registry, SessionStats, Stop};
+use std::sync::Arc as StdArc;
 
-/// A session that counts how often it was stopped.
+use loom::sync::Arc;
+use loom::sync::Notify;
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use loom::thread;
+use mcp_bounded_session::loom_api::{Activity, CloseReason, Registry, SessionStats, Stop};
+
+/// A session that counts how often it was stopped, and may hold the close
+/// that removes it in flight (see [`Gate`]).
 #[derive(Debug, Clone)]
 pub struct Probe {
     pub name: &'static str,
     pub stops: Arc<AtomicUsize>,
+    gate: Option<Arc<Gate>>,
 }
 
 impl Probe {
@@ -26,6 +32,17 @@ impl Probe {
         Self {
             name,
             stops: Arc::new(AtomicUsize::new(0)),
+            gate: None,
+        }
+    }
+
+    /// A session whose removal (close or eviction) stops at `gate` after
+    /// it left the map and before its slot is free: a close held in
+    /// flight, counted in `closing`, for as long as the model wants.
+    pub fn gated(name: &'static str, gate: Arc<Gate>) -> Self {
+        Self {
+            gate: Some(gate),
+            ..Self::new(name)
         }
     }
 
@@ -38,6 +55,82 @@ impl Stop for Probe {
     fn stop(&self, _reason: CloseReason) {
         self.stops.fetch_add(1, Ordering::SeqCst);
     }
+
+    fn left_registry(&mut self) {
+        if let Some(gate) = &self.gate {
+            gate.entered.set();
+            gate.released.wait();
+        }
+    }
+}
+
+/// Where a gated session's removal waits (see [`Probe::gated`]).
+#[derive(Debug)]
+pub struct Gate {
+    entered: Signal,
+    released: Signal,
+}
+
+impl Gate {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            entered: Signal::new(),
+            released: Signal::new(),
+        })
+    }
+
+    /// Waits until the removal reached the gate.
+    pub fn wait_entered(&self) {
+        self.entered.wait();
+    }
+
+    /// Lets the removal go on.
+    pub fn release(&self) {
+        self.released.set();
+    }
+}
+
+/// A one-way flag one thread waits for. Blocks (loom's `Notify`, whose
+/// wake-ups may be spurious, hence the flag) rather than spinning: loom
+/// explores far fewer schedules.
+#[derive(Debug)]
+pub struct Signal {
+    set: AtomicBool,
+    notify: Notify,
+}
+
+impl Signal {
+    pub fn new() -> Self {
+        Self {
+            set: AtomicBool::new(false),
+            notify: Notify::new(),
+        }
+    }
+
+    pub fn set(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        self.notify.notify();
+    }
+
+    /// Returns once [`Self::set`] ran (one waiting thread at a time).
+    pub fn wait(&self) {
+        while !self.set.load(Ordering::SeqCst) {
+            self.notify.wait();
+        }
+    }
+}
+
+impl Default for Signal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The standing of the live session `name`.
+pub fn activity_of(registry: &Registry<Probe>, name: &str) -> StdArc<Activity> {
+    registry
+        .with_activity(&name.into(), |_, activity| activity.clone())
+        .expect("live")
 }
 
 /// Admits `probe` under its name, taking a slot: a free one, else the

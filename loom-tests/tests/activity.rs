@@ -4,19 +4,11 @@
 //! once instead of waiting.
 #![cfg(mcp_bounded_session_loom)]
 
-use std::sync::Arc as StdArc;
-
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
-use loom_tests::{Probe, assert_conserved, create, try_create};
-use mcp_bounded_session::loom_api::{Activity, CloseReason, Registry};
-
-fn activity_of(registry: &Registry<Probe>, name: &str) -> StdArc<Activity> {
-    registry
-        .with_activity(&name.into(), |_, activity| activity.clone())
-        .expect("live")
-}
+use loom_tests::{Probe, activity_of, assert_conserved, create, try_create};
+use mcp_bounded_session::loom_api::{CloseReason, Registry};
 
 #[test]
 fn a_busy_session_is_never_evicted() {

@@ -7,10 +7,10 @@
 #![cfg(mcp_bounded_session_loom)]
 
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::thread;
-use loom_tests::{Probe, assert_conserved, create, try_create};
-use mcp_bounded_session::loom_api::{CloseReason, Registry};
+use loom_tests::{Gate, Probe, Signal, activity_of, assert_conserved, create, try_create};
+use mcp_bounded_session::loom_api::{AtCapacity, CloseReason, EvictionPolicy, Registry};
 
 fn registry(cap: usize) -> Arc<Registry<Probe>> {
     Arc::new(Registry::new(cap))
@@ -174,20 +174,33 @@ fn stale_lease_never_closes_a_restored_session() {
     });
 }
 
+/// A DELETE, the session's own lease and a creator race for one session:
+/// it stops once, one slot is freed, and once either close returned the
+/// session is gone to lookups (the `ending` mark of a close that lost).
 #[test]
 fn delete_and_lease_closing_one_session_against_a_creator_free_one_slot() {
     loom::model(|| {
         let registry = registry(1);
         let session = Probe::new("session");
         let seq = create(&registry, session.clone());
+        // Once a close returned, whichever close (or eviction) won, no
+        // lookup finds the session: a close that lost the race marks it
+        // as ending for the winner to remove.
         let delete = {
             let registry = registry.clone();
-            thread::spawn(move || registry.close(&"session".into(), None, CloseReason::Closed))
+            thread::spawn(move || {
+                let closed = registry.close(&"session".into(), None, CloseReason::Closed);
+                assert!(!registry.contains(&"session".into()), "found after DELETE");
+                closed
+            })
         };
         let lease = {
             let registry = registry.clone();
             thread::spawn(move || {
-                registry.close(&"session".into(), Some(seq), CloseReason::HandlerEnded)
+                let closed =
+                    registry.close(&"session".into(), Some(seq), CloseReason::HandlerEnded);
+                assert!(!registry.contains(&"session".into()), "found after expiry");
+                closed
             })
         };
         let newcomer = Probe::new("newcomer");
@@ -202,31 +215,150 @@ fn delete_and_lease_closing_one_session_against_a_creator_free_one_slot() {
     });
 }
 
+/// A creation that waits for a close in flight and is dropped mid-wait (a
+/// client hung up) leaves no waiter counted and no slot taken.
 #[test]
 fn a_dropped_waiter_leaves_nothing_behind() {
     use std::future::Future;
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
 
     loom::model(|| {
         let registry = registry(1);
-        // The only slot belongs to a creation in progress.
-        let in_progress = loom::future::block_on(registry.acquire_slot());
-        let waiter = {
+        let gate = Gate::new();
+        create(&registry, Probe::gated("session", gate.clone()));
+        let closer = {
             let registry = registry.clone();
+            thread::spawn(move || registry.close(&"session".into(), None, CloseReason::Closed))
+        };
+        // The close is in flight: the session left the map, its slot is
+        // not free yet, so a creation must wait for it.
+        gate.wait_entered();
+        {
+            let mut waiting = std::pin::pin!(registry.acquire_slot());
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(waiting.as_mut().poll(&mut cx).is_pending(), "did not wait");
+            assert_eq!(registry.waiters(), 1);
+        }
+        assert_eq!(registry.waiters(), 0, "the dropped waiter is still counted");
+        gate.release();
+        assert!(closer.join().unwrap());
+        let stats = registry.stats();
+        assert_eq!((stats.session_count, stats.free_slots), (0, 1), "{stats:?}");
+        assert_conserved(stats);
+        create(&registry, Probe::new("next"));
+    });
+}
+
+/// The live counter, read by a third thread while a close and a creation
+/// race in two others, never exceeds the cap: the close takes its session
+/// off the counter before its slot can reach the creator (the hand-over the
+/// `Relaxed` counter relies on).
+#[test]
+fn live_count_seen_by_a_third_thread_across_a_close_and_a_create_never_exceeds_the_cap() {
+    loom::model(|| {
+        let registry = registry(1);
+        create(&registry, Probe::new("old"));
+        let done = Arc::new(AtomicUsize::new(0));
+        let closer = {
+            let (registry, done) = (registry.clone(), done.clone());
             thread::spawn(move || {
-                // Poll a waiting creation once, then drop it (a client hung up).
-                let mut waiting = std::pin::pin!(registry.acquire_slot());
-                let mut cx = Context::from_waker(Waker::noop());
-                if let Poll::Ready(slot) = waiting.as_mut().poll(&mut cx) {
-                    drop(slot);
-                }
+                registry.close(&"old".into(), None, CloseReason::Closed);
+                done.fetch_add(1, Ordering::SeqCst);
             })
         };
-        // The creation in progress gives its slot back unused.
-        drop(in_progress);
-        waiter.join().unwrap();
-        let stats = registry.stats();
-        assert_eq!(stats.free_slots, 1, "{stats:?}");
-        assert_conserved(stats);
+        let creator = {
+            let (registry, done) = (registry.clone(), done.clone());
+            thread::spawn(move || {
+                create(&registry, Probe::new("new"));
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        while done.load(Ordering::SeqCst) < 2 {
+            assert!(registry.session_count() <= 1, "more live than the cap");
+            thread::yield_now();
+        }
+        closer.join().unwrap();
+        creator.join().unwrap();
+        assert_eq!(registry.session_count(), 1);
+        assert_conserved(registry.stats());
+    });
+}
+
+/// A creator that found every session busy while a DELETE of one of them
+/// got under way waits for the slot that DELETE frees instead of being
+/// refused: the close counts itself right after the creator's last pop
+/// found the queue empty (the re-check of `closing` on `Popped::Empty`).
+#[test]
+fn a_creator_that_found_only_busy_sessions_waits_for_a_close_in_flight() {
+    loom::model(|| {
+        let registry = registry(1);
+        let gate = Gate::new();
+        let session = Probe::gated("session", gate.clone());
+        create(&registry, session.clone());
+        // A request is in flight in the session: not evictable.
+        let busy = activity_of(&registry, "session").begin().unwrap();
+        let start_close = Arc::new(Signal::new());
+        // In the creator, once its pops found nothing evictable: the close
+        // starts and is counted before the creator decides.
+        registry.on_next_empty_pop({
+            let (start_close, gate) = (start_close.clone(), gate.clone());
+            move || {
+                start_close.set();
+                gate.wait_entered();
+                gate.release();
+            }
+        });
+        let closer = {
+            let registry = registry.clone();
+            thread::spawn(move || {
+                start_close.wait();
+                registry.close(&"session".into(), None, CloseReason::Closed)
+            })
+        };
+        let created = try_create(&registry, Probe::new("new")).is_some();
+        assert!(created, "refused while a close was in flight");
+        assert!(closer.join().unwrap());
+        drop(busy);
+        assert_eq!(session.stops(), 1);
+        assert!(registry.contains(&"new".into()));
+        assert_conserved(registry.stats());
+    });
+}
+
+/// With `AtCapacity::Refuse`, a creator at the full cap waits for a close
+/// in flight rather than being refused, and never evicts: the close
+/// removes its session itself, and a further creation is refused.
+#[test]
+fn refuse_at_capacity_waits_for_a_close_in_flight_and_never_evicts() {
+    loom::model(|| {
+        let registry = Arc::new(Registry::with_policy(
+            1,
+            EvictionPolicy::LeastRecentlyActive,
+            AtCapacity::Refuse,
+            None,
+        ));
+        let gate = Gate::new();
+        let session = Probe::gated("session", gate.clone());
+        create(&registry, session.clone());
+        let closer = {
+            let registry = registry.clone();
+            thread::spawn(move || registry.close(&"session".into(), None, CloseReason::Closed))
+        };
+        // The close is in flight (counted, its slot not yet free) when the
+        // creator starts; it ends before or while the creator looks.
+        gate.wait_entered();
+        gate.release();
+        assert!(
+            try_create(&registry, Probe::new("new")).is_some(),
+            "refused while a close was in flight"
+        );
+        assert!(
+            closer.join().unwrap(),
+            "the session was evicted, not closed"
+        );
+        assert_eq!(session.stops(), 1);
+        assert!(try_create(&registry, Probe::new("refused")).is_none());
+        assert!(registry.contains(&"new".into()), "evicted under Refuse");
+        assert_conserved(registry.stats());
     });
 }

@@ -28,7 +28,7 @@ pub(crate) mod queue;
 use std::sync::Arc;
 
 use self::activity::{Activity, Claim, SEQ_MASK};
-use self::queue::{EvictionQueue, QueueEntry};
+use self::queue::{EvictionQueue, QueueEntry, compaction_slack};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Which idle session a creation at the full cap evicts.
@@ -98,7 +98,7 @@ pub enum Popped {
 pub struct EvictionOrder {
     pub(crate) policy: EvictionPolicy,
     /// Sessions with no open stream (every session, with `OldestCreated`).
-    quiet: EvictionQueue,
+    pub(crate) quiet: EvictionQueue,
     /// Sessions holding a standalone stream.
     listening: EvictionQueue,
     /// The next entry number; numbers start at 1 (0 means "not queued").
@@ -114,18 +114,16 @@ pub struct EvictionOrder {
 impl EvictionOrder {
     /// The order for a registry of `max_sessions` slots.
     pub fn new(policy: EvictionPolicy, max_sessions: usize) -> Self {
-        // Under loom, every move is exact so that the models check the order.
-        let near_tail = if cfg!(mcp_bounded_session_loom) {
-            0
-        } else {
-            (max_sessions / 8) as u64
-        };
+        // Both tolerances derive from the cap, under loom too: below a cap
+        // of 8 every move is exact and every excess of stale entries
+        // compacts; a model at a cap of 8 runs the tolerant branches.
+        let slack = compaction_slack(max_sessions);
         Self {
             policy,
-            quiet: EvictionQueue::new(),
-            listening: EvictionQueue::new(),
+            quiet: EvictionQueue::new(slack),
+            listening: EvictionQueue::new(slack),
             clock: AtomicU64::new(1),
-            near_tail,
+            near_tail: (max_sessions / 8) as u64,
             epoch: std::time::Instant::now(),
         }
     }

@@ -5,7 +5,8 @@
 //! The queue holds each idle session's current entry (and possibly a busy
 //! session's) plus a bounded number of *stale* entries: entries whose
 //! session ended, or moved to the tail under a newer number, and that
-//! nobody has popped yet. At most `2 * current + COMPACTION_SLACK` entries,
+//! nobody has popped yet. At most `2 * current + slack` entries (the slack
+//! is [`compaction_slack`] of the cap, at most [`COMPACTION_SLACK`]),
 //! plus the few whose staleness is announced but not yet visible.
 //!
 //! # Why lazy deletion
@@ -22,11 +23,11 @@
 //! Skipping only happens when a creation evicts, so a server below its cap
 //! would never pop anything and the queue would grow with every request and
 //! every closed session. Every change that leaves a stale entry is counted
-//! in `stale`; once stale entries outnumber current ones (plus
-//! [`COMPACTION_SLACK`]), the thread that left the last one compacts: it
+//! in `stale`; once stale entries outnumber current ones (plus the
+//! slack), the thread that left the last one compacts: it
 //! pops every entry and pushes the current ones back, in order. Compaction
-//! is O(queue length) and happens only after at least `current +
-//! COMPACTION_SLACK` stale entries were left, so it is amortised O(1) per
+//! is O(queue length) and happens only after at least `current + slack`
+//! stale entries were left, so it is amortised O(1) per
 //! re-queue or close.
 //!
 //! # Why a gate
@@ -52,14 +53,19 @@ use super::activity::Activity;
 use crate::sync::{AtomicUsize, Fifo, Ordering, RwLock};
 
 /// Stale entries tolerated on top of one per current entry before
-/// compacting; keeps a server with very few sessions from compacting on
-/// every close.
-#[cfg(not(mcp_bounded_session_loom))]
+/// compacting, at most: keeps a server with few sessions from compacting on
+/// every close. A registry uses [`compaction_slack`] of its cap.
 pub const COMPACTION_SLACK: usize = 64;
-/// Under loom, compaction must happen within the few operations a model can
-/// explore, so it triggers as soon as stale entries outnumber current ones.
-#[cfg(mcp_bounded_session_loom)]
-pub const COMPACTION_SLACK: usize = 0;
+
+/// The slack of a registry of `max_sessions`: an eighth of the cap, at most
+/// [`COMPACTION_SLACK`]. Compaction stays amortised O(1) whatever the slack
+/// (it runs after at least `current + slack` stale entries were left, and
+/// costs `2 * current + slack`); deriving it from the cap, as the recency
+/// tolerance is (see [`super::activity`]), means the same code runs at the
+/// small caps the loom models can explore: none below a cap of 8, one at 8.
+pub fn compaction_slack(max_sessions: usize) -> usize {
+    (max_sessions / 8).min(COMPACTION_SLACK)
+}
 
 /// One queued session, under the number of the push.
 #[derive(Debug, Clone)]
@@ -76,21 +82,19 @@ pub struct EvictionQueue {
     entries: Fifo<QueueEntry>,
     stale: AtomicUsize,
     gate: RwLock<()>,
-}
-
-impl Default for EvictionQueue {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// Stale entries tolerated beyond one per current entry.
+    slack: usize,
 }
 
 impl EvictionQueue {
-    /// An empty queue.
-    pub fn new() -> Self {
+    /// An empty queue that tolerates `slack` stale entries beyond one per
+    /// current entry.
+    pub fn new(slack: usize) -> Self {
         Self {
             entries: Fifo::new(),
             stale: AtomicUsize::new(0),
             gate: RwLock::new(()),
+            slack,
         }
     }
 
@@ -124,14 +128,13 @@ impl EvictionQueue {
         self.stale.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Compacts when stale entries exceed current ones plus
-    /// `COMPACTION_SLACK`. Returns the number of stale entries dropped (0
+    /// Compacts when stale entries exceed current ones plus the slack. Returns the number of stale entries dropped (0
     /// when another thread was already compacting or there was nothing to
     /// do).
     pub fn compact_if_needed(&self) -> usize {
         let stale = self.stale.load(Ordering::Relaxed);
         let current = self.entries.len().saturating_sub(stale);
-        if stale <= current.saturating_add(COMPACTION_SLACK) {
+        if stale <= current.saturating_add(self.slack) {
             return 0;
         }
         let Some(_exclusive) = self.gate.try_write() else {
@@ -152,6 +155,12 @@ impl EvictionQueue {
         }
         self.stale.fetch_sub(dropped, Ordering::Relaxed);
         dropped
+    }
+
+    /// Runs `hook` in the thread whose next pop finds this queue empty.
+    #[cfg(mcp_bounded_session_loom)]
+    pub(crate) fn on_next_empty_pop(&self, hook: crate::sync::EmptyPopHook) {
+        self.entries.on_next_empty_pop(hook);
     }
 
     /// Entries currently queued, current and stale.

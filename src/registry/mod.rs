@@ -476,9 +476,17 @@ impl<H: Stop> Registry<H> {
     }
 
     /// Creators waiting for a close in flight (for cancel-safety tests).
-    #[cfg(test)]
-    pub(crate) fn waiters(&self) -> usize {
+    #[cfg(any(test, mcp_bounded_session_loom))]
+    pub fn waiters(&self) -> usize {
         self.slots.waiters.load(Ordering::SeqCst)
+    }
+
+    /// Runs `hook`, once, in the thread whose next pop finds the quiet tier
+    /// empty: where a creator has found nothing to evict and not yet
+    /// decided to refuse (a loom model acts there).
+    #[cfg(mcp_bounded_session_loom)]
+    pub fn on_next_empty_pop(&self, hook: impl FnOnce() + Send + 'static) {
+        self.order.quiet.on_next_empty_pop(Box::new(hook));
     }
 
     /// Reports sessions' creations, closes and refusals.
