@@ -269,6 +269,7 @@ impl BoundedSessionManagerBuilder {
     /// // for the network, or the address alone for one host".
     /// let _ = BoundedSessionManagerBuilder::new(1_000).trusted_proxies("forwarded", ["10.0.0.1/8"]);
     /// ```
+    #[track_caller]
     pub fn trusted_proxies<N: AsRef<str>>(
         mut self,
         header: impl AsRef<str>,

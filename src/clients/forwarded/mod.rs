@@ -68,6 +68,7 @@ impl TrustedProxies {
     ///
     /// Panics with what to write instead if the header is another one, a
     /// network is malformed, or there is none.
+    #[track_caller]
     pub(crate) fn new<N: AsRef<str>>(header: &str, networks: impl IntoIterator<Item = N>) -> Self {
         let syntax = if header.eq_ignore_ascii_case(X_FORWARDED_FOR) {
             Syntax::XForwardedFor
@@ -79,13 +80,15 @@ impl TrustedProxies {
                  (the one your proxies append to), not {header:?}"
             );
         };
-        let networks: Vec<Network> = networks
-            .into_iter()
-            .map(|text| {
-                Network::parse(text.as_ref())
-                    .unwrap_or_else(|error| panic!("trusted_proxies: {error}"))
-            })
-            .collect();
+        // A loop, not a closure, so the panic points at the caller.
+        let mut parsed = Vec::new();
+        for text in networks {
+            match Network::parse(text.as_ref()) {
+                Ok(network) => parsed.push(network),
+                Err(error) => panic!("trusted_proxies: {error}"),
+            }
+        }
+        let networks = parsed;
         assert!(
             !networks.is_empty(),
             "trusted_proxies needs at least one network (such as 10.0.0.0/8); \
