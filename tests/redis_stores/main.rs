@@ -13,6 +13,7 @@ mod common;
 
 mod deletes;
 mod faults;
+mod held;
 mod helpers;
 mod ids;
 mod isolation;
