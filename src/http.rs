@@ -125,7 +125,12 @@ pub(crate) fn record(refusal: Refusal) {
 /// It also derives each request's client key (see
 /// [`BoundedSessionManagerBuilder::client_key`](crate::BoundedSessionManagerBuilder::client_key)),
 /// which is why it comes from the manager: [`BoundedSessionManager::layer`](crate::BoundedSessionManager::layer)
-/// carries the manager's key settings. `BoundedSessionLayer::default()`
+/// carries the manager's key settings. The peer address it keys by is a
+/// bare `SocketAddr` request extension if one is present (inserted by your
+/// own code, such as a PROXY-protocol middleware naming the real client),
+/// else axum's `ConnectInfo<SocketAddr>` (serve with
+/// `into_make_service_with_connect_info::<SocketAddr>()`).
+/// `BoundedSessionLayer::default()`
 /// derives keys with the default settings (the peer address, IPv6 by /64,
 /// no trusted proxy). A request from a trusted proxy whose forwarding
 /// header names no client address (see
