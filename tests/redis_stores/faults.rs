@@ -174,3 +174,77 @@ async fn the_background_tasks_end_with_the_stores() {
         metrics.num_alive_tasks() - before
     );
 }
+
+/// An error Redis answers with (out of memory under `noeviction`) is not
+/// an outage: the calls after it still try Redis (reads work), instead of
+/// failing at once for a second.
+#[tokio::test]
+async fn an_error_redis_answers_with_does_not_short_circuit_other_calls() {
+    let redis = PrivateRedis::start_with(&["--maxmemory-policy", "noeviction"]);
+    let prefix = unique_prefix("oom");
+    let stores = private_stores(&redis, &prefix).await;
+    let events = stores.event_store();
+    let sessions = stores.session_store();
+    let kept = crate::helpers::store(&events, "s:kept", &message(1)).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query_async(&mut crate::common::redis_server::connection(&redis.url()).await)
+        .await
+        .unwrap();
+    let refused = events
+        .store_event("s:full", &message(2))
+        .await
+        .expect_err("an append to a full Redis");
+    assert!(
+        matches!(store_error(&refused), StoreError::Redis(_)),
+        "{refused}"
+    );
+    let replayed = crate::helpers::replay(&events, &kept).await;
+    assert!(
+        replayed.is_ok(),
+        "a read right after the refused write: {:?}",
+        replayed.err()
+    );
+    assert!(
+        sessions.load(&session_id(9)).await.is_ok(),
+        "a load right after the refused write"
+    );
+}
+
+/// An instance that could not see Redis for longer than a tombstone lives
+/// (four TTLs) does not write its sessions back: a DELETE may have come
+/// meanwhile and its tombstone expired. The copy goes on there only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_unconfirmed_longer_than_a_tombstone_lives_is_not_written_back() {
+    let mut redis = PrivateRedis::start();
+    let prefix = unique_prefix("long_cut_off");
+    let stores = RedisStores::builder(redis.url())
+        .prefix(prefix.as_str())
+        .ttl(Duration::from_millis(200))
+        .upkeep_interval(Duration::from_millis(50))
+        .connect()
+        .await
+        .unwrap();
+    let server = instance(&stores, 8).await;
+    let client = server.client();
+    let session = client.initialize().await.unwrap();
+    let url = redis.url();
+    let key = format!("{prefix}session:{session}");
+    assert!(exists(&url, &key).await);
+    redis.stop();
+    // Four TTLs are 800 ms.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !exists(&url, &key).await,
+        "written back after a cut-off longer than a tombstone lives"
+    );
+    let id = session.clone().into();
+    assert!(
+        server.manager.session(&id).is_some(),
+        "the copy goes on on its instance"
+    );
+}

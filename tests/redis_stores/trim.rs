@@ -115,3 +115,41 @@ async fn streams_keep_64_events_by_default() {
     drop(stores);
     clean(SHARED_URL, &prefix).await;
 }
+
+/// A session's stream index is bounded by count: beyond 128 streams, the
+/// least recently used go, events and all; the standalone stream, however
+/// quiet, is never one of them.
+#[tokio::test]
+async fn a_sessions_stream_index_keeps_128_streams_its_standalone_one_among_them() {
+    let prefix = unique_prefix("index_bound");
+    let stores = crate::helpers::stores(SHARED_URL, &prefix, None).await;
+    let events = stores.event_store();
+    let session = crate::helpers::session_id(5);
+    let common = format!("{session}:common");
+    crate::helpers::store(&events, &common, &message(0)).await;
+    for n in 0..140 {
+        crate::helpers::store(&events, &format!("{session}:r{n}"), &message(n)).await;
+    }
+    let mut redis = crate::common::redis_server::connection(SHARED_URL).await;
+    let indexed: i64 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}streams:{session}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let left = crate::common::redis_server::keys(SHARED_URL, &format!("{prefix}stream:")).await;
+    drop(stores);
+    clean(SHARED_URL, &prefix).await;
+    assert_eq!(indexed, 128, "the index holds 128 streams");
+    assert_eq!(
+        left.len(),
+        128,
+        "the streams dropped from the index are gone"
+    );
+    assert!(left.contains(&format!("{prefix}stream:{common}")));
+    for n in 0..13 {
+        assert!(
+            !left.contains(&format!("{prefix}stream:{session}:r{n}")),
+            "r{n} kept"
+        );
+    }
+}

@@ -44,8 +44,8 @@ use super::Inner;
 use super::unsettled::{Pending, SERVER};
 use crate::store::{StoreError, StoredEventId, check_stream_name};
 
-/// Streams a session's index keeps (besides its standalone stream): the
-/// least recently used beyond are dropped, events and all.
+/// Streams a session's index keeps, its standalone stream always among
+/// them: the least recently used beyond are dropped, events and all.
 const MAX_STREAMS_PER_SESSION: usize = 128;
 
 /// rmcp's `EventStore` on Redis: from [`RedisStores::event_store`](super::RedisStores::event_store).
@@ -80,10 +80,11 @@ pub struct RedisEventStore {
 /// server's clock (each takes longer), so a stream dropped and started
 /// again gets a generation of its own.
 ///
-/// The index scores each stream by its last use and keeps the newest
-/// ARGV[6] (plus the standalone stream, `<id>:common`, however quiet):
-/// the ones beyond are removed with their events, so a session's index and
-/// streams stay bounded however many requests it makes.
+/// The index scores each stream by its last use and keeps ARGV[6]: the
+/// standalone stream (`<id>:common`), however quiet, and the most recently
+/// used others. The ones beyond are removed with their events, so a
+/// session's index and streams stay bounded however many requests it
+/// makes.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"

@@ -19,7 +19,10 @@
 //!    whether or not this instance heard of it over pub/sub): ends the
 //!    local copy if its tombstone is there, else writes it again,
 //!    atomically (a Lua script), so a DELETE racing the rewrite cannot be
-//!    undone by it;
+//!    undone by it. A value Redis has not confirmed for longer than a
+//!    tombstone lives (four TTLs: this instance could not see Redis that
+//!    long) is not written back: a DELETE elsewhere may have come and its
+//!    tombstone gone, so the copy goes on here only;
 //! 4. sends up to [`DELETES_PER_ROUND`] of the DELETEs that could not reach
 //!    Redis when they came (after the refreshes, so a backlog cannot let
 //!    live sessions' keys expire);
@@ -31,6 +34,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
+use std::time::Duration;
 
 use redis::Script;
 use rmcp::transport::streamable_http_server::session::SessionId;
@@ -95,6 +99,8 @@ pub(crate) struct Held {
     deleted: AtomicBool,
     /// When it was stored or loaded here.
     since: Instant,
+    /// When Redis last confirmed its value (written, loaded or refreshed).
+    confirmed: parking_lot::Mutex<Instant>,
 }
 
 impl Held {
@@ -104,6 +110,7 @@ impl Held {
             written: AtomicBool::new(written),
             deleted: AtomicBool::new(false),
             since: Instant::now(),
+            confirmed: parking_lot::Mutex::new(Instant::now()),
         }
     }
 }
@@ -200,6 +207,14 @@ async fn refresh_held(inner: &Inner, manager: &BoundedSessionManager) -> Result<
     for id in &restored_after_delete {
         manager.close_deleted_elsewhere(id);
     }
+    // A value unconfirmed for longer than a tombstone lives may have been
+    // DELETEd while this instance could not see Redis, its tombstone gone
+    // since: writing it back could undo that DELETE for every instance.
+    // The copy goes on here only, no longer kept in Redis.
+    let tombstone_life = Duration::from_millis(inner.tombstone_ttl_ms());
+    inner.held.retain(|_, held| {
+        !held.written.load(Ordering::Relaxed) || held.confirmed.lock().elapsed() < tombstone_life
+    });
     let held: Vec<(SessionId, Arc<str>, bool)> = inner
         .held
         .iter()
@@ -245,6 +260,9 @@ async fn refresh_held(inner: &Inner, manager: &BoundedSessionManager) -> Result<
         let mut refreshed = refreshed.into_iter();
         for (id, json, written) in batch {
             if *written && refreshed.next() == Some(1) {
+                if let Some(held) = inner.held.get(id) {
+                    *held.confirmed.lock() = Instant::now();
+                }
                 continue;
             }
             let result = inner.observe(
@@ -265,6 +283,7 @@ async fn refresh_held(inner: &Inner, manager: &BoundedSessionManager) -> Result<
                 Some(_) => {
                     if let Some(held) = inner.held.get(id) {
                         held.written.store(true, Ordering::Relaxed);
+                        *held.confirmed.lock() = Instant::now();
                     }
                 }
                 None => {}
