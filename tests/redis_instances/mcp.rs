@@ -14,7 +14,7 @@ pub async fn wait_for_stored_result(prefix: &str, stream: &str) {
     let key = format!("{prefix}stream:{stream}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        // Entries are `<generation>-<sequence> <retry> <message JSON>`.
+        // Entries are `<generation>-<sequence> <server> <retry> <message JSON>`.
         let last: Option<String> = redis::cmd("LINDEX")
             .arg(&key)
             .arg(-1)
@@ -23,8 +23,8 @@ pub async fn wait_for_stored_result(prefix: &str, stream: &str) {
             .unwrap();
         let done = last.is_some_and(|entry| {
             entry
-                .splitn(3, ' ')
-                .nth(2)
+                .splitn(4, ' ')
+                .nth(3)
                 .and_then(|m| serde_json::from_str::<Value>(m).ok())
                 .is_some_and(|m| m.get("result").is_some() || m.get("error").is_some())
         });
