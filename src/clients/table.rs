@@ -24,19 +24,10 @@
 //! 3. **Bounded memory.** A key has an entry only while it is *busy* (it has
 //!    a live session or a reservation: their number is bounded by the live
 //!    sessions and the creations in progress, which the manager bounds) or
-//!    while it is *idle* but its log still holds grants, kept for at most
-//!    [`ClientLimits::max_idle_keys`] keys. When one more key goes idle, the
-//!    least recently used idle key is forgotten. Its history goes with it:
-//!    that key may create up to its full budget again at once, as if new.
-//!    The global rate limit stays the outer bound on creations, which is why
-//!    forgetting is safe. A busy key is never forgotten. An entry with
-//!    neither sessions nor grants is dropped at once (with no rate limit,
-//!    entries exist only while busy).
-//!
-//! A key that goes idle joins the most recently used end; a reservation for
-//! an idle key, granted or refused, moves it there too. Grants that have
-//! expired are pruned when a key goes idle, not later: an idle key whose
-//! grants have all expired waits for its turn to be forgotten.
+//!    while its log still holds grants, for at most
+//!    [`ClientLimits::max_idle_keys`] idle keys, the least recently used
+//!    forgotten first (see `keyed`, which keeps this for both tables). The
+//!    global rate limit stays the outer bound on creations.
 //!
 //! # Why one mutex
 //!
@@ -46,21 +37,16 @@
 //! O(1)) plus, for a replaced or ended session, a search of the key's list
 //! (O(quota)). It is never held across an `.await`: the API is synchronous.
 //!
-//! The maps hash with std's SipHash under a random key: clients choose their
-//! keys (addresses in their own networks, their own names), so a predictable
-//! hash would let them collide keys on purpose. Idle keys are kept in
-//! `hashlink`'s `LinkedHashMap`, a hash map with an O(1) linked order, which
-//! gives least-recently-used order without a second structure to keep in
-//! step.
+//! The keys are hashed with a random key (see `keyed`).
 
-use std::collections::HashMap;
 use std::hash::{Hash, RandomState};
 #[cfg(test)]
 use std::time::Duration;
 
-use hashlink::{LinkedHashMap, LinkedHashSet};
+use hashlink::LinkedHashSet;
 use tokio::time::Instant;
 
+use super::keyed::{Entry, Keyed, Retention};
 use super::limits::{ClientLimits, ClientRefusal};
 use crate::rate_limiter::{GrantLog, RateLimit};
 use crate::sync::Mutex;
@@ -80,13 +66,16 @@ struct Settings {
     max_idle_keys: usize,
 }
 
-#[derive(Debug)]
-struct State<K, S> {
-    /// Keys with a live session or a reservation.
-    busy: HashMap<K, Busy<S>, RandomState>,
-    /// Keys with neither but with grants in their log, least recently used
-    /// first; at most `max_idle_keys`.
-    idle: LinkedHashMap<K, GrantLog, RandomState>,
+/// Keys with a live session or a reservation, and the history of idle ones.
+type State<K, S> = Keyed<K, Busy<S>>;
+
+impl Settings {
+    fn retention(self) -> Retention {
+        Retention {
+            rate: self.rate,
+            max_idle: self.max_idle_keys,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -102,9 +91,22 @@ struct Busy<S> {
     unitless: usize,
 }
 
-impl<S> Busy<S> {
+impl<S> Entry for Busy<S> {
+    fn with_log(log: GrantLog) -> Self {
+        Self {
+            log,
+            sessions: LinkedHashSet::default(),
+            reserved: 0,
+            unitless: 0,
+        }
+    }
+
     fn is_busy(&self) -> bool {
         self.reserved > 0 || !self.sessions.is_empty()
+    }
+
+    fn into_log(self) -> GrantLog {
+        self.log
     }
 }
 
@@ -135,10 +137,7 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> ClientTable<K, S> {
                 max_sessions: limits.max_sessions,
                 max_idle_keys: limits.max_idle_keys,
             },
-            state: Mutex::new(State {
-                busy: HashMap::default(),
-                idle: LinkedHashMap::default(),
-            }),
+            state: Mutex::new(Keyed::new()),
         }
     }
 
@@ -176,7 +175,7 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> ClientTable<K, S> {
 
     fn admit(&self, key: &K, now: Instant) -> Result<Reservation<'_, K, S>, ClientRefusal> {
         let settings = self.settings;
-        let (ticket, unit) = self.state.lock().update(key, settings, now, |entry| {
+        let (ticket, unit) = self.state.lock().update(key, settings.retention(), now, |entry| {
             let ticket = match settings.rate {
                 Some(limit) => Some(
                     entry
@@ -207,8 +206,7 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> ClientTable<K, S> {
     pub fn sessions_of(&self, key: &K) -> Vec<S> {
         let state = self.state.lock();
         state
-            .busy
-            .get(key)
+            .busy(key)
             .map_or_else(Vec::new, |entry| entry.sessions.iter().cloned().collect())
     }
 
@@ -222,8 +220,8 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> ClientTable<K, S> {
     pub(crate) fn session_ended_at(&self, key: &K, session: &S, now: Instant) {
         let mut state = self.state.lock();
         // Only a busy key lists sessions; an idle one is not touched.
-        if state.busy.contains_key(key) {
-            state.update(key, self.settings, now, |entry| {
+        if state.busy(key).is_some() {
+            state.update(key, self.settings.retention(), now, |entry| {
                 entry.sessions.remove(session);
             });
         }
@@ -240,30 +238,29 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> ClientTable<K, S> {
         let now = Instant::now();
         let state = self.state.lock();
         let log = state
-            .busy
-            .get(key)
+            .busy(key)
             .map(|entry| &entry.log)
-            .or_else(|| state.idle.get(key));
+            .or_else(|| state.idle_log(key));
         log.map_or(Duration::ZERO, |log| log.retry_after(limit, now))
     }
 
     /// Keys with an entry, busy or idle.
     #[cfg(test)]
     pub(crate) fn tracked_keys(&self) -> usize {
-        let state = self.state.lock();
-        state.busy.len() + state.idle.len()
+        let (busy, idle) = self.state.lock().counts();
+        busy + idle
     }
 
     /// Keys kept only for their rate-limit history.
     #[cfg(test)]
     pub(crate) fn idle_keys(&self) -> usize {
-        self.state.lock().idle.len()
+        self.state.lock().counts().1
     }
 
     fn finish(&self, key: &K, ticket: Option<u64>, unit: bool, session: Option<S>) {
         self.state
             .lock()
-            .update(key, self.settings, Instant::now(), |entry| {
+            .update(key, self.settings.retention(), Instant::now(), |entry| {
                 debug_assert!(entry.reserved > 0, "a reservation keeps its key busy");
                 entry.reserved = entry.reserved.saturating_sub(1);
                 if !unit {
@@ -283,61 +280,6 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> ClientTable<K, S> {
     }
 }
 
-impl<K: Clone + Eq + Hash, S> State<K, S> {
-    /// Runs `change` on `key`'s entry (a new one if the key is unknown),
-    /// then files the entry by what it holds: busy, idle at the most
-    /// recently used end, or nowhere.
-    fn update<R>(
-        &mut self,
-        key: &K,
-        settings: Settings,
-        now: Instant,
-        change: impl FnOnce(&mut Busy<S>) -> R,
-    ) -> R {
-        if let Some(entry) = self.busy.get_mut(key) {
-            let result = change(entry);
-            if !entry.is_busy()
-                && let Some((key, entry)) = self.busy.remove_entry(key)
-            {
-                self.rest(key, entry.log, settings, now);
-            }
-            return result;
-        }
-        let (key, log) = self
-            .idle
-            .remove_entry(key)
-            .unwrap_or_else(|| (key.clone(), GrantLog::default()));
-        let mut entry = Busy {
-            log,
-            sessions: LinkedHashSet::default(),
-            reserved: 0,
-            unitless: 0,
-        };
-        let result = change(&mut entry);
-        if entry.is_busy() {
-            self.busy.insert(key, entry);
-        } else {
-            self.rest(key, entry.log, settings, now);
-        }
-        result
-    }
-
-    /// Files an idle key: kept while its log holds grants, the least
-    /// recently used idle key forgotten beyond the bound.
-    fn rest(&mut self, key: K, mut log: GrantLog, settings: Settings, now: Instant) {
-        if let Some(limit) = settings.rate {
-            log.prune(limit, now);
-        }
-        if log.is_empty() || settings.max_idle_keys == 0 {
-            return;
-        }
-        self.idle.insert(key, log);
-        while self.idle.len() > settings.max_idle_keys {
-            self.idle.pop_front();
-        }
-    }
-}
-
 impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> Reservation<'_, K, S> {
     /// Whether it holds a quota unit (false: its key was at its quota).
     pub(crate) fn holds_unit(&self) -> bool {
@@ -354,7 +296,7 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> Reservation<'_, K, S> {
         debug_assert!(!self.unit, "a reservation holds one unit at most");
         let moved = self.table.state.lock().update(
             &self.key,
-            self.table.settings,
+            self.table.settings.retention(),
             Instant::now(),
             |entry| {
                 let moved = entry.sessions.remove(victim);
