@@ -286,11 +286,17 @@ impl RedisEventStore {
 
 #[async_trait::async_trait]
 impl EventStore for RedisEventStore {
+    /// Fails on a stream name no id could carry, or when Redis fails; the
+    /// event then goes to the client without an id, and a replay across it
+    /// is refused ([`StoreError::ReplayGap`]) rather than repeating or
+    /// skipping it.
+    ///
     /// # Cancel safety
     ///
-    /// Dropped while Redis works, the event may or may not be stored; its
-    /// id is then never sent, so the store may hold an event no client
-    /// will ask for (trimmed and expired like any other).
+    /// Dropped while Redis works, the event may or may not be stored; it
+    /// counts as failed (its id is never sent): a replay across it is
+    /// refused, and should Redis run it after the gap is recorded, it is
+    /// dropped.
     async fn store_event(
         &self,
         stream_id: &str,
@@ -301,7 +307,8 @@ impl EventStore for RedisEventStore {
 
     /// # Cancel safety
     ///
-    /// Cancel safe: it only reads (and refreshes the stream's TTL).
+    /// Cancel safe: it only reads (after recording, if this instance has
+    /// some, the gaps of appends that failed on the stream).
     async fn replay_events_after(
         &self,
         last_event_id: &str,
