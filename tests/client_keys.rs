@@ -352,3 +352,45 @@ async fn a_long_forwarding_header_costs_no_allocation() {
         "bytes allocated: short header, long header"
     );
 }
+
+#[tokio::test]
+async fn no_header_reaches_the_sessions_bound_to_the_proxys_own_key() {
+    let (_server, proxy) = start(
+        BoundedSessionManagerBuilder::new(50)
+            .trusted_proxies("x-forwarded-for", ["127.0.0.1"])
+            .bind_sessions_to_client(true)
+            .build(),
+    )
+    .await;
+    // A session of the proxy's own (no header: its key is the proxy's).
+    let own = session(&proxy, &[]).await;
+    let status_with = |headers: &'static [(&'static str, &'static str)]| {
+        let request = proxy
+            .post(Some(own.parse().unwrap()))
+            .json(&common::tools_list_body(7));
+        async move {
+            let mut request = request;
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.send().await.unwrap().status()
+        }
+    };
+    // A client behind the proxy, with or without a contradicting header,
+    // is itself: the session is unknown to it.
+    let contradicting = &[
+        ("x-forwarded-for", "203.0.113.5"),
+        ("forwarded", "for=1.1.1.1"),
+    ];
+    assert_eq!(status_with(contradicting).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        status_with(&[("x-forwarded-for", "203.0.113.5")]).await,
+        StatusCode::NOT_FOUND
+    );
+    // An unreadable chain is refused, not let in under the proxy's key.
+    assert_eq!(
+        status_with(&[("x-forwarded-for", "unknown")]).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(status_with(&[]).await, StatusCode::OK);
+}
