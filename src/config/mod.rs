@@ -225,7 +225,7 @@ impl BoundedSessionManagerBuilder {
     /// the address it received the request from to `header`:
     /// `"x-forwarded-for"` or `"forwarded"` (RFC 7239), in any case, so
     /// [`http::header::FORWARDED`] works too. Default: none, the client is
-    /// the connection's peer address.
+    /// the connection's peer address. A second call replaces the first.
     ///
     /// The header is read only when the peer is in one of the networks,
     /// and then from the right: every entry that is a trusted proxy was
