@@ -212,8 +212,9 @@ mod tests {
         // client (it does not write this header, so it cannot be trusted).
         let xff = xff_proxies(&["10.0.0.1"]);
         assert_eq!(client(&xff, "10.0.0.1", &request), "198.51.100.2");
-        // Trusting the Forwarded writer, reached through the inner proxy:
-        // the real client.
+        // Trusting the Forwarded writer: the real client. (The inner proxy
+        // may be listed although it passes Forwarded through, as only the
+        // listed outer proxy reaches it.)
         let forwarded = TrustedProxies::new("forwarded", ["10.0.0.1", "198.51.100.2"]);
         assert_eq!(client(&forwarded, "10.0.0.1", &request), "203.0.113.9");
         // A contradicting other header changes nothing.
