@@ -15,7 +15,6 @@ use std::sync::Arc as StdArc;
 use loom::sync::Arc;
 use loom::sync::Notify;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use loom::thread;
 use mcp_bounded_session::loom_api::{Activity, CloseReason, Registry, SessionStats, Stop};
 
 /// A session that counts how often it was stopped, and may hold the close

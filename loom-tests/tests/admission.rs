@@ -16,6 +16,8 @@ fn registry(cap: usize) -> Arc<Registry<Probe>> {
     Arc::new(Registry::new(cap))
 }
 
+/// Two creators at a full cap of 1: the live count never exceeds the cap,
+/// the old session is evicted once, and every slot is accounted for.
 #[test]
 fn concurrent_creators_never_exceed_the_cap_and_conserve_slots() {
     loom::model(|| {
@@ -50,6 +52,8 @@ fn concurrent_creators_never_exceed_the_cap_and_conserve_slots() {
     });
 }
 
+/// A create then a close in one thread, watched by another: neither the
+/// live counter nor the map ever shows more than the cap.
 #[test]
 fn live_count_observed_concurrently_never_exceeds_the_cap() {
     loom::model(|| {
@@ -76,6 +80,9 @@ fn live_count_observed_concurrently_never_exceeds_the_cap() {
     });
 }
 
+/// A creator at the full cap racing a DELETE of the oldest session takes
+/// that session's slot (by eviction or by waiting for the close), never a
+/// younger session's.
 #[test]
 fn eviction_takes_the_oldest_live_session() {
     loom::model(|| {
@@ -101,6 +108,8 @@ fn eviction_takes_the_oldest_live_session() {
     });
 }
 
+/// A close, an evicting creator and a second creator race for one session:
+/// it stops once, its slot goes to one newcomer, none is lost or doubled.
 #[test]
 fn close_racing_eviction_racing_creation_stops_each_session_once() {
     loom::model(|| {
@@ -129,6 +138,7 @@ fn close_racing_eviction_racing_creation_stops_each_session_once() {
     });
 }
 
+/// A session's own expiry racing its eviction frees its slot exactly once.
 #[test]
 fn expiry_racing_eviction_frees_one_slot_once() {
     loom::model(|| {
@@ -153,6 +163,8 @@ fn expiry_racing_eviction_frees_one_slot_once() {
     });
 }
 
+/// A late close of an earlier admission never closes the session restored
+/// under the same id.
 #[test]
 fn stale_lease_never_closes_a_restored_session() {
     loom::model(|| {

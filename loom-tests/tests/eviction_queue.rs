@@ -1,5 +1,7 @@
-//! The lazy eviction queue and its compaction (which, under loom, triggers
-//! as soon as stale entries outnumber live ones).
+//! The lazy eviction queue and its compaction. The slack is the cap's
+//! (`max_sessions / 8`, at most 64): 0 in the models below a cap of 8, so
+//! compaction triggers as soon as stale entries outnumber live ones; 1 in
+//! the model at a cap of 8.
 #![cfg(mcp_bounded_session_loom)]
 
 use loom::sync::Arc;
@@ -7,6 +9,9 @@ use loom::thread;
 use loom_tests::{Probe, assert_conserved, create};
 use mcp_bounded_session::loom_api::{CloseReason, Registry};
 
+/// A compaction (below a cap of 8 the slack is 0: it runs as soon as stale
+/// entries outnumber current ones) racing an admission loses no live
+/// session and keeps the order.
 #[test]
 fn compaction_racing_creation_loses_no_live_session_and_keeps_order() {
     // Outside the model: proves some explored execution did compact.
@@ -24,7 +29,7 @@ fn compaction_racing_creation_loses_no_live_session_and_keeps_order() {
             "1 stale, 2 live: no compaction yet"
         );
         // This close makes 2 stale entries for 1 live session, so the closing
-        // thread compacts (slack is 0 under loom) while another admits.
+        // thread compacts (slack is 0 below a cap of 8) while another admits.
         let closer = {
             let registry = registry.clone();
             thread::spawn(move || registry.close(&"gone-2".into(), None, CloseReason::Closed))
@@ -54,6 +59,8 @@ fn compaction_racing_creation_loses_no_live_session_and_keeps_order() {
     assert!(COMPACTED.load(std::sync::atomic::Ordering::Relaxed));
 }
 
+/// An evicting creator racing a compaction takes the oldest live session,
+/// never a younger one.
 #[test]
 fn eviction_racing_compaction_takes_the_oldest_live_session() {
     loom::model(|| {
@@ -94,6 +101,8 @@ fn eviction_racing_compaction_takes_the_oldest_live_session() {
     });
 }
 
+/// Concurrent closes leave at most `live + slack` stale entries, plus one
+/// per compaction that lost the race to another.
 #[test]
 fn concurrent_closes_keep_stale_entries_bounded() {
     loom::model(|| {
@@ -113,8 +122,58 @@ fn concurrent_closes_keep_stale_entries_bounded() {
         }
         let stats = registry.stats();
         assert_conserved(stats);
-        // At most `live + slack` stale entries (slack is 0 under loom), plus
+        // At most `live + slack` stale entries (slack is 0 below a cap of 8), plus
         // one per close whose compaction lost the race to another.
         assert!(stats.stale <= stats.session_count + 1, "{stats:?}");
     });
+}
+
+/// At a cap of 8 the queue tolerates one stale entry beyond one per
+/// current entry (the production slack, `max_sessions / 8` capped at 64):
+/// no compaction at `stale == current + 1`, one at the next close, which
+/// races a creation and still loses no live session nor reorders them.
+#[test]
+fn compaction_with_slack_at_a_cap_of_8_keeps_order() {
+    // Outside the model: proves some explored execution did compact.
+    static COMPACTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    loom::model(|| {
+        let registry = Arc::new(Registry::new(8));
+        let keeper = Probe::new("keeper");
+        create(&registry, keeper.clone());
+        for name in ["k2", "g1", "g2", "g3"] {
+            create(&registry, Probe::new(name));
+        }
+        for name in ["g1", "g2", "g3"] {
+            registry.close(&name.into(), None, CloseReason::Closed);
+        }
+        // 3 stale, 2 current: within the slack of 1, no compaction yet.
+        assert_eq!(registry.stats().stale, 3, "{:?}", registry.stats());
+        let closer = {
+            let registry = registry.clone();
+            thread::spawn(move || registry.close(&"k2".into(), None, CloseReason::Closed))
+        };
+        create(&registry, Probe::new("later"));
+        closer.join().unwrap();
+        let stats = registry.stats();
+        assert_conserved(stats);
+        // Compacted, or it lost the race for the gate to the admission.
+        assert!(stats.stale == 0 || stats.stale == 4, "{stats:?}");
+        if stats.stale == 0 {
+            COMPACTED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Fill the cap: the next creation must evict `keeper`, the oldest.
+        let held: Vec<_> = (0..6)
+            .map(|_| registry.try_acquire_slot().unwrap())
+            .collect();
+        create(&registry, Probe::new("evicts-keeper"));
+        assert_eq!(
+            keeper.stops(),
+            1,
+            "the oldest live session was lost or reordered"
+        );
+        assert!(registry.contains(&"later".into()));
+        drop(held);
+        assert_conserved(registry.stats());
+    });
+    assert!(COMPACTED.load(std::sync::atomic::Ordering::Relaxed));
 }

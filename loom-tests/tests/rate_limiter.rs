@@ -9,6 +9,8 @@ use loom::thread;
 use mcp_bounded_session::loom_api::RateLimiter;
 use tokio::time::Instant;
 
+/// Three concurrent creations in one window of a limit of 2: exactly two
+/// grants.
 #[test]
 fn never_more_than_n_grants_in_a_window() {
     loom::model(|| {
@@ -39,6 +41,8 @@ fn never_more_than_n_grants_in_a_window() {
     });
 }
 
+/// A grant rolled back while two others race it is returned exactly once:
+/// the log holds exactly the committed grants.
 #[test]
 fn a_rolled_back_grant_is_returned_exactly_once() {
     loom::model(|| {
