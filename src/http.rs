@@ -29,6 +29,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use crate::clients::ClientKey;
 use crate::clients::forwarded::Unreadable;
 use crate::clients::key::KeyDerivation;
+use crate::requests::{Held, RequestAdmission};
 
 /// What the layer knows of the request being served: who sent it (for
 /// per-client limits and bound sessions) and, once the manager recorded it,
@@ -136,14 +137,27 @@ pub(crate) fn record(refusal: Refusal) {
 /// header names no client address (see
 /// [`BoundedSessionManagerBuilder::trusted_proxies`](crate::BoundedSessionManagerBuilder::trusted_proxies))
 /// is answered `400 Bad Request` here, before the service sees it.
+///
+/// With limits on requests or listen streams configured (see
+/// [`BoundedSessionManagerBuilder::max_requests_in_flight`](crate::BoundedSessionManagerBuilder::max_requests_in_flight)),
+/// it admits every `POST` before the service runs it, stateless or not,
+/// and holds its admission until the response ends: a refused request is
+/// answered `429` or `503` with `Retry-After` and a JSON-RPC error naming
+/// the limit.
+///
+/// A successful `DELETE` is answered `200 OK` rather than rmcp's
+/// `202 Accepted` (the session is gone by then; clients that accept only
+/// `200` or `204`, as the official Python SDK does, would warn on every
+/// session end).
 #[derive(Debug, Clone, Default)]
 pub struct BoundedSessionLayer {
     keys: Arc<KeyDerivation>,
+    requests: Option<Arc<RequestAdmission>>,
 }
 
 impl BoundedSessionLayer {
-    pub(crate) fn new(keys: Arc<KeyDerivation>) -> Self {
-        Self { keys }
+    pub(crate) fn new(keys: Arc<KeyDerivation>, requests: Option<Arc<RequestAdmission>>) -> Self {
+        Self { keys, requests }
     }
 }
 
@@ -154,6 +168,7 @@ impl<S> tower_layer::Layer<S> for BoundedSessionLayer {
         BoundedSessionService {
             inner,
             keys: self.keys.clone(),
+            requests: self.requests.clone(),
         }
     }
 }
@@ -179,6 +194,7 @@ impl<S> tower_layer::Layer<S> for BoundedSessionLayer {
 pub struct BoundedSessionService<S> {
     inner: S,
     keys: Arc<KeyDerivation>,
+    requests: Option<Arc<RequestAdmission>>,
 }
 
 type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
@@ -207,18 +223,38 @@ where
                 return Box::pin(async move { Ok(response) });
             }
         };
+        // Admitted before the service sees the request; held by the
+        // response's body from then on (or dropped with this future).
+        let admitted = match self
+            .requests
+            .as_deref()
+            .map(|requests| requests.admit(&parts, &client))
+            .transpose()
+        {
+            Ok(admitted) => admitted.flatten(),
+            Err(refused) => {
+                let response = crate::requests::refusal_response(refused);
+                return Box::pin(async move { Ok(response) });
+            }
+        };
+        let is_delete = parts.method == http::Method::DELETE;
         let inner = self.inner.call(Request::from_parts(parts, body));
         let scope = RequestScope {
             refusal: Cell::new(None),
             client,
         };
         Box::pin(REQUEST.scope(scope, async move {
-            let response = inner.await?;
-            if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
-                return Ok(response);
+            let mut response = inner.await?;
+            if is_delete && response.status() == StatusCode::ACCEPTED {
+                *response.status_mut() = StatusCode::OK;
             }
-            Ok(match REQUEST.with(|scope| scope.refusal.get()) {
-                Some(refusal) => refusal_response(refusal),
+            if response.status() == StatusCode::INTERNAL_SERVER_ERROR
+                && let Some(refusal) = REQUEST.with(|scope| scope.refusal.get())
+            {
+                return Ok(refusal_response(refusal));
+            }
+            Ok(match admitted {
+                Some(admitted) => response.map(|body| Held::new(body, admitted).boxed()),
                 None => response,
             })
         }))
@@ -235,7 +271,7 @@ const MAX_RETRY_AFTER: u64 = i32::MAX as u64;
 /// Whole seconds, rounded up so that a client retrying on time succeeds,
 /// at least 1 and at most [`MAX_RETRY_AFTER`] (never wrapping round to a
 /// small value).
-fn whole_seconds(wait: Duration) -> u64 {
+pub(crate) fn whole_seconds(wait: Duration) -> u64 {
     wait.as_secs()
         .saturating_add(u64::from(wait.subsec_nanos() > 0))
         .clamp(1, MAX_RETRY_AFTER)

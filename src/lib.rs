@@ -50,6 +50,7 @@
 //! | the `on_close` hook cannot break a close; one 90 % warning per crossing; metrics | `observe` |
 //! | loom-visible stand-ins for the primitives (model checking) | `sync` |
 //! | 429 / 404 / 503 instead of rmcp's 500 for refusals | `http` |
+//! | requests in flight and listen streams: exact global and per-client bounds, per-client request rates, for every request (2026-07-28 and sessions) | `requests` (`table`, `body`) |
 //! | stored event ids: one spelling, stream and generation in the id | `store::stored_id` |
 //! | a bounded in-memory event store: total and per-stream bounds, TTL | `store::memory` |
 //! | a stateless resumption never replays a session's events | `store::stateless` |
@@ -71,6 +72,7 @@ mod observe;
 mod rate_limiter;
 mod registry;
 mod replay_buffer;
+mod requests;
 mod session;
 mod store;
 mod sync;
@@ -85,6 +87,7 @@ pub use http::{BoundedSessionLayer, BoundedSessionService};
 pub use manager::BoundedSessionManager;
 pub use registry::SessionStats;
 pub use replay_buffer::ReplayError;
+pub use requests::{ListenAtQuota, RequestInfo};
 pub use rmcp::transport::streamable_http_server::session::SessionId;
 pub use session::{SessionHandle, SessionTransport};
 pub use store::{MemoryEventStore, MemoryEventStoreBuilder, StoreError};
@@ -98,12 +101,12 @@ pub use store::{RedisEventStore, RedisSessionStore, RedisStores, RedisStoresBuil
 pub mod loom_api {
     pub use crate::clients::ClientKey;
     pub use crate::close_reason::CloseReason;
-    pub use crate::manager::admission::{
-        Admitted, ClientSession, Clients, Membership, Refused, admit,
-    };
     pub use crate::eviction::activity::{Activity, Busy, Claim, Listening, NotAdmitted};
     pub use crate::eviction::queue::COMPACTION_SLACK;
     pub use crate::eviction::{AtCapacity, EvictionOrder, EvictionPolicy, Popped};
+    pub use crate::manager::admission::{
+        Admitted, ClientSession, Clients, Membership, Refused, admit,
+    };
     pub use crate::rate_limiter::{Grant, RateLimiter};
     pub use crate::registry::{NoSlot, Registry, SessionStats, Slot, Stop};
 

@@ -17,6 +17,7 @@ use crate::manager::BoundedSessionManager;
 use crate::rate_limiter::RateLimiter;
 use crate::session::SessionRegistry;
 
+mod requests;
 mod stores;
 pub(crate) mod validate;
 
@@ -63,6 +64,7 @@ pub struct BoundedSessionManagerBuilder {
     ipv6_prefix: u8,
     client_key: Option<ClientKeyFn>,
     bind_sessions_to_client: bool,
+    requests: crate::requests::RequestLimits,
 }
 
 impl std::fmt::Debug for BoundedSessionManagerBuilder {
@@ -138,6 +140,7 @@ impl BoundedSessionManagerBuilder {
             ipv6_prefix: KeyDerivation::DEFAULT_IPV6_PREFIX,
             client_key: None,
             bind_sessions_to_client: false,
+            requests: crate::requests::RequestLimits::default(),
         }
     }
 
@@ -561,6 +564,7 @@ impl BoundedSessionManagerBuilder {
             max_idle_keys: self.max_idle_client_keys,
         });
         manager = manager.with_clients(keys, limits, self.bind_sessions_to_client);
+        manager = manager.with_requests(&self.requests);
         if let Some((max_creates, window)) = self.rate_limit {
             manager = manager.with_rate_limit(max_creates, window);
         }

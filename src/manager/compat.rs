@@ -60,6 +60,7 @@ impl BoundedSessionManager {
             bind_to_client: false,
             stateless_event_store: None,
             restoring: dashmap::DashSet::new(),
+            requests: None,
         }
     }
 

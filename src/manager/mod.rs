@@ -31,6 +31,7 @@ use crate::http::{self, BoundedSessionLayer, Refusal};
 use crate::observe::RefusalReason;
 use crate::rate_limiter::RateLimiter;
 use crate::registry::{Registry, SessionStats};
+use crate::requests::{RequestAdmission, RequestLimits};
 
 pub(crate) mod admission;
 mod compat;
@@ -102,6 +103,9 @@ pub struct BoundedSessionManager {
     /// Ids being restored: one restore of an id at a time (see
     /// `restore_session`).
     restoring: dashmap::DashSet<SessionId>,
+    /// Admission of requests and listen streams (handed to [`Self::layer`]),
+    /// when any of their limits is configured.
+    requests: Option<Arc<RequestAdmission>>,
 }
 
 impl BoundedSessionManager {
@@ -148,6 +152,40 @@ impl BoundedSessionManager {
         self
     }
 
+    /// Sets the builder's request and listen-stream limits.
+    pub(crate) fn with_requests(mut self, limits: &RequestLimits) -> Self {
+        self.requests = RequestAdmission::new(limits).map(Arc::new);
+        self
+    }
+
+    /// Request units in flight now, under the layer's admission (0 without
+    /// request limits: nothing is counted then).
+    ///
+    /// ```
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(10).max_requests_in_flight(64).build();
+    /// assert_eq!(manager.requests_in_flight(), 0);
+    /// ```
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests
+            .as_ref()
+            .map_or(0, |requests| requests.in_flight())
+    }
+
+    /// Listen streams open now, under the layer's admission (0 without
+    /// listen-stream limits).
+    ///
+    /// ```
+    /// # use mcp_bounded_session::BoundedSessionManagerBuilder;
+    /// let manager = BoundedSessionManagerBuilder::new(10).max_listen_streams(64).build();
+    /// assert_eq!(manager.listen_streams(), 0);
+    /// ```
+    pub fn listen_streams(&self) -> usize {
+        self.requests
+            .as_ref()
+            .map_or(0, |requests| requests.listen_streams())
+    }
+
     /// The HTTP layer for this manager: it answers refusals with their
     /// status instead of rmcp's 500, and derives each request's client key
     /// with this manager's settings (see [`BoundedSessionLayer`]).
@@ -167,7 +205,7 @@ impl BoundedSessionManager {
     /// let app: axum::Router = axum::Router::new().nest_service("/mcp", layer.layer(service));
     /// ```
     pub fn layer(&self) -> BoundedSessionLayer {
-        BoundedSessionLayer::new(self.keys.clone())
+        BoundedSessionLayer::new(self.keys.clone(), self.requests.clone())
     }
 
     /// Rebuilds the (still empty) registry with the builder's admission
