@@ -175,24 +175,26 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> ClientTable<K, S> {
 
     fn admit(&self, key: &K, now: Instant) -> Result<Reservation<'_, K, S>, ClientRefusal> {
         let settings = self.settings;
-        let (ticket, unit) = self.state.lock().update(key, settings.retention(), now, |entry| {
-            let ticket = match settings.rate {
-                Some(limit) => Some(
-                    entry
-                        .log
-                        .try_grant(limit, now)
-                        .map_err(|retry_after| ClientRefusal::RateLimited { retry_after })?,
-                ),
-                None => None,
-            };
-            let units = entry.sessions.len() + entry.reserved - entry.unitless;
-            let unit = settings.max_sessions.is_none_or(|max| units < max);
-            // A reservation keeps its key busy, with or without a unit:
-            // its grant lives in the key's log.
-            entry.reserved += 1;
-            entry.unitless += usize::from(!unit);
-            Ok((ticket, unit))
-        })?;
+        let (ticket, unit) =
+            self.state
+                .lock()
+                .update(key, settings.retention(), now, |entry| {
+                    let ticket = match settings.rate {
+                        Some(limit) => {
+                            Some(entry.log.try_grant(limit, now).map_err(|retry_after| {
+                                ClientRefusal::RateLimited { retry_after }
+                            })?)
+                        }
+                        None => None,
+                    };
+                    let units = entry.sessions.len() + entry.reserved - entry.unitless;
+                    let unit = settings.max_sessions.is_none_or(|max| units < max);
+                    // A reservation keeps its key busy, with or without a unit:
+                    // its grant lives in the key's log.
+                    entry.reserved += 1;
+                    entry.unitless += usize::from(!unit);
+                    Ok((ticket, unit))
+                })?;
         Ok(Reservation {
             table: self,
             key: key.clone(),

@@ -386,7 +386,7 @@ async fn a_panic_in_left_registry_during_a_close_frees_the_slot_and_the_close() 
     assert!(stats.is_consistent(), "{stats:?}");
     assert_eq!((stats.session_count, stats.free_slots), (1, 1));
     // The freed slot is had at once, without waiting for the close.
-    assert!(matches!(registry.try_acquire_slot(), Ok(_)));
+    assert!(registry.try_acquire_slot().is_ok());
 }
 
 #[tokio::test]
@@ -400,7 +400,7 @@ async fn a_panic_in_left_registry_during_an_eviction_frees_the_slot() {
     let stats = registry.stats();
     assert!(stats.is_consistent(), "{stats:?}");
     assert_eq!((stats.session_count, stats.free_slots), (0, 1));
-    assert!(matches!(registry.try_acquire_slot(), Ok(_)));
+    assert!(registry.try_acquire_slot().is_ok());
 }
 
 #[tokio::test]
