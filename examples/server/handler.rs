@@ -1,14 +1,20 @@
 //! The example server's MCP handler: one plain tool, one that reports
 //! progress while it works, and one that sends notifications to the
-//! client's standalone (GET) stream. Shared with the integration tests.
+//! client's standalone (GET) stream and to every `subscriptions/listen`
+//! stream (protocol 2026-07-28) that asked for them. Shared with the
+//! integration tests and benches.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{
     ProgressNotificationParam, RequestMetaObject, ResourceUpdatedNotificationParam,
-    ServerCapabilities, ServerConfig,
+    ServerCapabilities, ServerConfig, SubscriptionFilter,
 };
+use rmcp::service::{SubscriptionContext, SubscriptionSink};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 
 /// Arguments of the `echo` tool.
@@ -32,6 +38,42 @@ pub struct CountParams {
 pub struct AnnounceParams {
     /// How many notifications to send (1 to 100).
     pub count: u32,
+}
+
+/// The scheme of the resources this server announces updates of.
+const RESOURCE_SCHEME: &str = "demo://";
+
+/// The sinks of the listen streams open in this process, by a number of
+/// their own: `announce` sends to each. A handler is built per request in
+/// 2026-07-28 (and per session before), so the registry cannot live in it.
+static LISTENERS: Mutex<BTreeMap<u64, SubscriptionSink>> = Mutex::new(BTreeMap::new());
+static NEXT_LISTENER: AtomicU64 = AtomicU64::new(0);
+
+/// Removes a listen stream's sink when its `listen` ends, also when the
+/// future is dropped (the client closed the stream, or the layer replaced
+/// it with a newer one of the same client).
+struct Registered(u64);
+
+impl Registered {
+    fn new(sink: SubscriptionSink) -> Self {
+        let id = NEXT_LISTENER.fetch_add(1, Ordering::Relaxed);
+        listeners().insert(id, sink);
+        Self(id)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        listeners().remove(&self.0);
+    }
+}
+
+/// The registry, also after a panic elsewhere while it was held (its map
+/// stays consistent: every change is one insert or remove).
+fn listeners() -> std::sync::MutexGuard<'static, BTreeMap<u64, SubscriptionSink>> {
+    LISTENERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Demo MCP server.
@@ -109,9 +151,10 @@ impl DemoServer {
     /// Sends `count` `notifications/resources/updated` for
     /// `demo://announce/1`, `demo://announce/2`, ... They are not tied to
     /// this request, so they travel on the client's standalone (GET) stream,
-    /// and are kept for its next GET if none is open.
+    /// and are kept for its next GET if none is open. Every listen stream
+    /// that subscribed to one of these URIs gets it too.
     #[tool(
-        description = "Send `count` numbered resource-updated notifications to the standalone stream"
+        description = "Send `count` numbered resource-updated notifications to the standalone stream and to the listen streams subscribed to them"
     )]
     async fn announce(
         &self,
@@ -124,25 +167,85 @@ impl DemoServer {
                 None,
             ));
         }
+        let mut delivered = 0;
         for n in 1..=count {
+            let uri = format!("{RESOURCE_SCHEME}announce/{n}");
             client
-                .notify_resource_updated(ResourceUpdatedNotificationParam::new(format!(
-                    "demo://announce/{n}"
-                )))
+                .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri.clone()))
                 .await
                 .map_err(|error| {
                     ErrorData::internal_error(format!("notification not sent: {error}"), None)
                 })?;
+            delivered += notify_listeners(&uri).await;
         }
-        Ok(format!("announced {count}"))
+        Ok(format!(
+            "announced {count} ({delivered} sent to listen streams)"
+        ))
     }
+}
+
+/// Sends `resources/updated` for `uri` to every listen stream subscribed to
+/// it; how many got it. The sinks are cloned out first: a slow stream must
+/// not hold the registry's lock while others register or end.
+async fn notify_listeners(uri: &str) -> usize {
+    let subscribed: Vec<SubscriptionSink> = listeners()
+        .values()
+        .filter(|sink| {
+            sink.accepted()
+                .resource_subscriptions
+                .as_ref()
+                .is_some_and(|uris| uris.iter().any(|accepted| accepted == uri))
+        })
+        .cloned()
+        .collect();
+    let mut sent = 0;
+    for sink in subscribed {
+        // A stream that ended meanwhile is simply skipped; its `listen`
+        // removes it from the registry.
+        if sink.notify_resource_updated(uri).await.is_ok() {
+            sent += 1;
+        }
+    }
+    sent
 }
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for DemoServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
-            "Demo server behind mcp-bounded-session: `echo`, `count` and `announce`.",
+        let capabilities = ServerCapabilities::builder()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .enable_tools()
+            .build();
+        ServerConfig::new(capabilities).with_instructions(
+            "Demo server behind mcp-bounded-session: `echo`, `count` and `announce`; \
+             `subscriptions/listen` for updates of its demo:// resources.",
         )
+    }
+
+    /// Accepts `resources/updated` for this server's `demo://` resources,
+    /// nothing else (rmcp removes what was not requested).
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let uris: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|uri| uri.starts_with(RESOURCE_SCHEME))
+            .cloned()
+            .collect();
+        let mut accepted = SubscriptionFilter::new();
+        accepted.resource_subscriptions = Some(uris);
+        Some(accepted)
+    }
+
+    /// Registers the stream's sink for `announce` until the client cancels
+    /// it, closes it, or the layer ends it.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let _registered = Registered::new(context.sink().clone());
+        context.cancelled().await;
+        Ok(())
     }
 }
