@@ -2,6 +2,7 @@
 //! `BoundedSessionManager` + the example's handler) and a raw HTTP client.
 #![allow(dead_code)]
 
+pub mod admission;
 #[path = "../../examples/server/handler.rs"]
 pub mod handler;
 pub mod mcp;
