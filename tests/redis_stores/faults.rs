@@ -248,3 +248,36 @@ async fn a_session_unconfirmed_longer_than_a_tombstone_lives_is_not_written_back
         "the copy goes on on its instance"
     );
 }
+
+/// DELETEs queued during an outage are all sent once Redis is back, even
+/// if one of them fails there (its session's stream index is not a sorted
+/// set): that one stays queued, the others go.
+#[tokio::test]
+async fn one_failing_queued_delete_does_not_hold_back_the_others() {
+    let mut redis = PrivateRedis::start_with_snapshots();
+    let prefix = unique_prefix("queued_deletes");
+    let stores = private_stores(&redis, &prefix).await;
+    let sessions = stores.session_store();
+    let (failing, fine) = (session_id(0xbad), session_id(0x600d));
+    let url = redis.url();
+    let mut connection = crate::common::redis_server::connection(&url).await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}streams:{failing}"))
+        .arg("not a sorted set")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SAVE")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    redis.stop();
+    sessions.delete(&failing).await.unwrap();
+    sessions.delete(&fine).await.unwrap();
+    redis.restart();
+    let tombstone = format!("{prefix}deleted:{fine}");
+    assert!(
+        eventually_async(Duration::from_secs(5), || exists(&url, &tombstone)).await,
+        "the DELETE queued after the failing one was never sent"
+    );
+}

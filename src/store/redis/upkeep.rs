@@ -235,11 +235,14 @@ async fn refresh_held(inner: &Inner, manager: &BoundedSessionManager) -> Result<
             .filter(|(_, _, written)| *written)
             .map(|(id, _, _)| id)
             .collect();
-        // redis-rs refuses an empty pipeline.
-        let refreshed: Vec<i64> = if written.is_empty() {
+        // redis-rs refuses an empty pipeline. Each session's outcome on its
+        // own: one session's error (a key of the wrong type, say) must not
+        // leave the others unrefreshed.
+        let refreshed: Vec<redis::RedisResult<i64>> = if written.is_empty() {
             Vec::new()
         } else {
             let mut refresh = redis::pipe();
+            refresh.ignore_errors();
             // Loaded in the same round trip: a Redis restarted empty (or
             // after SCRIPT FLUSH) knows no script.
             refresh.load_script(&REFRESH).ignore();
@@ -259,7 +262,11 @@ async fn refresh_held(inner: &Inner, manager: &BoundedSessionManager) -> Result<
         };
         let mut refreshed = refreshed.into_iter();
         for (id, json, written) in batch {
-            if *written && refreshed.next() == Some(1) {
+            let outcome = if *written { refreshed.next() } else { None };
+            if let Some(Err(error)) = &outcome {
+                inner.errors.refused("refresh session", error);
+            }
+            if matches!(outcome, Some(Ok(1))) {
                 if let Some(held) = inner.held.get(id) {
                     *held.confirmed.lock() = Instant::now();
                 }
