@@ -100,3 +100,70 @@ async fn operations_on_unknown_sessions_are_not_found() {
             .is_session_not_found()
     );
 }
+
+/// Polls `future` once; whether it is still pending.
+fn pending_after_one_poll<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    future.poll(&mut cx).is_pending()
+}
+
+#[tokio::test]
+async fn a_create_dropped_while_waiting_for_a_close_leaks_no_slot_nor_rate_grant() {
+    let manager = BoundedSessionManager::new(SessionConfig::default(), 1)
+        .with_rate_limit(2, Duration::from_secs(60));
+    let (first, _first_transport) = manager.create_session().await.unwrap();
+    {
+        // A close in flight at the full cap: the creation waits for its
+        // slot, holding a rate grant.
+        let _close = manager.registry.close_in_flight();
+        let mut create = std::pin::pin!(manager.create_session());
+        assert!(pending_after_one_poll(create.as_mut()), "did not wait");
+        assert_eq!(manager.registry.waiters(), 1);
+    } // dropped mid-wait (the client hung up), then the close ends
+    assert_eq!(manager.registry.waiters(), 0);
+    let stats = manager.stats();
+    assert_eq!((stats.session_count, stats.free_slots), (1, 0), "{stats:?}");
+    assert!(manager.has_session(&first).await.unwrap());
+    // The grant came back: one more creation (evicting `first`), not zero.
+    let (_id, _transport) = manager.create_session().await.unwrap();
+    assert!(!manager.has_session(&first).await.unwrap());
+    assert!(matches!(
+        manager.create_session().await,
+        Err(BoundedSessionError::RateLimited)
+    ));
+    assert!(manager.stats().is_consistent());
+}
+
+#[tokio::test]
+async fn a_client_admission_dropped_mid_wait_returns_its_quota_unit_and_grants() {
+    let manager = BoundedSessionManagerBuilder::new(1)
+        .rate_limit(2, Duration::from_secs(60))
+        .max_sessions_per_client(1)
+        .rate_limit_per_client(1, Duration::from_secs(60))
+        .build();
+    let (first, _first_transport) = manager.create_session().await.unwrap();
+    let client = crate::clients::ClientKey::named("client");
+    let admit = || {
+        admission::admit(
+            &manager.registry,
+            manager.rate_limiter.as_ref(),
+            manager.clients.as_deref(),
+            &client,
+        )
+    };
+    {
+        let _close = manager.registry.close_in_flight();
+        let mut admitting = std::pin::pin!(admit());
+        assert!(pending_after_one_poll(admitting.as_mut()), "did not wait");
+        assert_eq!(manager.registry.waiters(), 1);
+    }
+    assert_eq!(manager.registry.waiters(), 0);
+    assert!(manager.stats().is_consistent());
+    // Quota 1, a client rate of 1 and one global grant left: any of them
+    // leaked by the dropped admission would refuse this one.
+    let admitted = admit().await;
+    assert!(admitted.is_ok(), "{admitted:?}");
+    assert!(!manager.has_session(&first).await.unwrap(), "evicted for it");
+    drop(admitted);
+    assert!(manager.stats().is_consistent());
+}
