@@ -163,7 +163,10 @@ async fn a_client_admission_dropped_mid_wait_returns_its_quota_unit_and_grants()
     // leaked by the dropped admission would refuse this one.
     let admitted = admit().await;
     assert!(admitted.is_ok(), "{admitted:?}");
-    assert!(!manager.has_session(&first).await.unwrap(), "evicted for it");
+    assert!(
+        !manager.has_session(&first).await.unwrap(),
+        "evicted for it"
+    );
     drop(admitted);
     assert!(manager.stats().is_consistent());
 }
