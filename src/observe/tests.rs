@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -119,27 +120,71 @@ fn warns_once_per_crossing() {
     assert_eq!(warning.fields["max_sessions"], "10");
 }
 
+/// A barrier whose waiters spin: they leave it within nanoseconds of each
+/// other, which a parked thread's wake-up (microseconds) would not, so the
+/// reports that follow really race.
+struct SpinBarrier {
+    threads: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+}
+
+impl SpinBarrier {
+    /// Waits for every thread; true in exactly one of them.
+    fn wait(&self) -> bool {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.threads {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+            return true;
+        }
+        let mut spins = 0_u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            // Yield once spinning is long: the other thread may need this core.
+            spins += 1;
+            if spins > 1_000 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        false
+    }
+}
+
 #[test]
 fn concurrent_reports_warn_once() {
+    // Two threads (CI has two cores) cross 90 % at the same instant, many
+    // times: a check-then-set instead of the one-step swap warns twice in
+    // some crossing.
+    const THREADS: usize = 2;
+    const CROSSINGS: usize = 20_000;
     let capture = Capture::default();
     let dispatch = capture.dispatch();
     let observer = Observer::new(100, None);
-    for round in 1..=2 {
-        std::thread::scope(|scope| {
-            for _ in 0..4 {
-                scope.spawn(|| {
-                    tracing::dispatcher::with_default(&dispatch, || {
-                        for live in 85..=100 {
-                            observer.created(live);
-                            observer.closed(&id("x"), CloseReason::Evicted, Duration::ZERO, 99);
+    let barrier = SpinBarrier {
+        threads: THREADS,
+        arrived: AtomicUsize::new(0),
+        generation: AtomicUsize::new(0),
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            scope.spawn(|| {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    for _ in 0..CROSSINGS {
+                        barrier.wait();
+                        observer.created(90);
+                        // Once both reported, back below 80 %: the next
+                        // crossing may warn again.
+                        if barrier.wait() {
+                            observer.closed(&id("x"), CloseReason::Evicted, Duration::ZERO, 79);
                         }
-                    });
+                    }
                 });
-            }
-        });
-        assert_eq!(capture.at(Level::WARN).len(), round);
-        tracing::dispatcher::with_default(&dispatch, || observer.created(79));
-    }
+            });
+        }
+    });
+    assert_eq!(capture.at(Level::WARN).len(), CROSSINGS);
 }
 
 #[test]
