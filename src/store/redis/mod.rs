@@ -12,17 +12,25 @@
 //! # Invariants kept here
 //!
 //! - Every key has a TTL: nothing outlives its last use by more than the
-//!   TTL (plus one upkeep interval for a session's key), whatever happens
-//!   to the instances.
+//!   TTL (plus one upkeep interval for the keys of a session an instance
+//!   holds: its value and its streams), whatever happens to the instances.
 //! - A DELETE on any instance ends the copies of that session on every
-//!   other: at once over pub/sub while an instance is subscribed; within
-//!   one upkeep interval after its subscription comes back (the upkeep
-//!   finds the session's key gone and its tombstone there). An eviction or
-//!   expiry of a copy leaves the stored session alone: only a DELETE
-//!   removes it.
+//!   other, and is never undone (`sessions`): at once over pub/sub while an
+//!   instance is subscribed; within one upkeep interval after its
+//!   subscription comes back (the upkeep finds the session's key gone and
+//!   its tombstone there), also when Redis had lost the session's value. An
+//!   eviction or expiry of a copy leaves the stored session alone: only a
+//!   DELETE removes it.
+//! - No event id is issued twice, and a replay is complete or refused,
+//!   also across Redis restarts, failovers and failed appends (`events`,
+//!   `unsettled`).
+//! - Only ids shaped like rmcp's reach Redis or this instance's memory
+//!   (`store::is_session_id`).
 //! - Redis unreachable never ends a session on this instance: writes that
 //!   failed are retried by the upkeep until they land, and the log gets one
-//!   line per outage and quiet period (`error_log`).
+//!   line per outage and quiet period (`error_log`). Only an unreachable
+//!   Redis (`is_outage`) makes calls skip it for a second; an error it
+//!   answers one call with fails that call only.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Weak};

@@ -179,6 +179,10 @@ impl RedisSessionStore {
 
 #[async_trait::async_trait]
 impl SessionStore for RedisSessionStore {
+    /// The session's `initialize` parameters, if Redis has them; `None`
+    /// at once, without asking Redis, for an id no session of this crate
+    /// can have.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
@@ -187,7 +191,8 @@ impl SessionStore for RedisSessionStore {
     }
 
     /// Writes the session's value with the TTL; if Redis cannot be reached,
-    /// keeps it for the upkeep to write later and succeeds.
+    /// keeps it for the upkeep to write later and succeeds. Refuses
+    /// ([`StoreError::InvalidSessionId`]) an id not shaped like rmcp's.
     ///
     /// # Cancel safety
     ///
@@ -197,8 +202,10 @@ impl SessionStore for RedisSessionStore {
         Ok(self.store_state(session_id, state).await?)
     }
 
-    /// Removes every key of the session and tells every instance to end its
-    /// copy; if Redis cannot be reached, the upkeep does so later.
+    /// Removes every key of the session, leaves its tombstone and tells
+    /// every instance to end its copy; if Redis cannot be reached, the
+    /// upkeep does so later. An id not shaped like rmcp's names no session:
+    /// nothing is done or kept for it.
     ///
     /// # Cancel safety
     ///
