@@ -109,6 +109,28 @@ pub mod loom_api {
     };
     pub use crate::rate_limiter::{Grant, RateLimiter};
     pub use crate::registry::{NoSlot, Registry, SessionStats, Slot, Stop};
+    pub use crate::requests::ListenAtQuota;
+    pub use crate::requests::table::{
+        ListenUnit, Refused as RequestRefused, RequestTable, RequestUnits,
+    };
+
+    /// A request table with these bounds (`None`: none) and no rate limit.
+    pub fn request_table(
+        max_in_flight: Option<usize>,
+        max_in_flight_per_client: Option<usize>,
+        max_listen: Option<usize>,
+        max_listen_per_client: Option<usize>,
+        listen_at_quota: ListenAtQuota,
+    ) -> std::sync::Arc<RequestTable> {
+        std::sync::Arc::new(RequestTable::new(&crate::requests::RequestLimits {
+            max_in_flight,
+            max_in_flight_per_client,
+            max_listen,
+            max_listen_per_client,
+            listen_at_quota,
+            ..Default::default()
+        }))
+    }
 
     /// A per-client table with a quota of `max_sessions` sessions and, if
     /// given, a rate limit of `.0` creations per window `.1`.

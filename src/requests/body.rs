@@ -4,7 +4,9 @@
 //! # Invariant kept here
 //!
 //! The units a request holds are given back exactly when its response is
-//! over: when the body ends, or when it is dropped unfinished (the client
+//! over: when the body ends (just before it reports its end, so a client
+//! that sends its next request on seeing the end finds its units free), or
+//! when it is dropped unfinished (the client
 //! went away, which in 2026-07-28 is the request's cancellation; the
 //! connection broke; the server shut down). The units live in the body, so
 //! no path that ends a response can skip their release: hyper drops every
@@ -26,8 +28,9 @@ use super::Admitted;
 /// The response body of an admitted request (see the module docs).
 pub(crate) struct Held<B> {
     inner: B,
-    /// Dropped with the body: gives the admission back.
-    _admitted: Admitted,
+    /// Given back when the body ends (before the client can see the end,
+    /// so that its next request finds its units free) or is dropped.
+    admitted: Option<Admitted>,
     /// For a listen stream: resolves when a newer stream took its place.
     replaced: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     ended: bool,
@@ -41,10 +44,17 @@ impl<B> Held<B> {
         };
         Self {
             inner,
-            _admitted: admitted,
+            admitted: Some(admitted),
             replaced,
             ended: false,
         }
+    }
+}
+
+impl<B> Held<B> {
+    fn end(&mut self) {
+        self.ended = true;
+        self.admitted = None;
     }
 }
 
@@ -63,10 +73,14 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Held<B> {
         if let Some(replaced) = &mut this.replaced
             && replaced.as_mut().poll(cx).is_ready()
         {
-            this.ended = true;
+            this.end();
             return Poll::Ready(None);
         }
-        Pin::new(&mut this.inner).poll_frame(cx)
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if frame.is_none() {
+            this.end();
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -43,7 +43,7 @@
 //! spread evenly (a keyed hash spreads them).
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,20 +60,45 @@ use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 /// server has, so that two busy clients rarely share a lock.
 pub(crate) const SHARDS: usize = 64;
 
+/// Picks a client's shard: keyed at random, so that clients cannot aim
+/// their keys at one shard. Under loom, a fixed key: loom replays each
+/// schedule's prefix, and a shard choice that changed between replays
+/// would change which clients share a lock.
+#[cfg(not(mcp_bounded_session_loom))]
+type ShardHasher = std::hash::RandomState;
+#[cfg(mcp_bounded_session_loom)]
+type ShardHasher = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
+
 /// Why a request or a listen stream was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refused {
+pub enum Refused {
     /// The client has its quota of units in flight.
-    RequestQuota { limit: usize },
-    /// The client's request rate limit; a request is possible again after
-    /// `retry_after`.
-    RequestRate { limit: usize, retry_after: Duration },
+    RequestQuota {
+        /// The client's bound.
+        limit: usize,
+    },
+    /// The client's request rate limit.
+    RequestRate {
+        /// Requests per window.
+        limit: usize,
+        /// Until the window admits a request again.
+        retry_after: Duration,
+    },
     /// The global bound on units in flight.
-    RequestsAtCapacity { limit: usize },
+    RequestsAtCapacity {
+        /// The global bound.
+        limit: usize,
+    },
     /// The client has its quota of listen streams and may not replace one.
-    ListenQuota { limit: usize },
+    ListenQuota {
+        /// The client's bound.
+        limit: usize,
+    },
     /// The global bound on listen streams.
-    ListenAtCapacity { limit: usize },
+    ListenAtCapacity {
+        /// The global bound.
+        limit: usize,
+    },
 }
 
 /// The per-client entry.
@@ -104,10 +129,10 @@ impl Entry for Usage {
 
 /// Requests in flight and listen streams, globally and per client.
 #[derive(Debug)]
-pub(crate) struct RequestTable {
+pub struct RequestTable {
     limits: Limits,
     shards: Box<[Mutex<Keyed<ClientKey, Usage>>]>,
-    hasher: RandomState,
+    hasher: ShardHasher,
     in_flight: AtomicUsize,
     listening: AtomicUsize,
     next_stream: AtomicU64,
@@ -129,7 +154,7 @@ struct Limits {
 /// request until its response ends; dropping it gives them back.
 #[must_use = "dropping RequestUnits ends the request's admission"]
 #[derive(Debug)]
-pub(crate) struct RequestUnits {
+pub struct RequestUnits {
     table: Arc<RequestTable>,
     client: ClientKey,
     cost: usize,
@@ -140,7 +165,7 @@ pub(crate) struct RequestUnits {
 /// client took it over.
 #[must_use = "dropping a ListenUnit ends the stream's admission"]
 #[derive(Debug)]
-pub(crate) struct ListenUnit {
+pub struct ListenUnit {
     table: Arc<RequestTable>,
     client: ClientKey,
     stream: u64,
@@ -168,7 +193,7 @@ impl RequestTable {
                 },
             },
             shards,
-            hasher: RandomState::new(),
+            hasher: ShardHasher::default(),
             in_flight: AtomicUsize::new(0),
             listening: AtomicUsize::new(0),
             next_stream: AtomicU64::new(0),
@@ -182,12 +207,12 @@ impl RequestTable {
     }
 
     /// Units in flight now.
-    pub(crate) fn in_flight(&self) -> usize {
+    pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
     /// Listen streams open now.
-    pub(crate) fn listening(&self) -> usize {
+    pub fn listening(&self) -> usize {
         self.listening.load(Ordering::Acquire)
     }
 
@@ -199,7 +224,7 @@ impl RequestTable {
 
     /// Admits a request of `client` costing `cost` units: its rate, its
     /// bound, then the global bound (see the module docs).
-    pub(crate) fn admit_request(
+    pub fn admit_request(
         self: &Arc<Self>,
         client: &ClientKey,
         cost: usize,
@@ -259,7 +284,7 @@ impl RequestTable {
     /// Admits a listen stream of `client`: a place of its own, else (at its
     /// quota, [`ListenAtQuota::ReplaceOldest`]) the place of its oldest
     /// stream, which is told to end.
-    pub(crate) fn admit_listen(
+    pub fn admit_listen(
         self: &Arc<Self>,
         client: &ClientKey,
         now: Instant,
@@ -278,13 +303,16 @@ impl RequestTable {
                 return Ok(false);
             }
             let limit = limits.max_listen_per_client.unwrap_or_default();
-            match (limits.listen_at_quota, usage.listening.pop_front()) {
-                (ListenAtQuota::ReplaceOldest, Some((_, oldest))) => {
+            if limits.listen_at_quota == ListenAtQuota::Refuse {
+                return Err(Refused::ListenQuota { limit });
+            }
+            match usage.listening.pop_front() {
+                Some((_, oldest)) => {
                     oldest.cancel();
                     usage.listening.push_back(own.clone());
                     Ok(true)
                 }
-                _ => Err(Refused::ListenQuota { limit }),
+                None => Err(Refused::ListenQuota { limit }),
             }
         })?;
         if !took_over {
@@ -346,13 +374,18 @@ fn try_raise(counter: &AtomicUsize, by: usize, limit: usize) -> bool {
 impl Drop for RequestUnits {
     fn drop(&mut self) {
         let table = &self.table;
-        table.in_flight.fetch_sub(self.cost, Ordering::AcqRel);
         let cost = self.cost;
+        // Both counters under the client's lock: a request of the same
+        // client racing this release sees both freed or neither, never a
+        // refusal from one counter while the other already has room.
         table.shard(&self.client).lock().update(
             &self.client,
             table.limits.retention,
             Instant::now(),
-            |usage| usage.in_flight -= cost,
+            |usage| {
+                usage.in_flight -= cost;
+                table.in_flight.fetch_sub(cost, Ordering::AcqRel);
+            },
         );
         table.report_levels();
     }
@@ -361,7 +394,7 @@ impl Drop for RequestUnits {
 impl ListenUnit {
     /// Cancelled when a newer stream of the same client took this one's
     /// place: the stream should end.
-    pub(crate) fn replaced(&self) -> &CancellationToken {
+    pub fn replaced(&self) -> &CancellationToken {
         &self.replaced
     }
 }
@@ -376,12 +409,20 @@ impl Drop for ListenUnit {
             Instant::now(),
             |usage| {
                 let position = usage.listening.iter().position(|(id, _)| *id == stream);
-                position.map(|at| usage.listening.remove(at)).is_some()
+                let listed = position.map(|at| usage.listening.remove(at)).is_some();
+                // Unlisted: a newer stream of the client holds its place
+                // now. Listed: its place is free, in the same step as it
+                // leaves the list, so that a stream of the same client
+                // racing this end never finds itself below its quota but
+                // the server's count still full (loom model
+                // `a_listen_replacement_takes_only_the_clients_own_place`).
+                if listed {
+                    table.listening.fetch_sub(1, Ordering::AcqRel);
+                }
+                listed
             },
         );
-        // Unlisted: a newer stream of the client holds its place now.
         if listed {
-            table.listening.fetch_sub(1, Ordering::AcqRel);
             table.report_levels();
         }
     }

@@ -126,6 +126,10 @@ async fn refuse_mode_answers_a_client_at_its_listen_quota() {
         Refused::ListenQuota { limit: 1 }
     );
     assert!(!open.replaced().is_cancelled());
+    // The refusal left the open stream listed: its end frees its place.
+    drop(open);
+    assert_eq!(table.listening(), 0);
+    assert_eq!(table.tracked_clients(), 0);
 }
 
 #[test]
