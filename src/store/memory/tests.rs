@@ -150,16 +150,35 @@ async fn a_replay_yields_exactly_the_later_events_of_the_ids_stream() {
 #[tokio::test]
 async fn the_bounds_hold_under_churn() {
     let store = limited(20, 7, 60);
-    let (mut seed, mut issued) = (12_345_u64, Vec::new());
+    // Every event stored: (its id, its stream, its `n`), oldest first.
+    let (mut seed, mut issued) = (12_345_u64, Vec::<(String, String, u64)>::new());
+    let mut complete_replays = 0;
     for n in 0..2_000 {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         if seed >> 63 == 0 || issued.is_empty() {
             let stream = format!("s{}", (seed >> 33) % 9);
-            issued.extend(put(&store, &stream, &[n]).await);
+            for id in put(&store, &stream, &[n]).await {
+                issued.push((id, stream.clone(), n));
+            }
         } else {
-            // Among the recent ids; `replay` checks whatever it yields.
-            let back = (seed >> 40) as usize % issued.len().min(40);
-            let _ = replay(&store, &issued[issued.len() - 1 - back]).await;
+            // Among the recent ids. A replay is all the later events of the
+            // id's stream, or refused because some of them (or the stream)
+            // were dropped for the bounds; never a partial one.
+            let at = issued.len() - 1 - (seed >> 40) as usize % issued.len().min(40);
+            let (id, stream, _) = &issued[at];
+            let later: Vec<u64> = issued[at + 1..]
+                .iter()
+                .filter(|(_, s, _)| s == stream)
+                .map(|&(_, _, n)| n)
+                .collect();
+            match replay(&store, id).await {
+                Ok(replayed) => {
+                    assert_eq!(replayed, later, "replay after {id}");
+                    complete_replays += 1;
+                }
+                Err(StoreError::UnknownEvent(_) | StoreError::EventTrimmed { .. }) => {}
+                Err(error) => panic!("replay after {id}: {error}"),
+            }
         }
         let state = store.state.lock();
         let lengths = state.streams.values().map(|s| s.events.len());
@@ -167,6 +186,10 @@ async fn the_bounds_hold_under_churn() {
         assert_eq!(lengths.sum::<usize>(), state.events);
         assert!(state.events <= 20);
     }
+    assert!(
+        complete_replays > 100,
+        "only {complete_replays} replays made"
+    );
 }
 
 #[test]
