@@ -12,8 +12,10 @@
 //!   with; or an error when it could not be complete (the id's successor was
 //!   trimmed) or the id names nothing kept. Never an event of another stream,
 //!   never a silent gap;
-//! - a stream neither written nor replayed for `ttl` is gone: nothing
-//!   outlives the clients that could still resume it;
+//! - a stream neither written nor replayed for `ttl` is never replayed
+//!   again, and its memory is freed at the store's next call (a store or a
+//!   replay, of any stream): there is no timer, so a store nobody calls
+//!   keeps its last streams, within `max_events`, until it is called;
 //! - when room is needed, whole streams go, the stalest first: streams are
 //!   listed in order of last use, so dropping from the front is both LRU
 //!   eviction and ttl expiry, O(1) per stream.
@@ -25,9 +27,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::{Future, ready};
 use std::hash::{BuildHasher, RandomState};
-use std::pin::Pin;
 use std::time::Duration;
 
 use hashlink::LinkedHashMap;
@@ -378,49 +378,32 @@ impl fmt::Debug for MemoryEventStore {
     }
 }
 
-/// The future `#[async_trait]` methods return.
-type Ready<'a, T> = Pin<Box<dyn Future<Output = Result<T, EventStoreError>> + Send + 'a>>;
-
-// The trait is declared with `#[async_trait]`; this crate does not depend on
-// that macro, so the methods are written in the form it expands to.
+// The trait is declared with `#[async_trait]`, and implemented with it.
+#[async_trait::async_trait]
 impl EventStore for MemoryEventStore {
     /// # Cancel safety
     ///
-    /// Cancel safe: the event is stored when this is called; the future is
-    /// ready at once.
-    fn store_event<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        stream_id: &'life1 str,
-        event: &'life2 ServerSseMessage,
-    ) -> Ready<'async_trait, EventId>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        let stored = self.store(stream_id, event).map_err(EventStoreError::from);
-        Box::pin(ready(stored))
+    /// Cancel safe: the event is stored at the first poll, which completes
+    /// at once.
+    async fn store_event(
+        &self,
+        stream_id: &str,
+        event: &ServerSseMessage,
+    ) -> Result<EventId, EventStoreError> {
+        self.store(stream_id, event).map_err(EventStoreError::from)
     }
 
     /// # Cancel safety
     ///
-    /// Cancel safe: the replay is read when this is called; the future is
-    /// ready at once.
-    fn replay_events_after<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        last_event_id: &'life1 str,
-    ) -> Ready<'async_trait, EventStream>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        let replayed = self
-            .replay(last_event_id)
+    /// Cancel safe: the replay is read at the first poll, which completes
+    /// at once.
+    async fn replay_events_after(
+        &self,
+        last_event_id: &str,
+    ) -> Result<EventStream, EventStoreError> {
+        self.replay(last_event_id)
             .map(|events| -> EventStream { Box::pin(futures::stream::iter(events)) })
-            .map_err(EventStoreError::from);
-        Box::pin(ready(replayed))
+            .map_err(EventStoreError::from)
     }
 }
 
