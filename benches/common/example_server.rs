@@ -3,6 +3,8 @@
 //! cargo, started on a free loopback port, its session events read from its
 //! log.
 
+#![allow(dead_code, reason = "each bench uses its own part of it")]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
