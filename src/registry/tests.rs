@@ -3,7 +3,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::eviction::queue::{COMPACTION_SLACK, compaction_slack};
+use crate::eviction::queue::compaction_slack;
 use crate::eviction::{AtCapacity, EvictionPolicy};
 
 impl Stop for CancellationToken {
@@ -142,7 +142,7 @@ async fn churn_below_cap_keeps_the_queue_bounded() {
         assert!(registry.close(&id, None, CloseReason::Closed));
         let stats = registry.stats();
         assert!(
-            stats.queued <= 2 * stats.session_count + COMPACTION_SLACK + 1,
+            stats.queued <= 2 * stats.session_count + compaction_slack(1_000) + 1,
             "{stats:?}"
         );
     }
