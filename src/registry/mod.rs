@@ -26,10 +26,13 @@
 //!    on its way*: a close counts itself in `closing` before it claims its
 //!    session and uncounts itself after it released the slot (a guard does
 //!    it, so that a panic never leaves a close counted and every creator at
-//!    the cap waiting for it). A creator that
-//!    sees a close in flight waits for that slot instead of evicting, so a
-//!    DELETE already under way never costs a second session its place.
-//!    (Found by the loom model `eviction_takes_the_oldest_live_session`.)
+//!    the cap waiting for it). A creator that sees a close in flight waits
+//!    for that slot instead of evicting, so a DELETE already under way never
+//!    costs a second session its place. (Found by the loom model
+//!    `eviction_takes_the_oldest_live_session`.) The same holds for a
+//!    creator that found nothing evictable: it looks at `closing` again
+//!    before it refuses (loom model
+//!    `a_creator_that_found_only_busy_sessions_waits_for_a_close_in_flight`).
 //!    Reading `closing` before trying the semaphore makes the look exact: if
 //!    the creator reads 0, every close that removed a session already
 //!    released its slot. A close that *starts and finishes* between the look
