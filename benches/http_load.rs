@@ -19,8 +19,13 @@
 //! DELETEs published) against the Redis on 127.0.0.1:6379, for the cost of
 //! the stores (the Redis server's own CPU is not in the CPU figures).
 //!
+//! With `--stateless`, instead: protocol 2026-07-28 tool calls without
+//! sessions, with this crate's request admission off and on (see
+//! `common/stateless_load.rs`).
+//!
 //! ```text
 //! cargo bench --bench http_load
+//! cargo bench --bench http_load -- --stateless
 //! HTTP_LOAD_SECS=10 HTTP_LOAD_LIVE=1000 HTTP_LOAD_ROUNDS=5 cargo bench --bench http_load
 //! cargo bench --bench http_load --features redis
 //! ```
@@ -30,6 +35,10 @@ mod common;
 #[path = "../examples/server/handler.rs"]
 #[allow(dead_code, reason = "the bench calls only `echo`")]
 mod handler;
+#[path = "common/stateless.rs"]
+mod stateless;
+#[path = "common/stateless_load.rs"]
+mod stateless_load;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -473,7 +482,26 @@ fn main() {
         measure_one(name, live, duration);
         return;
     }
+    if let Some(position) = args.iter().position(|arg| arg == "--measure-stateless") {
+        let mode = args.get(position + 1).unwrap_or_else(|| {
+            panic!(
+                "--measure-stateless needs a mode: one of {:?}",
+                stateless_load::MODES
+            )
+        });
+        let calls = common::runtime().block_on(stateless_load::measure(mode, duration));
+        println!(
+            "result {} {}",
+            calls.per_sec,
+            calls.cpu_per_op.as_secs_f64() * 1e6
+        );
+        return;
+    }
     if args.iter().any(|arg| arg == "--list") {
+        return;
+    }
+    if args.iter().any(|arg| arg == "--stateless") {
+        stateless_load::compare(rounds, duration);
         return;
     }
     println!(
