@@ -99,3 +99,77 @@ fn a_scripted_run_records_creations_closes_refusals_and_durations() {
     assert_eq!(values.get("mcp_sessions_active"), Some(&0.0), "{values:#?}");
     assert_eq!(values.len(), expected.len() + 1, "{values:#?}");
 }
+
+#[path = "common/mod.rs"]
+mod common;
+
+/// Request admission through real HTTP, on this thread's runtime (the
+/// recorder is this thread's): the levels follow the requests and listen
+/// streams up and down, and each refusal is counted by its reason.
+#[test]
+fn request_admission_records_levels_and_refusals() {
+    use common::admission::{call, listen, open_listen};
+    use common::{TestServer, eventually};
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let level = |name: &str| values(&snapshotter).get(name).copied();
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (server, probe) = TestServer::start_admission(
+                BoundedSessionManagerBuilder::new(10)
+                    .max_requests_in_flight_per_client(1)
+                    .max_listen_streams(1)
+                    .build(),
+            )
+            .await;
+            let a = server.client_from(common::mcp::loopback(2));
+            let b = server.client_from(common::mcp::loopback(3));
+            let held = {
+                let request = call(&a, 1, "hold", json!({ "ms": 60_000 }));
+                tokio::spawn(async move { request.send().await.unwrap().status() })
+            };
+            let manager = server.manager.clone();
+            let timeout = Duration::from_secs(20);
+            assert!(eventually(timeout, || manager.requests_in_flight() == 1).await);
+            assert_eq!(level("mcp_requests_in_flight"), Some(1.0));
+            let stream = open_listen(&a, 3).await;
+            assert_eq!(level("mcp_listen_streams"), Some(1.0));
+
+            // The refusals after the last snapshot (a snapshot drains the
+            // counters).
+            let refused = call(&a, 2, "echo", json!({ "text": "x" }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+            let refused = listen(&b, 4).send().await.unwrap();
+            assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+            probe.release();
+            assert_eq!(held.await.unwrap(), StatusCode::OK);
+            drop(stream);
+            assert!(eventually(timeout, || manager.requests_in_flight() == 0).await);
+            assert!(eventually(timeout, || manager.listen_streams() == 0).await);
+        });
+    });
+    let values = values(&snapshotter);
+    for (name, value) in [
+        ("mcp_requests_refused_total{reason=request_quota}", 1.0),
+        ("mcp_requests_refused_total{reason=listen_at_capacity}", 1.0),
+        ("mcp_requests_in_flight", 0.0),
+        ("mcp_listen_streams", 0.0),
+    ] {
+        assert_eq!(values.get(name), Some(&value), "{name} in {values:#?}");
+    }
+    for reason in ["request_rate", "at_capacity", "listen_quota"] {
+        let name = format!("mcp_requests_refused_total{{reason={reason}}}");
+        assert_eq!(values.get(&name), None, "{name} in {values:#?}");
+    }
+}
