@@ -102,7 +102,6 @@ pub mod loom_api {
     pub use crate::clients::ClientKey;
     pub use crate::close_reason::CloseReason;
     pub use crate::eviction::activity::{Activity, Busy, Claim, Listening, NotAdmitted};
-    pub use crate::eviction::queue::COMPACTION_SLACK;
     pub use crate::eviction::{AtCapacity, EvictionOrder, EvictionPolicy, Popped};
     pub use crate::manager::admission::{
         Admitted, ClientSession, Clients, Membership, Refused, admit,
