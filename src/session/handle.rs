@@ -93,6 +93,18 @@ impl SessionHandle {
         self.shared.resume(last_seen).await
     }
 
+    /// Queues on the standalone stream an event another instance stored
+    /// there (Redis stores: `store::redis::relay`); `false` if the
+    /// client's queue was full and the event was dropped here. See
+    /// `Shared::push_stored_elsewhere`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn push_stored_elsewhere(
+        &self,
+        event: rmcp::transport::streamable_http_server::session::ServerSseMessage,
+    ) -> bool {
+        self.shared.push_stored_elsewhere(event)
+    }
+
     /// Closes the SSE stream of HTTP request `http_request_id` (the number
     /// after the `/` in its event ids), as rmcp's
     /// `LocalSessionHandle::close_sse_stream`: with `retry`, a last event

@@ -105,6 +105,34 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Queues on the standalone stream an event that another instance
+    /// stored there (`event.event_id` is its id in the store), as if it
+    /// were routed now: under the session's lock, so it gets the stream's
+    /// next index, stays in the stream's recent ring (a plain `GET` or a
+    /// shadow taking over replays it) and reaches the connected client at
+    /// most once, in the order events are routed here. It is not stored
+    /// again. Never waits: `false` (the event dropped here, still
+    /// replayable by id from the store) if the client's queue has no room
+    /// for it. An ended session takes nothing (`true`: nothing to report).
+    /// Needs a tokio runtime's context (see `has_room_for_one`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn push_stored_elsewhere(&self, event: ServerSseMessage) -> bool {
+        let capacity = self.capacity();
+        let mut state = self.state.lock();
+        if matches!(state.phase, super::Phase::Ended(_)) {
+            return true;
+        }
+        state.standalone.connect_shadow_if_needed(capacity);
+        if !state.standalone.events.has_room_for_one(capacity) {
+            return false;
+        }
+        let full = state.standalone.events.push_stored(event, capacity);
+        debug_assert!(full.is_none(), "room was checked under the same lock");
+        true
+    }
+}
+
 impl State {
     pub(super) fn queue_for_store(
         &mut self,

@@ -1,10 +1,17 @@
-//! DELETEs between instances: each instance subscribes to the prefix's
-//! `deleted` channel and ends its copy of every session announced there.
+//! The pub/sub listener: one subscription per instance, to the prefix's
+//! `deleted` channel (DELETEs between instances: this instance ends its
+//! copy of every session announced there) and to its `standalone` channel
+//! (other instances' standalone notifications, handed to this instance's
+//! copies: `relay`).
 //!
 //! Delivery is at most once (Redis pub/sub): a DELETE published while this
 //! instance's subscription is down is not seen here, so after each
 //! reconnection the listener asks the upkeep for a round at once, which
-//! finds such sessions by their tombstone.
+//! finds such sessions by their tombstone. A standalone notification
+//! missed so is replayed by id from the store (see `relay`).
+//!
+//! Each message is handled without waiting, so one session (a slow
+//! client, say) never holds up the others' messages.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -13,7 +20,7 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Inner, RESPONSE_TIMEOUT};
+use super::{Inner, RESPONSE_TIMEOUT, relay};
 
 /// The longest wait between two attempts to subscribe again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -29,13 +36,19 @@ pub(super) async fn listen(
     loop {
         let Some((client, channel)) = inner
             .upgrade()
-            .map(|inner| (inner.client.clone(), inner.keys.deletions_channel()))
+            .map(|inner| {
+                let keys = &inner.keys;
+                (
+                    inner.client.clone(),
+                    [keys.deletions_channel(), keys.standalone_channel()],
+                )
+            })
         else {
             return;
         };
         let subscribe = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(&channel[..]).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         let error = match tokio::time::timeout(RESPONSE_TIMEOUT, subscribe).await {
@@ -51,6 +64,10 @@ pub(super) async fn listen(
                         message = messages.next() => {
                             let Some(message) = message else { break };
                             let Some(inner) = inner.upgrade() else { return };
+                            if message.get_channel_name() == channel[1] {
+                                relay::deliver(&inner, message.get_payload_bytes());
+                                continue;
+                            }
                             // The entry in `held` stays: if a restore is
                             // registering this session right now, the close
                             // finds nothing, and the upkeep's next round
@@ -70,7 +87,7 @@ pub(super) async fn listen(
         };
         failures = failures.saturating_add(1);
         if let Some(inner) = inner.upgrade() {
-            inner.errors.failed("subscribe to DELETEs", &error);
+            inner.errors.failed("subscribe to DELETEs and notifications", &error);
         }
         let backoff = Duration::from_millis(100)
             .saturating_mul(2u32.saturating_pow(failures.min(16)))

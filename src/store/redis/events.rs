@@ -40,7 +40,7 @@ use rmcp::model::ServerJsonRpcMessage;
 use rmcp::transport::streamable_http_server::session::store::{EventStoreError, EventStream};
 use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage};
 
-use super::Inner;
+use super::{Inner, relay};
 use super::unsettled::{Pending, SERVER};
 use crate::store::{StoreError, StoredEventId, check_stream_name};
 
@@ -67,7 +67,8 @@ pub struct RedisEventStore {
 /// Appends one event. KEYS[1]: the stream; KEYS[2]: its void set;
 /// KEYS[3], if any: its session's stream index. ARGV: capacity, TTL (ms),
 /// message JSON or "", retry (ms) or "-", the append's nonce, the most
-/// streams a session's index keeps, then the nonces to settle
+/// streams a session's index keeps, the channel to publish the entry on
+/// or "" (`relay`), the publication's head, then the nonces to settle
 /// (`unsettled`). Returns `<generation>-<sequence>`, or nil if the nonce
 /// was settled already (this append landed after its failure was
 /// reported: the client has the event, without an id).
@@ -106,14 +107,16 @@ if not generation then
   generation = now[1] .. string.format('%06d', tonumber(now[2]))
   sequence = 1
 end
-if #ARGV > 6 then
-  for i = 7, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+if #ARGV > 8 then
+  for i = 9, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
   redis.call('RPUSH', KEYS[1], generation .. '-' .. string.format('%d', sequence) .. ' ' .. server .. ' ! ')
   sequence = sequence + 1
 end
 local id = generation .. '-' .. string.format('%d', sequence)
-redis.call('RPUSH', KEYS[1], id .. ' ' .. server .. ' ' .. ARGV[4] .. ' ' .. ARGV[3])
+local entry = id .. ' ' .. server .. ' ' .. ARGV[4] .. ' ' .. ARGV[3]
+redis.call('RPUSH', KEYS[1], entry)
+if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], ARGV[8] .. ' ' .. entry) end
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if #KEYS == 3 then
@@ -151,7 +154,7 @@ return entries
 });
 
 /// One kept entry, parsed.
-struct Entry<'a> {
+pub(super) struct Entry<'a> {
     generation: u64,
     sequence: u64,
     /// The start of the `run_id` of the server that wrote it.
@@ -165,7 +168,7 @@ struct Entry<'a> {
 impl<'a> Entry<'a> {
     /// `<generation>-<sequence> <server> <retry ms, - or ! for a gap>
     /// <message JSON or nothing>`.
-    fn parse(text: &'a str) -> Option<Self> {
+    pub(super) fn parse(text: &'a str) -> Option<Self> {
         let (id, rest) = text.split_once(' ')?;
         let (server, rest) = rest.split_once(' ')?;
         let (retry, message) = rest.split_once(' ')?;
@@ -181,6 +184,25 @@ impl<'a> Entry<'a> {
             },
             message,
         })
+    }
+}
+
+impl Entry<'_> {
+    /// The event this entry of `stream` holds, under its id.
+    pub(super) fn to_event(&self, stream: &str) -> Result<ServerSseMessage, StoreError> {
+        let mut event = ServerSseMessage::default();
+        if !self.message.is_empty() {
+            let message: ServerJsonRpcMessage = serde_json::from_str(self.message)?;
+            event.message = Some(Arc::new(message));
+        }
+        event.retry = self.retry;
+        event.event_id = Some(format!("{stream}#{}-{}", self.generation, self.sequence));
+        Ok(event)
+    }
+
+    /// A gap left by a failed append (`unsettled`), no event.
+    pub(super) fn is_gap(&self) -> bool {
+        self.gap
     }
 }
 
@@ -211,6 +233,12 @@ impl RedisEventStore {
             .arg(retry)
             .arg(&nonce)
             .arg(MAX_STREAMS_PER_SESSION);
+        // Other instances deliver a session's standalone notifications live
+        // to a GET open there (`relay`).
+        match relay::publication_head(inner, stream, event) {
+            Some(head) => invocation.arg(inner.keys.standalone_channel()).arg(head),
+            None => invocation.arg("").arg(""),
+        };
         for settled in &settling {
             invocation.arg(settled);
         }
@@ -266,21 +294,7 @@ impl RedisEventStore {
         if after.clone().any(|entry| entry.gap) {
             return Err(StoreError::ReplayGap(last_event_id.to_owned()));
         }
-        after
-            .map(|entry| {
-                let mut event = ServerSseMessage::default();
-                if !entry.message.is_empty() {
-                    let message: ServerJsonRpcMessage = serde_json::from_str(entry.message)?;
-                    event.message = Some(Arc::new(message));
-                }
-                event.retry = entry.retry;
-                event.event_id = Some(format!(
-                    "{}#{}-{}",
-                    id.stream, entry.generation, entry.sequence
-                ));
-                Ok(event)
-            })
-            .collect()
+        after.map(|entry| entry.to_event(id.stream)).collect()
     }
 }
 

@@ -10,8 +10,11 @@
 //! | `<prefix>streams:<id>` | sorted set | the stream keys of session `<id>` (score: last append, ms), at most 128, the standalone one always among them | as its streams; removed by DELETE |
 //! | `<prefix>void:<stream>` | set | nonces of appends reported failed (`unsettled`) | TTL |
 //!
-//! and one pub/sub channel, `<prefix>deleted`, carrying the id of each
-//! DELETEd session to every instance.
+//! and two pub/sub channels: `<prefix>deleted`, carrying the id of each
+//! DELETEd session to every instance, and `<prefix>standalone`, carrying
+//! each event stored on a session's standalone stream (`<id>:common`) as
+//! `<instance> <stream> <entry>`, so another instance's GET gets it live
+//! (`relay`).
 //!
 //! A stream belongs to session `<id>` when its name is `<id>:<suffix>`
 //! (the manager names sessions' streams so); rmcp's stateless streams are
@@ -58,6 +61,10 @@ impl Keys {
     pub(crate) fn deletions_channel(&self) -> String {
         format!("{}deleted", self.prefix)
     }
+
+    pub(crate) fn standalone_channel(&self) -> String {
+        format!("{}standalone", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +86,6 @@ mod tests {
         assert_eq!(keys.session("s1"), "app:session:s1");
         assert_eq!(keys.tombstone("s1"), "app:deleted:s1");
         assert_eq!(keys.deletions_channel(), "app:deleted");
+        assert_eq!(keys.standalone_channel(), "app:standalone");
     }
 }

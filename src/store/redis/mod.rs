@@ -24,6 +24,9 @@
 //! - No event id is issued twice, and a replay is complete or refused,
 //!   also across Redis restarts, failovers and failed appends (`events`,
 //!   `unsettled`).
+//! - A notification stored on a session's standalone stream by one
+//!   instance reaches a `GET` open on another live, at most once, without
+//!   being stored again, and nothing queues unbounded on its way (`relay`).
 //! - Only ids shaped like rmcp's reach Redis or this instance's memory
 //!   (`store::is_session_id`).
 //! - Redis unreachable never ends a session on this instance: writes that
@@ -49,6 +52,7 @@ mod deletions;
 mod error_log;
 mod events;
 mod keys;
+mod relay;
 mod sessions;
 mod unsettled;
 mod upkeep;
