@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod python_sdk;
 mod quotas;
 mod rate;
 mod release;
