@@ -55,12 +55,12 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Starts the server on a free port with `--redis` and `prefix`; waits
-    /// for its `MCP server listening on http://ADDR/mcp` line.
-    fn start(name: &'static str, prefix: &str) -> Self {
+    /// Starts the server on a free port with `--redis url` and `prefix`;
+    /// waits for its `MCP server listening on http://ADDR/mcp` line.
+    fn start(name: &'static str, url: &str, prefix: &str) -> Self {
         let binary = server_binary();
         let mut child = Command::new(&binary)
-            .args(["--bind", "127.0.0.1:0", "--redis", SHARED_URL])
+            .args(["--bind", "127.0.0.1:0", "--redis", url])
             .args(["--redis-prefix", prefix])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -162,23 +162,36 @@ pub struct Pair {
     pub a: Instance,
     pub b: Instance,
     pub prefix: String,
+    /// The Redis both use.
+    pub url: String,
 }
 
 impl Pair {
+    /// A pair on the shared Redis.
     pub fn start(test: &str) -> Self {
+        Self::start_on(test, SHARED_URL)
+    }
+
+    /// A pair on the Redis at `url` (a test's private one, say).
+    pub fn start_on(test: &str, url: &str) -> Self {
         let prefix = unique_prefix(test);
         // Started one after the other, but each takes a fraction of a
         // second; no need for threads.
-        let a = Instance::start("A", &prefix);
-        let b = Instance::start("B", &prefix);
-        Self { a, b, prefix }
+        let a = Instance::start("A", url, &prefix);
+        let b = Instance::start("B", url, &prefix);
+        Self {
+            a,
+            b,
+            prefix,
+            url: url.to_owned(),
+        }
     }
 
     /// Kills both servers, then removes the prefix's keys.
     pub async fn finish(self) {
-        let prefix = self.prefix.clone();
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
         drop(self);
-        clean(SHARED_URL, &prefix).await;
+        clean(&url, &prefix).await;
     }
 }
 
@@ -189,6 +202,6 @@ impl Drop for Pair {
         self.a.kill();
         self.b.kill();
         // Best effort: a failed test leaves no keys either.
-        clean_blocking(SHARED_URL, &self.prefix);
+        clean_blocking(&self.url, &self.prefix);
     }
 }

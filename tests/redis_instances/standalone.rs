@@ -1,0 +1,109 @@
+//! A session's standalone notifications reach its `GET` live whichever
+//! instance sent them, each once.
+
+use std::time::Duration;
+
+use crate::common::redis_server::{PrivateRedis, connection};
+use crate::common::{SseReader, parse_event_id};
+use crate::mcp::{is_method, loopback, read_messages, result_text, tool_call};
+use crate::processes::Pair;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Calls `announce` with `count` on `client`'s instance and checks its
+/// result.
+async fn announce(client: &crate::common::Client, session: &str, id: u64, count: u32) {
+    let (status, messages) = client
+        .request(session, tool_call(id, "announce", json!({ "count": count })))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        messages.iter().any(|m| result_text(m)
+            .is_some_and(|text| text.starts_with(&format!("announced {count}")))),
+        "{messages:?}"
+    );
+}
+
+/// The ids of the entries of `<prefix>stream:<stream>`, in list order.
+async fn stored_ids(url: &str, prefix: &str, stream: &str) -> Vec<String> {
+    let mut connection = connection(url).await;
+    let entries: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{prefix}stream:{stream}"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // Entries are `<generation>-<sequence> <server> <retry> <message JSON>`.
+    entries
+        .iter()
+        .map(|entry| format!("{stream}#{}", entry.split(' ').next().unwrap()))
+        .collect()
+}
+
+/// GET open on A; `announce` twice on A, twice on B, once on A (issue
+/// 19, item 5): A's GET gets all five, each once, B's two in their id
+/// order, and nothing more; each is the stored event of that id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_on_one_instance_receives_the_notifications_sent_on_another() {
+    let redis = PrivateRedis::start();
+    let pair = Pair::start_on("relay", &redis.url());
+    let on_a = pair.a.client(loopback(2));
+    let on_b = pair.b.client(loopback(2));
+    let session = on_a.initialize().await.expect("initialize on A");
+    let get = on_a.open_standalone(&session).await;
+    assert_eq!(get.status(), StatusCode::OK);
+    let mut reader = SseReader::new(get);
+
+    // Each call's result is back before the next starts, so the stored
+    // order is A's two, B's two, A's one.
+    announce(&on_a, &session, 2, 1).await;
+    announce(&on_a, &session, 3, 1).await;
+    announce(&on_b, &session, 4, 1).await;
+    announce(&on_b, &session, 5, 1).await;
+    announce(&on_a, &session, 6, 1).await;
+
+    let updated = |m: &Value| is_method(m, "notifications/resources/updated");
+    let seen = read_messages(&mut reader, 5, updated).await;
+    // Nothing more comes: no event twice (an instance's own publication
+    // delivered again, say).
+    let late = tokio::time::timeout(Duration::from_millis(1_500), async {
+        loop {
+            match reader.next(Duration::from_secs(10)).await {
+                Some(event) if event.message.as_ref().is_some_and(updated) => break event,
+                Some(_) => {}
+                None => std::future::pending().await,
+            }
+        }
+    })
+    .await;
+    assert!(late.is_err(), "a sixth notification arrived: {late:?}");
+
+    let stream = format!("{session}:common");
+    let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+    for id in &ids {
+        assert_eq!(parse_event_id(id).0, stream, "id {id}");
+    }
+    let stored = stored_ids(&pair.url, &pair.prefix, &stream).await;
+    assert_eq!(stored.len(), 5, "stored: {stored:?}");
+    let mut sorted = ids.clone();
+    sorted.sort_by_key(|id| stored.iter().position(|s| s == id));
+    assert_eq!(
+        sorted, stored,
+        "the GET got {ids:?}: not the five stored events once each"
+    );
+    for (_, message) in &seen {
+        assert_eq!(message["params"]["uri"], json!("demo://announce/1"));
+    }
+    // B's events in their id order (the order across the two instances
+    // may differ: see `store::redis::relay`).
+    let positions: Vec<usize> = ids
+        .iter()
+        .map(|id| stored.iter().position(|s| s == id).unwrap())
+        .collect();
+    let from_b: Vec<usize> = positions.iter().copied().filter(|p| (2..4).contains(p)).collect();
+    assert_eq!(from_b, [2, 3], "B's events out of order: {positions:?}");
+    drop(reader);
+    pair.finish().await;
+    drop(redis);
+}
