@@ -14,12 +14,17 @@ use serde_json::{Value, json};
 /// result.
 async fn announce(client: &crate::common::Client, session: &str, id: u64, count: u32) {
     let (status, messages) = client
-        .request(session, tool_call(id, "announce", json!({ "count": count })))
+        .request(
+            session,
+            tool_call(id, "announce", json!({ "count": count })),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        messages.iter().any(|m| result_text(m)
-            .is_some_and(|text| text.starts_with(&format!("announced {count}")))),
+        messages
+            .iter()
+            .any(|m| result_text(m)
+                .is_some_and(|text| text.starts_with(&format!("announced {count}")))),
         "{messages:?}"
     );
 }
@@ -101,7 +106,11 @@ async fn a_get_on_one_instance_receives_the_notifications_sent_on_another() {
         .iter()
         .map(|id| stored.iter().position(|s| s == id).unwrap())
         .collect();
-    let from_b: Vec<usize> = positions.iter().copied().filter(|p| (2..4).contains(p)).collect();
+    let from_b: Vec<usize> = positions
+        .iter()
+        .copied()
+        .filter(|p| (2..4).contains(p))
+        .collect();
     assert_eq!(from_b, [2, 3], "B's events out of order: {positions:?}");
     drop(reader);
     pair.finish().await;

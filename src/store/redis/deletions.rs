@@ -34,16 +34,13 @@ pub(super) async fn listen(
 ) {
     let mut failures: u32 = 0;
     loop {
-        let Some((client, channel)) = inner
-            .upgrade()
-            .map(|inner| {
-                let keys = &inner.keys;
-                (
-                    inner.client.clone(),
-                    [keys.deletions_channel(), keys.standalone_channel()],
-                )
-            })
-        else {
+        let Some((client, channel)) = inner.upgrade().map(|inner| {
+            let keys = &inner.keys;
+            (
+                inner.client.clone(),
+                [keys.deletions_channel(), keys.standalone_channel()],
+            )
+        }) else {
             return;
         };
         let subscribe = async {
@@ -87,7 +84,9 @@ pub(super) async fn listen(
         };
         failures = failures.saturating_add(1);
         if let Some(inner) = inner.upgrade() {
-            inner.errors.failed("subscribe to DELETEs and notifications", &error);
+            inner
+                .errors
+                .failed("subscribe to DELETEs and notifications", &error);
         }
         let backoff = Duration::from_millis(100)
             .saturating_mul(2u32.saturating_pow(failures.min(16)))

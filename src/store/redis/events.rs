@@ -40,8 +40,8 @@ use rmcp::model::ServerJsonRpcMessage;
 use rmcp::transport::streamable_http_server::session::store::{EventStoreError, EventStream};
 use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage};
 
-use super::{Inner, relay};
 use super::unsettled::{Pending, SERVER};
+use super::{Inner, relay};
 use crate::store::{StoreError, StoredEventId, check_stream_name};
 
 /// Streams a session's index keeps, its standalone stream always among

@@ -92,7 +92,10 @@ pub(super) fn deliver(inner: &Inner, payload: &[u8]) {
         .filter(|entry| !entry.is_gap())
         .map(|entry| entry.to_event(&stream));
     let Some(Ok(event)) = event else {
-        tracing::debug!(session_id = session, "unreadable standalone event from another instance; ignored");
+        tracing::debug!(
+            session_id = session,
+            "unreadable standalone event from another instance; ignored"
+        );
         return;
     };
     if !handle.push_stored_elsewhere(event) {
