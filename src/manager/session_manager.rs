@@ -277,7 +277,8 @@ impl SessionManager for BoundedSessionManager {
             http::record(Refusal::SessionGone);
             return Err(LocalSessionManagerError::SessionNotFound(id).into());
         }
-        for _ in 0..ENDING_YIELDS {
+        let mut yields = 0;
+        loop {
             match self
                 .registry
                 .with_session(&id, |session| self.is_owner(session))
@@ -291,16 +292,25 @@ impl SessionManager for BoundedSessionManager {
                 Some(true) if self.registry.contains_where(&id, |_| true) => {
                     return Ok(RestoreOutcome::AlreadyPresent);
                 }
+                // Still mapped after every yield: answered as present
+                // rather than admitted, which could evict a session for an
+                // insert that would fail.
+                Some(true) if yields == ENDING_YIELDS => {
+                    return Ok(RestoreOutcome::AlreadyPresent);
+                }
                 // Claimed by a close that removes it in a moment, within
                 // one synchronous step of another thread.
-                Some(true) => tokio::task::yield_now().await,
+                Some(true) => {
+                    yields += 1;
+                    tokio::task::yield_now().await;
+                }
             }
         }
         let admitted = self.admission().await?;
         Ok(match self.admit(admitted, id, Origin::Restored) {
             Some(transport) => RestoreOutcome::Restored(transport),
-            // Still mapped after every yield: the insert found it live and
-            // everything went back.
+            // Only under a caller that restores outside rmcp's own
+            // serialization, racing an insert: everything went back.
             None => RestoreOutcome::AlreadyPresent,
         })
     }
@@ -397,7 +407,7 @@ fn refused(error: BoundedSessionError, gone: Refusal) -> BoundedSessionError {
 }
 
 /// How often a restore yields while a close removes the session it found
-/// (a few instructions on another thread) before it tries to admit anyway.
+/// (a few instructions on another thread) before it gives up on it.
 const ENDING_YIELDS: usize = 64;
 
 /// An id being restored, listed in the manager's set until dropped.
