@@ -18,10 +18,15 @@
 //! limits off ("before": `--max-requests none --max-requests-per-client
 //! none --request-rate-per-client none`), then with its defaults ("after"),
 //! then the retrying flooder against the defaults. The server's peak RSS
-//! is its `VmHWM`; "flood held" is the most flood calls the server had
-//! accepted at once, as the flooder sees them (a 2xx answer whose result
-//! has not arrived): an upper bound of what the server held, since the
-//! flooder may read a new call's headers before an older call's result.
+//! is its `VmHWM`. "Flood held at once" is the most flood calls the
+//! server held at once, seen twice: by the server (built with `--features
+//! metrics`, its `/metrics` sampled every 20 ms: `count` calls running in
+//! its handler, which only the flooder calls, a lower bound, since a call
+//! is admitted before its handler starts and released after it ends), and
+//! by the flooder (a 2xx answer whose result has not arrived: an upper
+//! bound, since a busy flooder may read a new call's headers before an
+//! older call's result). Also sampled: the server's request units in
+//! flight, all clients together (counted only with limits on).
 //!
 //! Needs every 127.0.0.0/8 address on loopback, as on Linux, and an
 //! open-file limit above the flood size (raised to the hard limit here;
@@ -50,7 +55,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use example_server::{Counts, build_server, bump, start_server};
+use example_server::{Counts, build_server_with, bump, start_server};
 
 const LEGIT_CLIENTS: u8 = 20;
 const CALL_PERIOD: Duration = Duration::from_millis(200);
@@ -184,6 +189,49 @@ struct FloodShared {
     held_max: AtomicUsize,
 }
 
+/// The most the server reported at once, from its `/metrics` sampled every
+/// 20 ms: `count` calls running in its handler (only the flooder calls
+/// `count`) and request units in flight (all clients; kept only with
+/// request limits on).
+#[derive(Default)]
+struct ServerView {
+    count_running: Option<f64>,
+    in_flight: Option<f64>,
+}
+
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+async fn sample_metrics(url: &str, view: &mut ServerView) {
+    let http = reqwest::Client::new();
+    let mut ticks = tokio::time::interval(Duration::from_millis(20));
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Ok(response) = http.get(url).send().await else {
+            continue;
+        };
+        let Ok(text) = response.text().await else {
+            continue;
+        };
+        for (max, name) in [
+            (&mut view.count_running, "demo_count_calls_running"),
+            (&mut view.in_flight, "mcp_requests_in_flight"),
+        ] {
+            if let Some(value) = gauge(&text, name) {
+                *max = Some(max.map_or(value, |max: f64| max.max(value)));
+            }
+        }
+    }
+}
+
 /// One of the flooder's N call slots.
 #[derive(Default)]
 struct Flood {
@@ -273,6 +321,7 @@ struct Outcome {
     failed: Counts,
     rss_mb: Option<f64>,
     held_max: usize,
+    server: ServerView,
     flood_accepted: u64,
     flood_refused: Counts,
 }
@@ -337,8 +386,14 @@ fn measure(exe: &std::path::Path, run: &Run, secs: u64) -> Result<Outcome, Strin
     });
     let shared = Arc::new(FloodShared::default());
     let runtime = common::runtime();
-    let floods = runtime.block_on(async {
+    let metrics_url = url.replace("/mcp", "/metrics");
+    let (floods, server_view) = runtime.block_on(async {
         let end = Instant::from_std(end);
+        let sampler = tokio::spawn(async move {
+            let mut view = ServerView::default();
+            let _ = tokio::time::timeout_at(end, sample_metrics(&metrics_url, &mut view)).await;
+            view
+        });
         // One client (one connection pool) for every slot: one source.
         let http = http_client(FLOOD_SOURCE);
         let tasks: Vec<_> = (0..run.flood)
@@ -354,7 +409,8 @@ fn measure(exe: &std::path::Path, run: &Run, secs: u64) -> Result<Outcome, Strin
             })
             .collect();
         tokio::time::sleep_until(end).await;
-        futures::future::join_all(tasks).await
+        let floods = futures::future::join_all(tasks).await;
+        (floods, sampler.await.unwrap_or_default())
     });
     drop(runtime);
     let legits = legit_thread.join().map_err(|_| "a legit client panicked")?;
@@ -393,6 +449,7 @@ fn measure(exe: &std::path::Path, run: &Run, secs: u64) -> Result<Outcome, Strin
         failed,
         rss_mb,
         held_max: shared.held_max.load(Ordering::Relaxed),
+        server: server_view,
         flood_accepted,
         flood_refused,
     })
@@ -465,7 +522,8 @@ fn run() -> Result<(), String> {
              (raise the hard limit, e.g. `ulimit -Hn`)"
         );
     }
-    let exe = build_server()?;
+    // With `/metrics`: the server's own counts of what it holds.
+    let exe = build_server_with(&["metrics"])?;
     let mut runs = Vec::new();
     for label in ["before", "after"] {
         for &flood in &options.floods {
@@ -502,9 +560,14 @@ fn run() -> Result<(), String> {
         let rss = outcome
             .rss_mb
             .map_or("?".to_owned(), |mb| format!("{mb:.1} MB"));
+        let shown = |value: Option<f64>| value.map_or("-".to_owned(), |n| format!("{n:.0}"));
+        let running = shown(outcome.server.count_running);
+        let in_flight = shown(outcome.server.in_flight);
         println!(
             "{} / flood {flood}: legit p50 {:.1} ms, p99 {:.1} ms, {} done, failed {}; \
-             server RSS peak {rss}; flood held at most {} at once ({} accepted, refused {})",
+             server RSS peak {rss}; flood held at most {} at once as the flooder saw it, \
+             {running} count calls running in the server, {in_flight} requests in flight \
+             (all clients) ({} accepted, refused {})",
             run.label,
             outcome.p50_ms,
             outcome.p99_ms,
@@ -515,7 +578,7 @@ fn run() -> Result<(), String> {
             show(&outcome.flood_refused),
         );
         rows.push(format!(
-            "| {} | {flood} | {:.1} | {:.1} | {} | {} | {rss} | {} |",
+            "| {} | {flood} | {:.1} | {:.1} | {} | {} | {rss} | {running} | {} | {in_flight} |",
             run.label,
             outcome.p50_ms,
             outcome.p99_ms,
@@ -527,9 +590,9 @@ fn run() -> Result<(), String> {
     println!();
     println!(
         "| limits | flood | legit p50 (ms) | legit p99 (ms) | legit calls done | failed legit calls \
-         | server RSS peak | flood held at once |"
+         | server RSS peak | flood held at once: server | flooder's view | in flight, all clients |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         println!("{row}");
     }

@@ -109,10 +109,17 @@ impl Drop for Server {
 /// Builds `examples/server` in release mode and returns the executable cargo
 /// reports (wherever the target directory is).
 pub fn build_server() -> Result<PathBuf, String> {
+    build_server_with(&[])
+}
+
+/// [`build_server`] with these crate features (e.g. `metrics`, for the
+/// example's `/metrics`).
+pub fn build_server_with(features: &[&str]) -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     let output = Command::new(&cargo)
         .args(["build", "--release", "--example", "server"])
+        .args(["--features", &features.join(",")])
         .args([
             "--message-format=json-render-diagnostics",
             "--manifest-path",

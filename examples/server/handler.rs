@@ -76,6 +76,27 @@ fn listeners() -> std::sync::MutexGuard<'static, BTreeMap<u64, SubscriptionSink>
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// One `count` call running, in the gauge `demo_count_calls_running`
+/// (with `--features metrics`): what a flood of long calls holds, seen
+/// from inside the handler (a call's units are admitted before it starts
+/// and released after it ends, so this never exceeds what the layer holds).
+struct CountRunning;
+
+impl CountRunning {
+    fn start() -> Self {
+        #[cfg(feature = "metrics")]
+        metrics::gauge!("demo_count_calls_running").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for CountRunning {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        metrics::gauge!("demo_count_calls_running").decrement(1.0);
+    }
+}
+
 /// Demo MCP server.
 #[derive(Debug, Clone)]
 pub struct DemoServer {
@@ -129,6 +150,7 @@ impl DemoServer {
                 None,
             ));
         }
+        let _running = CountRunning::start();
         let token = meta.get_progress_token();
         for step in 1..=steps {
             tokio::time::sleep(delay).await;
