@@ -160,8 +160,13 @@ async fn an_expensive_tool_counts_as_its_cost() {
     // 3 + 1 fits A's 4: a cheap call is served.
     let cheap = send_now(call(&a, 2, "echo", json!({ "text": "cheap" }))).await;
     assert_eq!(cheap.status(), StatusCode::OK);
+    let body = cheap.text().await.unwrap();
+    assert_eq!(result_text_of(&body).as_deref(), Some("cheap"), "{body}");
+    // Its unit is back once its answer ended.
+    wait_in_flight(&server.manager, 3).await;
     held.push(spawn_hold(&a, 3, "hold"));
     wait_in_flight(&server.manager, 4).await;
+    assert!(eventually(TIMEOUT, || probe.running() == 2).await);
     // 4 + 1 does not.
     assert_refused(
         send_now(call(&a, 4, "echo", json!({ "text": "x" }))).await,
