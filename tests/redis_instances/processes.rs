@@ -133,6 +133,15 @@ impl Instance {
         Client::from_source(&self.url, source)
     }
 
+    /// Whether a line of its output so far holds `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(text))
+    }
+
     /// Kills the process and waits for it.
     fn kill(&mut self) {
         let _ = self.child.kill();

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::redis_server::{PrivateRedis, connection};
-use crate::common::{SseReader, parse_event_id};
+use crate::common::{SseReader, parse_event_id, read_to_end};
 use crate::mcp::{is_method, loopback, read_messages, result_text, tool_call};
 use crate::processes::Pair;
 use reqwest::StatusCode;
@@ -113,6 +113,64 @@ async fn a_get_on_one_instance_receives_the_notifications_sent_on_another() {
         .collect();
     assert_eq!(from_b, [2, 3], "B's events out of order: {positions:?}");
     drop(reader);
+    pair.finish().await;
+    drop(redis);
+}
+
+/// A client that does not read its GET on A: what B sends beyond the
+/// client's queue is dropped on A (logged), nothing waits for it (A's
+/// listener still ends A's copy at B's DELETE), and what the GET then
+/// reads is B's notifications once each, in id order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_costs_its_instance_nothing_unbounded() {
+    const NOT_SENT_LIVE: &str = "not sent live";
+    let redis = PrivateRedis::start();
+    let pair = Pair::start_on("relay_full", &redis.url());
+    let on_a = pair.a.client(loopback(2));
+    let on_b = pair.b.client(loopback(2));
+    let session = on_a.initialize().await.expect("initialize on A");
+    // Never read until the end: the socket's buffers fill, then the
+    // client's queue on A.
+    let get = on_a.open_standalone(&session).await;
+    assert_eq!(get.status(), StatusCode::OK);
+
+    let mut sent = 0;
+    for call in 0..60 {
+        announce(&on_b, &session, 10 + call, 100).await;
+        sent += 100;
+        if pair.a.logged(NOT_SENT_LIVE) {
+            break;
+        }
+    }
+    assert!(
+        pair.a.logged(NOT_SENT_LIVE),
+        "{sent} notifications from B never filled the client's queue on A"
+    );
+
+    let status = on_b.delete(&session).await;
+    assert!(
+        status == StatusCode::ACCEPTED || status == StatusCode::OK,
+        "{status}"
+    );
+    let (events, ended) = read_to_end(get, Duration::from_secs(10)).await;
+    assert!(
+        ended,
+        "A's GET outlived the DELETE on B: its listener is stuck"
+    );
+    let sequences: Vec<u64> = events
+        .iter()
+        .filter(|event| event.message.is_some())
+        .map(|event| parse_event_id(event.id.as_deref().expect("an id")).2)
+        .collect();
+    assert!(
+        !sequences.is_empty() && sequences.len() < sent,
+        "{} of {sent} delivered",
+        sequences.len()
+    );
+    assert!(
+        sequences.windows(2).all(|pair| pair[0] < pair[1]),
+        "not once each in id order: {sequences:?}"
+    );
     pair.finish().await;
     drop(redis);
 }

@@ -104,6 +104,8 @@ pub(crate) struct Inner {
     /// Nonces of appends whose outcome is unknown, by stream (`unsettled`).
     unsettled: Mutex<hashlink::LinkedHashMap<String, Vec<String>>>,
     errors: ErrorLog,
+    /// Other instances' standalone events dropped for full queues.
+    relay_drops: relay::Drops,
     upkeep_interval: Option<Duration>,
     upkeep_now: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
@@ -505,6 +507,7 @@ impl RedisStoresBuilder {
             nonces: AtomicU64::new(0),
             unsettled: Mutex::new(hashlink::LinkedHashMap::new()),
             errors: ErrorLog::default(),
+            relay_drops: relay::Drops::default(),
             upkeep_interval: self.upkeep_interval,
             upkeep_now: Arc::new(tokio::sync::Notify::new()),
             shutdown: CancellationToken::new(),

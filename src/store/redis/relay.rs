@@ -25,8 +25,10 @@
 //!   the publication arrives on the listener's connection. A client that
 //!   resumes with `Last-Event-ID` gets the list's order from the store.
 //! - Nothing waits and nothing queues between the listener and a session:
-//!   a copy whose client has a full queue drops the event (logged; it stays
-//!   replayable by id from the store). A publication for a session this
+//!   a copy whose client has a full queue drops the event (it stays
+//!   replayable by id from the store; logged at most once per
+//!   [`QUIET_PERIOD`], with the count, so a stalled client cannot flood
+//!   the log). A publication for a session this
 //!   instance does not hold costs a split of its head (an instance id and
 //!   a stream name, at most about 170 bytes) and one map lookup; its event
 //!   is not decoded. (redis-rs queues what the socket delivered until the
@@ -35,7 +37,11 @@
 //!   this instance's subscription is down is not delivered live here; the
 //!   client gets it by resuming with a `Last-Event-ID` before it.
 
+use std::time::Duration;
+
+use parking_lot::Mutex;
 use rmcp::transport::streamable_http_server::session::{ServerSseMessage, SessionId};
+use tokio::time::Instant;
 
 use super::Inner;
 use super::events::Entry;
@@ -44,6 +50,34 @@ use crate::store::is_session_id;
 /// The suffix of a session's standalone stream (rmcp's name, see
 /// `session::event_stream`).
 const STANDALONE_SUFFIX: &str = ":common";
+
+/// At most one log line per this long about events dropped for full
+/// queues.
+const QUIET_PERIOD: Duration = Duration::from_secs(10);
+
+/// Events dropped because a client's queue was full: when the last line
+/// about them was logged, and how many since.
+#[derive(Debug, Default)]
+pub(super) struct Drops(Mutex<(Option<Instant>, u64)>);
+
+impl Drops {
+    fn dropped(&self, session: &str) {
+        let mut drops = self.0.lock();
+        drops.1 += 1;
+        if drops.0.is_some_and(|at| at.elapsed() < QUIET_PERIOD) {
+            return;
+        }
+        let count = std::mem::take(&mut drops.1);
+        drops.0 = Some(Instant::now());
+        drop(drops);
+        tracing::warn!(
+            session_id = session,
+            count,
+            "standalone notifications from another instance not sent live: their client's \
+             queue was full (they replay by Last-Event-ID)"
+        );
+    }
+}
 
 /// The session whose standalone stream `stream` is, if it is one.
 fn session_of(stream: &str) -> Option<&str> {
@@ -99,11 +133,7 @@ pub(super) fn deliver(inner: &Inner, payload: &[u8]) {
         return;
     };
     if !handle.push_stored_elsewhere(event) {
-        tracing::warn!(
-            session_id = session,
-            "client's standalone stream is full: a notification from another instance was \
-             not sent live (it replays by Last-Event-ID)"
-        );
+        inner.relay_drops.dropped(session);
     }
 }
 
