@@ -24,7 +24,10 @@
 //! - Appending, trimming to the capacity (`LTRIM`, exact), refreshing the
 //!   TTL and indexing the stream under its session (scored by last use,
 //!   bounded in count) happen in one Lua script: atomic, one round trip,
-//!   and no stream ever holds more than its capacity.
+//!   and no stream ever holds more than its capacity. The same script
+//!   publishes an event stored on a session's standalone stream
+//!   (`relay`), so a stream's publications come in its id order, and only
+//!   events that were stored are published.
 //! - A replay returns the kept events after the id only if none between
 //!   the id and them is missing (else [`StoreError::EventTrimmed`]), none
 //!   is a gap left by a failed append (else [`StoreError::ReplayGap`], see

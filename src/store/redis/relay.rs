@@ -33,6 +33,13 @@
 //!   a stream name, at most about 170 bytes) and one map lookup; its event
 //!   is not decoded. (redis-rs queues what the socket delivered until the
 //!   listener takes it; the listener takes each message without waiting.)
+//! - The copy keeps the event in its standalone stream's recent ring, so
+//!   a shadow taking over, or a plain `GET` on this instance after this
+//!   instance's response ended, replays what that response did not
+//!   deliver. Which instance's response a client read last is known to
+//!   none: a plain `GET` on another instance than that one replays what
+//!   that instance's own previous response did not deliver, some of which
+//!   the client may have read elsewhere (a `Last-Event-ID` avoids that).
 //! - Delivery is at most once (Redis pub/sub): an event published while
 //!   this instance's subscription is down is not delivered live here; the
 //!   client gets it by resuming with a `Last-Event-ID` before it.
