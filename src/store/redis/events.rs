@@ -84,7 +84,9 @@ pub struct RedisEventStore {
 /// server's clock (each takes longer), so a stream dropped and started
 /// again gets a generation of its own.
 ///
-/// The index scores each stream by its last use and keeps ARGV[6]: the
+/// The index scores each stream by its last use (µs: no two scripts share
+/// one, so streams appended one after the other never tie, and the
+/// least recently used goes first) and keeps ARGV[6]: the
 /// standalone stream (`<id>:common`), however quiet, and the most recently
 /// used others. The ones beyond are removed with their events, so a
 /// session's index and streams stay bounded however many requests it
@@ -123,8 +125,8 @@ if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], ARGV[8] .. ' ' .. entry) en
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if #KEYS == 3 then
-  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  redis.call('ZADD', KEYS[3], now_ms, KEYS[1])
+  local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  redis.call('ZADD', KEYS[3], now_us, KEYS[1])
   local excess = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[6])
   if excess > 0 then
     for _, stream in ipairs(redis.call('ZRANGE', KEYS[3], 0, excess)) do

@@ -7,7 +7,7 @@
 //! | `<prefix>session:<id>` | string | the session's `initialize` parameters (JSON) | TTL, refreshed while an instance holds the session; removed by DELETE |
 //! | `<prefix>deleted:<id>` | string | a DELETE happened (tombstone) | four times the TTL |
 //! | `<prefix>stream:<stream>` | list | the stream's last events, each `<generation>-<sequence> <server> <retry ms, -, or ! for a gap> <message JSON>` | TTL, refreshed on each write and, while an instance holds its session, by that instance's upkeep; trimmed to the replay capacity |
-//! | `<prefix>streams:<id>` | sorted set | the stream keys of session `<id>` (score: last append, ms), at most 128, the standalone one always among them | as its streams; removed by DELETE |
+//! | `<prefix>streams:<id>` | sorted set | the stream keys of session `<id>` (score: last append, µs), at most 128, the standalone one always among them | as its streams; removed by DELETE |
 //! | `<prefix>void:<stream>` | set | nonces of appends reported failed (`unsettled`) | TTL |
 //!
 //! and two pub/sub channels: `<prefix>deleted`, carrying the id of each
