@@ -222,26 +222,7 @@ impl TestServer {
             StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
         );
         let app = axum::Router::new().nest_service("/mcp", manager.layer().layer(service));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-        tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-                .unwrap();
-            }
-        });
-        let server = Self {
-            url,
-            manager,
-            shutdown,
-        };
-        (server, probe)
+        (Self::serve(manager, app, shutdown).await, probe)
     }
 }
 

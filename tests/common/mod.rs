@@ -55,25 +55,7 @@ impl TestServer {
         // The manager's layer, and the peer address recorded for it: client
         // keys are the loopback source addresses tests bind to.
         let app = axum::Router::new().nest_service("/mcp", manager.layer().layer(service));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
-        tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-                .unwrap();
-            }
-        });
-        Self {
-            url,
-            manager,
-            shutdown,
-        }
+        Self::serve(manager, app, shutdown).await
     }
 
     /// [`Self::start`], with `wrap` applied to the app (around the
@@ -90,6 +72,16 @@ impl TestServer {
             StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
         );
         let app = wrap(axum::Router::new().nest_service("/mcp", manager.layer().layer(service)));
+        Self::serve(manager, app, shutdown).await
+    }
+
+    /// Serves `app` on a free loopback port, recording each connection's
+    /// peer address, until the server is dropped (`shutdown`).
+    pub async fn serve(
+        manager: Arc<BoundedSessionManager>,
+        app: axum::Router,
+        shutdown: CancellationToken,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
         tokio::spawn({
