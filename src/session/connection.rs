@@ -204,6 +204,14 @@ impl Connection {
         )
     }
 
+    /// Whether one more event fits in the client's queue without a wait
+    /// (or the client is gone, and nothing will wait for it).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn has_room_for_one(&self, capacity: usize) -> bool {
+        self.pipe.closed.load(Ordering::Acquire)
+            || self.pipe.undelivered.load(Ordering::Acquire) < capacity
+    }
+
     /// Whether the client still reads this response.
     pub(crate) fn is_open(&self) -> bool {
         !self.events.is_closed()

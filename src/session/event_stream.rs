@@ -166,18 +166,12 @@ impl EventStream {
     /// Whether the connected client, if any, can take one more event
     /// without going over `capacity` queued: for a sender that must not
     /// wait for room (`Shared::push_stored_elsewhere`). True with no
-    /// client connected. Polls the room check once, so it needs a tokio
-    /// runtime's context, and never suspends.
+    /// client connected.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn has_room_for_one(&self, capacity: usize) -> bool {
-        use futures::FutureExt;
-        self.connection.as_ref().is_none_or(|connection| {
-            connection
-                .handle()
-                .wait_for_room(capacity.saturating_sub(1), Duration::ZERO)
-                .now_or_never()
-                == Some(true)
-        })
+        self.connection
+            .as_ref()
+            .is_none_or(|connection| connection.has_room_for_one(capacity))
     }
 
     /// Connects a new request stream's first response, which starts with a
