@@ -17,8 +17,8 @@
 //! flood sizes 0 (none), 3,000 and 9,000, first with the example's request
 //! limits off ("before": `--max-requests none --max-requests-per-client
 //! none --request-rate-per-client none`), then with its defaults ("after"),
-//! then the retrying flooder against the defaults. The server's peak RSS
-//! is its `VmHWM`. "Flood held at once" is the most flood calls the
+//! then the retrying flooder against the defaults at each flood size. The
+//! server's peak RSS is its `VmHWM`. "Flood held at once" is the most flood calls the
 //! server held at once, seen twice: by the server (built with `--features
 //! metrics`, its `/metrics` sampled every 20 ms: `count` calls running in
 //! its handler, which only the flooder calls, a lower bound, since a call
@@ -26,7 +26,10 @@
 //! by the flooder (a 2xx answer whose result has not arrived: an upper
 //! bound, since a busy flooder may read a new call's headers before an
 //! older call's result). Also sampled: the server's request units in
-//! flight, all clients together (counted only with limits on).
+//! flight, all clients together (counted only with limits on), and how
+//! many flood calls were refused: how hard the flooder, on the same cores,
+//! managed to push (thousands of connections opened at once overflow the
+//! server's listen queue, and their retried SYNs wait whole seconds).
 //!
 //! Needs every 127.0.0.0/8 address on loopback, as on Linux, and an
 //! open-file limit above the flood size (raised to the hard limit here;
@@ -77,7 +80,7 @@ Usage: cargo bench --bench stateless_flood -- [--secs N] [--floods N,N,...]
 
   --secs N          how long each run lasts (default 15)
   --floods N,N,...  flood sizes (default 0,3000,9000); the retrying flooder
-                    runs at the largest";
+                    runs at each but 0";
 
 fn legit_source(client: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 10 + client)
@@ -358,8 +361,8 @@ fn measure(exe: &std::path::Path, run: &Run, secs: u64) -> Result<Outcome, Strin
     let duration = Duration::from_secs(secs);
     let end = std::time::Instant::now() + duration;
 
-    // The legitimate clients on a runtime of their own: the flooder's
-    // thousands of tasks must not delay their timers in this process.
+    // The legitimate clients and the metrics sampler on a runtime of their
+    // own: the flooder's thousands of tasks must not delay their timers.
     let legit_thread = std::thread::spawn({
         let url = url.clone();
         move || {
@@ -380,20 +383,24 @@ fn measure(exe: &std::path::Path, run: &Run, secs: u64) -> Result<Outcome, Strin
                         })
                     })
                     .collect();
-                futures::future::join_all(tasks).await
+                // The server's view too: on the flooder's busy runtime its
+                // samples would come late and miss peaks.
+                let metrics_url = url.replace("/mcp", "/metrics");
+                let sampler = tokio::spawn(async move {
+                    let mut view = ServerView::default();
+                    let sampling = sample_metrics(&metrics_url, &mut view);
+                    let _ = tokio::time::timeout_at(end, sampling).await;
+                    view
+                });
+                let legits = futures::future::join_all(tasks).await;
+                (legits, sampler.await.unwrap_or_default())
             })
         }
     });
     let shared = Arc::new(FloodShared::default());
     let runtime = common::runtime();
-    let metrics_url = url.replace("/mcp", "/metrics");
-    let (floods, server_view) = runtime.block_on(async {
+    let floods = runtime.block_on(async {
         let end = Instant::from_std(end);
-        let sampler = tokio::spawn(async move {
-            let mut view = ServerView::default();
-            let _ = tokio::time::timeout_at(end, sample_metrics(&metrics_url, &mut view)).await;
-            view
-        });
         // One client (one connection pool) for every slot: one source.
         let http = http_client(FLOOD_SOURCE);
         let tasks: Vec<_> = (0..run.flood)
@@ -409,11 +416,10 @@ fn measure(exe: &std::path::Path, run: &Run, secs: u64) -> Result<Outcome, Strin
             })
             .collect();
         tokio::time::sleep_until(end).await;
-        let floods = futures::future::join_all(tasks).await;
-        (floods, sampler.await.unwrap_or_default())
+        futures::future::join_all(tasks).await
     });
     drop(runtime);
-    let legits = legit_thread.join().map_err(|_| "a legit client panicked")?;
+    let (legits, server_view) = legit_thread.join().map_err(|_| "a legit client panicked")?;
     let rss_mb = peak_rss_mb(pid);
     if let Ok(Some(status)) = server.child.try_wait() {
         return Err(format!(
@@ -534,10 +540,10 @@ fn run() -> Result<(), String> {
             });
         }
     }
-    if largest > 0 {
+    for &flood in options.floods.iter().filter(|&&flood| flood > 0) {
         runs.push(Run {
             label: "after",
-            flood: largest,
+            flood,
             retry_at_once: true,
         });
     }
@@ -578,21 +584,23 @@ fn run() -> Result<(), String> {
             show(&outcome.flood_refused),
         );
         rows.push(format!(
-            "| {} | {flood} | {:.1} | {:.1} | {} | {} | {rss} | {running} | {} | {in_flight} |",
+            "| {} | {flood} | {:.1} | {:.1} | {} | {} | {rss} | {running} | {} | {in_flight} | {} |",
             run.label,
             outcome.p50_ms,
             outcome.p99_ms,
             outcome.done,
             outcome.failed.values().sum::<u64>(),
             outcome.held_max,
+            outcome.flood_refused.values().sum::<u64>(),
         ));
     }
     println!();
     println!(
         "| limits | flood | legit p50 (ms) | legit p99 (ms) | legit calls done | failed legit calls \
-         | server RSS peak | flood held at once: server | flooder's view | in flight, all clients |"
+         | server RSS peak | flood held at once: server | flooder's view | in flight, all clients \
+         | flood calls refused |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         println!("{row}");
     }
