@@ -39,7 +39,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use tokio::time::Instant;
 
 use crate::clients::ClientKey;
 
@@ -243,7 +242,7 @@ impl RequestAdmission {
                 .and_then(|value| value.to_str().ok())
         };
         let method = header("mcp-method");
-        let now = Instant::now();
+        let now = self.table.clock();
         if method == Some(LISTEN_METHOD) {
             let unit = self.table.admit_listen(client, now)?;
             return Ok(Some(Admitted::Listen(unit)));

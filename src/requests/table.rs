@@ -136,6 +136,7 @@ pub struct RequestTable {
     in_flight: AtomicUsize,
     listening: AtomicUsize,
     next_stream: AtomicU64,
+    created: Instant,
 }
 
 /// The limits as the table applies them.
@@ -148,6 +149,9 @@ struct Limits {
     max_listen_per_client: Option<usize>,
     listen_at_quota: ListenAtQuota,
     retention: Retention,
+    /// Whether requests need a per-client entry (a per-client bound or
+    /// rate): with only the global bound, a request touches one atomic.
+    per_client_requests: bool,
 }
 
 /// Units of the global and the client's in-flight bounds, held by one
@@ -157,6 +161,8 @@ struct Limits {
 pub struct RequestUnits {
     table: Arc<RequestTable>,
     client: ClientKey,
+    /// The client's shard, if requests keep per-client entries.
+    shard: Option<usize>,
     cost: usize,
 }
 
@@ -168,6 +174,7 @@ pub struct RequestUnits {
 pub struct ListenUnit {
     table: Arc<RequestTable>,
     client: ClientKey,
+    shard: usize,
     stream: u64,
     /// Cancelled when a newer stream of the client takes this one's place.
     replaced: CancellationToken,
@@ -191,19 +198,32 @@ impl RequestTable {
                     rate: rate.map(|(_, limit)| limit),
                     max_idle: limits.max_idle_keys.div_ceil(SHARDS),
                 },
+                per_client_requests: limits.max_in_flight_per_client.is_some() || rate.is_some(),
             },
             shards,
             hasher: ShardHasher::default(),
             in_flight: AtomicUsize::new(0),
             listening: AtomicUsize::new(0),
             next_stream: AtomicU64::new(0),
+            created: Instant::now(),
         }
     }
 
-    fn shard(&self, client: &ClientKey) -> &Mutex<Keyed<ClientKey, Usage>> {
-        let hash = self.hasher.hash_one(client);
+    /// The shard of `client`'s entry, hashed once per admission and kept
+    /// by the units for their release.
+    fn shard_of(&self, client: &ClientKey) -> usize {
         // SHARDS is a power of two: the low bits of a keyed hash.
-        &self.shards[(hash as usize) & (SHARDS - 1)]
+        (self.hasher.hash_one(client) as usize) & (SHARDS - 1)
+    }
+
+    /// The time to admit and file entries at: now with a rate limit (its
+    /// log is checked and pruned against it), else any time will do, and
+    /// reading the clock is a good share of an admission and a release.
+    pub fn clock(&self) -> Instant {
+        match self.limits.rate {
+            Some(_) => Instant::now(),
+            None => self.created,
+        }
     }
 
     /// Units in flight now.
@@ -231,43 +251,50 @@ impl RequestTable {
         now: Instant,
     ) -> Result<RequestUnits, Refused> {
         let limits = self.limits;
-        let ticket = self
-            .shard(client)
-            .lock()
-            .update(client, limits.retention, now, |usage| {
-                let ticket = match limits.rate {
-                    Some((max, limit)) => {
-                        Some(usage.log.try_grant(limit, now).map_err(|retry_after| {
-                            Refused::RequestRate {
-                                limit: max,
-                                retry_after,
+        let shard = limits.per_client_requests.then(|| self.shard_of(client));
+        let ticket = match shard {
+            Some(shard) => {
+                self.shards[shard]
+                    .lock()
+                    .update(client, limits.retention, now, |usage| {
+                        let ticket = match limits.rate {
+                            Some((max, limit)) => {
+                                Some(usage.log.try_grant(limit, now).map_err(|retry_after| {
+                                    Refused::RequestRate {
+                                        limit: max,
+                                        retry_after,
+                                    }
+                                })?)
                             }
-                        })?)
-                    }
-                    None => None,
-                };
-                if let Some(max) = limits.max_in_flight_per_client
-                    && usage.in_flight + cost > max
-                {
-                    if let Some(ticket) = ticket {
-                        usage.log.give_back(ticket);
-                    }
-                    return Err(Refused::RequestQuota { limit: max });
-                }
-                usage.in_flight += cost;
-                Ok(ticket)
-            })?;
+                            None => None,
+                        };
+                        if let Some(max) = limits.max_in_flight_per_client
+                            && usage.in_flight + cost > max
+                        {
+                            if let Some(ticket) = ticket {
+                                usage.log.give_back(ticket);
+                            }
+                            return Err(Refused::RequestQuota { limit: max });
+                        }
+                        usage.in_flight += cost;
+                        Ok(ticket)
+                    })?
+            }
+            None => None,
+        };
         if let Some(limit) = limits.max_in_flight
             && !try_raise(&self.in_flight, cost, limit)
         {
-            self.shard(client)
-                .lock()
-                .update(client, limits.retention, now, |usage| {
-                    usage.in_flight -= cost;
-                    if let Some(ticket) = ticket {
-                        usage.log.give_back(ticket);
-                    }
-                });
+            if let Some(shard) = shard {
+                self.shards[shard]
+                    .lock()
+                    .update(client, limits.retention, now, |usage| {
+                        usage.in_flight -= cost;
+                        if let Some(ticket) = ticket {
+                            usage.log.give_back(ticket);
+                        }
+                    });
+            }
             return Err(Refused::RequestsAtCapacity { limit });
         }
         if limits.max_in_flight.is_none() {
@@ -277,6 +304,7 @@ impl RequestTable {
         Ok(RequestUnits {
             table: self.clone(),
             client: client.clone(),
+            shard,
             cost,
         })
     }
@@ -293,7 +321,8 @@ impl RequestTable {
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let replaced = CancellationToken::new();
         let own = (stream, replaced.clone());
-        let mut shard = self.shard(client).lock();
+        let shard_index = self.shard_of(client);
+        let mut shard = self.shards[shard_index].lock();
         // Err: refused; Ok(true): took over the oldest stream's place.
         let took_over = shard.update(client, limits.retention, now, |usage| {
             let at_quota = limits
@@ -333,6 +362,7 @@ impl RequestTable {
         Ok(ListenUnit {
             table: self.clone(),
             client: client.clone(),
+            shard: shard_index,
             stream,
             replaced,
         })
@@ -375,18 +405,23 @@ impl Drop for RequestUnits {
     fn drop(&mut self) {
         let table = &self.table;
         let cost = self.cost;
-        // Both counters under the client's lock: a request of the same
-        // client racing this release sees both freed or neither, never a
-        // refusal from one counter while the other already has room.
-        table.shard(&self.client).lock().update(
-            &self.client,
-            table.limits.retention,
-            Instant::now(),
-            |usage| {
-                usage.in_flight -= cost;
+        match self.shard {
+            // Both counters under the client's lock: a request of the same
+            // client racing this release sees both freed or neither, never
+            // a refusal from one counter while the other already has room.
+            Some(shard) => table.shards[shard].lock().update(
+                &self.client,
+                table.limits.retention,
+                table.clock(),
+                |usage| {
+                    usage.in_flight -= cost;
+                    table.in_flight.fetch_sub(cost, Ordering::AcqRel);
+                },
+            ),
+            None => {
                 table.in_flight.fetch_sub(cost, Ordering::AcqRel);
-            },
-        );
+            }
+        }
         table.report_levels();
     }
 }
@@ -403,10 +438,10 @@ impl Drop for ListenUnit {
     fn drop(&mut self) {
         let table = &self.table;
         let stream = self.stream;
-        let listed = table.shard(&self.client).lock().update(
+        let listed = table.shards[self.shard].lock().update(
             &self.client,
             table.limits.retention,
-            Instant::now(),
+            table.clock(),
             |usage| {
                 let position = usage.listening.iter().position(|(id, _)| *id == stream);
                 let listed = position.map(|at| usage.listening.remove(at)).is_some();
