@@ -118,6 +118,18 @@ pub fn compare(rounds: usize, duration: Duration) {
     for (mode, [calls, cpu]) in MODES.iter().zip(&medians) {
         println!("median {mode:>13}: {calls:>8.0} tool calls/s ({cpu:.1} µs CPU each)");
     }
+    // The least disturbed round of each: on a shared machine a round's CPU
+    // per call moves by far more than admission costs.
+    let least: Vec<f64> = results
+        .iter()
+        .map(|columns| columns[1].iter().copied().fold(f64::INFINITY, f64::min))
+        .collect();
+    println!(
+        "least CPU per call in a round: off {:.1} µs, on {:.1} µs; off / on {:.3}x",
+        least[0],
+        least[1],
+        least[0] / least[1]
+    );
     let (off, on) = (medians[0], medians[1]);
     println!(
         "admission on / off (medians): tool calls/s {:.3}x; CPU per call off / on {:.3}x \
