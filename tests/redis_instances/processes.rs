@@ -49,7 +49,7 @@ fn strip_ansi(line: &str) -> String {
 /// One `examples/server` process; killed when dropped.
 pub struct Instance {
     name: &'static str,
-    url: String,
+    pub url: String,
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::common::redis_server::{PrivateRedis, connection};
-use crate::common::{SseReader, parse_event_id, read_to_end};
+use crate::common::{SseReader, parse_event_id};
 use crate::mcp::{is_method, loopback, read_messages, result_text, tool_call};
 use crate::processes::Pair;
 use reqwest::StatusCode;
@@ -117,6 +117,78 @@ async fn a_get_on_one_instance_receives_the_notifications_sent_on_another() {
     drop(redis);
 }
 
+/// Announce calls at most (100 notifications each): a few MB, beyond what
+/// a small receive buffer and the server's send buffer hold.
+const MAX_CALLS: u64 = 200;
+
+/// A standalone `GET` on a raw socket with a small receive buffer, read
+/// only at the end.
+struct RawGet {
+    stream: tokio::net::TcpStream,
+}
+
+impl RawGet {
+    async fn open(url: &str, source: std::net::Ipv4Addr, session: &str) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let authority = url
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split('/').next())
+            .expect("an http URL");
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket
+            .bind(std::net::SocketAddr::new(source.into(), 0))
+            .unwrap();
+        let mut stream = socket
+            .connect(authority.parse().unwrap())
+            .await
+            .expect("server reachable");
+        let request = format!(
+            "GET /mcp HTTP/1.1\r\nhost: {authority}\r\naccept: text/event-stream\r\n\
+             mcp-session-id: {session}\r\nmcp-protocol-version: {}\r\n\r\n",
+            crate::common::PROTOCOL_VERSION
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        Self { stream }
+    }
+
+    /// Reads the response to its last chunk (or `timeout`): its SSE events,
+    /// and whether it ended.
+    async fn read_to_end(&mut self, timeout: Duration) -> (Vec<crate::common::SseEvent>, bool) {
+        use tokio::io::AsyncReadExt;
+        let mut raw = Vec::new();
+        let ended = tokio::time::timeout(timeout, async {
+            let mut buffer = [0u8; 65536];
+            loop {
+                let read = self.stream.read(&mut buffer).await.unwrap_or(0);
+                raw.extend_from_slice(&buffer[..read]);
+                if read == 0 || raw.ends_with(b"\r\n0\r\n\r\n") {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok();
+        let text = String::from_utf8_lossy(&raw);
+        let (head, chunked) = text.split_once("\r\n\r\n").expect("a response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        // De-chunk: a hex size line, that many bytes, a blank line.
+        let mut body = String::new();
+        let mut rest = chunked;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+                break;
+            };
+            if size == 0 || after.len() < size {
+                break;
+            }
+            body.push_str(&after[..size]);
+            rest = after[size..].trim_start_matches("\r\n");
+        }
+        (crate::common::parse_events(&body), ended)
+    }
+}
+
 /// A client that does not read its GET on A: what B sends beyond the
 /// client's queue is dropped on A (logged), nothing waits for it (A's
 /// listener still ends A's copy at B's DELETE), and what the GET then
@@ -130,12 +202,14 @@ async fn a_client_that_does_not_read_costs_its_instance_nothing_unbounded() {
     let on_b = pair.b.client(loopback(2));
     let session = on_a.initialize().await.expect("initialize on A");
     // Never read until the end: the socket's buffers fill, then the
-    // client's queue on A.
-    let get = on_a.open_standalone(&session).await;
-    assert_eq!(get.status(), StatusCode::OK);
+    // client's queue on A. A small receive buffer (which also turns the
+    // kernel's autotuning off) so that they fill within the calls below
+    // whatever the machine's TCP settings: reqwest's socket could absorb
+    // tens of MB on loopback.
+    let mut get = RawGet::open(&pair.a.url, loopback(2), &session).await;
 
     let mut sent = 0;
-    for call in 0..60 {
+    for call in 0..MAX_CALLS {
         announce(&on_b, &session, 10 + call, 100).await;
         sent += 100;
         if pair.a.logged(NOT_SENT_LIVE) {
@@ -152,7 +226,7 @@ async fn a_client_that_does_not_read_costs_its_instance_nothing_unbounded() {
         status == StatusCode::ACCEPTED || status == StatusCode::OK,
         "{status}"
     );
-    let (events, ended) = read_to_end(get, Duration::from_secs(10)).await;
+    let (events, ended) = get.read_to_end(Duration::from_secs(20)).await;
     assert!(
         ended,
         "A's GET outlived the DELETE on B: its listener is stuck"
