@@ -15,7 +15,15 @@
 //! With the `redis` feature, `RedisStores` lets several instances share
 //! sessions and replays (rmcp's `SessionStore` and `EventStore` on Redis);
 //! [`MemoryEventStore`] makes stateless streams (protocol 2026-07-28)
-//! resumable on one instance.
+//! resumable on one instance. With the layer ([`BoundedSessionManager::layer`]),
+//! requests in flight, request rates and listen streams are bounded per
+//! client for every request, with sessions or without (protocol
+//! 2026-07-28).
+//!
+//! The [`guide`] explains each of these at length: status codes, fairness
+//! and the threat model, protocol 2026-07-28, observability, replay,
+//! several instances, migrating, internals, limits, and what checks each
+//! guarantee.
 //!
 //! # Example
 //!
@@ -64,6 +72,7 @@ mod config;
 mod error;
 mod event_id;
 mod eviction;
+pub mod guide;
 mod http;
 mod manager;
 // Until the manager reports to it; the expectation then fails, as a reminder
