@@ -61,6 +61,8 @@ impl BoundedSessionManager {
             stateless_event_store: None,
             restoring: dashmap::DashSet::new(),
             requests: None,
+            #[cfg(feature = "redis")]
+            redis_stores: std::sync::OnceLock::new(),
         }
     }
 

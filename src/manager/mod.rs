@@ -106,6 +106,9 @@ pub struct BoundedSessionManager {
     /// Admission of requests and listen streams (handed to [`Self::layer`]),
     /// when any of their limits is configured.
     requests: Option<Arc<RequestAdmission>>,
+    /// The Redis stores the builder attached (see `stores`).
+    #[cfg(feature = "redis")]
+    redis_stores: std::sync::OnceLock<std::sync::Weak<crate::store::RedisInner>>,
 }
 
 impl BoundedSessionManager {

@@ -2,6 +2,8 @@
 //! to end a session DELETEd on another instance), and what the manager
 //! asks of them (whether a restore must be refused).
 
+use std::sync::Weak;
+
 use rmcp::transport::streamable_http_server::session::SessionId;
 
 use super::BoundedSessionManager;
@@ -17,6 +19,19 @@ impl BoundedSessionManager {
     /// crate issues, or DELETEd on this instance since rmcp loaded it.
     pub(crate) fn store_refuses_restore(&self, id: &SessionId) -> bool {
         crate::store::refuses_restore(self, id)
+    }
+
+    /// The Redis stores attached to this manager, if any (weak: the stores'
+    /// background tasks end with their last `RedisStores` clone, not with
+    /// the manager).
+    pub(crate) fn redis_stores(&self) -> Option<&Weak<crate::store::RedisInner>> {
+        self.redis_stores.get()
+    }
+
+    /// Records the stores the builder attached (once: a manager is built
+    /// with one `RedisStores` at most).
+    pub(crate) fn attach_redis_stores(&self, stores: Weak<crate::store::RedisInner>) {
+        let _ = self.redis_stores.set(stores);
     }
 
     /// Ends this instance's copy of a session DELETEd elsewhere, as a

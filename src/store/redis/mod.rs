@@ -36,7 +36,7 @@
 //!   answers one call with fails that call only.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -114,7 +114,6 @@ pub(crate) struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        ATTACHED.retain(|_, (_, inner)| inner.strong_count() > 0);
     }
 }
 
@@ -215,24 +214,11 @@ pub(crate) fn is_outage(error: &redis::RedisError) -> bool {
         || error.code() == Some("BUSY")
 }
 
-/// The stores attached to each manager (by the manager's address), so that
-/// the manager's restore can ask them about DELETEs (`refuses_restore`). A
-/// `Weak` keeps its allocation, so no other manager can take an address
-/// while its entry names it.
-static ATTACHED: LazyLock<DashMap<usize, Attachment>> = LazyLock::new(DashMap::new);
-
-/// A manager and its stores, in [`ATTACHED`].
-type Attachment = (Weak<BoundedSessionManager>, Weak<Inner>);
-
 /// Whether `manager` must refuse to restore `id`: the id is not one this
 /// crate issues, or a DELETE of it came on this instance since rmcp loaded
 /// it (or waits for Redis here). False for a manager without Redis stores.
 pub(crate) fn refuses_restore(manager: &BoundedSessionManager, id: &str) -> bool {
-    let Some(inner) = ATTACHED
-        .get(&(std::ptr::from_ref(manager) as usize))
-        .filter(|entry| std::ptr::eq(entry.0.as_ptr(), manager))
-        .and_then(|entry| entry.1.upgrade())
-    else {
+    let Some(inner) = manager.redis_stores().and_then(|inner| inner.upgrade()) else {
         return false;
     };
     !crate::store::is_session_id(id) || inner.deleted_here(id)
@@ -379,10 +365,7 @@ impl RedisStores {
         }
         *attached = Arc::downgrade(manager);
         drop(attached);
-        ATTACHED.insert(
-            Arc::as_ptr(manager) as usize,
-            (Arc::downgrade(manager), Arc::downgrade(&self.inner)),
-        );
+        manager.attach_redis_stores(Arc::downgrade(&self.inner));
         self.inner
             .stream_capacity
             .store(replay_capacity, Ordering::Relaxed);
