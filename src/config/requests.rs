@@ -90,7 +90,9 @@ impl BoundedSessionManagerBuilder {
     }
 
     /// At most `n` `subscriptions/listen` streams open on this server (told
-    /// apart by their `Mcp-Method` header); one more is refused with `503`,
+    /// apart by their `Mcp-Method` header, on requests of protocol
+    /// 2026-07-28, whose headers rmcp checks against the body); one more is
+    /// refused with `503`,
     /// unless its client replaces one of its own
     /// ([`listen_at_quota`](Self::listen_at_quota)).
     ///
@@ -149,8 +151,9 @@ impl BoundedSessionManagerBuilder {
     }
 
     /// How many units a request costs against the in-flight bounds, from
-    /// its `Mcp-Method` and `Mcp-Name` headers and its client (see
-    /// [`RequestInfo`]); 1 for each request by default. A cost of 0 counts
+    /// its `Mcp-Method` and `Mcp-Name` headers (given only for requests of
+    /// protocol 2026-07-28, whose headers rmcp checks; `None` for a
+    /// session's) and its client (see [`RequestInfo`]); 1 for each request by default. A cost of 0 counts
     /// as 1, and a cost above the smallest in-flight bound configured
     /// counts as that bound (so an expensive request waits for an idle
     /// client, never for ever). The function runs on every `POST`: keep

@@ -26,8 +26,10 @@
 //! Classification reads headers only: the layer never buffers or parses a
 //! body, so a request costs the same to admit whatever its size. A client
 //! that omits or falsifies `Mcp-Method` gains nothing: rmcp refuses a
-//! 2026-07-28 request whose header contradicts its body, and a legacy
-//! `POST` without the header is a request of cost 1.
+//! request of protocol 2026-07-28 or later whose headers contradict its
+//! body, and on a request of an earlier version (a session's, where rmcp
+//! checks nothing) the layer ignores `Mcp-Method` and `Mcp-Name`: it is a
+//! request, and the cost function sees neither header.
 //!
 //! The invariants (exact global and per-client bounds, the replacement
 //! that touches only the client's own streams, bounded memory) are kept
@@ -61,6 +63,10 @@ pub(crate) const DEFAULT_MAX_IDLE_CLIENTS: usize = 10_000;
 
 /// The `Mcp-Method` of a listen stream.
 const LISTEN_METHOD: &str = "subscriptions/listen";
+
+/// The first protocol version whose requests carry `Mcp-Method` and
+/// `Mcp-Name` headers that rmcp checks against the body.
+const STANDARD_HEADERS_VERSION: &str = "2026-07-28";
 
 /// What a client at its quota of listen streams gets when it opens one
 /// more.
@@ -107,9 +113,12 @@ pub enum ListenAtQuota {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct RequestInfo<'a> {
-    /// The `Mcp-Method` header, if present and valid UTF-8.
+    /// The `Mcp-Method` header, if present and valid UTF-8, on a request
+    /// of protocol 2026-07-28 or later (rmcp checks it against the body);
+    /// `None` on an earlier version's, where a client could write anything.
     pub method: Option<&'a str>,
-    /// The `Mcp-Name` header (the tool, resource or prompt), if present.
+    /// The `Mcp-Name` header (the tool, resource or prompt), if present,
+    /// under the same condition.
     pub name: Option<&'a str>,
     /// The client the request is keyed by.
     pub client: &'a ClientKey,
@@ -241,6 +250,14 @@ impl RequestAdmission {
                 .get(name)
                 .and_then(|value| value.to_str().ok())
         };
+        // `Mcp-Method` and `Mcp-Name` are believed only where rmcp checks
+        // them against the body: requests declaring protocol 2026-07-28 or
+        // later (rmcp compares the version strings the same way). Below
+        // that, a client could label any request a listen stream, or give
+        // it the name of a cheap tool.
+        let checked = header("mcp-protocol-version")
+            .is_some_and(|version| version >= STANDARD_HEADERS_VERSION);
+        let header = |name: &str| header(name).filter(|_| checked);
         let method = header("mcp-method");
         let now = self.table.clock();
         if method == Some(LISTEN_METHOD) {

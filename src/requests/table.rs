@@ -25,8 +25,9 @@
 //! 4. **Bounded memory.** Per-client entries follow `clients::keyed`: busy
 //!    while the client has a request in flight or a listen stream (bounded
 //!    by the global bounds), else kept only for their rate history, for at
-//!    most `max_idle_keys` keys in all (spread over the shards), least
-//!    recently used forgotten first within a shard.
+//!    most `max_idle_keys / SHARDS` keys (rounded up) per shard, so at most
+//!    `max_idle_keys + SHARDS - 1` in all, least recently used forgotten
+//!    first within a shard.
 //!
 //! # Why shards
 //!

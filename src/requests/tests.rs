@@ -19,10 +19,14 @@ fn client(name: &str) -> ClientKey {
     ClientKey::named(name)
 }
 
+/// A `POST` of protocol 2026-07-28 with `method` in `Mcp-Method`, or a
+/// legacy one without the header.
 fn post(method: Option<&str>) -> Parts {
     let mut request = http::Request::post("/mcp");
     if let Some(method) = method {
-        request = request.header("mcp-method", method);
+        request = request
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method);
     }
     request.body(()).unwrap().into_parts().0
 }
@@ -152,6 +156,18 @@ fn the_layer_counts_posts_and_tells_listen_streams_apart_by_their_header() {
     let legacy = admission.admit(&post(None), &a).unwrap();
     assert!(matches!(call, Some(Admitted::Request(_))));
     assert!(matches!(legacy, Some(Admitted::Request(_))));
+    // Before 2026-07-28 rmcp checks no header against the body: a session's
+    // POST that claims to be a listen stream is a request.
+    let posing = http::Request::post("/mcp")
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-method", "subscriptions/listen")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let posing = admission.admit(&posing, &a).unwrap();
+    assert!(matches!(posing, Some(Admitted::Request(_))));
+    drop(posing);
     assert_eq!((admission.in_flight(), admission.listen_streams()), (2, 1));
     drop((listen, call, legacy));
     assert_eq!((admission.in_flight(), admission.listen_streams()), (0, 0));

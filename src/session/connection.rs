@@ -134,8 +134,11 @@ impl ConnectionRef {
     }
 
     /// Stops the response from handing out anything more (see the module
-    /// docs) and ends it; the index of the last event it handed out, final
-    /// from now on. Cutting twice returns the same index.
+    /// docs); the index of the last event it handed out, final from now on.
+    /// The response ends at its next poll, which a reader waiting on an
+    /// empty queue gets once the connection's sender is dropped (every
+    /// caller cuts a connection it drops or already dropped). Cutting twice
+    /// returns the same index.
     pub(crate) fn cut(&self) -> u64 {
         let before = self.0.last_delivered.fetch_or(CUT, Ordering::AcqRel);
         self.0.close();

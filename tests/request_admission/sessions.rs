@@ -1,6 +1,6 @@
 //! Legacy sessions under request admission: their `POST`s count against
-//! the in-flight bounds, their standalone `GET` stream does not, and a
-//! successful `DELETE` answers 200.
+//! the in-flight bounds (whatever `Mcp-Method` they claim), their
+//! standalone `GET` stream does not, and a successful `DELETE` answers 200.
 
 use mcp_bounded_session::BoundedSessionManagerBuilder;
 use reqwest::StatusCode;
@@ -100,4 +100,46 @@ async fn a_successful_delete_answers_200_with_or_without_limits() {
         assert_eq!(client.status_of(&session).await, StatusCode::NOT_FOUND);
         assert_eq!(server.manager.session_count(), 0);
     }
+}
+
+/// A session's `POST` (protocol before 2026-07-28, whose headers rmcp does
+/// not check against the body) labelled `Mcp-Method: subscriptions/listen`
+/// is still a request: it cannot escape the request bounds by posing as a
+/// listen stream. (Found by an independent probe: ten such calls ran at a
+/// quota of one, none counted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_post_posing_as_a_listen_stream_counts_as_a_request() {
+    let (server, probe) = TestServer::start_admission(
+        BoundedSessionManagerBuilder::new(100)
+            .max_requests_in_flight_per_client(1)
+            .max_listen_streams(10)
+            .build(),
+    )
+    .await;
+    let client = server.client_from(addr(2));
+    let session = client.initialize().await.expect("a session");
+    wait_in_flight(&server.manager, 0).await;
+    let posing = |id: u64| {
+        client
+            .post(Some(session_header(&session)))
+            .header("mcp-method", "subscriptions/listen")
+            .json(&tool_call_with_progress(
+                id,
+                "hold",
+                json!({ "ms": LONG_MS }),
+                "hold",
+            ))
+    };
+    let first = posing(1);
+    let held = tokio::spawn(async move {
+        let response = first.send().await.unwrap();
+        (response.status(), response.text().await.unwrap())
+    });
+    wait_in_flight(&server.manager, 1).await;
+    assert_eq!(server.manager.listen_streams(), 0);
+    let refused = posing(2).send().await.unwrap();
+    assert_refused(refused, StatusCode::TOO_MANY_REQUESTS, "request_quota", 1).await;
+    probe.release();
+    assert_eq!(held.await.unwrap().0, StatusCode::OK);
+    wait_in_flight(&server.manager, 0).await;
 }
