@@ -1,6 +1,6 @@
 //! Admission of one request and its release, through the public layer
-//! (the admission table is private): a `POST` with an `Mcp-Method` header
-//! and a peer address goes through `BoundedSessionLayer` to a service that
+//! (the admission table is private): a `POST` of protocol 2026-07-28 with
+//! its `Mcp-Method` and `Mcp-Name` headers and a peer address goes through `BoundedSessionLayer` to a service that
 //! answers at once, and the response (whose body holds the request's
 //! units) is dropped. On 1, 2 and 4 threads, each with its own client key
 //! ("distinct keys") or all on one ("hot key").
@@ -79,6 +79,7 @@ fn service(global: Option<usize>, per_client: Option<usize>) -> BoundedSessionSe
 #[inline(never)]
 fn one_request(service: &mut BoundedSessionService<Answer>, peer: SocketAddr) {
     let request = Request::post("/mcp")
+        .header("mcp-protocol-version", "2026-07-28")
         .header("mcp-method", "tools/call")
         .header("mcp-name", "echo")
         .extension(peer)

@@ -40,6 +40,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderName;
 use http::request::Parts;
 
 use crate::clients::ClientKey;
@@ -63,6 +64,11 @@ pub(crate) const DEFAULT_MAX_IDLE_CLIENTS: usize = 10_000;
 
 /// The `Mcp-Method` of a listen stream.
 const LISTEN_METHOD: &str = "subscriptions/listen";
+
+/// The headers admission reads.
+static PROTOCOL_VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+static METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
+static NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 
 /// The first protocol version whose requests carry `Mcp-Method` and
 /// `Mcp-Name` headers that rmcp checks against the body.
@@ -244,7 +250,8 @@ impl RequestAdmission {
         if request.method != http::Method::POST {
             return Ok(None);
         }
-        let header = |name: &str| {
+        // Names parsed once, here, rather than at each lookup.
+        let header = |name: &HeaderName| {
             request
                 .headers
                 .get(name)
@@ -255,10 +262,10 @@ impl RequestAdmission {
         // later (rmcp compares the version strings the same way). Below
         // that, a client could label any request a listen stream, or give
         // it the name of a cheap tool.
-        let checked = header("mcp-protocol-version")
+        let checked = header(&PROTOCOL_VERSION_HEADER)
             .is_some_and(|version| version >= STANDARD_HEADERS_VERSION);
-        let header = |name: &str| header(name).filter(|_| checked);
-        let method = header("mcp-method");
+        let header = |name: &HeaderName| if checked { header(name) } else { None };
+        let method = header(&METHOD_HEADER);
         let now = self.table.clock();
         if method == Some(LISTEN_METHOD) {
             let unit = self.table.admit_listen(client, now)?;
@@ -268,7 +275,7 @@ impl RequestAdmission {
             Some(cost) => {
                 let info = RequestInfo {
                     method,
-                    name: header("mcp-name"),
+                    name: header(&NAME_HEADER),
                     client,
                 };
                 (cost.0)(&info) as usize

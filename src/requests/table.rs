@@ -38,7 +38,13 @@
 //! lookup and a few counter updates (plus, with a rate limit, one log
 //! push). Requests of different clients contend only when their keys share
 //! a shard, and then only for those few instructions. The global counters
-//! are plain atomics. The least-recently-used order of idle keys is kept
+//! are plain atomics. The client key is hashed once per admission: the
+//! hash picks the shard and probes its maps, and the units keep it for
+//! their release. What a request writes besides the global counters (its
+//! shard's lock, the reference its units hold on the shard) lives in the
+//! shard, each shard and each global counter on cache lines of its own, so
+//! that cores serving different clients share nothing else they write.
+//! The least-recently-used order of idle keys is kept
 //! per shard: a key is forgotten when its shard holds more than its share
 //! of idle keys, which approximates one global order closely when keys
 //! spread evenly (a keyed hash spreads them).
@@ -48,6 +54,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -131,13 +138,28 @@ impl Entry for Usage {
 /// Requests in flight and listen streams, globally and per client.
 #[derive(Debug)]
 pub struct RequestTable {
-    limits: Limits,
-    shards: Box<[Mutex<Keyed<ClientKey, Usage>>]>,
+    shards: Box<[Arc<CachePadded<Shard>>]>,
     hasher: ShardHasher,
-    in_flight: AtomicUsize,
-    listening: AtomicUsize,
     next_stream: AtomicU64,
+    counters: Arc<Counters>,
+}
+
+/// The limits and the global counters, shared by every shard.
+#[derive(Debug)]
+struct Counters {
+    limits: Limits,
     created: Instant,
+    in_flight: CachePadded<AtomicUsize>,
+    listening: CachePadded<AtomicUsize>,
+}
+
+/// One shard of the per-client entries. Units hold their client's shard,
+/// not the table: taking and dropping that reference writes only the
+/// shard's cache line.
+#[derive(Debug)]
+struct Shard {
+    clients: Mutex<Keyed<ClientKey, Usage, ShardHasher>>,
+    counters: Arc<Counters>,
 }
 
 /// The limits as the table applies them.
@@ -160,10 +182,12 @@ struct Limits {
 #[must_use = "dropping RequestUnits ends the request's admission"]
 #[derive(Debug)]
 pub struct RequestUnits {
-    table: Arc<RequestTable>,
+    shard: Arc<CachePadded<Shard>>,
     client: ClientKey,
-    /// The client's shard, if requests keep per-client entries.
-    shard: Option<usize>,
+    hash: u64,
+    /// Whether the client's entry holds the units too (a per-client bound
+    /// or rate is set).
+    keyed: bool,
     cost: usize,
 }
 
@@ -173,9 +197,9 @@ pub struct RequestUnits {
 #[must_use = "dropping a ListenUnit ends the stream's admission"]
 #[derive(Debug)]
 pub struct ListenUnit {
-    table: Arc<RequestTable>,
+    shard: Arc<CachePadded<Shard>>,
     client: ClientKey,
-    shard: usize,
+    hash: u64,
     stream: u64,
     /// Cancelled when a newer stream of the client takes this one's place.
     replaced: CancellationToken,
@@ -183,11 +207,10 @@ pub struct ListenUnit {
 
 impl RequestTable {
     pub(crate) fn new(limits: &RequestLimits) -> Self {
-        let shards = (0..SHARDS).map(|_| Mutex::new(Keyed::new())).collect();
         let rate = limits
             .rate_per_client
             .map(|(max, window)| (max, RateLimit::new(max, window)));
-        Self {
+        let counters = Arc::new(Counters {
             limits: Limits {
                 max_in_flight: limits.max_in_flight,
                 max_in_flight_per_client: limits.max_in_flight_per_client,
@@ -201,111 +224,127 @@ impl RequestTable {
                 },
                 per_client_requests: limits.max_in_flight_per_client.is_some() || rate.is_some(),
             },
-            shards,
-            hasher: ShardHasher::default(),
-            in_flight: AtomicUsize::new(0),
-            listening: AtomicUsize::new(0),
-            next_stream: AtomicU64::new(0),
             created: Instant::now(),
+            in_flight: CachePadded::new(AtomicUsize::new(0)),
+            listening: CachePadded::new(AtomicUsize::new(0)),
+        });
+        let hasher = ShardHasher::default();
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Arc::new(CachePadded::new(Shard {
+                    clients: Mutex::new(Keyed::with_hasher(hasher.clone())),
+                    counters: counters.clone(),
+                }))
+            })
+            .collect();
+        Self {
+            shards,
+            hasher,
+            next_stream: AtomicU64::new(0),
+            counters,
         }
     }
 
-    /// The shard of `client`'s entry, hashed once per admission and kept
-    /// by the units for their release.
-    fn shard_of(&self, client: &ClientKey) -> usize {
-        // SHARDS is a power of two: the low bits of a keyed hash.
-        (self.hasher.hash_one(client) as usize) & (SHARDS - 1)
+    /// `client`'s hash, computed once per admission and kept by the units
+    /// for their release, and the shard of its entry.
+    fn shard_of(&self, client: &ClientKey) -> (u64, &Arc<CachePadded<Shard>>) {
+        let hash = self.hasher.hash_one(client);
+        // The shard's maps take a bucket from the hash's low bits and a tag
+        // from its top seven: the shard takes bits in between, which leaves
+        // both spread within a shard. SHARDS is a power of two.
+        (hash, &self.shards[(hash >> 32) as usize & (SHARDS - 1)])
     }
 
     /// The time to admit and file entries at: now with a rate limit (its
     /// log is checked and pruned against it), else any time will do, and
     /// reading the clock is a good share of an admission and a release.
     pub fn clock(&self) -> Instant {
-        match self.limits.rate {
-            Some(_) => Instant::now(),
-            None => self.created,
-        }
+        self.counters.clock()
     }
 
     /// Units in flight now.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.counters.in_flight.load(Ordering::Acquire)
     }
 
     /// Listen streams open now.
     pub fn listening(&self) -> usize {
-        self.listening.load(Ordering::Acquire)
-    }
-
-    /// Reports both levels to the metrics recorder, if any.
-    fn report_levels(&self) {
-        #[cfg(feature = "metrics")]
-        super::refusal::metrics::levels(self.in_flight(), self.listening());
+        self.counters.listening.load(Ordering::Acquire)
     }
 
     /// Admits a request of `client` costing `cost` units: its rate, its
     /// bound, then the global bound (see the module docs).
     pub fn admit_request(
-        self: &Arc<Self>,
+        &self,
         client: &ClientKey,
         cost: usize,
         now: Instant,
     ) -> Result<RequestUnits, Refused> {
-        let limits = self.limits;
-        let shard = limits.per_client_requests.then(|| self.shard_of(client));
-        let ticket = match shard {
-            Some(shard) => {
-                self.shards[shard]
-                    .lock()
-                    .update(client, limits.retention, now, |usage| {
-                        let ticket = match limits.rate {
-                            Some((max, limit)) => {
-                                Some(usage.log.try_grant(limit, now).map_err(|retry_after| {
-                                    Refused::RequestRate {
-                                        limit: max,
-                                        retry_after,
-                                    }
-                                })?)
-                            }
-                            None => None,
-                        };
-                        if let Some(max) = limits.max_in_flight_per_client
-                            && usage.in_flight + cost > max
-                        {
-                            if let Some(ticket) = ticket {
-                                usage.log.give_back(ticket);
-                            }
-                            return Err(Refused::RequestQuota { limit: max });
+        let counters = &*self.counters;
+        let limits = counters.limits;
+        let (hash, shard) = self.shard_of(client);
+        let keyed = limits.per_client_requests;
+        let ticket = match keyed {
+            true => shard.clients.lock().update_hashed(
+                hash,
+                client,
+                limits.retention,
+                now,
+                |usage| {
+                    let ticket = match limits.rate {
+                        Some((max, limit)) => {
+                            Some(usage.log.try_grant(limit, now).map_err(|retry_after| {
+                                Refused::RequestRate {
+                                    limit: max,
+                                    retry_after,
+                                }
+                            })?)
                         }
-                        usage.in_flight += cost;
-                        Ok(ticket)
-                    })?
-            }
-            None => None,
-        };
-        if let Some(limit) = limits.max_in_flight
-            && !try_raise(&self.in_flight, cost, limit)
-        {
-            if let Some(shard) = shard {
-                self.shards[shard]
-                    .lock()
-                    .update(client, limits.retention, now, |usage| {
-                        usage.in_flight -= cost;
+                        None => None,
+                    };
+                    if let Some(max) = limits.max_in_flight_per_client
+                        && usage.in_flight + cost > max
+                    {
                         if let Some(ticket) = ticket {
                             usage.log.give_back(ticket);
                         }
-                    });
+                        return Err(Refused::RequestQuota { limit: max });
+                    }
+                    usage.in_flight += cost;
+                    Ok(ticket)
+                },
+            )?,
+            false => None,
+        };
+        match limits.max_in_flight {
+            Some(limit) if !try_raise(&counters.in_flight, cost, limit) => {
+                if keyed {
+                    shard.clients.lock().update_hashed(
+                        hash,
+                        client,
+                        limits.retention,
+                        now,
+                        |usage| {
+                            usage.in_flight -= cost;
+                            if let Some(ticket) = ticket {
+                                usage.log.give_back(ticket);
+                            }
+                        },
+                    );
+                }
+                return Err(Refused::RequestsAtCapacity { limit });
             }
-            return Err(Refused::RequestsAtCapacity { limit });
+            Some(_) => {}
+            None => {
+                counters.in_flight.fetch_add(cost, Ordering::AcqRel);
+            }
         }
-        if limits.max_in_flight.is_none() {
-            self.in_flight.fetch_add(cost, Ordering::AcqRel);
-        }
-        self.report_levels();
+        counters.report_levels();
         Ok(RequestUnits {
-            table: self.clone(),
+            shard: shard.clone(),
             client: client.clone(),
-            shard,
+            hash,
+            keyed,
             cost,
         })
     }
@@ -313,19 +352,16 @@ impl RequestTable {
     /// Admits a listen stream of `client`: a place of its own, else (at its
     /// quota, [`ListenAtQuota::ReplaceOldest`]) the place of its oldest
     /// stream, which is told to end.
-    pub fn admit_listen(
-        self: &Arc<Self>,
-        client: &ClientKey,
-        now: Instant,
-    ) -> Result<ListenUnit, Refused> {
-        let limits = self.limits;
+    pub fn admit_listen(&self, client: &ClientKey, now: Instant) -> Result<ListenUnit, Refused> {
+        let counters = &*self.counters;
+        let limits = counters.limits;
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let replaced = CancellationToken::new();
         let own = (stream, replaced.clone());
-        let shard_index = self.shard_of(client);
-        let mut shard = self.shards[shard_index].lock();
+        let (hash, shard) = self.shard_of(client);
+        let mut clients = shard.clients.lock();
         // Err: refused; Ok(true): took over the oldest stream's place.
-        let took_over = shard.update(client, limits.retention, now, |usage| {
+        let took_over = clients.update_hashed(hash, client, limits.retention, now, |usage| {
             let at_quota = limits
                 .max_listen_per_client
                 .is_some_and(|max| usage.listening.len() >= max);
@@ -346,24 +382,25 @@ impl RequestTable {
             }
         })?;
         if !took_over {
-            if let Some(limit) = limits.max_listen
-                && !try_raise(&self.listening, 1, limit)
-            {
-                return Err(Refused::ListenAtCapacity { limit });
+            match limits.max_listen {
+                Some(limit) if !try_raise(&counters.listening, 1, limit) => {
+                    return Err(Refused::ListenAtCapacity { limit });
+                }
+                Some(_) => {}
+                None => {
+                    counters.listening.fetch_add(1, Ordering::AcqRel);
+                }
             }
-            if limits.max_listen.is_none() {
-                self.listening.fetch_add(1, Ordering::AcqRel);
-            }
-            shard.update(client, limits.retention, now, |usage| {
+            clients.update_hashed(hash, client, limits.retention, now, |usage| {
                 usage.listening.push_back(own);
             });
         }
-        drop(shard);
-        self.report_levels();
+        drop(clients);
+        counters.report_levels();
         Ok(ListenUnit {
-            table: self.clone(),
+            shard: shard.clone(),
             client: client.clone(),
-            shard: shard_index,
+            hash,
             stream,
             replaced,
         })
@@ -375,10 +412,29 @@ impl RequestTable {
         self.shards
             .iter()
             .map(|shard| {
-                let (busy, idle) = shard.lock().counts();
+                let (busy, idle) = shard.clients.lock().counts();
                 busy + idle
             })
             .sum()
+    }
+}
+
+impl Counters {
+    /// See [`RequestTable::clock`].
+    fn clock(&self) -> Instant {
+        match self.limits.rate {
+            Some(_) => Instant::now(),
+            None => self.created,
+        }
+    }
+
+    /// Reports both levels to the metrics recorder, if any.
+    fn report_levels(&self) {
+        #[cfg(feature = "metrics")]
+        super::refusal::metrics::levels(
+            self.in_flight.load(Ordering::Acquire),
+            self.listening.load(Ordering::Acquire),
+        );
     }
 }
 
@@ -404,26 +460,27 @@ fn try_raise(counter: &AtomicUsize, by: usize, limit: usize) -> bool {
 
 impl Drop for RequestUnits {
     fn drop(&mut self) {
-        let table = &self.table;
+        let counters = &*self.shard.counters;
         let cost = self.cost;
-        match self.shard {
+        match self.keyed {
             // Both counters under the client's lock: a request of the same
             // client racing this release sees both freed or neither, never
             // a refusal from one counter while the other already has room.
-            Some(shard) => table.shards[shard].lock().update(
+            true => self.shard.clients.lock().update_hashed(
+                self.hash,
                 &self.client,
-                table.limits.retention,
-                table.clock(),
+                counters.limits.retention,
+                counters.clock(),
                 |usage| {
                     usage.in_flight -= cost;
-                    table.in_flight.fetch_sub(cost, Ordering::AcqRel);
+                    counters.in_flight.fetch_sub(cost, Ordering::AcqRel);
                 },
             ),
-            None => {
-                table.in_flight.fetch_sub(cost, Ordering::AcqRel);
+            false => {
+                counters.in_flight.fetch_sub(cost, Ordering::AcqRel);
             }
         }
-        table.report_levels();
+        counters.report_levels();
     }
 }
 
@@ -437,12 +494,13 @@ impl ListenUnit {
 
 impl Drop for ListenUnit {
     fn drop(&mut self) {
-        let table = &self.table;
+        let counters = &*self.shard.counters;
         let stream = self.stream;
-        let listed = table.shards[self.shard].lock().update(
+        let listed = self.shard.clients.lock().update_hashed(
+            self.hash,
             &self.client,
-            table.limits.retention,
-            table.clock(),
+            counters.limits.retention,
+            counters.clock(),
             |usage| {
                 let position = usage.listening.iter().position(|(id, _)| *id == stream);
                 let listed = position.map(|at| usage.listening.remove(at)).is_some();
@@ -453,13 +511,13 @@ impl Drop for ListenUnit {
                 // the server's count still full (loom model
                 // `a_listen_replacement_takes_only_the_clients_own_place`).
                 if listed {
-                    table.listening.fetch_sub(1, Ordering::AcqRel);
+                    counters.listening.fetch_sub(1, Ordering::AcqRel);
                 }
                 listed
             },
         );
         if listed {
-            table.report_levels();
+            counters.report_levels();
         }
     }
 }
