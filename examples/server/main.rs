@@ -1,12 +1,16 @@
 //! A real MCP server: axum + rmcp's `StreamableHttpService` +
-//! `BoundedSessionManager`, with per-client limits on by default.
+//! `BoundedSessionManager`, with per-client limits on by default, and the
+//! connections each client may hold open bounded where they are accepted
+//! (`connections.rs`). `--help` lists every flag.
 //!
 //! ```text
 //! cargo run --release --example server -- --max-sessions 1000 --rate-limit 100/60 --idle-timeout 300
+//! cargo run --release --example server -- --max-connections-per-client 16 --max-connections 5000
 //! cargo run --release --example server --features metrics    # adds GET /metrics
 //! cargo run --release --example server --features redis -- --redis redis://127.0.0.1:6379/
 //! ```
 
+mod connections;
 mod handler;
 mod options;
 
@@ -21,6 +25,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 use tower_layer::Layer;
 
+use connections::{BoundedListener, ConnectionLimits};
 use handler::DemoServer;
 use options::{USAGE, parse_options, settings_line};
 
@@ -144,6 +149,19 @@ async fn main() -> ExitCode {
         }),
     );
 
+    // Peers in the trusted proxies' networks have no per-client connection
+    // limit: each proxy connection carries many clients.
+    let connection_limits = match ConnectionLimits::new(
+        options.max_connections_per_client,
+        options.max_connections,
+        &options.trusted_proxies,
+    ) {
+        Ok(limits) => limits,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(options.bind).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -157,13 +175,21 @@ async fn main() -> ExitCode {
     #[cfg(feature = "metrics")]
     println!("metrics on http://{address}/metrics");
 
+    // A client's connections past its limit, or anyone's past the total,
+    // get 503 and are closed as they are accepted: the request limits
+    // cannot bound them, as a connection costs its buffers whatever it
+    // carries.
+    let listener = BoundedListener::new(listener, connection_limits);
     // TCP_NODELAY: a response goes out as several small writes (headers,
     // SSE events, the body's end). With Nagle's algorithm on, the kernel
     // holds a small write back until the previous one is acknowledged, and
     // the client delays its ACK (about 40 ms on Linux), so on a kept-alive
     // connection every response would wait that long.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
+    // Keep a `tap_io` on top even without it: axum derives
+    // `ConnectInfo<SocketAddr>` for a `TapIo` over any listener of socket
+    // addresses, but bare only for its own `TcpListener`.
+    let listener = listener.tap_io(|connection| {
+        if let Err(error) = connection.tcp().set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
         }
     });

@@ -47,13 +47,21 @@ Usage: server [FLAGS]
   --max-listen-streams-per-client N|none
                                listen streams one client may hold; one more
                                ends its own oldest (default 4)
+  --max-connections N|none     connections open on the whole server; one more
+                               gets 503 and is closed (default 10000)
+  --max-connections-per-client N|none
+                               connections one client may hold open; one more
+                               gets 503 and is closed (default 64: the request
+                               quota, listen streams and a GET, with room)
   --redis URL                  share sessions and replays with every instance
                                given the same URL and prefix (needs
                                --features redis; default: none, one instance)
   --redis-prefix PREFIX        key prefix in Redis (default mcp:)
 
 The request and listen limits apply to every POST, with or without a
-session (protocol 2026-07-28 has none); 0 or none turns a limit off.
+session (protocol 2026-07-28 has none); the connection limits apply as
+each connection is accepted, and a trusted proxy has no per-client
+connection limit (it carries many clients). 0 or none turns a limit off.
 A client is its IP address, an IPv6 address counting as its /64; a request
 from a trusted proxy whose header names no client address gets 400.
 Built with --features metrics, GET /metrics serves Prometheus text on the same
@@ -77,6 +85,8 @@ pub struct Options {
     pub request_rate_per_client: Option<(usize, Duration)>,
     pub max_listen_streams: Option<usize>,
     pub max_listen_streams_per_client: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
     pub redis: Option<String>,
     pub redis_prefix: String,
 }
@@ -97,6 +107,8 @@ pub fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, Stri
         request_rate_per_client: Some((600, Duration::from_secs(60))),
         max_listen_streams: Some(10_000),
         max_listen_streams_per_client: Some(4),
+        max_connections: Some(10_000),
+        max_connections_per_client: Some(64),
         redis: None,
         redis_prefix: "mcp:".to_owned(),
     };
@@ -140,6 +152,10 @@ pub fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, Stri
             "--max-listen-streams" => options.max_listen_streams = parse_limit(&flag, &value)?,
             "--max-listen-streams-per-client" => {
                 options.max_listen_streams_per_client = parse_limit(&flag, &value)?;
+            }
+            "--max-connections" => options.max_connections = parse_limit(&flag, &value)?,
+            "--max-connections-per-client" => {
+                options.max_connections_per_client = parse_limit(&flag, &value)?;
             }
             "--rate-limit-per-client" => {
                 options.rate_limit_per_client = parse_rate(&flag, &value, "20/60")?;
@@ -253,7 +269,8 @@ pub fn settings_line(options: &Options) -> String {
     format!(
         "max sessions {} (at capacity: {}), idle timeout {}s, rate limit {}; per client: \
          max sessions {}, rate limit {}, trusted proxies {}; requests: max in flight {}, \
-         per client {}, rate per client {}; listen streams: max {}, per client {}",
+         per client {}, rate per client {}; listen streams: max {}, per client {}; \
+         connections: max {}, per client {}",
         options.max_sessions,
         show_at_capacity(options.at_capacity),
         options.idle_timeout.as_secs(),
@@ -269,6 +286,8 @@ pub fn settings_line(options: &Options) -> String {
         show_rate(options.request_rate_per_client),
         show_limit(options.max_listen_streams),
         show_limit(options.max_listen_streams_per_client),
+        show_limit(options.max_connections),
+        show_limit(options.max_connections_per_client),
     ) + &options.redis.as_ref().map_or(String::new(), |_| {
         format!("; redis on (prefix {})", options.redis_prefix)
     })

@@ -1,0 +1,635 @@
+//! Connections bounded where they are accepted: [`BoundedListener`], a
+//! `tokio::net::TcpListener` for `axum::serve` that refuses a connection
+//! over `--max-connections-per-client` or `--max-connections`.
+//!
+//! The request layer bounds what each client has in flight, but it sees
+//! requests, not connections: a client can open thousands of keep-alive
+//! connections and send nothing more on them than one refused request, and
+//! each connection costs the server its socket and hyper's buffers
+//! (kilobytes each, whatever the request limits say). Only the accept loop
+//! sees every connection, so the bound is kept here.
+//!
+//! # Invariant kept here
+//!
+//! Each client address (an IPv6 address counting as its /64, keyed as the
+//! crate keys clients) holds at most `per_client` connections, the process
+//! at most `total`, and every place is given back when the connection's IO
+//! ([`Connection`]) is dropped. A peer inside a trusted proxy's network has
+//! no per-address limit (one proxy carries many clients); its connections
+//! count towards the total.
+//!
+//! Why it holds:
+//!
+//! - a connection reaches axum only inside a [`Connection`], and a
+//!   [`Connection`] is built only with the [`Place`] that [`Places::take`]
+//!   returned for its peer (or none, when both limits are off);
+//! - [`Places::take`] checks both limits and counts the connection in both
+//!   in one critical section (one mutex over the total and the per-address
+//!   map), so two accepts never both take the last place;
+//! - a [`Place`] gives both counts back in its `Drop`, under the same
+//!   mutex, and it is owned by the IO that hyper drives: hyper drops the
+//!   IO when the connection ends, however it ends (closed by either side,
+//!   an error, a timeout, shutdown, a panic unwinding its task), so the
+//!   place is given back exactly once;
+//! - an address's entry is removed when its count reaches 0 (and the map
+//!   shrinks when mostly empty), so the map holds only addresses with a
+//!   connection open, never more entries than connections.
+//!
+//! A refused connection takes no place: it gets a best-effort `503` (one
+//! non-blocking write, which a fresh socket's empty send buffer takes
+//! whole) and is closed at once, before anything is read from it. (A
+//! client whose request already arrived may see a reset rather than the
+//! `503`: closing a socket with unread data resets it.)
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::serve::Listener;
+use mcp_bounded_session::ClientKey;
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// IPv6 clients are keyed by their /64, as the manager keys them (the
+/// example leaves the builder's `ipv6_prefix` at its default, 64).
+const IPV6_PREFIX: u8 = 64;
+
+/// What a connection over a limit gets before it is closed.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Retry-After: 1\r\n\
+Connection: close\r\n\
+Content-Length: 0\r\n\
+\r\n";
+
+/// How long accepting waits after an error that is not the connection's
+/// own (such as running out of file descriptors), as axum's listener does.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// The connection limits, `None` for no limit.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    per_client: Option<usize>,
+    total: Option<usize>,
+    trusted_proxies: Vec<Network>,
+}
+
+impl ConnectionLimits {
+    /// At most `per_client` connections per client address, `total` on
+    /// the whole server; peers in `trusted_proxies` (networks such as
+    /// `10.0.0.0/8`, `::1/128` or a bare address) have no per-address
+    /// limit.
+    pub fn new(
+        per_client: Option<usize>,
+        total: Option<usize>,
+        trusted_proxies: &[String],
+    ) -> Result<Self, String> {
+        let trusted_proxies = trusted_proxies
+            .iter()
+            .map(|text| Network::parse(text))
+            .collect::<Result<_, _>>()?;
+        // 0 is no limit, as on the command line (and a per-address limit of
+        // 0 would leave an entry of 0 behind each refusal).
+        Ok(Self {
+            per_client: per_client.filter(|&n| n > 0),
+            total: total.filter(|&n| n > 0),
+            trusted_proxies,
+        })
+    }
+}
+
+/// A TCP listener that hands axum only the connections within the limits.
+#[derive(Debug)]
+pub struct BoundedListener {
+    tcp: TcpListener,
+    places: Arc<Places>,
+}
+
+impl BoundedListener {
+    pub fn new(tcp: TcpListener, limits: ConnectionLimits) -> Self {
+        Self {
+            tcp,
+            places: Arc::new(Places::new(limits)),
+        }
+    }
+}
+
+impl Listener for BoundedListener {
+    type Io = Connection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Connection, SocketAddr) {
+        loop {
+            let (tcp, peer) = match self.tcp.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(error).await;
+                    continue;
+                }
+            };
+            match Places::take(&self.places, peer.ip()) {
+                Ok(place) => return (Connection { tcp, place }, peer),
+                Err(over) => refuse(tcp, peer, over),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// After a failed accept: at once for an error of that one connection
+/// (the next accept waits for the next connection), else after a pause, so
+/// that an error that lasts (no file descriptors left) is not retried in a
+/// busy loop.
+async fn accept_failed(error: io::Error) {
+    if matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "cannot accept a connection; trying again in 1 s");
+    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+}
+
+/// Which limit a connection was over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    PerClient,
+    Total,
+}
+
+impl Over {
+    fn name(self) -> &'static str {
+        match self {
+            Self::PerClient => "per_client",
+            Self::Total => "total",
+        }
+    }
+}
+
+/// Answers 503 if the socket takes it at once, and closes the connection.
+fn refuse(tcp: TcpStream, peer: SocketAddr, over: Over) {
+    // Never waits: a fresh socket's send buffer is empty, so the response
+    // goes out whole; if the peer is already gone, there is no one to tell.
+    let _ = tcp.try_write(REFUSAL);
+    tracing::debug!(%peer, limit = over.name(), "connection refused: over the limit");
+    #[cfg(feature = "metrics")]
+    metrics::counter!("demo_connections_refused_total", "limit" => over.name()).increment(1);
+    drop(tcp);
+}
+
+/// The connections counted, against the limits.
+#[derive(Debug)]
+struct Places {
+    limits: ConnectionLimits,
+    counts: Mutex<Counts>,
+    /// `demo_connections_open`: the connections counted (with a limit on).
+    #[cfg(feature = "metrics")]
+    open_gauge: metrics::Gauge,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Every connection counted, trusted proxies' too.
+    open: usize,
+    /// Per client address with at least one connection counted (never 0).
+    by_client: HashMap<ClientKey, usize>,
+}
+
+impl Places {
+    fn new(limits: ConnectionLimits) -> Self {
+        Self {
+            limits,
+            counts: Mutex::new(Counts::default()),
+            #[cfg(feature = "metrics")]
+            open_gauge: metrics::gauge!("demo_connections_open"),
+        }
+    }
+
+    fn trusts(&self, peer: IpAddr) -> bool {
+        self.limits
+            .trusted_proxies
+            .iter()
+            .any(|network| network.contains(peer))
+    }
+
+    /// A place for a connection from `peer`, if both limits leave one
+    /// (`Ok(None)`: no limit is on, nothing is counted).
+    fn take(this: &Arc<Self>, peer: IpAddr) -> Result<Option<Place>, Over> {
+        let limits = &this.limits;
+        if limits.per_client.is_none() && limits.total.is_none() {
+            return Ok(None);
+        }
+        let peer = peer.to_canonical();
+        let client = match limits.per_client {
+            Some(max) if !this.trusts(peer) => Some((ClientKey::from_ip(peer, IPV6_PREFIX), max)),
+            _ => None,
+        };
+        let mut counts = this.counts.lock();
+        if limits.total.is_some_and(|max| counts.open >= max) {
+            return Err(Over::Total);
+        }
+        let key = match client {
+            Some((key, max)) => {
+                let held = counts.by_client.entry(key.clone()).or_insert(0);
+                if *held >= max {
+                    // `held` was at least 1 (max >= 1): the entry existed.
+                    return Err(Over::PerClient);
+                }
+                *held += 1;
+                Some(key)
+            }
+            None => None,
+        };
+        counts.open += 1;
+        #[cfg(feature = "metrics")]
+        this.open_gauge.set(counts.open as f64);
+        drop(counts);
+        Ok(Some(Place {
+            places: Arc::clone(this),
+            client: key,
+        }))
+    }
+
+    fn give_back(&self, client: Option<&ClientKey>) {
+        let mut counts = self.counts.lock();
+        counts.open -= 1;
+        if let Some(key) = client {
+            match counts.by_client.get_mut(key) {
+                Some(held) if *held > 1 => *held -= 1,
+                Some(_) => {
+                    counts.by_client.remove(key);
+                    // Give the memory back too after a burst of many
+                    // addresses: halving only once three quarters are
+                    // free keeps the rehashing amortized.
+                    let (len, capacity) = (counts.by_client.len(), counts.by_client.capacity());
+                    if capacity > 64 && len < capacity / 4 {
+                        counts.by_client.shrink_to(len * 2);
+                    }
+                }
+                None => debug_assert!(false, "a place's address is counted while it is held"),
+            }
+        }
+        #[cfg(feature = "metrics")]
+        self.open_gauge.set(counts.open as f64);
+    }
+
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.counts.lock().open
+    }
+
+    #[cfg(test)]
+    fn addresses(&self) -> usize {
+        self.counts.lock().by_client.len()
+    }
+}
+
+/// One counted connection's place, given back when dropped.
+#[derive(Debug)]
+struct Place {
+    places: Arc<Places>,
+    /// The address it is counted for; `None` for a trusted proxy (counted
+    /// in the total only) or with no per-address limit.
+    client: Option<ClientKey>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.places.give_back(self.client.as_ref());
+    }
+}
+
+/// An accepted connection: the TCP stream, and its place in the counts.
+#[derive(Debug)]
+pub struct Connection {
+    // Dropped in this order: the socket is closed before its place is
+    // given back, so the process never holds more sockets than places.
+    tcp: TcpStream,
+    #[allow(dead_code, reason = "held for its Drop")]
+    place: Option<Place>,
+}
+
+impl Connection {
+    /// The TCP stream, e.g. to set `TCP_NODELAY`.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+/// A trusted proxy's network, as `--trusted-proxies` writes it (the
+/// manager's builder checks the same text, and refuses host bits past the
+/// prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Network {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    fn parse(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        let (address, prefix) = match trimmed.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (trimmed, None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| {
+            format!(
+                "--trusted-proxies: `{text}` is not an IP address or a network such as 10.0.0.0/8"
+            )
+        })?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|&prefix| prefix <= max)
+                .ok_or_else(|| {
+                    format!("--trusted-proxies: `{text}`: the prefix length must be 0 to {max}")
+                })?,
+        };
+        if mask(address, prefix) != address {
+            return Err(format!(
+                "--trusted-proxies: `{text}` has bits set past its /{prefix}"
+            ));
+        }
+        // An IPv4-mapped network is the IPv4 network: peers are compared
+        // in canonical form.
+        if let IpAddr::V6(v6) = address
+            && prefix >= 96
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            return Ok(Self {
+                address: IpAddr::V4(v4),
+                prefix: prefix - 96,
+            });
+        }
+        Ok(Self { address, prefix })
+    }
+
+    /// Whether `peer`, in canonical form, is in this network.
+    fn contains(&self, peer: IpAddr) -> bool {
+        peer.is_ipv4() == self.address.is_ipv4() && mask(peer, self.prefix) == self.address
+    }
+}
+
+/// `address` with the bits past `prefix` cleared.
+fn mask(address: IpAddr, prefix: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => {
+            let bits = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & bits).into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & bits).into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn places(per_client: Option<usize>, total: Option<usize>, trusted: &[&str]) -> Arc<Places> {
+        let trusted: Vec<String> = trusted.iter().map(|&t| t.to_owned()).collect();
+        let limits = ConnectionLimits::new(per_client, total, &trusted).unwrap();
+        Arc::new(Places::new(limits))
+    }
+
+    #[test]
+    fn an_address_holds_at_most_its_limit_and_gets_its_places_back() {
+        let places = places(Some(2), None, &[]);
+        let a1 = Places::take(&places, ip("127.0.0.2")).unwrap();
+        let a2 = Places::take(&places, ip("127.0.0.2")).unwrap();
+        assert_eq!(
+            Places::take(&places, ip("127.0.0.2")).unwrap_err(),
+            Over::PerClient
+        );
+        // Another address has its own places.
+        let b = Places::take(&places, ip("127.0.0.3")).unwrap();
+        assert_eq!((places.open(), places.addresses()), (3, 2));
+        drop(a1);
+        let a3 = Places::take(&places, ip("127.0.0.2")).unwrap();
+        drop((a2, a3, b));
+        // Every place back, and no entry left behind.
+        assert_eq!((places.open(), places.addresses()), (0, 0));
+    }
+
+    #[test]
+    fn the_total_bounds_every_address_together() {
+        let places = places(Some(2), Some(3), &[]);
+        let held: Vec<_> = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            .into_iter()
+            .map(|peer| Places::take(&places, ip(peer)).unwrap())
+            .collect();
+        assert_eq!(
+            Places::take(&places, ip("10.0.0.4")).unwrap_err(),
+            Over::Total
+        );
+        // A refusal by the total leaves no entry for the refused address.
+        assert_eq!(places.addresses(), 3);
+        drop(held);
+        assert_eq!((places.open(), places.addresses()), (0, 0));
+        assert!(Places::take(&places, ip("10.0.0.4")).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_is_the_ipv4() {
+        let places = places(Some(1), None, &[]);
+        let _a = Places::take(&places, ip("2001:db8:1:2::1")).unwrap();
+        assert!(Places::take(&places, ip("2001:db8:1:2:ffff::9")).is_err());
+        assert!(Places::take(&places, ip("2001:db8:1:3::1")).is_ok());
+        let _v4 = Places::take(&places, ip("192.0.2.1")).unwrap();
+        assert!(Places::take(&places, ip("::ffff:192.0.2.1")).is_err());
+    }
+
+    #[test]
+    fn a_trusted_proxy_has_no_per_address_limit_but_counts_in_the_total() {
+        let places = places(Some(1), Some(3), &["10.0.0.0/8", "::ffff:192.0.2.0/120"]);
+        let proxy: Vec<_> = (0..3)
+            .map(|_| Places::take(&places, ip("10.1.2.3")).unwrap())
+            .collect();
+        assert_eq!((places.open(), places.addresses()), (3, 0));
+        assert_eq!(
+            Places::take(&places, ip("10.1.2.3")).unwrap_err(),
+            Over::Total
+        );
+        drop(proxy);
+        let _mapped = Places::take(&places, ip("192.0.2.7")).unwrap();
+        let _again = Places::take(&places, ip("::ffff:192.0.2.7")).unwrap();
+        assert_eq!(places.addresses(), 0);
+    }
+
+    #[test]
+    fn with_no_limit_nothing_is_counted() {
+        let places = places(None, None, &[]);
+        for _ in 0..3 {
+            assert!(Places::take(&places, ip("127.0.0.2")).unwrap().is_none());
+        }
+        assert_eq!((places.open(), places.addresses()), (0, 0));
+    }
+
+    #[test]
+    fn the_map_shrinks_after_a_burst_of_addresses() {
+        let places = places(Some(1), None, &[]);
+        let burst: Vec<_> = (0..10_000u32)
+            .map(|n| Places::take(&places, IpAddr::V4(n.into())).unwrap())
+            .collect();
+        drop(burst);
+        let counts = places.counts.lock();
+        let capacity = counts.by_client.capacity();
+        assert!(counts.by_client.is_empty());
+        assert!(capacity <= 128, "{capacity}");
+    }
+
+    #[test]
+    fn networks_parse_as_the_managers_builder_reads_them() {
+        let network = |text| Network::parse(text).unwrap();
+        let host = network("127.0.0.1");
+        assert!(host.contains(ip("127.0.0.1")) && !host.contains(ip("127.0.0.2")));
+        assert!(network("10.0.0.0/8").contains(ip("10.255.0.1")));
+        assert!(network("::1/128").contains(ip("::1")));
+        assert!(network("0.0.0.0/0").contains(ip("203.0.113.9")));
+        assert!(!network("0.0.0.0/0").contains(ip("2001:db8::1")));
+        for bad in ["10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/", "nope", "::1/129"] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A connection from `source` (a 127.0.0.0/8 address) to `server`.
+    async fn connect_from(source: &str, server: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(ip(source), 0)).unwrap();
+        socket.connect(server).await.unwrap()
+    }
+
+    async fn read_to_end(mut tcp: TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut text = Vec::new();
+        let read = tcp.read_to_end(&mut text);
+        let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
+    /// Through `axum::serve`, as main.rs serves: `tap_io` on top, the peer
+    /// address in each request.
+    #[tokio::test]
+    async fn axum_serves_within_the_limits_and_refuses_past_them() {
+        use axum::extract::ConnectInfo;
+        use axum::serve::ListenerExt;
+        use tokio::io::AsyncWriteExt;
+
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let limits = ConnectionLimits::new(Some(2), Some(3), &[]).unwrap();
+        let listener = BoundedListener::new(tcp, limits);
+        let places = Arc::clone(&listener.places);
+        let server = listener.local_addr().unwrap();
+        let listener = listener.tap_io(|connection| {
+            connection.tcp().set_nodelay(true).unwrap();
+        });
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                peer.ip().to_string()
+            }),
+        );
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut a1 = connect_from("127.0.0.2", server).await;
+        let _a2 = connect_from("127.0.0.2", server).await;
+        // The third from the same address: 503, closed.
+        let a3 = connect_from("127.0.0.2", server).await;
+        let refused = read_to_end(a3).await;
+        assert!(
+            refused.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{refused:?}"
+        );
+        assert!(refused.contains("Retry-After: 1\r\n"), "{refused:?}");
+        // Another address gets the last place of the total, then the total
+        // is full for everyone.
+        let _b1 = connect_from("127.0.0.3", server).await;
+        let b2 = connect_from("127.0.0.3", server).await;
+        assert!(read_to_end(b2).await.starts_with("HTTP/1.1 503"));
+        assert_eq!(places.open(), 3);
+
+        // An admitted connection is served, with its peer address.
+        a1.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_to_end(a1).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+        assert!(answer.ends_with("127.0.0.2"), "{answer:?}");
+        // Its place is given back once hyper drops the connection.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while places.open() != 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "place not given back"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut again = connect_from("127.0.0.2", server).await;
+        again
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_to_end(again).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    }
+}
