@@ -125,3 +125,55 @@ fn a_listen_replacement_takes_only_the_clients_own_place() {
         assert_eq!(table.listening(), 0, "a place was not given back");
     });
 }
+
+/// A client whose name puts it in a shard other than `other`'s.
+fn in_another_shard(table: &RequestTable, other: &ClientKey) -> ClientKey {
+    (0..)
+        .map(|i| ClientKey::named(format!("c{i}")))
+        .find(|key| table.shard_index(key) != table.shard_index(other))
+        .expect("a name in another shard")
+}
+
+/// The bound (32 here: large enough, at loom's four shards, that shards
+/// borrow a spare unit beyond what a request needs) is filled exactly by
+/// three clients in different shards, one taking 30 units: in every
+/// interleaving, whether shards hold spare when the free units run out
+/// (the last admission then collects it with every shard's lock) or
+/// not, all three are admitted, never more than 32 units are held, and
+/// every unit comes back as free or spare.
+#[test]
+fn units_lent_to_shards_never_cost_an_admission_the_bound_has_room_for() {
+    loom::model(|| {
+        const BOUND: usize = 32;
+        let table = request_table(Some(BOUND), None, None, None, ListenAtQuota::ReplaceOldest);
+        let running = loom::sync::Arc::new(AtomicUsize::new(0));
+        let a = ClientKey::named("a");
+        let c = in_another_shard(&table, &a);
+        let b = in_another_shard(&table, &c);
+        let threads: Vec<_> = [(a, 1), (b, BOUND - 2)]
+            .into_iter()
+            .map(|(client, cost)| {
+                let (table, running) = (table.clone(), running.clone());
+                thread::spawn(move || {
+                    let units = table.admit_request(&client, cost, Instant::now());
+                    if units.is_ok() {
+                        let now = running.fetch_add(cost, Ordering::SeqCst) + cost;
+                        assert!(now <= BOUND, "{now} units held");
+                        running.fetch_sub(cost, Ordering::SeqCst);
+                    }
+                    units.map(drop)
+                })
+            })
+            .collect();
+        let last = table.admit_request(&c, 1, Instant::now());
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(last.is_ok(), "refused with room in the bound: {last:?}");
+        for result in results {
+            assert!(result.is_ok(), "refused with room in the bound: {result:?}");
+        }
+        drop(last);
+        assert_eq!(table.in_flight(), 0, "a unit was not given back");
+        let again = table.admit_request(&ClientKey::named("all"), BOUND, Instant::now());
+        assert!(again.is_ok(), "units lost as spare: {again:?}");
+    });
+}

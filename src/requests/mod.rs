@@ -46,6 +46,7 @@ use http::request::Parts;
 use crate::clients::ClientKey;
 
 mod body;
+mod budget;
 mod refusal;
 pub(crate) mod table;
 #[cfg(test)]

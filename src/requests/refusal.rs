@@ -110,9 +110,18 @@ pub(crate) mod metrics {
     const LISTENING: &str = "mcp_listen_streams";
     const REFUSED: &str = "mcp_requests_refused_total";
 
-    pub(crate) fn levels(in_flight: usize, listening: usize) {
-        ::metrics::gauge!(IN_FLIGHT).set(in_flight as f64);
-        ::metrics::gauge!(LISTENING).set(listening as f64);
+    /// `cost` units admitted, or released: the level changes by it (it is
+    /// the sum of the shards' counts, which no request reads whole).
+    pub(crate) fn requests(cost: usize, admitted: bool) {
+        let gauge = ::metrics::gauge!(IN_FLIGHT);
+        match admitted {
+            true => gauge.increment(cost as f64),
+            false => gauge.decrement(cost as f64),
+        }
+    }
+
+    pub(crate) fn listening(open: usize) {
+        ::metrics::gauge!(LISTENING).set(open as f64);
     }
 
     pub(super) fn refused(refused: Refused) {

@@ -3,12 +3,14 @@
 //!
 //! # Invariants kept here
 //!
-//! 1. **Exact global bounds.** The units in flight (a request costs
-//!    `cost` units) and the listen streams open are each one atomic
+//! 1. **Exact global bounds.** The listen streams open are one atomic
 //!    counter, raised only by a compare-and-swap that checks the bound in
-//!    the same step: no interleaving of admissions can overshoot it, and
-//!    each unit is given back exactly once, by the drop of the value that
-//!    holds it ([`RequestUnits`], [`ListenUnit`]).
+//!    the same step. The units in flight (a request costs `cost` units)
+//!    are a budget (`budget`) whose units are free, spare in a shard or
+//!    held, and whose refusals are exact too (see its docs). No
+//!    interleaving of admissions can overshoot either bound, and each
+//!    unit or place is given back exactly once, by the drop of the value
+//!    that holds it ([`RequestUnits`], [`ListenUnit`]).
 //! 2. **Exact per-client bounds and rate.** A client's units in flight, its
 //!    open listen streams and its rate log live in one entry, changed only
 //!    under its shard's lock, where each check and its update are one step.
@@ -37,13 +39,16 @@
 //! by a keyed hash of the client key, and each critical section is a hash
 //! lookup and a few counter updates (plus, with a rate limit, one log
 //! push). Requests of different clients contend only when their keys share
-//! a shard, and then only for those few instructions. The global counters
-//! are plain atomics. The client key is hashed once per admission: the
+//! a shard, and then only for those few instructions. The global bound on
+//! units in flight is lent to the shards a few units at a time
+//! (`budget`), so that requests of clients in different shards write no
+//! shared counter either, except near the bound. The client key is hashed
+//! once per admission: the
 //! hash picks the shard and probes its maps, and the units keep it for
-//! their release. What a request writes besides the global counters (its
-//! shard's lock, the reference its units hold on the shard) lives in the
-//! shard, each shard and each global counter on cache lines of its own, so
-//! that cores serving different clients share nothing else they write.
+//! their release. What a request writes (its shard's lock, spare and
+//! count, the reference its units hold on the shard) lives in the shard,
+//! each shard on cache lines of its own, so that cores serving different
+//! clients share nothing they write.
 //! The least-recently-used order of idle keys is kept
 //! per shard: a key is forgotten when its shard holds more than its share
 //! of idle keys, which approximates one global order closely when keys
@@ -58,6 +63,7 @@ use crossbeam_utils::CachePadded;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::{Budget, Take};
 use super::{ListenAtQuota, RequestLimits};
 use crate::clients::ClientKey;
 use crate::clients::keyed::{Entry, Keyed, Retention};
@@ -65,8 +71,13 @@ use crate::rate_limiter::{GrantLog, RateLimit};
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// Shards of the per-client state: a power of two well above the cores a
-/// server has, so that two busy clients rarely share a lock.
+/// server has, so that two busy clients rarely share a lock. Under loom,
+/// four: loom explores every lock a collection of the budget takes, and
+/// the code is the same for any power of two.
+#[cfg(not(mcp_bounded_session_loom))]
 pub(crate) const SHARDS: usize = 64;
+#[cfg(mcp_bounded_session_loom)]
+pub(crate) const SHARDS: usize = 4;
 
 /// Picks a client's shard: keyed at random, so that clients cannot aim
 /// their keys at one shard. Under loom, a fixed key: loom replays each
@@ -144,12 +155,13 @@ pub struct RequestTable {
     counters: Arc<Counters>,
 }
 
-/// The limits and the global counters, shared by every shard.
+/// The limits and the global bounds, shared by every shard.
 #[derive(Debug)]
 struct Counters {
     limits: Limits,
     created: Instant,
-    in_flight: CachePadded<AtomicUsize>,
+    /// The bound on units in flight, if set.
+    budget: Option<Budget>,
     listening: CachePadded<AtomicUsize>,
 }
 
@@ -158,8 +170,18 @@ struct Counters {
 /// shard's cache line.
 #[derive(Debug)]
 struct Shard {
-    clients: Mutex<Keyed<ClientKey, Usage, ShardHasher>>,
+    state: Mutex<ShardState>,
     counters: Arc<Counters>,
+}
+
+/// A shard's state, under its lock.
+#[derive(Debug)]
+struct ShardState {
+    clients: Keyed<ClientKey, Usage, ShardHasher>,
+    /// Units held by the requests admitted here.
+    in_use: usize,
+    /// Units of the budget lent to this shard, not in use.
+    spare: usize,
 }
 
 /// The limits as the table applies them.
@@ -225,14 +247,18 @@ impl RequestTable {
                 per_client_requests: limits.max_in_flight_per_client.is_some() || rate.is_some(),
             },
             created: Instant::now(),
-            in_flight: CachePadded::new(AtomicUsize::new(0)),
+            budget: limits.max_in_flight.map(Budget::new),
             listening: CachePadded::new(AtomicUsize::new(0)),
         });
         let hasher = ShardHasher::default();
         let shards = (0..SHARDS)
             .map(|_| {
                 Arc::new(CachePadded::new(Shard {
-                    clients: Mutex::new(Keyed::with_hasher(hasher.clone())),
+                    state: Mutex::new(ShardState {
+                        clients: Keyed::with_hasher(hasher.clone()),
+                        in_use: 0,
+                        spare: 0,
+                    }),
                     counters: counters.clone(),
                 }))
             })
@@ -246,13 +272,20 @@ impl RequestTable {
     }
 
     /// `client`'s hash, computed once per admission and kept by the units
-    /// for their release, and the shard of its entry.
-    fn shard_of(&self, client: &ClientKey) -> (u64, &Arc<CachePadded<Shard>>) {
+    /// for their release, and the index of its entry's shard.
+    fn shard_of(&self, client: &ClientKey) -> (u64, usize) {
         let hash = self.hasher.hash_one(client);
         // The shard's maps take a bucket from the hash's low bits and a tag
         // from its top seven: the shard takes bits in between, which leaves
         // both spread within a shard. SHARDS is a power of two.
-        (hash, &self.shards[(hash >> 32) as usize & (SHARDS - 1)])
+        (hash, (hash >> 32) as usize & (SHARDS - 1))
+    }
+
+    /// The shard `client`'s entry lives in (for tests that need two
+    /// clients in different shards).
+    #[cfg(mcp_bounded_session_loom)]
+    pub fn shard_index(&self, client: &ClientKey) -> usize {
+        self.shard_of(client).1
     }
 
     /// The time to admit and file entries at: now with a rate limit (its
@@ -262,9 +295,11 @@ impl RequestTable {
         self.counters.clock()
     }
 
-    /// Units in flight now.
+    /// Units in flight now: counted with every shard's lock held, so the
+    /// count is of one instant (the shards count their own).
     pub fn in_flight(&self) -> usize {
-        self.counters.in_flight.load(Ordering::Acquire)
+        let shards: Vec<_> = self.shards.iter().map(|shard| shard.state.lock()).collect();
+        shards.iter().map(|state| state.in_use).sum()
     }
 
     /// Listen streams open now.
@@ -282,15 +317,14 @@ impl RequestTable {
     ) -> Result<RequestUnits, Refused> {
         let counters = &*self.counters;
         let limits = counters.limits;
-        let (hash, shard) = self.shard_of(client);
+        let (hash, index) = self.shard_of(client);
+        let shard = &self.shards[index];
         let keyed = limits.per_client_requests;
+        let mut state = shard.state.lock();
         let ticket = match keyed {
-            true => shard.clients.lock().update_hashed(
-                hash,
-                client,
-                limits.retention,
-                now,
-                |usage| {
+            true => state
+                .clients
+                .update_hashed(hash, client, limits.retention, now, |usage| {
                     let ticket = match limits.rate {
                         Some((max, limit)) => {
                             Some(usage.log.try_grant(limit, now).map_err(|retry_after| {
@@ -312,34 +346,48 @@ impl RequestTable {
                     }
                     usage.in_flight += cost;
                     Ok(ticket)
-                },
-            )?,
+                })?,
             false => None,
         };
-        match limits.max_in_flight {
-            Some(limit) if !try_raise(&counters.in_flight, cost, limit) => {
-                if keyed {
-                    shard.clients.lock().update_hashed(
-                        hash,
-                        client,
-                        limits.retention,
-                        now,
-                        |usage| {
-                            usage.in_flight -= cost;
-                            if let Some(ticket) = ticket {
-                                usage.log.give_back(ticket);
-                            }
-                        },
-                    );
+        let taken = match &counters.budget {
+            Some(budget) => match budget.take(&mut state.spare, cost) {
+                Take::Taken => true,
+                Take::Refused => false,
+                Take::Collect => {
+                    // Every shard's lock in index order, this one's too.
+                    drop(state);
+                    let mut shards: Vec<_> =
+                        self.shards.iter().map(|shard| shard.state.lock()).collect();
+                    let collected = shards
+                        .iter_mut()
+                        .map(|state| std::mem::take(&mut state.spare))
+                        .sum();
+                    let taken = budget.settle(collected, cost);
+                    state = shards.swap_remove(index);
+                    taken
                 }
-                return Err(Refused::RequestsAtCapacity { limit });
+            },
+            None => true,
+        };
+        if !taken {
+            // The client's units and grant back in the same critical
+            // section as the refusal.
+            if keyed {
+                state
+                    .clients
+                    .update_hashed(hash, client, limits.retention, now, |usage| {
+                        usage.in_flight -= cost;
+                        if let Some(ticket) = ticket {
+                            usage.log.give_back(ticket);
+                        }
+                    });
             }
-            Some(_) => {}
-            None => {
-                counters.in_flight.fetch_add(cost, Ordering::AcqRel);
-            }
+            let limit = limits.max_in_flight.unwrap_or_default();
+            return Err(Refused::RequestsAtCapacity { limit });
         }
-        counters.report_levels();
+        state.in_use += cost;
+        drop(state);
+        counters.report_request(cost, true);
         Ok(RequestUnits {
             shard: shard.clone(),
             client: client.clone(),
@@ -358,8 +406,10 @@ impl RequestTable {
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let replaced = CancellationToken::new();
         let own = (stream, replaced.clone());
-        let (hash, shard) = self.shard_of(client);
-        let mut clients = shard.clients.lock();
+        let (hash, index) = self.shard_of(client);
+        let shard = &self.shards[index];
+        let mut state = shard.state.lock();
+        let clients = &mut state.clients;
         // Err: refused; Ok(true): took over the oldest stream's place.
         let took_over = clients.update_hashed(hash, client, limits.retention, now, |usage| {
             let at_quota = limits
@@ -395,8 +445,8 @@ impl RequestTable {
                 usage.listening.push_back(own);
             });
         }
-        drop(clients);
-        counters.report_levels();
+        drop(state);
+        counters.report_listening();
         Ok(ListenUnit {
             shard: shard.clone(),
             client: client.clone(),
@@ -406,13 +456,25 @@ impl RequestTable {
         })
     }
 
+    /// The budget's free units and lending shards, and the spare units
+    /// of all shards.
+    #[cfg(test)]
+    pub(crate) fn budget_state(&self) -> Option<(usize, usize, usize)> {
+        let shards: Vec<_> = self.shards.iter().map(|shard| shard.state.lock()).collect();
+        let spare = shards.iter().map(|state| state.spare).sum();
+        let lending = shards.iter().filter(|state| state.spare > 0).count();
+        let (free, lenders) = self.counters.budget.as_ref()?.free_and_lenders();
+        assert_eq!(lenders, lending, "the word counts the lending shards");
+        Some((free, lenders, spare))
+    }
+
     /// Clients with an entry, busy or idle.
     #[cfg(test)]
     pub(crate) fn tracked_clients(&self) -> usize {
         self.shards
             .iter()
             .map(|shard| {
-                let (busy, idle) = shard.clients.lock().counts();
+                let (busy, idle) = shard.state.lock().clients.counts();
                 busy + idle
             })
             .sum()
@@ -428,13 +490,17 @@ impl Counters {
         }
     }
 
-    /// Reports both levels to the metrics recorder, if any.
-    fn report_levels(&self) {
+    /// Reports `cost` units admitted (or released) to the metrics
+    /// recorder, if any: as a change, since the level is the shards' sum.
+    fn report_request(&self, _cost: usize, _admitted: bool) {
         #[cfg(feature = "metrics")]
-        super::refusal::metrics::levels(
-            self.in_flight.load(Ordering::Acquire),
-            self.listening.load(Ordering::Acquire),
-        );
+        super::refusal::metrics::requests(_cost, _admitted);
+    }
+
+    /// Reports the listen streams open to the metrics recorder, if any.
+    fn report_listening(&self) {
+        #[cfg(feature = "metrics")]
+        super::refusal::metrics::listening(self.listening.load(Ordering::Acquire));
     }
 }
 
@@ -462,25 +528,26 @@ impl Drop for RequestUnits {
     fn drop(&mut self) {
         let counters = &*self.shard.counters;
         let cost = self.cost;
-        match self.keyed {
-            // Both counters under the client's lock: a request of the same
-            // client racing this release sees both freed or neither, never
-            // a refusal from one counter while the other already has room.
-            true => self.shard.clients.lock().update_hashed(
+        let mut state = self.shard.state.lock();
+        // The client's units, the shard's count and the budget in one
+        // critical section: a request of the same client racing this
+        // release sees all of them freed or none, never a refusal from one
+        // while another already has room.
+        if self.keyed {
+            state.clients.update_hashed(
                 self.hash,
                 &self.client,
                 counters.limits.retention,
                 counters.clock(),
-                |usage| {
-                    usage.in_flight -= cost;
-                    counters.in_flight.fetch_sub(cost, Ordering::AcqRel);
-                },
-            ),
-            false => {
-                counters.in_flight.fetch_sub(cost, Ordering::AcqRel);
-            }
+                |usage| usage.in_flight -= cost,
+            );
         }
-        counters.report_levels();
+        state.in_use -= cost;
+        if let Some(budget) = &counters.budget {
+            budget.give_back(&mut state.spare, cost);
+        }
+        drop(state);
+        counters.report_request(cost, false);
     }
 }
 
@@ -496,7 +563,7 @@ impl Drop for ListenUnit {
     fn drop(&mut self) {
         let counters = &*self.shard.counters;
         let stream = self.stream;
-        let listed = self.shard.clients.lock().update_hashed(
+        let listed = self.shard.state.lock().clients.update_hashed(
             self.hash,
             &self.client,
             counters.limits.retention,
@@ -517,7 +584,7 @@ impl Drop for ListenUnit {
             },
         );
         if listed {
-            counters.report_levels();
+            counters.report_listening();
         }
     }
 }

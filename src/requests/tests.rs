@@ -236,3 +236,34 @@ fn a_flood_of_distinct_clients_keeps_the_table_flat() {
         "recent clients are remembered"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_global_bound_is_exact_with_units_lent_to_shards() {
+    let table = table(|l| l.max_in_flight = Some(1_024));
+    let now = Instant::now();
+    // 1,024 clients spread over every shard, each holding one unit: the
+    // early ones borrowed spare, the last ones find the free units gone
+    // and collect the spare back. Every one is admitted.
+    let mut held: Vec<_> = (0..1_024)
+        .map(|i| table.admit_request(&client(&format!("c{i}")), 1, now))
+        .collect::<Result<_, _>>()
+        .expect("the bound has room for every one");
+    assert_eq!(table.in_flight(), 1_024);
+    assert_eq!(table.budget_state(), Some((0, 0, 0)));
+    assert_eq!(
+        table.admit_request(&client("late"), 1, now).unwrap_err(),
+        Refused::RequestsAtCapacity { limit: 1_024 }
+    );
+    // One unit back, wherever it was held: the next client gets it.
+    drop(held.swap_remove(17));
+    let late = table.admit_request(&client("late"), 1, now).unwrap();
+    drop(late);
+    drop(held);
+    assert_eq!(table.in_flight(), 0);
+    let (free, _, spare) = table.budget_state().unwrap();
+    assert_eq!(free + spare, 1_024, "every unit is free or spare again");
+    assert!(
+        spare <= 1_024 / 4,
+        "at most a quarter of the bound is spare"
+    );
+}
