@@ -192,9 +192,10 @@ fn refuse(tcp: TcpStream, peer: SocketAddr, over: Over) {
 struct Places {
     limits: ConnectionLimits,
     counts: Mutex<Counts>,
-    /// `demo_connections_open`: the connections counted (with a limit on).
+    /// `demo_connections_open`: the connections counted; absent with no
+    /// limit on, when nothing is counted.
     #[cfg(feature = "metrics")]
-    open_gauge: metrics::Gauge,
+    open_gauge: Option<metrics::Gauge>,
 }
 
 #[derive(Debug, Default)]
@@ -208,10 +209,11 @@ struct Counts {
 impl Places {
     fn new(limits: ConnectionLimits) -> Self {
         Self {
+            #[cfg(feature = "metrics")]
+            open_gauge: (limits.per_client.is_some() || limits.total.is_some())
+                .then(|| metrics::gauge!("demo_connections_open")),
             limits,
             counts: Mutex::new(Counts::default()),
-            #[cfg(feature = "metrics")]
-            open_gauge: metrics::gauge!("demo_connections_open"),
         }
     }
 
@@ -252,7 +254,9 @@ impl Places {
         };
         counts.open += 1;
         #[cfg(feature = "metrics")]
-        this.open_gauge.set(counts.open as f64);
+        if let Some(gauge) = &this.open_gauge {
+            gauge.set(counts.open as f64);
+        }
         drop(counts);
         Ok(Some(Place {
             places: Arc::clone(this),
@@ -280,7 +284,9 @@ impl Places {
             }
         }
         #[cfg(feature = "metrics")]
-        self.open_gauge.set(counts.open as f64);
+        if let Some(gauge) = &self.open_gauge {
+            gauge.set(counts.open as f64);
+        }
     }
 
     #[cfg(test)]
