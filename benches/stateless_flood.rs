@@ -11,24 +11,29 @@
 //!   flooder could not tell an accepted call from one still queued), each
 //!   started again when it ends. A refused call
 //!   (429 or 503) waits for its `Retry-After`, or, in the "retries every
-//!   refusal" run, is sent again at once.
+//!   refusal" run, is sent again at once. A connection the server refuses
+//!   as it accepts it (over `--max-connections-per-client`: a 503 with
+//!   `Connection: close`, or a reset) always waits, 1 s, in both runs: the
+//!   flooder retries refused calls at once, but never spins on connecting.
 //!
 //! Each run starts a fresh server, for 15 s (`--secs`); the runs are the
 //! flood sizes 0 (none), 3,000 and 9,000, first with the example's request
-//! limits off ("before": `--max-requests none --max-requests-per-client
-//! none --request-rate-per-client none`), then with its defaults ("after"),
-//! then the retrying flooder against the defaults at each flood size. The
-//! server's peak RSS is its `VmHWM`. "Flood held at once" is the most flood calls the
-//! server held at once, seen twice: by the server (built with `--features
-//! metrics`, its `/metrics` sampled every 20 ms: `count` calls running in
-//! its handler, which only the flooder calls, a lower bound, since a call
-//! is admitted before its handler starts and released after it ends), and
-//! by the flooder (a 2xx answer whose result has not arrived: an upper
-//! bound, since a busy flooder may read a new call's headers before an
-//! older call's result). Also sampled: the server's request units in
-//! flight, all clients together (counted only with limits on), and how
-//! many flood calls were refused: how hard the flooder, on the same cores,
-//! managed to push (thousands of connections opened at once overflow the
+//! and connection limits off ("before": `--max-requests none
+//! --max-requests-per-client none --request-rate-per-client none
+//! --max-connections-per-client none --max-connections none`), then with
+//! its defaults ("after"), then the retrying flooder against the defaults
+//! at each flood size. The server's peak RSS is its `VmHWM`. "Flood held
+//! at once" is the most flood calls the server held at once, seen twice:
+//! by the server (built with `--features metrics`, its `/metrics` sampled
+//! every 20 ms: `count` calls running in its handler, which only the
+//! flooder calls, a lower bound, since a call is admitted before its
+//! handler starts and released after it ends), and by the flooder (a 2xx
+//! answer whose result has not arrived: an upper bound, since a busy
+//! flooder may read a new call's headers before an older call's result).
+//! Also sampled: the server's request units in flight and the connections
+//! it holds open, all clients together (each counted only with its limits
+//! on), and how many flood calls were refused: how hard the flooder, on
+//! the same cores, managed to push (thousands of connections opened at once overflow the
 //! server's listen queue, and their retried SYNs wait whole seconds).
 //!
 //! Needs every 127.0.0.0/8 address on loopback, as on Linux, and an
@@ -66,14 +71,21 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const FLOOD_STEPS: u32 = 100;
 const FLOOD_DELAY_MS: u64 = 100;
-const LIMITS_OFF: [&str; 6] = [
+const LIMITS_OFF: [&str; 10] = [
     "--max-requests",
     "none",
     "--max-requests-per-client",
     "none",
     "--request-rate-per-client",
     "none",
+    "--max-connections-per-client",
+    "none",
+    "--max-connections",
+    "none",
 ];
+/// How long the flooder waits after a connection that failed or was
+/// refused as the server accepted it (its `Retry-After` when it has one).
+const RECONNECT_WAIT: Duration = Duration::from_secs(1);
 
 const USAGE: &str = "\
 Usage: cargo bench --bench stateless_flood -- [--secs N] [--floods N,N,...]
@@ -194,12 +206,14 @@ struct FloodShared {
 
 /// The most the server reported at once, from its `/metrics` sampled every
 /// 20 ms: `count` calls running in its handler (only the flooder calls
-/// `count`) and request units in flight (all clients; kept only with
-/// request limits on).
+/// `count`), request units in flight (all clients; kept only with request
+/// limits on) and connections open (all clients; kept only with connection
+/// limits on).
 #[derive(Default)]
 struct ServerView {
     count_running: Option<f64>,
     in_flight: Option<f64>,
+    connections: Option<f64>,
 }
 
 fn gauge(text: &str, name: &str) -> Option<f64> {
@@ -227,6 +241,7 @@ async fn sample_metrics(url: &str, view: &mut ServerView) {
         for (max, name) in [
             (&mut view.count_running, "demo_count_calls_running"),
             (&mut view.in_flight, "mcp_requests_in_flight"),
+            (&mut view.connections, "demo_connections_open"),
         ] {
             if let Some(value) = gauge(&text, name) {
                 *max = Some(max.map_or(value, |max: f64| max.max(value)));
@@ -275,9 +290,10 @@ async fn flood(
         let response = match response {
             Ok(response) => response,
             Err(_) => {
-                // The server is gone or out of connections: never spin.
+                // The server is gone, or refused the connection as it
+                // accepted it and reset it: never spin.
                 bump(&mut stats.refusals, "transport error");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(RECONNECT_WAIT).await;
                 continue;
             }
         };
@@ -298,14 +314,25 @@ async fn flood(
             }
             continue;
         }
-        bump(&mut stats.refusals, status.as_u16().to_string());
+        // The request layer's refusals keep the connection; a connection
+        // refused as it was accepted is answered `Connection: close`.
+        let at_accept = status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+            && response
+                .headers()
+                .get(reqwest::header::CONNECTION)
+                .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
+        if at_accept {
+            bump(&mut stats.refusals, "503 at accept");
+        } else {
+            bump(&mut stats.refusals, status.as_u16().to_string());
+        }
         let wait = response
             .headers()
             .get("retry-after")
             .and_then(|value| value.to_str().ok()?.parse().ok())
-            .map_or(Duration::from_secs(1), Duration::from_secs);
+            .map_or(RECONNECT_WAIT, Duration::from_secs);
         let _ = response.bytes().await;
-        if !retry_at_once {
+        if !retry_at_once || at_accept {
             tokio::time::sleep(wait).await;
         }
     }
@@ -569,11 +596,12 @@ fn run() -> Result<(), String> {
         let shown = |value: Option<f64>| value.map_or("-".to_owned(), |n| format!("{n:.0}"));
         let running = shown(outcome.server.count_running);
         let in_flight = shown(outcome.server.in_flight);
+        let connections = shown(outcome.server.connections);
         println!(
             "{} / flood {flood}: legit p50 {:.1} ms, p99 {:.1} ms, {} done, failed {}; \
              server RSS peak {rss}; flood held at most {} at once as the flooder saw it, \
              {running} count calls running in the server, {in_flight} requests in flight \
-             (all clients) ({} accepted, refused {})",
+             and {connections} connections open (all clients) ({} accepted, refused {})",
             run.label,
             outcome.p50_ms,
             outcome.p99_ms,
@@ -584,7 +612,8 @@ fn run() -> Result<(), String> {
             show(&outcome.flood_refused),
         );
         rows.push(format!(
-            "| {} | {flood} | {:.1} | {:.1} | {} | {} | {rss} | {running} | {} | {in_flight} | {} |",
+            "| {} | {flood} | {:.1} | {:.1} | {} | {} | {rss} | {running} | {} | {in_flight} \
+             | {connections} | {} |",
             run.label,
             outcome.p50_ms,
             outcome.p99_ms,
@@ -598,9 +627,9 @@ fn run() -> Result<(), String> {
     println!(
         "| limits | flood | legit p50 (ms) | legit p99 (ms) | legit calls done | failed legit calls \
          | server RSS peak | flood held at once: server | flooder's view | in flight, all clients \
-         | flood calls refused |"
+         | connections open, all clients | flood calls refused |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         println!("{row}");
     }
