@@ -270,7 +270,12 @@ mod tests {
         let derivation = behind(&["0.0.0.0/0"]);
         assert!(derivation.derive(&request).unwrap().is_anonymous());
         // Also with nothing trusted: the header is never read without a peer.
-        assert!(KeyDerivation::new().derive(&request).unwrap().is_anonymous());
+        assert!(
+            KeyDerivation::new()
+                .derive(&request)
+                .unwrap()
+                .is_anonymous()
+        );
     }
 
     #[test]
