@@ -65,6 +65,8 @@
 //! | Redis: keys with TTLs, exact trimming, DELETEs reaching every instance, outages survived | `store::redis` (`events`, `sessions`, `deletions`, `upkeep`) |
 
 #![warn(missing_docs)]
+// On docs.rs (which builds with `--cfg docsrs`), mark what a feature adds.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clients;
 mod close_reason;
@@ -101,6 +103,7 @@ pub use rmcp::transport::streamable_http_server::session::SessionId;
 pub use session::{SessionHandle, SessionTransport};
 pub use store::{MemoryEventStore, MemoryEventStoreBuilder, StoreError};
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::{RedisEventStore, RedisSessionStore, RedisStores, RedisStoresBuilder};
 
 /// The concurrent core, exposed only to the loom models in `loom-tests/`
@@ -110,7 +113,7 @@ pub use store::{RedisEventStore, RedisSessionStore, RedisStores, RedisStoresBuil
 pub mod loom_api {
     pub use crate::clients::ClientKey;
     pub use crate::close_reason::CloseReason;
-    pub use crate::eviction::activity::{Activity, Busy, Claim, Listening, NotAdmitted};
+    pub use crate::eviction::activity::{Activity, BeginError, Busy, Claim, Listening};
     pub use crate::eviction::{AtCapacity, EvictionOrder, EvictionPolicy, Popped};
     pub use crate::manager::admission::{
         Admitted, ClientSession, Clients, Membership, Refused, admit,

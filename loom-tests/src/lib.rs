@@ -134,7 +134,7 @@ pub fn activity_of(registry: &Registry<Probe>, name: &str) -> StdArc<Activity> {
 
 /// Admits `probe` under its name, taking a slot: a free one, else the
 /// first idle session's in the eviction order, else waiting for a close in
-/// flight (the async path, driven by loom). Returns the admission number.
+/// flight (the async path, driven by loom). Returns the generation.
 ///
 /// # Panics
 ///
@@ -147,8 +147,8 @@ pub fn create(registry: &Registry<Probe>, probe: Probe) -> u64 {
 /// [`create`], or `None` when the cap is full and no session is idle.
 pub fn try_create(registry: &Registry<Probe>, probe: Probe) -> Option<u64> {
     let slot = loom::future::block_on(registry.acquire_slot())?;
-    match registry.insert(slot, probe.name.into(), registry.draw_admission(), probe) {
-        Ok(activity) => Some(activity.admission()),
+    match registry.insert(slot, probe.name.into(), registry.draw_generation(), probe) {
+        Ok(activity) => Some(activity.generation()),
         Err(_) => panic!("names are unique in a model"),
     }
 }

@@ -67,7 +67,7 @@ struct Settings {
 }
 
 /// Keys with a live session or a reservation, and the history of idle ones.
-type State<K, S> = Keyed<K, Busy<S>>;
+type State<K, S> = Keyed<K, ClientEntry<S>>;
 
 impl Settings {
     fn retention(self) -> Retention {
@@ -79,7 +79,7 @@ impl Settings {
 }
 
 #[derive(Debug)]
-struct Busy<S> {
+struct ClientEntry<S> {
     log: GrantLog,
     /// Oldest admission first; a linked set, so that a session's end is
     /// O(1) even for a key (a NAT, a proxy) that holds thousands.
@@ -91,7 +91,7 @@ struct Busy<S> {
     unitless: usize,
 }
 
-impl<S> Entry for Busy<S> {
+impl<S> Entry for ClientEntry<S> {
     fn with_log(log: GrantLog) -> Self {
         Self {
             log,

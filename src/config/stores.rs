@@ -83,6 +83,7 @@ impl BoundedSessionManagerBuilder {
     /// # drop(manager); Ok(()) }
     /// ```
     #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, stores: &crate::store::RedisStores) -> Self {
         self.event_store = Some(stores.event_store());
         self.redis = Some(stores.clone());

@@ -56,7 +56,7 @@ const NOT_QUEUED: u64 = 0;
 
 /// Why a request could not mark a session busy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotAdmitted {
+pub enum BeginError {
     /// The session was claimed (evicted or closing): it is gone.
     Gone,
     /// [`MAX_BUSY`] requests are already in flight.
@@ -87,8 +87,8 @@ pub struct Activity {
     /// made), to pick among one client's own sessions: finer than the
     /// queue position, which a session near the tail keeps.
     last_active: AtomicU64,
-    /// The registry's admission number of this session.
-    admission: u64,
+    /// The registry's generation of this session (see `draw_generation`).
+    generation: u64,
     id: SessionId,
     order: Arc<EvictionOrder>,
 }
@@ -97,13 +97,13 @@ impl Activity {
     /// A new session, idle, queued under `seq` (the caller pushes the entry
     /// once the session is mapped). Its `initialize` makes it busy like any
     /// other request.
-    pub(crate) fn new(id: SessionId, admission: u64, seq: u64, order: Arc<EvictionOrder>) -> Self {
+    pub(crate) fn new(id: SessionId, generation: u64, seq: u64, order: Arc<EvictionOrder>) -> Self {
         Self {
             state: AtomicU64::new(seq & SEQ_MASK),
             listening: AtomicUsize::new(0),
             // Never active yet: older than any activity.
             last_active: AtomicU64::new(0),
-            admission,
+            generation,
             id,
             order,
         }
@@ -114,9 +114,9 @@ impl Activity {
         &self.id
     }
 
-    /// The registry's admission number.
-    pub fn admission(&self) -> u64 {
-        self.admission
+    /// The registry's generation of this session.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether no request is in flight and the session is not claimed.
@@ -136,14 +136,14 @@ impl Activity {
     }
 
     /// Marks one more request in flight.
-    pub fn begin(self: &Arc<Self>) -> Result<Busy, NotAdmitted> {
+    pub fn begin(self: &Arc<Self>) -> Result<Busy, BeginError> {
         let mut state = self.state.load(Ordering::Acquire);
         loop {
             if state & CLAIMED != 0 {
-                return Err(NotAdmitted::Gone);
+                return Err(BeginError::Gone);
             }
             if state & BUSY_MASK == BUSY_MASK {
-                return Err(NotAdmitted::Saturated);
+                return Err(BeginError::Saturated);
             }
             match self.state.compare_exchange_weak(
                 state,

@@ -49,7 +49,7 @@ use crate::rate_limiter::{Grant, RateLimiter};
 use crate::registry::{Registry, Slot, Stop};
 
 /// One of a client's sessions, as the per-client table lists it: its id and
-/// admission number (an id restored later is another session).
+/// generation (an id restored later is another session).
 pub type ClientSession = (SessionId, u64);
 
 /// The per-client table of a manager.
@@ -141,7 +141,7 @@ fn replace_own<'a, H: Stop>(
         let Some(victim) = least_recently_active_idle(registry, table, client) else {
             break;
         };
-        let listed = (victim.id().clone(), victim.admission());
+        let listed = (victim.id().clone(), victim.generation());
         let mut moved = false;
         let Some(slot) = registry.evict_idle(&victim, || {
             // Claimed, so still in the registry with its membership: still
@@ -169,10 +169,10 @@ fn least_recently_active_idle<H: Stop>(
     table
         .sessions_of(client)
         .iter()
-        .filter_map(|(id, admission)| {
+        .filter_map(|(id, generation)| {
             registry
                 .with_activity(id, |_, activity| {
-                    (activity.admission() == *admission).then(|| activity.clone())
+                    (activity.generation() == *generation).then(|| activity.clone())
                 })
                 .flatten()
         })
@@ -205,15 +205,15 @@ impl<'a> Admitted<'a> {
             grant,
             ..
         } = self;
-        let number = registry.draw_admission();
+        let generation = registry.draw_generation();
         // Listed under its client before it is in the registry: it may be
         // evicted the moment it is, and its end must find it listed.
         let listed = reservation.map(|reservation| {
-            let listed = (id.clone(), number);
+            let listed = (id.clone(), generation);
             reservation.commit(listed.clone());
             listed
         });
-        match registry.insert(slot, id, number, session(listed)) {
+        match registry.insert(slot, id, generation, session(listed)) {
             Ok(activity) => {
                 if let Some(grant) = grant {
                     grant.commit();

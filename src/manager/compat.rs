@@ -14,7 +14,7 @@ use crate::clients::key::KeyDerivation;
 use crate::config::{SessionConfig, validate};
 use crate::rate_limiter::RateLimiter;
 use crate::registry::Registry;
-use crate::session::{EndedHandlers, LiveSession, SessionSettings};
+use crate::session::{LateCloseMarkers, LiveSession, SessionSettings};
 
 impl BoundedSessionManager {
     /// A manager that keeps at most `max_sessions` sessions, each run with
@@ -46,7 +46,7 @@ impl BoundedSessionManager {
         Registry::<LiveSession>::validate(max_sessions);
         Self {
             registry: Arc::new(Registry::new(max_sessions)),
-            ended_handlers: Arc::new(EndedHandlers::new(max_sessions)),
+            late_close_markers: Arc::new(LateCloseMarkers::new(max_sessions)),
             settings: Arc::new(SessionSettings {
                 replay_capacity: session_config.channel_capacity,
                 max_request_streams: Self::DEFAULT_MAX_REQUEST_STREAMS,

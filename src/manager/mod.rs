@@ -25,7 +25,7 @@ use crate::clients::key::KeyDerivation;
 use crate::clients::limits::ClientLimits;
 use crate::config::BoundedSessionManagerBuilder;
 use crate::error::BoundedSessionError;
-use crate::eviction::activity::{Busy, NotAdmitted};
+use crate::eviction::activity::{BeginError, Busy};
 use crate::eviction::{AtCapacity, EvictionPolicy};
 use crate::http::{self, BoundedSessionLayer, Refusal};
 use crate::observe::RefusalReason;
@@ -42,7 +42,7 @@ mod stores;
 pub(crate) use self::admission::Membership;
 use self::admission::{Admitted, Clients, Refused};
 use crate::session::{
-    self, EndedHandlers, Lease, LiveSession, Origin, SessionHandle, SessionRegistry,
+    self, LateCloseMarkers, Lease, LiveSession, Origin, SessionHandle, SessionRegistry,
     SessionSettings, SessionTransport,
 };
 
@@ -86,7 +86,7 @@ use crate::session::{
 #[derive(Debug)]
 pub struct BoundedSessionManager {
     registry: Arc<SessionRegistry>,
-    ended_handlers: Arc<EndedHandlers>,
+    late_close_markers: Arc<LateCloseMarkers>,
     settings: Arc<SessionSettings>,
     rate_limiter: Option<RateLimiter>,
     max_lifetime: Option<Duration>,
@@ -382,8 +382,8 @@ impl BoundedSessionManager {
             .ok_or_else(not_found)?;
         match activity.begin() {
             Ok(busy) => Ok((handle, busy)),
-            Err(NotAdmitted::Gone) => Err(not_found()),
-            Err(NotAdmitted::Saturated) => {
+            Err(BeginError::Gone) => Err(not_found()),
+            Err(BeginError::Saturated) => {
                 http::record(Refusal::TooManyStreams);
                 Err(BoundedSessionError::TooManyStreams {
                     limit: crate::eviction::activity::MAX_BUSY as usize,
@@ -466,9 +466,9 @@ impl BoundedSessionManager {
         })?;
         let lease = Lease::new(
             self.registry.clone(),
-            self.ended_handlers.clone(),
+            self.late_close_markers.clone(),
             id,
-            activity.admission(),
+            activity.generation(),
         );
         Some(handle.transport(Some(lease), self.max_lifetime))
     }

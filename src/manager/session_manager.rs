@@ -108,7 +108,7 @@ impl SessionManager for BoundedSessionManager {
             http::record(Refusal::SessionGone);
             return Err(LocalSessionManagerError::SessionNotFound(id.clone()).into());
         }
-        if !self.ended_handlers.take(id) {
+        if !self.late_close_markers.take(id) {
             self.registry.close(id, None, CloseReason::Closed);
         }
         Ok(())
@@ -342,13 +342,13 @@ impl BoundedSessionManager {
             (Some(init), Some(lifetime)) => init.min(lifetime),
             (at, None) | (None, at) => at?,
         };
-        let admission = self
+        let generation = self
             .registry
-            .with_activity(id, |_, activity| activity.admission())?;
+            .with_activity(id, |_, activity| activity.generation())?;
         Some(HandshakeDeadline {
             registry: self.registry.clone(),
             handle: handle.clone(),
-            admission,
+            generation,
             at,
         })
     }
@@ -360,7 +360,7 @@ impl BoundedSessionManager {
 struct HandshakeDeadline {
     registry: Arc<SessionRegistry>,
     handle: SessionHandle,
-    admission: u64,
+    generation: u64,
     at: tokio::time::Instant,
 }
 
@@ -373,10 +373,10 @@ impl Drop for HandshakeDeadline {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (registry, handle, admission, at) = (
+        let (registry, handle, generation, at) = (
             self.registry.clone(),
             self.handle.clone(),
-            self.admission,
+            self.generation,
             self.at,
         );
         runtime.spawn(async move {
@@ -384,7 +384,7 @@ impl Drop for HandshakeDeadline {
             if handle.shared().handshake_pending() {
                 let reason = CloseReason::InitTimeout;
                 handle.shared().end(reason);
-                registry.close(handle.id(), Some(admission), reason);
+                registry.close(handle.id(), Some(generation), reason);
             }
         });
     }

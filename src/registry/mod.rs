@@ -108,8 +108,8 @@ pub trait Stop {
 /// One live session.
 #[derive(Debug)]
 struct SessionEntry<H> {
-    /// Its standing in the eviction order; its admission number tells this
-    /// admission from an earlier one of the same id (restore).
+    /// Its standing in the eviction order; its generation tells this
+    /// life of the id from an earlier one (restore).
     activity: Arc<Activity>,
     session: H,
     created_at: Instant,
@@ -129,7 +129,7 @@ pub struct Registry<H> {
     order: Arc<EvictionOrder>,
     slots: Slots,
     session_count: AtomicUsize,
-    next_admission: AtomicU64,
+    next_generation: AtomicU64,
     observer: Observer,
 }
 
@@ -193,7 +193,7 @@ impl<H: Stop> Registry<H> {
                 changed: Notify::new(),
             },
             session_count: AtomicUsize::new(0),
-            next_admission: AtomicU64::new(0),
+            next_generation: AtomicU64::new(0),
             observer: Observer::new(max_sessions, on_close),
         }
     }
@@ -349,7 +349,7 @@ impl<H: Stop> Registry<H> {
     /// Removes a session this thread claimed and keeps its slot.
     fn take_claimed(&self, victim: &Arc<Activity>, reason: CloseReason) -> Option<Slot<'_>> {
         let (id, mut entry) = self.sessions.remove_if(victim.id(), |entry| {
-            entry.activity.admission() == victim.admission()
+            entry.activity.generation() == victim.generation()
         })?;
         let live = self.session_count.fetch_sub(1, Ordering::Relaxed) - 1;
         // The slot exists before anything that could panic runs
@@ -360,14 +360,14 @@ impl<H: Stop> Registry<H> {
         Some(slot)
     }
 
-    /// A fresh admission number: it tells one admission of an id from any
-    /// other (restore) and is given to [`Self::insert`].
-    pub fn draw_admission(&self) -> u64 {
-        self.next_admission.fetch_add(1, Ordering::Relaxed)
+    /// A fresh generation: it tells one life of an id from any other (a
+    /// restore) and is given to [`Self::insert`].
+    pub fn draw_generation(&self) -> u64 {
+        self.next_generation.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Admits a session with the slot under `admission` (from
-    /// [`Self::draw_admission`]), idle and at the tail of the order;
+    /// Admits a session with the slot under `generation` (from
+    /// [`Self::draw_generation`]), idle and at the tail of the order;
     /// returns its standing. Returns the slot and the session if `id`
     /// is already live (a concurrent restore), without touching the
     /// existing session.
@@ -375,13 +375,13 @@ impl<H: Stop> Registry<H> {
         &'a self,
         slot: Slot<'a>,
         id: SessionId,
-        admission: u64,
+        generation: u64,
         session: H,
     ) -> Result<Arc<Activity>, (Slot<'a>, H)> {
         let first_entry = self.order.draw();
         let activity = Arc::new(Activity::new(
             id.clone(),
-            admission,
+            generation,
             first_entry,
             self.order.clone(),
         ));
@@ -406,9 +406,9 @@ impl<H: Stop> Registry<H> {
         Ok(activity)
     }
 
-    /// Removes the session (only admission `admission`, if given), ends it
+    /// Removes the session (only generation `generation`, if given), ends it
     /// and frees its slot. Returns whether it was live.
-    pub fn close(&self, id: &SessionId, admission: Option<u64>, reason: CloseReason) -> bool {
+    pub fn close(&self, id: &SessionId, generation: Option<u64>, reason: CloseReason) -> bool {
         // Unknown ids (a DELETE with garbage) touch no shared counter.
         if !self.sessions.contains_key(id) {
             return false;
@@ -419,7 +419,7 @@ impl<H: Stop> Registry<H> {
         let claimed = self
             .sessions
             .with(id, |entry| {
-                if admission.is_some_and(|admission| entry.activity.admission() != admission) {
+                if generation.is_some_and(|generation| entry.activity.generation() != generation) {
                     return None;
                 }
                 if entry.activity.claim(false) {
@@ -432,7 +432,7 @@ impl<H: Stop> Registry<H> {
             .flatten();
         let removed = claimed.as_ref().and_then(|activity| {
             self.sessions.remove_if(id, |entry| {
-                entry.activity.admission() == activity.admission()
+                entry.activity.generation() == activity.generation()
             })
         });
         // Dropping `closing` wakes a creator that may be waiting for the

@@ -18,7 +18,7 @@ fn admit(registry: &TestRegistry, slot: Slot<'_>, n: usize) -> (SessionId, Cance
     let id: SessionId = format!("s{n}").into();
     let cancel = CancellationToken::new();
     registry
-        .insert(slot, id.clone(), registry.draw_admission(), cancel.clone())
+        .insert(slot, id.clone(), registry.draw_generation(), cancel.clone())
         .map_err(|_| "duplicate id")
         .unwrap();
     (id, cancel)
@@ -77,24 +77,24 @@ async fn close_with_old_seq_does_not_touch_a_restored_session() {
         .insert(
             registry.acquire_slot().await.unwrap(),
             id.clone(),
-            registry.draw_admission(),
+            registry.draw_generation(),
             CancellationToken::new(),
         )
         .map_err(|_| "duplicate")
         .unwrap();
-    let first = first.admission();
+    let first = first.generation();
     assert!(registry.close(&id, Some(first), CloseReason::Closed));
     let second_cancel = CancellationToken::new();
     let second = registry
         .insert(
             registry.acquire_slot().await.unwrap(),
             id.clone(),
-            registry.draw_admission(),
+            registry.draw_generation(),
             second_cancel.clone(),
         )
         .map_err(|_| "duplicate")
         .unwrap();
-    let second = second.admission();
+    let second = second.generation();
     assert_ne!(first, second);
     assert!(!registry.close(&id, Some(first), CloseReason::HandshakeAbandoned));
     assert!(registry.contains(&id));
@@ -110,7 +110,7 @@ async fn duplicate_insert_returns_the_slot() {
         .insert(
             registry.acquire_slot().await.unwrap(),
             id.clone(),
-            registry.draw_admission(),
+            registry.draw_generation(),
             CancellationToken::new(),
         )
         .map_err(|_| "duplicate")
@@ -120,7 +120,7 @@ async fn duplicate_insert_returns_the_slot() {
         .insert(
             slot,
             id,
-            registry.draw_admission(),
+            registry.draw_generation(),
             CancellationToken::new(),
         )
         .unwrap_err();
@@ -195,7 +195,7 @@ async fn concurrent_creators_never_exceed_cap() {
                         .insert(
                             slot,
                             id.clone(),
-                            registry.draw_admission(),
+                            registry.draw_generation(),
                             CancellationToken::new(),
                         )
                         .map_err(|_| "duplicate")
@@ -369,7 +369,7 @@ impl Stop for PanicsOnLeave {
 
 fn admit_panicky(registry: &Registry<PanicsOnLeave>, slot: Slot<'_>, name: &str) {
     registry
-        .insert(slot, name.into(), registry.draw_admission(), PanicsOnLeave)
+        .insert(slot, name.into(), registry.draw_generation(), PanicsOnLeave)
         .map_err(|_| "duplicate id")
         .unwrap();
 }

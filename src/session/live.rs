@@ -18,7 +18,7 @@
 //! only, possibly seconds later (it first lets in-flight tool calls finish).
 //! If the session was evicted and its id restored from a `SessionStore` in
 //! the meantime, that call would close the *restored* session. So every
-//! lease that ends leaves a marker in [`EndedHandlers`], and the manager's
+//! lease that ends leaves a marker in [`LateCloseMarkers`], and the manager's
 //! `close_session` that finds a marker consumes it and closes nothing. A
 //! client DELETE racing that call still closes the current session: of the
 //! two calls, whichever comes second finds no marker. Markers count per id
@@ -68,7 +68,7 @@ pub(crate) type SessionRegistry = Registry<LiveSession>;
 /// arrived yet (see the module docs): per id, how many such calls are due and
 /// when the last handler ended.
 #[derive(Debug)]
-pub(crate) struct EndedHandlers {
+pub(crate) struct LateCloseMarkers {
     /// Hashed with foldhash, as the registry's map (see `crate::sync`):
     /// its keys are ids of sessions that existed, which clients do not
     /// choose.
@@ -82,7 +82,7 @@ pub(crate) struct EndedHandlers {
     limit: usize,
 }
 
-impl EndedHandlers {
+impl LateCloseMarkers {
     /// How long a marker waits for rmcp's closing call, which follows the
     /// handler's end after at most rmcp's 5-second drain of in-flight calls.
     const WAIT: Duration = Duration::from_secs(60);
@@ -140,7 +140,7 @@ impl EndedHandlers {
 #[derive(Debug)]
 pub(crate) struct Lease {
     registry: Arc<SessionRegistry>,
-    ended_handlers: Arc<EndedHandlers>,
+    late_close_markers: Arc<LateCloseMarkers>,
     id: SessionId,
     seq: u64,
     ended: bool,
@@ -149,13 +149,13 @@ pub(crate) struct Lease {
 impl Lease {
     pub(crate) fn new(
         registry: Arc<SessionRegistry>,
-        ended_handlers: Arc<EndedHandlers>,
+        late_close_markers: Arc<LateCloseMarkers>,
         id: SessionId,
         seq: u64,
     ) -> Self {
         Self {
             registry,
-            ended_handlers,
+            late_close_markers,
             id,
             seq,
             ended: false,
@@ -166,7 +166,7 @@ impl Lease {
         if !self.ended {
             self.ended = true;
             self.registry.close(&self.id, Some(self.seq), reason);
-            self.ended_handlers.record(self.id.clone());
+            self.late_close_markers.record(self.id.clone());
         }
     }
 }
@@ -183,7 +183,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn each_ended_handler_excuses_one_close_for_a_while() {
-        let ended = EndedHandlers::new(4);
+        let ended = LateCloseMarkers::new(4);
         let id: SessionId = "a".into();
         assert!(!ended.take(&id), "nothing ended: a close is a DELETE");
         // Evicted, restored and evicted again: two late closes are due.
@@ -194,18 +194,18 @@ mod tests {
         assert!(!ended.take(&id));
         // A marker nobody consumed does not swallow a DELETE much later.
         ended.record(id.clone());
-        tokio::time::advance(EndedHandlers::WAIT).await;
+        tokio::time::advance(LateCloseMarkers::WAIT).await;
         assert!(!ended.take(&id));
     }
 
     #[tokio::test(start_paused = true)]
     async fn markers_stay_bounded() {
-        let ended = EndedHandlers::new(1);
+        let ended = LateCloseMarkers::new(1);
         for n in 0..5_000 {
             ended.record(format!("s{n}").into());
         }
         assert!(ended.ended.len() <= ended.limit);
-        tokio::time::advance(EndedHandlers::WAIT).await;
+        tokio::time::advance(LateCloseMarkers::WAIT).await;
         ended.record("late".into());
         assert!(ended.ended.len() <= 1, "expired markers are dropped");
     }

@@ -43,7 +43,7 @@ mod tests;
 
 pub(crate) use event_stream::is_event_of;
 pub use handle::SessionHandle;
-pub(crate) use live::{EndedHandlers, Lease, LiveSession, SessionRegistry};
+pub(crate) use live::{LateCloseMarkers, Lease, LiveSession, SessionRegistry};
 pub use transport::SessionTransport;
 
 /// How long a send waits for a client that does not read a connected
