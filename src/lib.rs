@@ -58,11 +58,32 @@
 //! | the `on_close` hook cannot break a close; one 90 % warning per crossing; metrics | `observe` |
 //! | loom-visible stand-ins for the primitives (model checking) | `sync` |
 //! | 429 / 404 / 503 instead of rmcp's 500 for refusals | `http` |
-//! | requests in flight and listen streams: exact global and per-client bounds, per-client request rates, for every request (2026-07-28 and sessions) | `requests` (`table`, `body`) |
+//! | requests in flight and listen streams: exact global and per-client bounds, per-client request rates, for every request (2026-07-28 and sessions) | `requests` (`table`, `budget`, `body`) |
 //! | stored event ids: one spelling, stream and generation in the id | `store::stored_id` |
 //! | a bounded in-memory event store: total and per-stream bounds, TTL | `store::memory` |
 //! | a stateless resumption never replays a session's events | `store::stateless` |
 //! | Redis: keys with TTLs, exact trimming, DELETEs reaching every instance, outages survived | `store::redis` (`events`, `sessions`, `deletions`, `upkeep`) |
+//!
+//! # Words used throughout
+//!
+//! - **session**: a client's MCP session of a protocol before 2026-07-28,
+//!   from `initialize` to its end; a **generation** tells one life of a
+//!   session id from another (an id restored after it ended is a new one).
+//! - **client key**: who a request comes from ([`ClientKey`]): its address
+//!   (an IPv6 client by its network), a trusted proxy's word for it, or
+//!   your own function's answer. Quotas and rates are per client key.
+//! - **slot**: one place under the session cap; a live session holds one.
+//! - **lease**: what rmcp holds of a live session while it runs its
+//!   handler; a lease that ends after its session was replaced leaves a
+//!   late-close marker, so that rmcp's late close cannot end the newer one.
+//! - **stream**: one sequence of server-to-client messages (a request's
+//!   answer, a session's standalone stream, a stateless call's); an
+//!   **event** is one message of it, with an id a client can resume from.
+//! - **store**: where events (rmcp's `EventStore`) or sessions (its
+//!   `SessionStore`) are kept beyond one connection or instance.
+//! - **unit**: one request's share of the request bounds (a request costs
+//!   one unit unless a cost function says more); the server's units form
+//!   the request **budget**.
 
 #![warn(missing_docs)]
 // On docs.rs (which builds with `--cfg docsrs`), mark what a feature adds.
