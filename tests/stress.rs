@@ -39,17 +39,24 @@ impl Rng {
 /// Creates a session and drives its transport the way rmcp's service task
 /// does (receive until the worker ends, then drop the transport). A
 /// creation finding every session busy (a request in flight in each) is
-/// refused; it is retried.
-async fn create(manager: &BoundedSessionManager) -> (SessionId, JoinHandle<()>) {
+/// refused; it is retried until `deadline` (`None` then: a manager that
+/// never made room fails the run's assertions instead of hanging it).
+async fn create(
+    manager: &BoundedSessionManager,
+    deadline: tokio::time::Instant,
+) -> Option<(SessionId, JoinHandle<()>)> {
     let (id, mut transport) = loop {
         match manager.create_session().await {
             Ok(created) => break created,
-            Err(BoundedSessionError::AtCapacity) => tokio::task::yield_now().await,
+            Err(BoundedSessionError::AtCapacity) if tokio::time::Instant::now() < deadline => {
+                tokio::task::yield_now().await
+            }
+            Err(BoundedSessionError::AtCapacity) => return None,
             Err(error) => panic!("creation failed: {error}"),
         }
     };
     let handler = tokio::spawn(async move { while transport.receive().await.is_some() {} });
-    (id, handler)
+    Some((id, handler))
 }
 
 fn initialized_notification() -> ClientJsonRpcMessage {
@@ -104,7 +111,7 @@ async fn stress(cap: usize) {
                         rng.below(mine.len())
                     };
                     match rng.below(10) {
-                        0..=2 => mine.push(create(&manager).await),
+                        0..=2 => mine.extend(create(&manager, deadline).await),
                         3 | 4 if !mine.is_empty() => {
                             let _ = manager.has_session(&mine[pick].0).await.unwrap();
                         }

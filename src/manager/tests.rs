@@ -170,3 +170,39 @@ async fn a_client_admission_dropped_mid_wait_returns_its_quota_unit_and_grants()
     drop(admitted);
     assert!(manager.stats().is_consistent());
 }
+
+#[tokio::test]
+async fn a_restore_waits_out_a_close_in_flight_instead_of_answering_present() {
+    let manager = BoundedSessionManager::new(SessionConfig::default(), 1);
+    let (id, _transport) = manager.create_session().await.unwrap();
+    let activity = manager
+        .registry
+        .with_activity(&id, |_, activity| activity.clone())
+        .unwrap();
+    let mut restore = std::pin::pin!(manager.restore_session(id.clone()));
+    // An eviction claimed the session and has yet to remove it; a DELETE
+    // that lost the race to it marked the session as ending. The restore
+    // started in that moment must wait for the removal, not answer
+    // `AlreadyPresent` for a session that is gone a moment later.
+    let slot = manager.registry.evict_idle(&activity, || {
+        assert!(
+            !manager
+                .registry
+                .close(&id, None, crate::CloseReason::Closed)
+        );
+        assert!(!manager.registry.contains(&id), "marked as ending");
+        assert!(
+            pending_after_one_poll(restore.as_mut()),
+            "answered while the close was in flight"
+        );
+    });
+    assert!(slot.is_some(), "evicted");
+    drop(slot);
+    // The removal done, the restore admits the id anew.
+    let RestoreOutcome::Restored(_restored) = restore.await.unwrap() else {
+        panic!("the removed session was answered as present");
+    };
+    assert!(manager.has_session(&id).await.unwrap());
+    assert_eq!(manager.session_count(), 1);
+    assert!(manager.stats().is_consistent());
+}
