@@ -110,14 +110,8 @@ pub(crate) mod metrics {
     const LISTENING: &str = "mcp_listen_streams";
     const REFUSED: &str = "mcp_requests_refused_total";
 
-    /// `cost` units admitted, or released: the level changes by it (it is
-    /// the sum of the shards' counts, which no request reads whole).
-    pub(crate) fn requests(cost: usize, admitted: bool) {
-        let gauge = ::metrics::gauge!(IN_FLIGHT);
-        match admitted {
-            true => gauge.increment(cost as f64),
-            false => gauge.decrement(cost as f64),
-        }
+    pub(crate) fn requests(in_flight: usize) {
+        ::metrics::gauge!(IN_FLIGHT).set(in_flight as f64);
     }
 
     pub(crate) fn listening(open: usize) {

@@ -163,6 +163,12 @@ struct Counters {
     /// The bound on units in flight, if set.
     budget: Option<Budget>,
     listening: CachePadded<AtomicUsize>,
+    /// Units in flight, for the metrics gauge only: set, not changed by
+    /// increments, it stays right whatever a recorder does between reports
+    /// (the shards' counts are read whole only under all their locks). The
+    /// one counter every request writes, and only with the feature on.
+    #[cfg(feature = "metrics")]
+    reported_in_flight: CachePadded<AtomicUsize>,
 }
 
 /// One shard of the per-client entries. Units hold their client's shard,
@@ -249,6 +255,8 @@ impl RequestTable {
             created: Instant::now(),
             budget: limits.max_in_flight.map(Budget::new),
             listening: CachePadded::new(AtomicUsize::new(0)),
+            #[cfg(feature = "metrics")]
+            reported_in_flight: CachePadded::new(AtomicUsize::new(0)),
         });
         let hasher = ShardHasher::default();
         let shards = (0..SHARDS)
@@ -491,10 +499,17 @@ impl Counters {
     }
 
     /// Reports `cost` units admitted (or released) to the metrics
-    /// recorder, if any: as a change, since the level is the shards' sum.
+    /// recorder, if any.
     fn report_request(&self, _cost: usize, _admitted: bool) {
         #[cfg(feature = "metrics")]
-        super::refusal::metrics::requests(_cost, _admitted);
+        {
+            let counter = &self.reported_in_flight;
+            let level = match _admitted {
+                true => counter.fetch_add(_cost, Ordering::AcqRel) + _cost,
+                false => counter.fetch_sub(_cost, Ordering::AcqRel) - _cost,
+            };
+            super::refusal::metrics::requests(level);
+        }
     }
 
     /// Reports the listen streams open to the metrics recorder, if any.
