@@ -198,8 +198,8 @@ async fn a_standalone_stream_reconnect_replays_the_missed_notifications() {
 
 #[tokio::test]
 async fn bad_ids_get_an_empty_stream_and_late_ones_what_is_kept() {
-    let manager = BoundedSessionManager::new(SessionConfig::default(), 8).with_replay_capacity(2);
-    let server = TestServer::start(Arc::new(manager)).await;
+    let manager = BoundedSessionManager::builder(8).replay_capacity(2).build();
+    let server = TestServer::start(manager).await;
     let client = server.client();
     let session = client.initialize().await.unwrap();
     // A request stream that was never opened, and ids this crate never

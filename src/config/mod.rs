@@ -5,7 +5,7 @@ use std::time::Duration;
 
 pub use rmcp::transport::streamable_http_server::session::local::SessionConfig;
 
-use rmcp::transport::streamable_http_server::session::{EventStore, SessionId, SessionManager};
+use rmcp::transport::streamable_http_server::session::{EventStore, SessionId};
 
 use crate::clients::ClientKey;
 use crate::clients::forwarded::TrustedProxies;
@@ -14,6 +14,7 @@ use crate::clients::limits::{ClientLimits, DEFAULT_MAX_IDLE_KEYS};
 use crate::close_reason::CloseReason;
 use crate::eviction::{AtCapacity, EvictionPolicy};
 use crate::manager::BoundedSessionManager;
+use crate::manager::construct::Parts;
 use crate::rate_limiter::RateLimiter;
 use crate::session::SessionRegistry;
 
@@ -490,7 +491,10 @@ impl BoundedSessionManagerBuilder {
     }
 
     /// How many events each SSE stream keeps for replay after a
-    /// reconnection; see [`BoundedSessionManager::with_replay_capacity`].
+    /// reconnection (`Last-Event-ID`; by default the session
+    /// configuration's `channel_capacity`, rmcp's 16); older ones are
+    /// overwritten, and a client that comes back later than that gets the
+    /// kept ones, the jump in their ids showing what it lost.
     ///
     /// # Panics
     ///
@@ -507,8 +511,12 @@ impl BoundedSessionManagerBuilder {
         self
     }
 
-    /// Requests in flight per session; see
-    /// [`BoundedSessionManager::with_max_request_streams`].
+    /// At most `limit` requests in flight per session (each has its own
+    /// SSE stream; by default
+    /// [`BoundedSessionManager::DEFAULT_MAX_REQUEST_STREAMS`]); one more is
+    /// refused (`429` behind [`BoundedSessionLayer`](crate::BoundedSessionLayer)).
+    /// As many completed request streams are kept for late resumes, for at
+    /// most `SessionConfig::completed_cache_ttl`.
     ///
     /// # Panics
     ///
@@ -533,65 +541,62 @@ impl BoundedSessionManagerBuilder {
     /// assert_eq!(manager.session_count(), 0);
     /// ```
     pub fn build(self) -> Arc<BoundedSessionManager> {
+        #[cfg(feature = "redis")]
+        let (redis, max_lifetime) = (self.redis.clone(), self.max_lifetime);
+        let manager = Arc::new(BoundedSessionManager::from_parts(self.into_parts()));
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &redis {
+            let ttl = manager.session_config().keep_alive.or(max_lifetime);
+            redis.attach(&manager, ttl, manager.replay_capacity());
+        }
+        manager
+    }
+
+    /// What the manager is made of, as these settings say: the defaults
+    /// filled in, `idle_timeout` applied to the session configuration.
+    pub(crate) fn into_parts(self) -> Parts {
         let explicit_keep_alive = self
             .session_config
             .as_ref()
             .is_some_and(|config| config.keep_alive.is_some());
-        let mut session_config = self.session_config.unwrap_or_default();
+        let mut session = self.session_config.unwrap_or_default();
         if let Some(idle) = self.idle_timeout {
-            if explicit_keep_alive && session_config.keep_alive != Some(idle) {
+            if explicit_keep_alive && session.keep_alive != Some(idle) {
                 tracing::warn!("idle_timeout overrides the keep_alive of the given SessionConfig");
             }
-            session_config.keep_alive = Some(idle);
+            session.keep_alive = Some(idle);
         }
-        let mut manager = BoundedSessionManager::new(session_config, self.max_sessions)
-            .with_admission(
-                self.eviction_policy,
-                self.at_capacity,
-                self.on_close.map(|hook| hook.0),
-            );
         let mut keys = KeyDerivation::new()
             .ipv6_prefix(self.ipv6_prefix)
             .trusted_proxies(self.trusted_proxies);
         if let Some(ClientKeyFn(key)) = self.client_key {
             keys = keys.custom(key);
         }
-        let limits = (self.max_sessions_per_client.is_some()
+        let client_limits = (self.max_sessions_per_client.is_some()
             || self.rate_limit_per_client.is_some())
         .then_some(ClientLimits {
             max_sessions: self.max_sessions_per_client,
             rate: self.rate_limit_per_client,
             max_idle_keys: self.max_idle_client_keys,
         });
-        manager = manager.with_clients(keys, limits, self.bind_sessions_to_client);
-        manager = manager.with_requests(&self.requests);
-        if let Some((max_creates, window)) = self.rate_limit {
-            manager = manager.with_rate_limit(max_creates, window);
+        Parts {
+            max_sessions: self.max_sessions,
+            replay_capacity: self.replay_capacity.unwrap_or(session.channel_capacity),
+            session,
+            max_request_streams: self
+                .max_request_streams
+                .unwrap_or(BoundedSessionManager::DEFAULT_MAX_REQUEST_STREAMS),
+            event_store: self.event_store,
+            stateless_event_store: self.stateless_event_store,
+            rate_limit: self.rate_limit,
+            max_lifetime: self.max_lifetime,
+            eviction_policy: self.eviction_policy,
+            at_capacity: self.at_capacity,
+            on_close: self.on_close.map(|hook| hook.0),
+            keys,
+            client_limits,
+            bind_to_client: self.bind_sessions_to_client,
+            requests: self.requests,
         }
-        if let Some(lifetime) = self.max_lifetime {
-            manager = manager.with_max_lifetime(lifetime);
-        }
-        if let Some(capacity) = self.replay_capacity {
-            manager = manager.with_replay_capacity(capacity);
-        }
-        if let Some(limit) = self.max_request_streams {
-            manager = manager.with_max_request_streams(limit);
-        }
-        if let Some(store) = self.event_store {
-            manager = manager.with_event_store(store);
-        }
-        // The store of every stream serves stateless streams too.
-        if let Some(store) = self.stateless_event_store
-            && manager.event_store().is_none()
-        {
-            manager = manager.with_stateless_event_store(store);
-        }
-        let manager = Arc::new(manager);
-        #[cfg(feature = "redis")]
-        if let Some(redis) = &self.redis {
-            let ttl = manager.session_config().keep_alive.or(self.max_lifetime);
-            redis.attach(&manager, ttl, manager.replay_capacity());
-        }
-        manager
     }
 }

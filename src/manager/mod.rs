@@ -22,7 +22,6 @@ use rmcp::transport::streamable_http_server::session::local::{
 use rmcp::transport::streamable_http_server::session::{EventStore, SessionId};
 
 use crate::clients::key::KeyDerivation;
-use crate::clients::limits::ClientLimits;
 use crate::config::BoundedSessionManagerBuilder;
 use crate::error::BoundedSessionError;
 use crate::eviction::activity::{BeginError, Busy};
@@ -30,11 +29,12 @@ use crate::eviction::{AtCapacity, EvictionPolicy};
 use crate::http::{self, BoundedSessionLayer, Refusal};
 use crate::observe::RefusalReason;
 use crate::rate_limiter::RateLimiter;
-use crate::registry::{Registry, SessionStats};
-use crate::requests::{RequestAdmission, RequestLimits};
+use crate::registry::SessionStats;
+use crate::requests::RequestAdmission;
 
 pub(crate) mod admission;
 mod compat;
+pub(crate) mod construct;
 mod session_manager;
 #[cfg(feature = "redis")]
 mod stores;
@@ -136,31 +136,6 @@ impl BoundedSessionManager {
         BoundedSessionManagerBuilder::new(max_sessions)
     }
 
-    /// Sets the builder's store for stateless streams.
-    pub(crate) fn with_stateless_event_store(mut self, store: Arc<dyn EventStore>) -> Self {
-        self.stateless_event_store = Some(Arc::new(crate::store::StatelessStreams(store)));
-        self
-    }
-
-    /// Sets the builder's per-client options.
-    pub(crate) fn with_clients(
-        mut self,
-        keys: KeyDerivation,
-        limits: Option<ClientLimits>,
-        bind_to_client: bool,
-    ) -> Self {
-        self.keys = Arc::new(keys);
-        self.clients = limits.map(|limits| Arc::new(Clients::new(limits)));
-        self.bind_to_client = bind_to_client;
-        self
-    }
-
-    /// Sets the builder's request and listen-stream limits.
-    pub(crate) fn with_requests(mut self, limits: &RequestLimits) -> Self {
-        self.requests = RequestAdmission::new(limits).map(Arc::new);
-        self
-    }
-
     /// Request units in flight now, under the layer's admission (0 without
     /// request limits: nothing is counted then).
     ///
@@ -211,23 +186,6 @@ impl BoundedSessionManager {
         BoundedSessionLayer::new(self.keys.clone(), self.requests.clone())
     }
 
-    /// Rebuilds the (still empty) registry with the builder's admission
-    /// options.
-    pub(crate) fn with_admission(
-        mut self,
-        policy: EvictionPolicy,
-        at_capacity: AtCapacity,
-        on_close: Option<crate::observe::CloseHook>,
-    ) -> Self {
-        self.registry = Arc::new(Registry::with_policy(
-            self.registry.max_sessions(),
-            policy,
-            at_capacity,
-            on_close,
-        ));
-        self
-    }
-
     /// Which idle session a creation at the full cap evicts.
     ///
     /// ```
@@ -250,7 +208,8 @@ impl BoundedSessionManager {
         self.registry.at_capacity()
     }
 
-    /// The default of [`Self::with_max_request_streams`].
+    /// The default of the builder's
+    /// [`max_request_streams`](crate::BoundedSessionManagerBuilder::max_request_streams).
     ///
     /// ```
     /// use mcp_bounded_session::BoundedSessionManager;

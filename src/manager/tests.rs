@@ -56,7 +56,10 @@ async fn huge_durations_mean_never_not_a_panic() {
     let mut config = SessionConfig::default();
     config.keep_alive = Some(Duration::MAX);
     config.init_timeout = Some(Duration::MAX);
-    let manager = BoundedSessionManager::new(config, 2).with_max_lifetime(Duration::MAX);
+    let manager = BoundedSessionManager::builder(2)
+        .session_config(config)
+        .max_lifetime(Duration::MAX)
+        .build();
     let (id, transport) = manager.create_session().await.unwrap();
     assert!(manager.has_session(&id).await.unwrap());
     // The session ends (DELETE); the transport infers a reason without

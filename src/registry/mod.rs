@@ -159,6 +159,7 @@ impl<H: Stop> Registry<H> {
     /// # Panics
     ///
     /// Panics if `max_sessions` is 0 or above the semaphore's limit.
+    #[cfg(any(test, mcp_bounded_session_loom))]
     pub fn new(max_sessions: usize) -> Self {
         Self::with_policy(
             max_sessions,
