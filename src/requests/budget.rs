@@ -36,8 +36,12 @@
 //! shard keeps at most two chunks, so at most a quarter of the bound is
 //! ever spare; near the bound, shards borrow exactly what a request needs
 //! and give back all they release, their spare stays empty, and a refusal
-//! at the bound reads one word. A bound too small to lend
-//! (`max < 8 * SHARDS`) behaves as one shared counter.
+//! at the bound reads one word. A collection (every shard's lock, a few
+//! microseconds) happens only when the free units run out while some
+//! shard still lends; it leaves no shard lending, and shards lend again
+//! only once more than a quarter of the bound is free: at most one
+//! collection per swing of the load from a quarter free to full. A bound
+//! too small to lend (`max < 8 * SHARDS`) behaves as one shared counter.
 
 use crossbeam_utils::CachePadded;
 
