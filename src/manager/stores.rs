@@ -8,13 +8,9 @@ use rmcp::transport::streamable_http_server::session::SessionId;
 
 use super::BoundedSessionManager;
 use crate::close_reason::CloseReason;
+use crate::session::SessionHandle;
 
 impl BoundedSessionManager {
-    /// Whether `id` is live on this instance.
-    pub(crate) fn holds_session(&self, id: &SessionId) -> bool {
-        self.registry.contains_where(id, |_| true)
-    }
-
     /// Whether the Redis stores refuse a restore of `id`: not an id this
     /// crate issues, or DELETEd on this instance since rmcp loaded it.
     pub(crate) fn store_refuses_restore(&self, id: &SessionId) -> bool {
@@ -33,10 +29,19 @@ impl BoundedSessionManager {
     pub(crate) fn attach_redis_stores(&self, stores: Weak<crate::store::RedisInner>) {
         let _ = self.redis_stores.set(stores);
     }
+}
 
-    /// Ends this instance's copy of a session DELETEd elsewhere, as a
-    /// DELETE here would (`CloseReason::Closed`); nothing if it has none.
-    pub(crate) fn close_deleted_elsewhere(&self, id: &SessionId) {
+impl crate::store::SessionHost for BoundedSessionManager {
+    fn holds_session(&self, id: &SessionId) -> bool {
+        self.registry.contains_where(id, |_| true)
+    }
+
+    /// As a DELETE here would (`CloseReason::Closed`).
+    fn close_deleted_elsewhere(&self, id: &SessionId) {
         self.registry.close(id, None, CloseReason::Closed);
+    }
+
+    fn session(&self, id: &SessionId) -> Option<SessionHandle> {
+        BoundedSessionManager::session(self, id)
     }
 }

@@ -35,7 +35,7 @@ mod stateless;
 mod stored_id;
 
 #[cfg(feature = "redis")]
-pub(crate) use self::redis::{Inner as RedisInner, refuses_restore};
+pub(crate) use self::redis::{Inner as RedisInner, SessionHost, refuses_restore};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisEventStore, RedisSessionStore, RedisStores, RedisStoresBuilder};
 pub use memory::{MemoryEventStore, MemoryEventStoreBuilder};

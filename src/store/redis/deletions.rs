@@ -70,9 +70,9 @@ pub(super) async fn listen(
                             // finds nothing, and the upkeep's next round
                             // finds the tombstone and ends the late copy.
                             if let Ok(id) = message.get_payload::<String>()
-                                && let Some(manager) = inner.manager()
+                                && let Some(host) = inner.host()
                             {
-                                manager.close_deleted_elsewhere(&id.into());
+                                host.close_deleted_elsewhere(&id.into());
                             }
                         }
                     }

@@ -48,9 +48,12 @@ use tokio_util::sync::CancellationToken;
 use super::StoreError;
 use crate::manager::BoundedSessionManager;
 
+pub(crate) use self::host::SessionHost;
+
 mod deletions;
 mod error_log;
 mod events;
+mod host;
 mod keys;
 mod relay;
 mod sessions;
@@ -96,7 +99,9 @@ pub(crate) struct Inner {
     /// DELETEs that did not reach Redis yet (oldest first), each with
     /// whether this instance held the session.
     pending_deletes: Mutex<hashlink::LinkedHashMap<SessionId, bool>>,
-    manager: Mutex<Weak<BoundedSessionManager>>,
+    /// The manager these stores serve, once attached (weak: the stores
+    /// must not keep it alive).
+    host: Mutex<Option<Weak<dyn SessionHost>>>,
     /// This instance's part of every append's nonce (a random UUID).
     instance: String,
     /// The count part of the next nonce.
@@ -133,7 +138,7 @@ impl Inner {
     /// Whether a manager was given these stores (`redis` on its builder):
     /// only then are sessions kept alive by the upkeep.
     fn attached(&self) -> bool {
-        self.manager.lock().strong_count() > 0
+        self.host().is_some()
     }
 
     /// A store call: fails at once while Redis failed within the last
@@ -154,8 +159,8 @@ impl Inner {
         self.stream_capacity.load(Ordering::Relaxed)
     }
 
-    fn manager(&self) -> Option<Arc<BoundedSessionManager>> {
-        self.manager.lock().upgrade()
+    fn host(&self) -> Option<Arc<dyn SessionHost>> {
+        self.host.lock().as_ref().and_then(Weak::upgrade)
     }
 
     /// A quarter of the TTL, so a key is refreshed several times before it
@@ -355,15 +360,19 @@ impl RedisStores {
         idle: Option<Duration>,
         replay_capacity: usize,
     ) {
-        let mut attached = self.inner.manager.lock();
-        if attached.strong_count() > 0 {
+        let mut attached = self.inner.host.lock();
+        if attached
+            .as_ref()
+            .is_some_and(|host| host.strong_count() > 0)
+        {
             tracing::warn!(
                 "RedisStores given to a second manager: only the last one built closes its \
                  sessions DELETEd elsewhere and keeps them alive in Redis; give each manager \
                  stores of its own"
             );
         }
-        *attached = Arc::downgrade(manager);
+        let host: Arc<dyn SessionHost> = manager.clone();
+        *attached = Some(Arc::downgrade(&host));
         drop(attached);
         manager.attach_redis_stores(Arc::downgrade(&self.inner));
         self.inner
@@ -485,7 +494,7 @@ impl RedisStoresBuilder {
             stream_capacity: AtomicUsize::new(DEFAULT_STREAM_CAPACITY),
             held: DashMap::new(),
             pending_deletes: Mutex::new(hashlink::LinkedHashMap::new()),
-            manager: Mutex::new(Weak::new()),
+            host: Mutex::new(None),
             instance: rmcp::transport::common::server_side_http::session_id().to_string(),
             nonces: AtomicU64::new(0),
             unsettled: Mutex::new(hashlink::LinkedHashMap::new()),

@@ -120,10 +120,10 @@ pub(super) fn deliver(inner: &Inner, payload: &[u8]) {
     let Some(session) = std::str::from_utf8(stream).ok().and_then(session_of) else {
         return;
     };
-    let Some(manager) = inner.manager() else {
+    let Some(host) = inner.host() else {
         return;
     };
-    let Some(handle) = manager.session(&SessionId::from(session)) else {
+    let Some(handle) = host.session(&SessionId::from(session)) else {
         return;
     };
     let stream = format!("{session}{STANDALONE_SUFFIX}");

@@ -42,8 +42,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::SessionHost;
 use super::{Inner, is_outage};
-use crate::manager::BoundedSessionManager;
 use crate::store::StoreError;
 
 /// Sessions refreshed per pipelined round trip.
@@ -172,8 +172,8 @@ pub(super) async fn run(inner: Weak<Inner>, shutdown: CancellationToken, now: Ar
 }
 
 async fn round(inner: &Inner) -> Result<(), StoreError> {
-    if let Some(manager) = inner.manager() {
-        refresh_held(inner, &manager).await?;
+    if let Some(host) = inner.host() {
+        refresh_held(inner, &*host).await?;
     }
     retry_deletes(inner).await;
     inner.settle_appends().await;
@@ -190,11 +190,11 @@ fn tolerate<T>(result: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
     }
 }
 
-async fn refresh_held(inner: &Inner, manager: &BoundedSessionManager) -> Result<(), StoreError> {
+async fn refresh_held(inner: &Inner, host: &dyn SessionHost) -> Result<(), StoreError> {
     let grace = inner.upkeep_interval() * 2;
     let mut restored_after_delete = Vec::new();
     inner.held.retain(|id, held| {
-        let holds = manager.holds_session(id);
+        let holds = host.holds_session(id);
         if held.deleted.load(Ordering::Relaxed) {
             if holds {
                 restored_after_delete.push(id.clone());
@@ -205,7 +205,7 @@ async fn refresh_held(inner: &Inner, manager: &BoundedSessionManager) -> Result<
         holds || held.since.elapsed() < grace
     });
     for id in &restored_after_delete {
-        manager.close_deleted_elsewhere(id);
+        host.close_deleted_elsewhere(id);
     }
     // A value unconfirmed for longer than a tombstone lives may have been
     // DELETEd while this instance could not see Redis, its tombstone gone
@@ -285,7 +285,7 @@ async fn refresh_held(inner: &Inner, manager: &BoundedSessionManager) -> Result<
             match tolerate(result)? {
                 Some(1) => {
                     inner.held.remove(id);
-                    manager.close_deleted_elsewhere(id);
+                    host.close_deleted_elsewhere(id);
                 }
                 Some(_) => {
                     if let Some(held) = inner.held.get(id) {
