@@ -142,9 +142,8 @@ pub mod loom_api {
     pub use crate::rate_limiter::{Grant, RateLimiter};
     pub use crate::registry::{NoSlot, Registry, SessionStats, Slot, Stop};
     pub use crate::requests::ListenAtQuota;
-    pub use crate::requests::table::{
-        ListenUnit, Refused as RequestRefused, RequestTable, RequestUnits,
-    };
+    pub use crate::requests::refusal::Refused as RequestRefused;
+    pub use crate::requests::table::{ListenUnit, RequestTable, RequestUnits};
 
     /// A request table with these bounds (`None`: none) and no rate limit.
     pub fn request_table(

@@ -34,7 +34,7 @@
 //! The invariants (exact global and per-client bounds, the replacement
 //! that touches only the client's own streams, bounded memory) are kept
 //! in `table`; `body` holds the units for exactly as long as the response
-//! lives; `refusal` answers a refused request.
+//! lives; `refusal` says why a request is refused and answers it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -47,14 +47,15 @@ use crate::clients::ClientKey;
 
 mod body;
 mod budget;
-mod refusal;
+pub(crate) mod refusal;
 pub(crate) mod table;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use body::Held;
+pub(crate) use refusal::Refused;
 pub(crate) use refusal::response as refusal_response;
-pub(crate) use table::{Refused, RequestTable};
+pub(crate) use table::RequestTable;
 
 /// Idle clients whose request-rate history is kept unless configured
 /// otherwise. A history holds up to the rate limit's `n` grants of 24 bytes

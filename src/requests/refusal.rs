@@ -1,16 +1,48 @@
-//! The answer to a refused request: the HTTP status and `Retry-After` a
-//! client of any protocol acts on, and a JSON-RPC error a 2026-07-28 client
-//! can read, naming the limit and the delay. The layer never reads the
+//! Why a request is refused ([`Refused`]) and the answer to it: the HTTP
+//! status and `Retry-After` a client of any protocol acts on, and a
+//! JSON-RPC error a 2026-07-28 client can read, naming the limit and the
+//! delay. The layer never reads the
 //! request's body, so the error carries no `id` (the revision allows an
 //! error without one when the request's id cannot be known).
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 
-use super::Refused;
+/// Why a request or a listen stream was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The client has its quota of units in flight.
+    RequestQuota {
+        /// The client's bound.
+        limit: usize,
+    },
+    /// The client's request rate limit.
+    RequestRate {
+        /// Requests per window.
+        limit: usize,
+        /// Until the window admits a request again.
+        retry_after: Duration,
+    },
+    /// The global bound on units in flight.
+    RequestsAtCapacity {
+        /// The global bound.
+        limit: usize,
+    },
+    /// The client has its quota of listen streams and may not replace one.
+    ListenQuota {
+        /// The client's bound.
+        limit: usize,
+    },
+    /// The global bound on listen streams.
+    ListenAtCapacity {
+        /// The global bound.
+        limit: usize,
+    },
+}
 
 /// The JSON-RPC error code of every admission refusal: implementation
 /// defined (the `-32000`..`-32099` server-error range), the one other MCP

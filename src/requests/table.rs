@@ -57,14 +57,13 @@
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::budget::{Budget, Take};
-use super::{ListenAtQuota, RequestLimits};
+use super::{ListenAtQuota, Refused, RequestLimits};
 use crate::clients::ClientKey;
 use crate::clients::keyed::{Entry, Keyed, Retention};
 use crate::rate_limiter::{GrantLog, RateLimit};
@@ -87,38 +86,6 @@ pub(crate) const SHARDS: usize = 4;
 type ShardHasher = std::hash::RandomState;
 #[cfg(mcp_bounded_session_loom)]
 type ShardHasher = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
-
-/// Why a request or a listen stream was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// The client has its quota of units in flight.
-    RequestQuota {
-        /// The client's bound.
-        limit: usize,
-    },
-    /// The client's request rate limit.
-    RequestRate {
-        /// Requests per window.
-        limit: usize,
-        /// Until the window admits a request again.
-        retry_after: Duration,
-    },
-    /// The global bound on units in flight.
-    RequestsAtCapacity {
-        /// The global bound.
-        limit: usize,
-    },
-    /// The client has its quota of listen streams and may not replace one.
-    ListenQuota {
-        /// The client's bound.
-        limit: usize,
-    },
-    /// The global bound on listen streams.
-    ListenAtCapacity {
-        /// The global bound.
-        limit: usize,
-    },
-}
 
 /// The per-client entry.
 #[derive(Debug, Default)]
