@@ -71,34 +71,40 @@ Content-Length: 0\r\n\
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// The connection limits, `None` for no limit.
-#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     per_client: Option<usize>,
     total: Option<usize>,
-    trusted_proxies: Vec<Network>,
+    is_trusted_proxy: Box<dyn Fn(IpAddr) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for ConnectionLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionLimits")
+            .field("per_client", &self.per_client)
+            .field("total", &self.total)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectionLimits {
     /// At most `per_client` connections per client address, `total` on
-    /// the whole server; peers in `trusted_proxies` (networks such as
-    /// `10.0.0.0/8`, `::1/128` or a bare address) have no per-address
-    /// limit.
+    /// the whole server; peers `is_trusted_proxy` says are proxies (the
+    /// manager's [`is_trusted_proxy`], for the networks its layer trusts)
+    /// have no per-address limit.
+    ///
+    /// [`is_trusted_proxy`]: mcp_bounded_session::BoundedSessionManager::is_trusted_proxy
     pub fn new(
         per_client: Option<usize>,
         total: Option<usize>,
-        trusted_proxies: &[String],
-    ) -> Result<Self, String> {
-        let trusted_proxies = trusted_proxies
-            .iter()
-            .map(|text| Network::parse(text))
-            .collect::<Result<_, _>>()?;
+        is_trusted_proxy: impl Fn(IpAddr) -> bool + Send + Sync + 'static,
+    ) -> Self {
         // 0 is no limit, as on the command line (and a per-address limit of
         // 0 would leave an entry of 0 behind each refusal).
-        Ok(Self {
+        Self {
             per_client: per_client.filter(|&n| n > 0),
             total: total.filter(|&n| n > 0),
-            trusted_proxies,
-        })
+            is_trusted_proxy: Box::new(is_trusted_proxy),
+        }
     }
 }
 
@@ -218,10 +224,7 @@ impl Places {
     }
 
     fn trusts(&self, peer: IpAddr) -> bool {
-        self.limits
-            .trusted_proxies
-            .iter()
-            .any(|network| network.contains(peer))
+        (self.limits.is_trusted_proxy)(peer)
     }
 
     /// A place for a connection from `peer`, if both limits leave one
@@ -369,77 +372,6 @@ impl AsyncWrite for Connection {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
-    }
-}
-
-/// A trusted proxy's network, as `--trusted-proxies` writes it (the
-/// manager's builder checks the same text, and refuses host bits past the
-/// prefix).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Network {
-    address: IpAddr,
-    prefix: u8,
-}
-
-impl Network {
-    fn parse(text: &str) -> Result<Self, String> {
-        let trimmed = text.trim();
-        let (address, prefix) = match trimmed.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (trimmed, None),
-        };
-        let address: IpAddr = address.parse().map_err(|_| {
-            format!(
-                "--trusted-proxies: `{text}` is not an IP address or a network such as 10.0.0.0/8"
-            )
-        })?;
-        let max = if address.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(prefix) => prefix
-                .parse::<u8>()
-                .ok()
-                .filter(|&prefix| prefix <= max)
-                .ok_or_else(|| {
-                    format!("--trusted-proxies: `{text}`: the prefix length must be 0 to {max}")
-                })?,
-        };
-        if mask(address, prefix) != address {
-            return Err(format!(
-                "--trusted-proxies: `{text}` has bits set past its /{prefix}"
-            ));
-        }
-        // An IPv4-mapped network is the IPv4 network: peers are compared
-        // in canonical form.
-        if let IpAddr::V6(v6) = address
-            && prefix >= 96
-            && let Some(v4) = v6.to_ipv4_mapped()
-        {
-            return Ok(Self {
-                address: IpAddr::V4(v4),
-                prefix: prefix - 96,
-            });
-        }
-        Ok(Self { address, prefix })
-    }
-
-    /// Whether `peer`, in canonical form, is in this network.
-    fn contains(&self, peer: IpAddr) -> bool {
-        peer.is_ipv4() == self.address.is_ipv4() && mask(peer, self.prefix) == self.address
-    }
-}
-
-/// `address` with the bits past `prefix` cleared.
-fn mask(address: IpAddr, prefix: u8) -> IpAddr {
-    match address {
-        IpAddr::V4(v4) => {
-            let bits = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4((u32::from(v4) & bits).into())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6((u128::from(v6) & bits).into())
-        }
     }
 }
 

@@ -151,17 +151,14 @@ async fn main() -> ExitCode {
 
     // Peers in the trusted proxies' networks have no per-client connection
     // limit: each proxy connection carries many clients.
-    let connection_limits = match ConnectionLimits::new(
+    let connection_limits = ConnectionLimits::new(
         options.max_connections_per_client,
         options.max_connections,
-        &options.trusted_proxies,
-    ) {
-        Ok(limits) => limits,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
-        }
-    };
+        {
+            let manager = manager.clone();
+            move |peer| manager.is_trusted_proxy(peer)
+        },
+    );
     let listener = match tokio::net::TcpListener::bind(options.bind).await {
         Ok(listener) => listener,
         Err(error) => {

@@ -186,6 +186,26 @@ impl BoundedSessionManager {
         BoundedSessionLayer::new(self.keys.clone(), self.requests.clone())
     }
 
+    /// Whether `peer` is in the networks given to the builder's
+    /// [`trusted_proxies`](crate::BoundedSessionManagerBuilder::trusted_proxies)
+    /// (an IPv4-mapped address as its IPv4 address): for limits kept
+    /// outside the layer, such as connections per address, that must not
+    /// count a proxy's many clients as one.
+    ///
+    /// ```
+    /// use mcp_bounded_session::BoundedSessionManagerBuilder;
+    ///
+    /// let manager = BoundedSessionManagerBuilder::new(10)
+    ///     .trusted_proxies("x-forwarded-for", ["10.0.0.0/8"])
+    ///     .build();
+    /// assert!(manager.is_trusted_proxy("10.1.2.3".parse().unwrap()));
+    /// assert!(manager.is_trusted_proxy("::ffff:10.1.2.3".parse().unwrap()));
+    /// assert!(!manager.is_trusted_proxy("192.0.2.1".parse().unwrap()));
+    /// ```
+    pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
+        self.keys.trusts_proxy(peer)
+    }
+
     /// Which idle session a creation at the full cap evicts.
     ///
     /// ```

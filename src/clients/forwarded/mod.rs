@@ -97,7 +97,9 @@ impl TrustedProxies {
         Self { syntax, networks }
     }
 
-    fn trusts(&self, address: IpAddr) -> bool {
+    /// Whether `address` (in canonical form) is in one of the proxies'
+    /// networks.
+    pub(crate) fn trusts(&self, address: IpAddr) -> bool {
         self.networks
             .iter()
             .any(|network| network.contains(address))

@@ -93,6 +93,13 @@ impl KeyDerivation {
         self
     }
 
+    /// Whether `peer` is one of the trusted proxies.
+    pub(crate) fn trusts_proxy(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies
+            .as_ref()
+            .is_some_and(|proxies| proxies.trusts(peer.to_canonical()))
+    }
+
     pub(crate) fn custom(mut self, key: CustomKey) -> Self {
         self.custom = Some(key);
         self
