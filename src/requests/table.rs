@@ -15,10 +15,18 @@
 //!    open listen streams and its rate log live in one entry, changed only
 //!    under its shard's lock, where each check and its update are one step.
 //!    The client's bound is checked and its units taken before the global
-//!    counter is tried; if the global bound refuses, the client's units and
-//!    its rate grant are given back at once. So a client refused by its own
-//!    limits never spends global budget, and a client's count never exceeds
-//!    its bound, even for an instant.
+//!    bound is tried; if the global bound refuses, the client's units and
+//!    its rate grant are given back in the same critical section. So a
+//!    client refused by its own limits never spends global budget, and a
+//!    client's count never exceeds its bound, even for an instant. One
+//!    window is left: when the global bound must collect spare units from
+//!    every shard, the client's lock is let go while every lock is taken
+//!    in order, and its reservation stays counted meanwhile; a request of
+//!    the same client arriving then may be refused by its own bound (or
+//!    rate) although the first is refused too. Only a client racing itself
+//!    at the server's bound sees it (2 in 3,000 tries of a probe built to
+//!    hit it); closing it means taking the reservation back before the
+//!    collection and re-checking it under every lock.
 //! 3. **A listen stream replaces only its own client's.** A client at its
 //!    quota of listen streams that opens another takes over the unit of its
 //!    own oldest one, under its shard's lock: the oldest is unlisted and
