@@ -20,7 +20,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -29,6 +28,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use crate::clients::ClientKey;
 use crate::clients::forwarded::Unreadable;
 use crate::clients::key::KeyDerivation;
+use crate::refusal::Refusal;
 use crate::requests::{Held, RequestAdmission};
 
 /// What the layer knows of the request being served: who sent it (for
@@ -55,34 +55,6 @@ pub(crate) fn request_client() -> Option<ClientKey> {
 /// no per-client limit applies).
 pub(crate) fn current_client() -> ClientKey {
     request_client().unwrap_or_else(ClientKey::anonymous)
-}
-
-/// Why the manager refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// Session creation hit the rate limit.
-    RateLimited { retry_after: Duration },
-    /// Session creation hit the client's own rate limit.
-    ClientRateLimited { retry_after: Duration },
-    /// The client holds its quota of sessions and all of them are busy.
-    ClientQuota,
-    /// The cap is full and no session may be evicted.
-    AtCapacity,
-    /// The new session ended (closed or timed out) before its `initialize`
-    /// was answered.
-    EvictedBeforeInitialized,
-    /// The session ended while the request was on its way to it.
-    SessionGone,
-    /// The session already has its limit of requests in flight.
-    TooManyStreams,
-    /// The request reuses the id of a request still in flight.
-    DuplicateRequestId,
-    /// The session has not finished its `initialize` handshake.
-    NotInitialized,
-    /// The session is not on this instance and the session store that
-    /// would restore it cannot be reached.
-    #[cfg(feature = "redis")]
-    StoreUnavailable,
 }
 
 /// Records `refusal` for the current request, if it runs under
@@ -233,7 +205,9 @@ where
         {
             Ok(admitted) => admitted.flatten(),
             Err(refused) => {
-                let response = crate::requests::refusal_response(refused);
+                #[cfg(feature = "metrics")]
+                crate::requests::metrics::refused(refused);
+                let response = Refusal::Request(refused).response();
                 return Box::pin(async move { Ok(response) });
             }
         };
@@ -251,7 +225,7 @@ where
             if response.status() == StatusCode::INTERNAL_SERVER_ERROR
                 && let Some(refusal) = REQUEST.with(|scope| scope.refusal.get())
             {
-                return Ok(refusal_response(refusal));
+                return Ok(refusal.response());
             }
             Ok(match admitted {
                 Some(admitted) => response.map(|body| Held::new(body, admitted).boxed()),
@@ -259,22 +233,6 @@ where
             })
         }))
     }
-}
-
-/// The longest `Retry-After`: 2^31 - 1 seconds (68 years), the largest
-/// value a client parsing into a signed 32-bit integer reads correctly
-/// (RFC 9111, section 1.2.2, has caches treat anything larger as 2^31).
-/// A wait this long, or one the clock cannot represent, means the limit
-/// does not free in any useful time; saying so beats overflowing.
-const MAX_RETRY_AFTER: u64 = i32::MAX as u64;
-
-/// Whole seconds, rounded up so that a client retrying on time succeeds,
-/// at least 1 and at most [`MAX_RETRY_AFTER`] (never wrapping round to a
-/// small value).
-pub(crate) fn whole_seconds(wait: Duration) -> u64 {
-    wait.as_secs()
-        .saturating_add(u64::from(wait.subsec_nanos() > 0))
-        .clamp(1, MAX_RETRY_AFTER)
 }
 
 /// `400 Bad Request` for a request from a trusted proxy whose forwarding
@@ -288,117 +246,18 @@ fn unreadable_chain_response(unreadable: Unreadable) -> HttpResponse {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
-fn refusal_response(refusal: Refusal) -> HttpResponse {
-    let (status, retry_after, message) = match refusal {
-        Refusal::RateLimited { retry_after } => (
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(whole_seconds(retry_after)),
-            "Too Many Requests: the session creation rate limit is reached; retry later",
-        ),
-        Refusal::ClientRateLimited { retry_after } => (
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(whole_seconds(retry_after)),
-            "Too Many Requests: this client's session creation rate limit is reached; \
-             retry later",
-        ),
-        Refusal::ClientQuota => (
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(1),
-            "Too Many Requests: this client holds its maximum number of sessions and all \
-             of them are in use; end one (HTTP DELETE) or retry later",
-        ),
-        Refusal::AtCapacity => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(1),
-            "Service Unavailable: the session cap is full and every session is in use; \
-             retry later",
-        ),
-        Refusal::EvictedBeforeInitialized => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(1),
-            "Service Unavailable: the new session ended before its initialization \
-             finished; retry later",
-        ),
-        Refusal::SessionGone => (StatusCode::NOT_FOUND, None, "Not Found: Session not found"),
-        Refusal::TooManyStreams => (
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(1),
-            "Too Many Requests: this session has its limit of requests in flight; \
-             wait for answers before sending more",
-        ),
-        Refusal::NotInitialized => (
-            StatusCode::BAD_REQUEST,
-            None,
-            "Bad Request: the session has not finished its initialize handshake",
-        ),
-        #[cfg(feature = "redis")]
-        Refusal::StoreUnavailable => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(1),
-            "Service Unavailable: the session is not on this instance and the session \
-             store is unreachable; retry later",
-        ),
-        Refusal::DuplicateRequestId => (
-            StatusCode::CONFLICT,
-            None,
-            "Conflict: a request with this JSON-RPC id is still in flight in this session; \
-             use a fresh id per request",
-        ),
-    };
-    let mut response = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
-    if let Some(secs) = retry_after {
-        response = response.header(header::RETRY_AFTER, secs);
-    }
-    response
-        .body(Full::new(Bytes::from_static(message.as_bytes())).boxed())
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::refusal::Creation;
 
     fn scope() -> RequestScope {
         RequestScope {
             refusal: Cell::new(None),
             client: ClientKey::anonymous(),
         }
-    }
-
-    #[test]
-    fn retry_after_rounds_up_to_whole_seconds() {
-        let response = refusal_response(Refusal::RateLimited {
-            retry_after: Duration::from_millis(1_200),
-        });
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
-        let response = refusal_response(Refusal::RateLimited {
-            retry_after: Duration::ZERO,
-        });
-        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
-    }
-
-    #[test]
-    fn retry_after_saturates_for_a_limit_that_never_frees() {
-        for wait in [
-            Duration::MAX,
-            Duration::new(u64::MAX, 0),
-            Duration::new(u64::MAX - 1, 1),
-            Duration::from_secs(MAX_RETRY_AFTER + 1),
-        ] {
-            let response = refusal_response(Refusal::ClientRateLimited { retry_after: wait });
-            assert_eq!(
-                response.headers()[header::RETRY_AFTER],
-                MAX_RETRY_AFTER.to_string().as_str(),
-                "{wait:?}"
-            );
-        }
-        assert_eq!(
-            whole_seconds(Duration::from_secs(MAX_RETRY_AFTER)),
-            MAX_RETRY_AFTER
-        );
     }
 
     #[tokio::test]
@@ -461,9 +320,9 @@ mod tests {
         assert_eq!(evicted.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(evicted.headers()[header::RETRY_AFTER], "1");
         let limited = respond(
-            Some(Refusal::RateLimited {
-                retry_after: Duration::from_secs(7),
-            }),
+            Some(Refusal::Creation(Creation::RateLimited(
+                Duration::from_secs(7),
+            ))),
             StatusCode::INTERNAL_SERVER_ERROR,
         )
         .await;

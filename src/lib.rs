@@ -102,6 +102,7 @@ mod manager;
 // to remove this line.
 mod observe;
 mod rate_limiter;
+mod refusal;
 mod registry;
 mod replay_buffer;
 mod requests;
@@ -136,13 +137,11 @@ pub mod loom_api {
     pub use crate::close_reason::CloseReason;
     pub use crate::eviction::activity::{Activity, BeginError, Busy, Claim, Listening};
     pub use crate::eviction::{AtCapacity, EvictionOrder, EvictionPolicy, Popped};
-    pub use crate::manager::admission::{
-        Admitted, ClientSession, Clients, Membership, Refused, admit,
-    };
+    pub use crate::manager::admission::{Admitted, ClientSession, Clients, Membership, admit};
     pub use crate::rate_limiter::{Grant, RateLimiter};
+    pub use crate::refusal::{Creation, RequestRefusal};
     pub use crate::registry::{NoSlot, Registry, SessionStats, Slot, Stop};
     pub use crate::requests::ListenAtQuota;
-    pub use crate::requests::refusal::Refused as RequestRefused;
     pub use crate::requests::table::{ListenUnit, RequestTable, RequestUnits};
 
     /// A request table with these bounds (`None`: none) and no rate limit.

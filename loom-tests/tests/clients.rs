@@ -10,7 +10,7 @@ use std::time::Duration;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 use mcp_bounded_session::loom_api::{
-    ClientKey, Clients, CloseReason, Membership, RateLimiter, Refused, Registry, Stop, admit,
+    ClientKey, Clients, CloseReason, Creation, Membership, RateLimiter, Registry, Stop, admit,
     client_table,
 };
 
@@ -51,7 +51,11 @@ impl World {
 
     /// Creates session `id` for `client` through the manager's admission
     /// path; returns its stop counter, or why it was refused.
-    fn create(&self, client: &ClientKey, id: &str) -> Result<std::sync::Arc<AtomicUsize>, Refused> {
+    fn create(
+        &self,
+        client: &ClientKey,
+        id: &str,
+    ) -> Result<std::sync::Arc<AtomicUsize>, Creation> {
         let admitted = loom::future::block_on(admit(
             &self.registry,
             self.limiter.as_ref(),
@@ -148,10 +152,10 @@ fn a_replacement_racing_a_close_of_its_victim_costs_nobody_else() {
             0,
             "another client's session was evicted"
         );
-        // Refused only as at its quota (it chose `own` before the close
+        // Creation only as at its quota (it chose `own` before the close
         // took it), never for capacity.
         if let Err(refused) = &created {
-            assert_eq!(*refused, Refused::ClientQuota);
+            assert_eq!(*refused, Creation::ClientQuota);
         }
         assert!(world.clients.sessions_of(&c).len() <= 1);
         assert_eq!(
@@ -191,7 +195,7 @@ fn a_replacement_racing_the_global_rate_limit_evicts_only_for_the_winner() {
             .into_iter()
             .filter_map(|r| r.as_ref().err())
         {
-            assert!(matches!(refused, Refused::RateLimited(_)), "{refused:?}");
+            assert!(matches!(refused, Creation::RateLimited(_)), "{refused:?}");
         }
         let evicted = own.load(Ordering::SeqCst) + other.load(Ordering::SeqCst);
         assert_eq!(evicted, 1, "only the winner evicts, once");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 use mcp_bounded_session::loom_api::{
-    ClientKey, ListenAtQuota, RequestRefused, RequestTable, request_table,
+    ClientKey, ListenAtQuota, RequestRefusal, RequestTable, request_table,
 };
 use tokio::time::Instant;
 
@@ -20,7 +20,7 @@ fn hold_one(
     client: &ClientKey,
     running: &loom::sync::Arc<AtomicUsize>,
     global: usize,
-) -> Result<(), RequestRefused> {
+) -> Result<(), RequestRefusal> {
     let units = table.admit_request(client, 1, Instant::now())?;
     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
     assert!(now <= global, "{now} requests held at a bound of {global}");
@@ -88,7 +88,7 @@ fn a_clients_bound_racing_the_global_bound_never_costs_another_client() {
         let held: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
         assert_eq!(running.load(Ordering::SeqCst), 1, "a exceeded its bound");
         for refused in held.iter().filter_map(|r| r.as_ref().err()) {
-            assert_eq!(*refused, RequestRefused::RequestQuota { limit: 1 });
+            assert_eq!(*refused, RequestRefusal::RequestQuota { limit: 1 });
         }
         drop((held, b));
         assert_eq!(table.in_flight(), 0);

@@ -37,7 +37,6 @@
 //! loom models in `loom-tests/` run exactly this path.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rmcp::transport::streamable_http_server::session::SessionId;
 
@@ -46,6 +45,7 @@ use crate::clients::limits::ClientRefusal;
 use crate::clients::table::{ClientTable, Reservation};
 use crate::eviction::activity::Activity;
 use crate::rate_limiter::{Grant, RateLimiter};
+use crate::refusal::Creation;
 use crate::registry::{Registry, Slot, Stop};
 
 /// One of a client's sessions, as the per-client table lists it: its id and
@@ -58,19 +58,6 @@ pub type Clients = ClientTable<ClientKey, ClientSession>;
 /// How often a client at its quota chooses another victim when the chosen
 /// one turned busy or ended before it was claimed (each try is O(quota)).
 const REPLACEMENT_TRIES: usize = 3;
-
-/// Why a creation was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// The client's own rate limit.
-    ClientRateLimited(Duration),
-    /// The client is at its quota and none of its sessions is idle.
-    ClientQuota,
-    /// The global rate limit.
-    RateLimited(Duration),
-    /// The cap is full and nothing may be evicted.
-    AtCapacity,
-}
 
 /// Everything one admission holds until the session is in the registry;
 /// dropping it gives everything back.
@@ -96,15 +83,15 @@ pub async fn admit<'a, H: Stop>(
     limiter: Option<&'a RateLimiter>,
     clients: Option<&'a Clients>,
     client: &ClientKey,
-) -> Result<Admitted<'a>, Refused> {
+) -> Result<Admitted<'a>, Creation> {
     let mut reservation = match clients {
         Some(table) => Some(table.reserve_or_replace(client).map_err(|refusal| {
             match refusal {
                 ClientRefusal::RateLimited { retry_after } => {
-                    Refused::ClientRateLimited(retry_after)
+                    Creation::ClientRateLimited(retry_after)
                 }
                 // At its quota the client gets a reservation without a unit.
-                _ => Refused::ClientQuota,
+                _ => Creation::ClientQuota,
             }
         })?),
         None => None,
@@ -112,13 +99,13 @@ pub async fn admit<'a, H: Stop>(
     // Before any eviction: a creation the global limit refuses must not
     // have cost anyone a session.
     let grant = limiter
-        .map(|limiter| limiter.try_acquire().map_err(Refused::RateLimited))
+        .map(|limiter| limiter.try_acquire().map_err(Creation::RateLimited))
         .transpose()?;
     let slot = match (clients, reservation.as_mut()) {
         (Some(table), Some(unitless)) if !unitless.holds_unit() => {
             replace_own(registry, table, client, unitless)?
         }
-        _ => registry.acquire_slot().await.ok_or(Refused::AtCapacity)?,
+        _ => registry.acquire_slot().await.ok_or(Creation::AtCapacity)?,
     };
     Ok(Admitted {
         slot,
@@ -136,7 +123,7 @@ fn replace_own<'a, H: Stop>(
     table: &Clients,
     client: &ClientKey,
     reservation: &mut Reservation<'a, ClientKey, ClientSession>,
-) -> Result<Slot<'a>, Refused> {
+) -> Result<Slot<'a>, Creation> {
     for _ in 0..REPLACEMENT_TRIES {
         let Some(victim) = least_recently_active_idle(registry, table, client) else {
             break;
@@ -155,7 +142,7 @@ fn replace_own<'a, H: Stop>(
             return Ok(slot);
         }
     }
-    Err(Refused::ClientQuota)
+    Err(Creation::ClientQuota)
 }
 
 /// Among `client`'s sessions, the idle one to replace: one without a

@@ -26,9 +26,9 @@ use crate::config::BoundedSessionManagerBuilder;
 use crate::error::BoundedSessionError;
 use crate::eviction::activity::{BeginError, Busy};
 use crate::eviction::{AtCapacity, EvictionPolicy};
-use crate::http::{self, BoundedSessionLayer, Refusal};
-use crate::observe::RefusalReason;
+use crate::http::{self, BoundedSessionLayer};
 use crate::rate_limiter::RateLimiter;
+use crate::refusal::{Creation, Refusal};
 use crate::registry::SessionStats;
 use crate::requests::RequestAdmission;
 
@@ -40,7 +40,7 @@ mod session_manager;
 mod stores;
 
 pub(crate) use self::admission::Membership;
-use self::admission::{Admitted, Clients, Refused};
+use self::admission::{Admitted, Clients};
 use crate::session::{
     self, LateCloseMarkers, Lease, LiveSession, Origin, SessionHandle, SessionRegistry,
     SessionSettings, SessionTransport,
@@ -386,42 +386,16 @@ impl BoundedSessionManager {
             .map_err(|refused| self.refused(refused))
     }
 
-    fn refused(&self, refused: Refused) -> BoundedSessionError {
-        let observer = self.registry.observer();
-        match refused {
-            Refused::ClientRateLimited(retry_after) => {
-                http::record(Refusal::ClientRateLimited { retry_after });
-                observer.refused(RefusalReason::ClientRateLimited);
-                tracing::debug!(
-                    retry_after_secs = retry_after.as_secs_f64(),
-                    "session admission refused by the client's rate limit"
-                );
-                BoundedSessionError::ClientRateLimited
-            }
-            Refused::ClientQuota => {
-                http::record(Refusal::ClientQuota);
-                observer.refused(RefusalReason::ClientQuota);
-                tracing::debug!("session admission refused: the client's sessions are all busy");
-                BoundedSessionError::ClientQuota
-            }
-            Refused::RateLimited(retry_after) => {
-                http::record(Refusal::RateLimited { retry_after });
-                observer.refused(RefusalReason::RateLimited);
-                tracing::debug!(
-                    retry_after_secs = retry_after.as_secs_f64(),
-                    "session admission refused by the rate limit"
-                );
-                BoundedSessionError::RateLimited
-            }
-            Refused::AtCapacity => {
-                http::record(Refusal::AtCapacity);
-                observer.refused(RefusalReason::AtCapacity);
-                tracing::debug!(
-                    "session admission refused: the cap is full and no session is idle"
-                );
-                BoundedSessionError::AtCapacity
-            }
-        }
+    fn refused(&self, refused: Creation) -> BoundedSessionError {
+        let refusal = Refusal::Creation(refused);
+        http::record(refusal);
+        self.registry.observer().refused(refused);
+        tracing::debug!(
+            reason = refusal.label(),
+            retry_after_secs = refusal.retry_after(),
+            "session admission refused"
+        );
+        BoundedSessionError::from(refused)
     }
 
     /// Makes session `id` and admits it with what `admitted` holds;

@@ -19,7 +19,8 @@ use crate::close_reason::CloseReason;
 use crate::error::{BoundedSessionError, TransportError};
 use crate::event_id::EventId;
 use crate::eviction::activity::TrackedStream;
-use crate::http::{self, Refusal};
+use crate::http;
+use crate::refusal::Refusal;
 use crate::session::{Origin, SessionHandle, SessionRegistry, SessionTransport};
 
 impl SessionManager for BoundedSessionManager {
@@ -393,14 +394,7 @@ impl Drop for HandshakeDeadline {
 /// Records for the HTTP layer why the session refused a request: a session
 /// that is gone means it ended under the request (answered as `gone`).
 fn refused(error: BoundedSessionError, gone: Refusal) -> BoundedSessionError {
-    let refusal = match &error {
-        error if error.is_session_not_found() => Some(gone),
-        BoundedSessionError::TooManyStreams { .. } => Some(Refusal::TooManyStreams),
-        BoundedSessionError::DuplicateRequestId(_) => Some(Refusal::DuplicateRequestId),
-        BoundedSessionError::NotInitialized => Some(Refusal::NotInitialized),
-        _ => None,
-    };
-    if let Some(refusal) = refusal {
+    if let Some(refusal) = Refusal::of_session_error(&error, gone) {
         http::record(refusal);
     }
     error

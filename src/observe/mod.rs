@@ -86,35 +86,10 @@ use std::time::Duration;
 use rmcp::transport::streamable_http_server::session::SessionId;
 
 use crate::close_reason::CloseReason;
+use crate::refusal::Creation;
 
 /// The user's hook, called once per ended session.
 pub(crate) type CloseHook = Arc<dyn Fn(&SessionId, CloseReason, Duration) + Send + Sync>;
-
-/// Why a session creation was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum RefusalReason {
-    /// The manager's creation rate limit was reached.
-    RateLimited,
-    /// One client's creation rate limit was reached.
-    ClientRateLimited,
-    /// One client already holds as many sessions as it may.
-    ClientQuota,
-    /// The cap was full and the manager refuses rather than evicts.
-    AtCapacity,
-}
-
-impl RefusalReason {
-    /// The stable snake_case label, for metrics and logs.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) const fn label(self) -> &'static str {
-        match self {
-            Self::RateLimited => "rate_limited",
-            Self::ClientRateLimited => "client_rate_limited",
-            Self::ClientQuota => "client_quota",
-            Self::AtCapacity => "at_capacity",
-        }
-    }
-}
 
 /// Reports sessions' creations, closes and refusals: to the `on_close` hook,
 /// to the log (the 90 % warning) and, with the `metrics` feature, to the
@@ -170,7 +145,7 @@ impl Observer {
     }
 
     /// A session creation was refused.
-    pub(crate) fn refused(&self, reason: RefusalReason) {
+    pub(crate) fn refused(&self, reason: Creation) {
         #[cfg(feature = "metrics")]
         emit::refused(reason);
         // Without the feature a refusal has nothing to update: the caller
@@ -253,8 +228,8 @@ mod emit {
 
     use metrics::Unit;
 
-    use super::RefusalReason;
     use crate::close_reason::CloseReason;
+    use crate::refusal::{Creation, Refusal};
 
     pub(super) const ACTIVE: &str = "mcp_sessions_active";
     pub(super) const MAX: &str = "mcp_sessions_max";
@@ -299,8 +274,8 @@ mod emit {
         set_gauges(max_sessions, live_after);
     }
 
-    pub(super) fn refused(reason: RefusalReason) {
-        metrics::counter!(REFUSED, "reason" => reason.label()).increment(1);
+    pub(super) fn refused(reason: Creation) {
+        metrics::counter!(REFUSED, "reason" => Refusal::from(reason).label()).increment(1);
     }
 
     fn set_gauges(max_sessions: usize, live_after: usize) {

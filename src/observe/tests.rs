@@ -199,7 +199,7 @@ fn hook_sees_each_close() {
     let observer = Observer::new(10, Some(hook));
     observer.created(1);
     observer.created(2);
-    observer.refused(RefusalReason::RateLimited);
+    observer.refused(Creation::RateLimited(Duration::ZERO));
     observer.closed(
         &id("a"),
         CloseReason::Evicted,
@@ -264,17 +264,6 @@ fn panic_messages() {
         panic_message(other.as_ref()),
         "a panic payload that is not a string"
     );
-}
-
-#[test]
-fn refusal_labels() {
-    assert_eq!(RefusalReason::RateLimited.label(), "rate_limited");
-    assert_eq!(
-        RefusalReason::ClientRateLimited.label(),
-        "client_rate_limited"
-    );
-    assert_eq!(RefusalReason::ClientQuota.label(), "client_quota");
-    assert_eq!(RefusalReason::AtCapacity.label(), "at_capacity");
 }
 
 #[test]
@@ -359,8 +348,8 @@ mod with_metrics {
                 Duration::from_secs(60),
                 1,
             );
-            observer.refused(RefusalReason::RateLimited);
-            observer.refused(RefusalReason::AtCapacity);
+            observer.refused(Creation::RateLimited(Duration::ZERO));
+            observer.refused(Creation::AtCapacity);
         });
         let expected = BTreeMap::from([
             (ACTIVE.to_owned(), Value::Gauge(1.0)),
@@ -407,7 +396,7 @@ mod with_metrics {
             let observer = Observer::new(4, None);
             observer.created(1);
             observer.closed(&id("a"), CloseReason::Closed, Duration::from_secs(1), 0);
-            observer.refused(RefusalReason::ClientQuota);
+            observer.refused(Creation::ClientQuota);
         });
         let read = read(&snapshotter);
         assert_eq!(read.len(), 6, "{read:?}");

@@ -34,7 +34,7 @@
 //! The invariants (exact global and per-client bounds, the replacement
 //! that touches only the client's own streams, bounded memory) are kept
 //! in `table`; `body` holds the units for exactly as long as the response
-//! lives; `refusal` says why a request is refused and answers it.
+//! lives; `metrics` reports them (feature `metrics`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -44,17 +44,17 @@ use http::HeaderName;
 use http::request::Parts;
 
 use crate::clients::ClientKey;
+use crate::refusal::RequestRefusal;
 
 mod body;
 mod budget;
-pub(crate) mod refusal;
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics;
 pub(crate) mod table;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use body::Held;
-pub(crate) use refusal::Refused;
-pub(crate) use refusal::response as refusal_response;
 pub(crate) use table::RequestTable;
 
 /// Idle clients whose request-rate history is kept unless configured
@@ -248,7 +248,7 @@ impl RequestAdmission {
         &self,
         request: &Parts,
         client: &ClientKey,
-    ) -> Result<Option<Admitted>, Refused> {
+    ) -> Result<Option<Admitted>, RequestRefusal> {
         if request.method != http::Method::POST {
             return Ok(None);
         }

@@ -71,10 +71,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::budget::{Budget, Take};
-use super::{ListenAtQuota, Refused, RequestLimits};
+use super::{ListenAtQuota, RequestLimits};
 use crate::clients::ClientKey;
 use crate::clients::keyed::{Entry, Keyed, Retention};
 use crate::rate_limiter::{GrantLog, RateLimit};
+use crate::refusal::RequestRefusal;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// Shards of the per-client state: a power of two well above the cores a
@@ -297,7 +298,7 @@ impl RequestTable {
         client: &ClientKey,
         cost: usize,
         now: Instant,
-    ) -> Result<RequestUnits, Refused> {
+    ) -> Result<RequestUnits, RequestRefusal> {
         let counters = &*self.counters;
         let limits = counters.limits;
         let (hash, index) = self.shard_of(client);
@@ -311,7 +312,7 @@ impl RequestTable {
                     let ticket = match limits.rate {
                         Some((max, limit)) => {
                             Some(usage.log.try_grant(limit, now).map_err(|retry_after| {
-                                Refused::RequestRate {
+                                RequestRefusal::RequestRate {
                                     limit: max,
                                     retry_after,
                                 }
@@ -325,7 +326,7 @@ impl RequestTable {
                         if let Some(ticket) = ticket {
                             usage.log.give_back(ticket);
                         }
-                        return Err(Refused::RequestQuota { limit: max });
+                        return Err(RequestRefusal::RequestQuota { limit: max });
                     }
                     usage.in_flight += cost;
                     Ok(ticket)
@@ -366,7 +367,7 @@ impl RequestTable {
                     });
             }
             let limit = limits.max_in_flight.unwrap_or_default();
-            return Err(Refused::RequestsAtCapacity { limit });
+            return Err(RequestRefusal::RequestsAtCapacity { limit });
         }
         state.in_use += cost;
         drop(state);
@@ -383,7 +384,11 @@ impl RequestTable {
     /// Admits a listen stream of `client`: a place of its own, else (at its
     /// quota, [`ListenAtQuota::ReplaceOldest`]) the place of its oldest
     /// stream, which is told to end.
-    pub fn admit_listen(&self, client: &ClientKey, now: Instant) -> Result<ListenUnit, Refused> {
+    pub fn admit_listen(
+        &self,
+        client: &ClientKey,
+        now: Instant,
+    ) -> Result<ListenUnit, RequestRefusal> {
         let counters = &*self.counters;
         let limits = counters.limits;
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
@@ -403,7 +408,7 @@ impl RequestTable {
             }
             let limit = limits.max_listen_per_client.unwrap_or_default();
             if limits.listen_at_quota == ListenAtQuota::Refuse {
-                return Err(Refused::ListenQuota { limit });
+                return Err(RequestRefusal::ListenQuota { limit });
             }
             match usage.listening.pop_front() {
                 Some((_, oldest)) => {
@@ -411,13 +416,13 @@ impl RequestTable {
                     usage.listening.push_back(own.clone());
                     Ok(true)
                 }
-                None => Err(Refused::ListenQuota { limit }),
+                None => Err(RequestRefusal::ListenQuota { limit }),
             }
         })?;
         if !took_over {
             match limits.max_listen {
                 Some(limit) if !try_raise(&counters.listening, 1, limit) => {
-                    return Err(Refused::ListenAtCapacity { limit });
+                    return Err(RequestRefusal::ListenAtCapacity { limit });
                 }
                 Some(_) => {}
                 None => {
@@ -483,14 +488,14 @@ impl Counters {
                 true => counter.fetch_add(_cost, Ordering::AcqRel) + _cost,
                 false => counter.fetch_sub(_cost, Ordering::AcqRel) - _cost,
             };
-            super::refusal::metrics::requests(level);
+            super::metrics::requests(level);
         }
     }
 
     /// Reports the listen streams open to the metrics recorder, if any.
     fn report_listening(&self) {
         #[cfg(feature = "metrics")]
-        super::refusal::metrics::listening(self.listening.load(Ordering::Acquire));
+        super::metrics::listening(self.listening.load(Ordering::Acquire));
     }
 }
 

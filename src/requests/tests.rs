@@ -43,7 +43,7 @@ async fn a_clients_units_never_exceed_its_bound_and_a_refusal_costs_it_nothing()
     let _second = table.admit_request(&a, 1, now).unwrap();
     assert_eq!(
         table.admit_request(&a, 1, now).unwrap_err(),
-        Refused::RequestQuota { limit: 3 }
+        RequestRefusal::RequestQuota { limit: 3 }
     );
     // Another client is not affected.
     let _other = table.admit_request(&b, 3, now).unwrap();
@@ -55,7 +55,7 @@ async fn a_clients_units_never_exceed_its_bound_and_a_refusal_costs_it_nothing()
     let _fifth = table.admit_request(&a, 0, now).unwrap();
     assert!(matches!(
         table.admit_request(&a, 0, now).unwrap_err(),
-        Refused::RequestRate { limit: 5, retry_after } if retry_after == Duration::from_secs(60)
+        RequestRefusal::RequestRate { limit: 5, retry_after } if retry_after == Duration::from_secs(60)
     ));
 }
 
@@ -70,7 +70,7 @@ async fn the_global_bound_is_exact_and_its_refusal_gives_the_clients_units_back(
     let held = table.admit_request(&client("a"), 3, now).unwrap();
     assert_eq!(
         table.admit_request(&client("b"), 2, now).unwrap_err(),
-        Refused::RequestsAtCapacity { limit: 4 }
+        RequestRefusal::RequestsAtCapacity { limit: 4 }
     );
     // b's refusal took neither its units nor its grants.
     drop(held);
@@ -82,7 +82,7 @@ async fn the_global_bound_is_exact_and_its_refusal_gives_the_clients_units_back(
     }
     assert!(matches!(
         table.admit_request(&client("b"), 1, now),
-        Err(Refused::RequestRate { .. })
+        Err(RequestRefusal::RequestRate { .. })
     ));
     assert_eq!(table.in_flight(), 0);
 }
@@ -111,7 +111,7 @@ async fn a_listen_stream_at_the_quota_replaces_the_clients_own_oldest() {
     // another client's stream is never taken for it.
     assert_eq!(
         table.admit_listen(&b, now).unwrap_err(),
-        Refused::ListenAtCapacity { limit: 3 }
+        RequestRefusal::ListenAtCapacity { limit: 3 }
     );
     assert!(!newer.replaced().is_cancelled());
     drop((newer, newest, others));
@@ -129,7 +129,7 @@ async fn refuse_mode_answers_a_client_at_its_listen_quota() {
     let open = table.admit_listen(&client("a"), now).unwrap();
     assert_eq!(
         table.admit_listen(&client("a"), now).unwrap_err(),
-        Refused::ListenQuota { limit: 1 }
+        RequestRefusal::ListenQuota { limit: 1 }
     );
     assert!(!open.replaced().is_cancelled());
     // The refusal left the open stream listed: its end frees its place.
@@ -252,7 +252,7 @@ async fn the_global_bound_is_exact_with_units_lent_to_shards() {
     assert_eq!(table.budget_state(), Some((0, 0, 0)));
     assert_eq!(
         table.admit_request(&client("late"), 1, now).unwrap_err(),
-        Refused::RequestsAtCapacity { limit: 1_024 }
+        RequestRefusal::RequestsAtCapacity { limit: 1_024 }
     );
     // One unit back, wherever it was held: the next client gets it.
     drop(held.swap_remove(17));

@@ -34,7 +34,8 @@ use rmcp::transport::streamable_http_server::session::store::{
 
 use super::Inner;
 use super::upkeep::Held;
-use crate::http::{self, Refusal};
+use crate::http;
+use crate::refusal::Refusal;
 use crate::store::{StoreError, is_session_id};
 
 /// rmcp's `SessionStore` on Redis: from
