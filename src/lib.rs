@@ -57,7 +57,7 @@
 //! | the `SessionManager` wiring | `manager` |
 //! | the `on_close` hook cannot break a close; one 90 % warning per crossing; metrics | `observe` |
 //! | loom-visible stand-ins for the primitives (model checking) | `sync` |
-//! | 429 / 404 / 503 instead of rmcp's 500 for refusals | `http` |
+//! | 429 / 404 / 503 instead of rmcp's 500 for refusals: one reason gives the status, `Retry-After`, the answer, the metric label and the error | `refusal` (recorded by `http`) |
 //! | requests in flight and listen streams: exact global and per-client bounds, per-client request rates, for every request (2026-07-28 and sessions) | `requests` (`table`, `budget`, `body`) |
 //! | stored event ids: one spelling, stream and generation in the id | `store::stored_id` |
 //! | a bounded in-memory event store: total and per-stream bounds, TTL | `store::memory` |
@@ -81,6 +81,11 @@
 //!   **event** is one message of it, with an id a client can resume from.
 //! - **store**: where events (rmcp's `EventStore`) or sessions (its
 //!   `SessionStore`) are kept beyond one connection or instance.
+//! - **admission**: letting something in under the limits, or refusing
+//!   it with an answer the client can act on (`refusal`): a new
+//!   session (its slot, its client's quota unit and rate grants, taken
+//!   together in `manager::admission`) or a request or listen stream
+//!   (its units, in `requests`).
 //! - **unit**: one request's share of the request bounds (a request costs
 //!   one unit unless a cost function says more); the server's units form
 //!   the request **budget**.
