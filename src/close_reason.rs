@@ -37,6 +37,10 @@ pub enum CloseReason {
     /// The MCP handler serving the session stopped: it returned, panicked,
     /// or the server is shutting down.
     HandlerEnded,
+    /// The instance was drained before it stops
+    /// ([`BoundedSessionManager::drain`](crate::BoundedSessionManager::drain)):
+    /// a session store, if any, keeps the session for another instance.
+    Drained,
 }
 
 impl CloseReason {
@@ -56,6 +60,7 @@ impl CloseReason {
             Self::InitTimeout => "InitTimeout",
             Self::HandshakeAbandoned => "HandshakeAbandoned",
             Self::HandlerEnded => "HandlerEnded",
+            Self::Drained => "Drained",
         }
     }
 
@@ -78,6 +83,7 @@ impl CloseReason {
             Self::InitTimeout => "init_timeout",
             Self::HandshakeAbandoned => "handshake_abandoned",
             Self::HandlerEnded => "handler_ended",
+            Self::Drained => "drained",
         }
     }
 }

@@ -60,6 +60,13 @@ pub enum BoundedSessionError {
          (HTTP DELETE) or retry once one is idle"
     )]
     ClientQuota,
+    /// Session creation (or restore) was refused because the instance is
+    /// draining before it stops; another instance serves the client.
+    #[error(
+        "this server instance is draining before it stops: no session is created or restored \
+         here; retry, and the load balancer sends the client to another instance"
+    )]
+    Draining,
     /// A `Last-Event-ID` that this crate never issues.
     #[error(transparent)]
     InvalidEventId(#[from] EventIdError),

@@ -28,7 +28,8 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use crate::clients::ClientKey;
 use crate::clients::forwarded::Unreadable;
 use crate::clients::key::KeyDerivation;
-use crate::refusal::Refusal;
+use crate::drain::{Drain, Kind, Tracked};
+use crate::refusal::{Refusal, RequestRefusal};
 use crate::requests::{Held, RequestAdmission};
 
 /// What the layer knows of the request being served: who sent it (for
@@ -125,11 +126,20 @@ pub(crate) fn record(refusal: Refusal) {
 pub struct BoundedSessionLayer {
     keys: Arc<KeyDerivation>,
     requests: Option<Arc<RequestAdmission>>,
+    drain: Option<Arc<Drain>>,
 }
 
 impl BoundedSessionLayer {
-    pub(crate) fn new(keys: Arc<KeyDerivation>, requests: Option<Arc<RequestAdmission>>) -> Self {
-        Self { keys, requests }
+    pub(crate) fn new(
+        keys: Arc<KeyDerivation>,
+        requests: Option<Arc<RequestAdmission>>,
+        drain: Option<Arc<Drain>>,
+    ) -> Self {
+        Self {
+            keys,
+            requests,
+            drain,
+        }
     }
 }
 
@@ -141,6 +151,7 @@ impl<S> tower_layer::Layer<S> for BoundedSessionLayer {
             inner,
             keys: self.keys.clone(),
             requests: self.requests.clone(),
+            drain: self.drain.clone(),
         }
     }
 }
@@ -167,6 +178,7 @@ pub struct BoundedSessionService<S> {
     inner: S,
     keys: Arc<KeyDerivation>,
     requests: Option<Arc<RequestAdmission>>,
+    drain: Option<Arc<Drain>>,
 }
 
 type HttpResponse = Response<BoxBody<Bytes, Infallible>>;
@@ -195,6 +207,27 @@ where
                 return Box::pin(async move { Ok(response) });
             }
         };
+        // Counted in before it reads whether the instance drains (see
+        // `drain`); held by the response's body from then on.
+        let ticket = self
+            .drain
+            .as_deref()
+            .and_then(|drain| Some((drain, drain_kind(&parts)?)))
+            .map(|(drain, kind)| {
+                let ticket = drain.enter(kind);
+                (drain.is_draining(), ticket)
+            });
+        let ticket = match ticket {
+            Some((true, ticket)) if refused_while_draining(&parts, ticket.kind()) => {
+                drop(ticket);
+                let refusal = RequestRefusal::Draining;
+                #[cfg(feature = "metrics")]
+                crate::requests::metrics::refused(refusal);
+                let response = Refusal::Request(refusal).response();
+                return Box::pin(async move { Ok(response) });
+            }
+            ticket => ticket.map(|(_, ticket)| ticket),
+        };
         // Admitted before the service sees the request; held by the
         // response's body from then on (or dropped with this future).
         let admitted = match self
@@ -218,7 +251,27 @@ where
             client,
         };
         Box::pin(REQUEST.scope(scope, async move {
-            let mut response = inner.await?;
+            let mut ticket = ticket;
+            let mut response = match &ticket {
+                None => inner.await?,
+                Some(waiting) => {
+                    let answered = tokio::select! {
+                        biased;
+                        response = inner => Some(response),
+                        () = waiting.ended() => None,
+                    };
+                    match answered {
+                        Some(response) => response?,
+                        // Cut by the drain before rmcp answered.
+                        None => {
+                            if let Some(ticket) = &mut ticket {
+                                ticket.cut();
+                            }
+                            return Ok(Refusal::Request(RequestRefusal::Draining).response());
+                        }
+                    }
+                }
+            };
             if is_delete && response.status() == StatusCode::ACCEPTED {
                 *response.status_mut() = StatusCode::OK;
             }
@@ -227,12 +280,46 @@ where
             {
                 return Ok(refusal.response());
             }
-            Ok(match admitted {
-                Some(admitted) => response.map(|body| Held::new(body, admitted).boxed()),
-                None => response,
+            // Only a stream outlives this future: other responses are whole.
+            let ticket = ticket.filter(|_| is_sse(&response));
+            Ok(match (admitted, ticket) {
+                (Some(admitted), Some(ticket)) => {
+                    response.map(|body| Tracked::new(Held::new(body, admitted), ticket).boxed())
+                }
+                (Some(admitted), None) => response.map(|body| Held::new(body, admitted).boxed()),
+                (None, Some(ticket)) => response.map(|body| Tracked::new(body, ticket).boxed()),
+                (None, None) => response,
             })
         }))
     }
+}
+
+/// What a request is to the drain: `None` for one it neither waits for
+/// nor ends (a `DELETE`, whose answer is immediate).
+fn drain_kind(request: &http::request::Parts) -> Option<Kind> {
+    match request.method {
+        http::Method::GET => Some(Kind::Stream),
+        http::Method::POST if crate::requests::is_listen(request) => Some(Kind::Stream),
+        http::Method::POST => Some(Kind::Request),
+        _ => None,
+    }
+}
+
+/// Whether a draining instance refuses the request at once: a stream (it
+/// would be ended at once), or a 2026-07-28 request (no state keeps it
+/// here). Other requests are for sessions: the manager serves those it
+/// holds and refuses to create or restore the others.
+fn refused_while_draining(request: &http::request::Parts, kind: Kind) -> bool {
+    kind == Kind::Stream || crate::requests::has_checked_headers(request)
+}
+
+/// Whether `response` is an SSE stream.
+fn is_sse(response: &HttpResponse) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"))
 }
 
 /// `400 Bad Request` for a request from a trusted proxy whose forwarding

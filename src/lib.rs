@@ -97,6 +97,7 @@
 mod clients;
 mod close_reason;
 mod config;
+mod drain;
 mod error;
 mod event_id;
 mod eviction;
@@ -118,6 +119,7 @@ mod sync;
 pub use clients::ClientKey;
 pub use close_reason::CloseReason;
 pub use config::{BoundedSessionManagerBuilder, SessionConfig};
+pub use drain::DrainSummary;
 pub use error::{BoundedSessionError, TransportError};
 pub use event_id::EventIdError;
 pub use eviction::{AtCapacity, EvictionPolicy};

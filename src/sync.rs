@@ -64,6 +64,14 @@ mod imp {
         pub(crate) fn len(&self) -> usize {
             self.0.len()
         }
+        /// What `pick` returns for each entry, one shard's lock at a time
+        /// (not a snapshot: entries may come and go meanwhile).
+        pub(crate) fn filter_map<R>(&self, mut pick: impl FnMut(&K, &V) -> Option<R>) -> Vec<R> {
+            self.0
+                .iter()
+                .filter_map(|entry| pick(entry.key(), entry.value()))
+                .collect()
+        }
     }
 
     /// An unbounded lock-free FIFO (`crossbeam`'s `SegQueue`).
@@ -167,6 +175,12 @@ mod imp {
         }
         pub(crate) fn len(&self) -> usize {
             self.0.lock().len()
+        }
+        pub(crate) fn filter_map<R>(&self, mut pick: impl FnMut(&K, &V) -> Option<R>) -> Vec<R> {
+            let map = self.0.lock();
+            map.iter()
+                .filter_map(|(key, value)| pick(key, value))
+                .collect()
         }
     }
 

@@ -84,6 +84,7 @@ impl BoundedSessionManager {
             }),
             restoring: dashmap::DashSet::new(),
             requests: RequestAdmission::new(&requests).map(Arc::new),
+            drain: Arc::new(crate::drain::Drain::new()),
             #[cfg(feature = "redis")]
             redis_stores: std::sync::OnceLock::new(),
         }

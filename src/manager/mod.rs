@@ -23,6 +23,7 @@ use rmcp::transport::streamable_http_server::session::{EventStore, SessionId};
 
 use crate::clients::key::KeyDerivation;
 use crate::config::BoundedSessionManagerBuilder;
+use crate::drain::Drain;
 use crate::error::BoundedSessionError;
 use crate::eviction::activity::{BeginError, Busy};
 use crate::eviction::{AtCapacity, EvictionPolicy};
@@ -35,6 +36,7 @@ use crate::requests::RequestAdmission;
 pub(crate) mod admission;
 mod compat;
 pub(crate) mod construct;
+mod drain;
 mod session_manager;
 #[cfg(feature = "redis")]
 mod stores;
@@ -106,6 +108,9 @@ pub struct BoundedSessionManager {
     /// Admission of requests and listen streams (handed to [`Self::layer`]),
     /// when any of their limits is configured.
     requests: Option<Arc<RequestAdmission>>,
+    /// Whether the instance drains, and what the drain counts (shared with
+    /// [`Self::layer`]).
+    drain: Arc<Drain>,
     /// The Redis stores the builder attached (see `stores`).
     #[cfg(feature = "redis")]
     redis_stores: std::sync::OnceLock<std::sync::Weak<crate::store::RedisInner>>,
@@ -183,7 +188,11 @@ impl BoundedSessionManager {
     /// let app: axum::Router = axum::Router::new().nest_service("/mcp", layer.layer(service));
     /// ```
     pub fn layer(&self) -> BoundedSessionLayer {
-        BoundedSessionLayer::new(self.keys.clone(), self.requests.clone())
+        BoundedSessionLayer::new(
+            self.keys.clone(),
+            self.requests.clone(),
+            Some(self.drain.clone()),
+        )
     }
 
     /// Whether `peer` is in the networks given to the builder's
@@ -379,6 +388,9 @@ impl BoundedSessionManager {
     ///
     /// Cancel safe, as [`admission::admit`].
     async fn admission(&self) -> Result<Admitted<'_>, BoundedSessionError> {
+        if self.drain.is_draining() {
+            return Err(self.refused(Creation::Draining));
+        }
         let client = http::current_client();
         let clients = self.clients.as_deref().filter(|_| !client.is_anonymous());
         admission::admit(&self.registry, self.rate_limiter.as_ref(), clients, &client)

@@ -60,6 +60,9 @@ pub enum Creation {
     RateLimited(Duration),
     /// The cap is full and nothing may be evicted.
     AtCapacity,
+    /// The instance is draining: sessions are created (and restored)
+    /// elsewhere.
+    Draining,
 }
 
 /// Why request admission refused a request or a listen stream.
@@ -92,14 +95,17 @@ pub enum RequestRefusal {
         /// The global bound.
         limit: usize,
     },
+    /// The instance is draining: the request is for another instance.
+    Draining,
 }
 
 impl Refusal {
     /// The HTTP status of the answer.
     pub(crate) fn status(self) -> StatusCode {
         match self {
-            Self::Creation(Creation::AtCapacity)
+            Self::Creation(Creation::AtCapacity | Creation::Draining)
             | Self::EvictedBeforeInitialized
+            | Self::Request(RequestRefusal::Draining)
             | Self::Request(RequestRefusal::RequestsAtCapacity { .. })
             | Self::Request(RequestRefusal::ListenAtCapacity { .. }) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -140,6 +146,9 @@ impl Refusal {
             Self::Creation(Creation::ClientRateLimited(_)) => "client_rate_limited",
             Self::Creation(Creation::ClientQuota) => "client_quota",
             Self::Creation(Creation::AtCapacity) => "at_capacity",
+            Self::Creation(Creation::Draining) | Self::Request(RequestRefusal::Draining) => {
+                "draining"
+            }
             Self::EvictedBeforeInitialized => "evicted_before_initialized",
             Self::SessionGone => "session_gone",
             Self::TooManyStreams => "too_many_streams",
@@ -189,6 +198,7 @@ impl From<Creation> for BoundedSessionError {
             Creation::ClientQuota => Self::ClientQuota,
             Creation::RateLimited(_) => Self::RateLimited,
             Creation::AtCapacity => Self::AtCapacity,
+            Creation::Draining => Self::Draining,
         }
     }
 }

@@ -83,6 +83,10 @@ impl Refusal {
                 "Service Unavailable: the session cap is full and every session is in use; \
                  retry later"
             }
+            Self::Creation(Creation::Draining) => {
+                "Service Unavailable: this server instance is shutting down; retry (through \
+                 the load balancer, another instance answers)"
+            }
             Self::EvictedBeforeInitialized => {
                 "Service Unavailable: the new session ended before its initialization \
                  finished; retry later"
@@ -147,6 +151,10 @@ fn request_message(refusal: RequestRefusal, retry: u64) -> String {
         RequestRefusal::ListenAtCapacity { limit } => format!(
             "the server has its maximum of {limit} listen streams open; retry in \
              {retry} s"
+        ),
+        RequestRefusal::Draining => format!(
+            "this server instance is shutting down; retry in {retry} s (through the load \
+             balancer, another instance answers)"
         ),
     }
 }

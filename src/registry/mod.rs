@@ -361,6 +361,27 @@ impl<H: Stop> Registry<H> {
         Some(slot)
     }
 
+    /// Every live session's id and generation, and whether a request is
+    /// in flight in it (not a snapshot: sessions may come and go during
+    /// the walk, which takes one shard's lock at a time).
+    pub(crate) fn sessions(&self) -> Vec<(SessionId, u64, bool)> {
+        self.sessions.filter_map(|id, entry| {
+            Some((
+                id.clone(),
+                entry.activity.generation(),
+                !entry.activity.is_idle(),
+            ))
+        })
+    }
+
+    /// Whether a request is in flight in any live session.
+    pub(crate) fn any_busy(&self) -> bool {
+        !self
+            .sessions
+            .filter_map(|_, entry| (!entry.activity.is_idle()).then_some(()))
+            .is_empty()
+    }
+
     /// A fresh generation: it tells one life of an id from any other (a
     /// restore) and is given to [`Self::insert`].
     pub fn draw_generation(&self) -> u64 {

@@ -76,6 +76,26 @@ static NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 /// `Mcp-Name` headers that rmcp checks against the body.
 const STANDARD_HEADERS_VERSION: &str = "2026-07-28";
 
+/// Whether `request` declares protocol 2026-07-28 or later, whose
+/// `Mcp-Method` and `Mcp-Name` headers rmcp checks against the body.
+pub(crate) fn has_checked_headers(request: &Parts) -> bool {
+    request
+        .headers
+        .get(&PROTOCOL_VERSION_HEADER)
+        .and_then(|version| version.to_str().ok())
+        .is_some_and(|version| version >= STANDARD_HEADERS_VERSION)
+}
+
+/// Whether `request` opens a `subscriptions/listen` stream (believed only
+/// where rmcp checks the header: see [`has_checked_headers`]).
+pub(crate) fn is_listen(request: &Parts) -> bool {
+    has_checked_headers(request)
+        && request
+            .headers
+            .get(&METHOD_HEADER)
+            .is_some_and(|method| method == LISTEN_METHOD)
+}
+
 /// What a client at its quota of listen streams gets when it opens one
 /// more.
 ///

@@ -53,6 +53,7 @@ pub(crate) use self::host::SessionHost;
 mod deletions;
 mod error_log;
 mod events;
+mod flush;
 mod host;
 mod keys;
 mod relay;

@@ -75,6 +75,11 @@ impl Inner {
         format!("{}.{n}", self.instance)
     }
 
+    /// Appends whose outcome is unknown, over every stream.
+    pub(super) fn unsettled_appends(&self) -> usize {
+        self.unsettled.lock().values().map(Vec::len).sum()
+    }
+
     /// Takes the unsettled nonces of `stream`, to settle with its next
     /// append.
     pub(super) fn take_unsettled(&self, stream: &str) -> Vec<String> {

@@ -93,10 +93,10 @@ pub(crate) struct Held {
     /// The stored value, to write it again if Redis lost it.
     json: Arc<str>,
     /// Whether the value is known to have reached Redis.
-    written: AtomicBool,
+    pub(super) written: AtomicBool,
     /// DELETEd on this instance: never refreshed or written again; a copy
     /// restored anyway is ended.
-    deleted: AtomicBool,
+    pub(super) deleted: AtomicBool,
     /// When it was stored or loaded here.
     since: Instant,
     /// When Redis last confirmed its value (written, loaded or refreshed).
@@ -171,7 +171,7 @@ pub(super) async fn run(inner: Weak<Inner>, shutdown: CancellationToken, now: Ar
     }
 }
 
-async fn round(inner: &Inner) -> Result<(), StoreError> {
+pub(super) async fn round(inner: &Inner) -> Result<(), StoreError> {
     if let Some(host) = inner.host() {
         refresh_held(inner, &*host).await?;
     }
