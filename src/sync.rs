@@ -21,8 +21,8 @@ mod imp {
     ///
     /// Hashed with foldhash's fast variant rather than SipHash: hashing the
     /// 36-byte id is a large share of a lookup, and with foldhash the
-    /// lookups at 10,000 live sessions ran 25-35 % faster (BENCHMARKS.md,
-    /// `lookup_under_paced_churn`). foldhash is seeded per process (not from
+    /// lookups at 10,000 live sessions ran 25-35 % faster (CHANGELOG.md,
+    /// performance history: foldhash). foldhash is seeded per process (not from
     /// a cryptographic source) and resists HashDoS only minimally; SipHash
     /// matters where clients choose the stored keys. Here they do not: a
     /// key is inserted when rmcp's `session_id()` draws a random UUID, or

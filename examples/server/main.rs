@@ -135,6 +135,21 @@ async fn main() -> ExitCode {
     // limits need it) and answers refusals with 429 / 404 / 503 instead of
     // rmcp's 500.
     let app = axum::Router::new().nest_service("/mcp", manager.layer().layer(service));
+    // Readiness for an orchestrator: 503 from the moment the drain starts,
+    // so that the balancer stops sending new clients here.
+    let app = app.route(
+        "/ready",
+        axum::routing::get({
+            let manager = manager.clone();
+            move || {
+                let status = match manager.is_draining() {
+                    false => axum::http::StatusCode::OK,
+                    true => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                };
+                std::future::ready(status)
+            }
+        }),
+    );
     #[cfg(feature = "metrics")]
     let app = app.route(
         "/metrics",
@@ -194,17 +209,93 @@ async fn main() -> ExitCode {
     // tell clients apart; without it every client shares one anonymous key
     // and the per-client limits do not apply.
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let serve = axum::serve(listener, app).with_graceful_shutdown({
-        let shutdown = shutdown.clone();
-        async move {
-            let _ = tokio::signal::ctrl_c().await;
-            shutdown.cancel();
+    let mut signals = match Signals::new() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("error: cannot listen for signals: {error}");
+            return ExitCode::FAILURE;
         }
+    };
+    // New connections are accepted until the drain is over: requests for
+    // the sessions held here are still served meanwhile, and the others
+    // are answered 503 so that clients go elsewhere.
+    let (drained_tx, drained) = tokio::sync::oneshot::channel::<()>();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = drained.await;
     });
-    if let Err(error) = serve.await {
-        eprintln!("error: server failed: {error}");
-        return ExitCode::FAILURE;
+    let mut serve = tokio::spawn(async move { serve.await });
+    let signal = tokio::select! {
+        served = &mut serve => {
+            eprintln!("error: server stopped: {served:?}");
+            return ExitCode::FAILURE;
+        }
+        signal = signals.next() => signal,
+    };
+    println!(
+        "{signal}: draining for up to {} s (a second signal stops at once)",
+        options.drain_timeout.as_secs()
+    );
+    let summary = tokio::select! {
+        summary = manager.drain(options.drain_timeout) => summary,
+        signal = signals.next() => {
+            println!("{signal} again: stopping at once");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{summary}");
+    // What rmcp still runs on its own (a 2026-07-28 handler whose stream
+    // goes to an event store after its response ended) stops here.
+    shutdown.cancel();
+    let _ = drained_tx.send(());
+    // Every stream has ended: the open connections close as soon as they
+    // are idle.
+    match tokio::time::timeout(CLOSE_CONNECTIONS, serve).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(served) => eprintln!("error: server failed while stopping: {served:?}"),
+        Err(_) => eprintln!("connections still open after {CLOSE_CONNECTIONS:?}: closing them"),
     }
     println!("stopped with {} live sessions", manager.session_count());
     ExitCode::SUCCESS
+}
+
+/// How long connections get to close after the drain.
+const CLOSE_CONNECTIONS: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// SIGTERM (what orchestrators send) and SIGINT (Ctrl-C).
+struct Signals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => "SIGTERM",
+                _ = self.interrupt.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
 }

@@ -53,6 +53,10 @@ Usage: server [FLAGS]
                                connections one client may hold open; one more
                                gets 503 and is closed (default 64: the request
                                quota, listen streams and a GET, with room)
+  --drain-timeout SECS         on SIGTERM or SIGINT, how long requests in flight
+                               may run before they are cancelled (default 25,
+                               under Kubernetes' 30 s grace period); a second
+                               signal stops at once
   --redis URL                  share sessions and replays with every instance
                                given the same URL and prefix (needs
                                --features redis; default: none, one instance)
@@ -87,6 +91,7 @@ pub struct Options {
     pub max_listen_streams_per_client: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
+    pub drain_timeout: Duration,
     pub redis: Option<String>,
     pub redis_prefix: String,
 }
@@ -109,6 +114,7 @@ pub fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, Stri
         max_listen_streams_per_client: Some(4),
         max_connections: Some(10_000),
         max_connections_per_client: Some(64),
+        drain_timeout: Duration::from_secs(25),
         redis: None,
         redis_prefix: "mcp:".to_owned(),
     };
@@ -192,6 +198,12 @@ pub fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, Stri
                     }
                 };
             }
+            "--drain-timeout" => {
+                options.drain_timeout = value
+                    .parse::<u64>()
+                    .map(Duration::from_secs)
+                    .map_err(|_| format!("--drain-timeout {value}: expected seconds >= 0"))?;
+            }
             "--redis" if cfg!(feature = "redis") => options.redis = Some(value),
             "--redis" => return Err("--redis needs the server built with --features redis".into()),
             "--redis-prefix" => options.redis_prefix = value,
@@ -270,7 +282,7 @@ pub fn settings_line(options: &Options) -> String {
         "max sessions {} (at capacity: {}), idle timeout {}s, rate limit {}; per client: \
          max sessions {}, rate limit {}, trusted proxies {}; requests: max in flight {}, \
          per client {}, rate per client {}; listen streams: max {}, per client {}; \
-         connections: max {}, per client {}",
+         connections: max {}, per client {}; drain timeout {}s",
         options.max_sessions,
         show_at_capacity(options.at_capacity),
         options.idle_timeout.as_secs(),
@@ -288,6 +300,7 @@ pub fn settings_line(options: &Options) -> String {
         show_limit(options.max_listen_streams_per_client),
         show_limit(options.max_connections),
         show_limit(options.max_connections_per_client),
+        options.drain_timeout.as_secs(),
     ) + &options.redis.as_ref().map_or(String::new(), |_| {
         format!("; redis on (prefix {})", options.redis_prefix)
     })
