@@ -5,8 +5,8 @@
 //! integration tests and benches.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
@@ -80,13 +80,18 @@ fn listeners() -> std::sync::MutexGuard<'static, BTreeMap<u64, SubscriptionSink>
 /// (with `--features metrics`): what a flood of long calls holds, seen
 /// from inside the handler (a call's units are admitted before it starts
 /// and released after it ends, so this never exceeds what the layer holds).
-struct CountRunning;
+/// Also counted in the server's own counter, if it has one (tests read it
+/// to see a handler cancelled).
+struct CountRunning(Option<Arc<AtomicUsize>>);
 
 impl CountRunning {
-    fn start() -> Self {
+    fn start(counter: Option<Arc<AtomicUsize>>) -> Self {
         #[cfg(feature = "metrics")]
         metrics::gauge!("demo_count_calls_running").increment(1.0);
-        Self
+        if let Some(counter) = &counter {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        Self(counter)
     }
 }
 
@@ -94,6 +99,9 @@ impl Drop for CountRunning {
     fn drop(&mut self) {
         #[cfg(feature = "metrics")]
         metrics::gauge!("demo_count_calls_running").decrement(1.0);
+        if let Some(counter) = &self.0 {
+            counter.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -103,6 +111,8 @@ pub struct DemoServer {
     /// Built once per session: `#[tool_handler]` would otherwise rebuild
     /// the router (names validated, schemas generated) on every tool call.
     tool_router: ToolRouter<Self>,
+    /// `count` calls running, where the caller wants to know.
+    count_calls: Option<Arc<AtomicUsize>>,
 }
 
 impl Default for DemoServer {
@@ -116,6 +126,16 @@ impl DemoServer {
     pub fn new() -> Self {
         Self {
             tool_router: Self::tool_router(),
+            count_calls: None,
+        }
+    }
+
+    /// A server that also counts its `count` calls running in `counter`.
+    #[allow(dead_code)] // for the tests; the example reads its gauge
+    pub fn counting_calls(counter: Arc<AtomicUsize>) -> Self {
+        Self {
+            count_calls: Some(counter),
+            ..Self::new()
         }
     }
 }
@@ -150,7 +170,7 @@ impl DemoServer {
                 None,
             ));
         }
-        let _running = CountRunning::start();
+        let _running = CountRunning::start(self.count_calls.clone());
         let token = meta.get_progress_token();
         for step in 1..=steps {
             tokio::time::sleep(delay).await;

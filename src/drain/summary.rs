@@ -34,8 +34,8 @@ pub struct DrainSummary {
     /// Sessions this instance still held at the end, closed with
     /// [`CloseReason::Drained`](crate::CloseReason::Drained).
     pub sessions_closed: usize,
-    /// Of those, sessions that still had a request running (its handler
-    /// was cancelled).
+    /// Of those, sessions that had a request in flight at the deadline
+    /// (its handler was cancelled with the session).
     pub sessions_busy_at_close: usize,
     /// Writes the session store held back (DELETEs, session values, event
     /// appends of unknown outcome) that reached it during the drain.

@@ -99,6 +99,10 @@ impl BoundedSessionManager {
         {
             tokio::time::sleep_until((Instant::now() + POLL).min(deadline)).await;
         }
+        // Which sessions had a request in flight at the deadline: cut, its
+        // stream no longer marks its session busy, though the handler runs
+        // until the session closes.
+        let sessions = self.registry.sessions();
         self.drain.cut_requests();
         let mut summary = DrainSummary::default();
         // While the sessions are still held here: the upkeep writes only
@@ -108,7 +112,7 @@ impl BoundedSessionManager {
             let until = deadline.max(Instant::now() + MIN_FLUSH);
             (summary.store_writes_flushed, summary.store_writes_left) = stores.flush(until).await;
         }
-        for (id, generation, busy) in self.registry.sessions() {
+        for (id, generation, busy) in sessions {
             if self
                 .registry
                 .close(&id, Some(generation), CloseReason::Drained)
