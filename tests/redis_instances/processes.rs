@@ -57,11 +57,12 @@ pub struct Instance {
 impl Instance {
     /// Starts the server on a free port with `--redis url` and `prefix`;
     /// waits for its `MCP server listening on http://ADDR/mcp` line.
-    fn start(name: &'static str, url: &str, prefix: &str) -> Self {
+    fn start(name: &'static str, url: &str, prefix: &str, extra: &[&str]) -> Self {
         let binary = server_binary();
         let mut child = Command::new(&binary)
             .args(["--bind", "127.0.0.1:0", "--redis", url])
             .args(["--redis-prefix", prefix])
+            .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -142,6 +143,29 @@ impl Instance {
             .any(|line| line.contains(text))
     }
 
+    /// Sends SIGTERM, as an orchestrator stopping the instance does.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -TERM {} failed", self.child.id());
+    }
+
+    /// The process's exit status, if it exits within `timeout`.
+    pub async fn exit_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child's status") {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Kills the process and waits for it.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -183,11 +207,16 @@ impl Pair {
 
     /// A pair on the Redis at `url` (a test's private one, say).
     pub fn start_on(test: &str, url: &str) -> Self {
+        Self::start_with(test, url, &[])
+    }
+
+    /// A pair on the Redis at `url`, A with the extra flags `a_flags`.
+    pub fn start_with(test: &str, url: &str, a_flags: &[&str]) -> Self {
         let prefix = unique_prefix(test);
         // Started one after the other, but each takes a fraction of a
         // second; no need for threads.
-        let a = Instance::start("A", url, &prefix);
-        let b = Instance::start("B", url, &prefix);
+        let a = Instance::start("A", url, &prefix, a_flags);
+        let b = Instance::start("B", url, &prefix, &[]);
         Self {
             a,
             b,

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 /// Calls `announce` with `count` on `client`'s instance and checks its
 /// result.
-async fn announce(client: &crate::common::Client, session: &str, id: u64, count: u32) {
+pub(crate) async fn announce(client: &crate::common::Client, session: &str, id: u64, count: u32) {
     let (status, messages) = client
         .request(
             session,
