@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
+use rmcp::transport::streamable_http_server::session::EventStore;
+
 use super::{BoundedSessionManagerBuilder, ClientKeyFn};
 use crate::clients::key::KeyDerivation;
 use crate::clients::limits::ClientLimits;
 use crate::manager::BoundedSessionManager;
 use crate::manager::construct::Parts;
+use crate::store::{BoundIds, IdKey};
 
 impl BoundedSessionManagerBuilder {
     /// Builds the manager, ready to hand to `StreamableHttpService::new`.
@@ -56,6 +59,20 @@ impl BoundedSessionManagerBuilder {
             rate: self.rate_limit_per_client,
             max_idle_keys: self.max_idle_client_keys,
         });
+        // External stores' ids are bound to their streams (`store::bound_ids`);
+        // the Redis stores' ids name their stream already.
+        let key = self
+            .event_id_key
+            .as_deref()
+            .map_or_else(IdKey::random, IdKey::new);
+        let bind = |store| Arc::new(BoundIds::new(store, key.clone())) as Arc<dyn EventStore>;
+        #[cfg(feature = "redis")]
+        let event_store = match self.event_store_is_redis {
+            true => self.event_store,
+            false => self.event_store.map(bind),
+        };
+        #[cfg(not(feature = "redis"))]
+        let event_store = self.event_store.map(bind);
         Parts {
             max_sessions: self.max_sessions,
             replay_capacity: self.replay_capacity.unwrap_or(session.channel_capacity),
@@ -63,8 +80,8 @@ impl BoundedSessionManagerBuilder {
             max_request_streams: self
                 .max_request_streams
                 .unwrap_or(BoundedSessionManager::DEFAULT_MAX_REQUEST_STREAMS),
-            event_store: self.event_store,
-            stateless_event_store: self.stateless_event_store,
+            event_store,
+            stateless_event_store: self.stateless_event_store.map(bind),
             rate_limit: self.rate_limit,
             max_lifetime: self.max_lifetime,
             eviction_policy: self.eviction_policy,

@@ -54,6 +54,12 @@ pub struct BoundedSessionManagerBuilder {
     max_request_streams: Option<usize>,
     event_store: Option<Arc<dyn EventStore>>,
     stateless_event_store: Option<Arc<dyn EventStore>>,
+    /// Whether `event_store` is the Redis stores' own (whose ids name
+    /// their stream), not one given by the user.
+    #[cfg(feature = "redis")]
+    event_store_is_redis: bool,
+    /// What external stores' ids are bound to their streams with.
+    event_id_key: Option<Arc<[u8]>>,
     #[cfg(feature = "redis")]
     redis: Option<crate::store::RedisStores>,
     eviction_policy: EvictionPolicy,
@@ -130,6 +136,9 @@ impl BoundedSessionManagerBuilder {
             max_request_streams: None,
             event_store: None,
             stateless_event_store: None,
+            #[cfg(feature = "redis")]
+            event_store_is_redis: false,
+            event_id_key: None,
             #[cfg(feature = "redis")]
             redis: None,
             eviction_policy: EvictionPolicy::default(),

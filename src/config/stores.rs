@@ -25,8 +25,11 @@ impl BoundedSessionManagerBuilder {
     /// external rmcp `EventStore`, which names them and replays them,
     /// possibly on another instance, instead of each session stream's
     /// in-memory ring, as `LocalSessionManager::with_event_store`. The
-    /// store's ids must begin with their stream's name (as this crate's
-    /// stores' do): a session replays only ids of its own streams.
+    /// store may pick any ids: one that does not begin with its stream's
+    /// name (`event-1`, say) goes to the client bound to its stream by a
+    /// keyed tag, so that a session replays only its own streams'
+    /// events (instances that share the store share the key: see
+    /// [`event_id_key`](Self::event_id_key)).
     ///
     /// ```no_run
     /// # use std::sync::Arc;
@@ -38,6 +41,41 @@ impl BoundedSessionManagerBuilder {
     /// ```
     pub fn event_store(mut self, store: Arc<dyn EventStore>) -> Self {
         self.event_store = Some(store);
+        #[cfg(feature = "redis")]
+        {
+            self.event_store_is_redis = false;
+        }
+        self
+    }
+
+    /// The key that binds an external event store's ids to their stream
+    /// (see [`event_store`](Self::event_store)); at least 16 bytes, the
+    /// same on every instance that shares the store. Without it, a key is
+    /// drawn at random per process, and an id issued by one instance
+    /// resumes nothing on another (the resume is refused as unknown). Ids
+    /// that begin with their stream's name, as this crate's stores' do,
+    /// need no key.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `key` is shorter than 16 bytes.
+    ///
+    /// ```
+    /// use mcp_bounded_session::BoundedSessionManager;
+    ///
+    /// let key = std::env::var("MCP_EVENT_ID_KEY").unwrap_or_else(|_| "a shared secret of 32 bytes....".into());
+    /// let manager = BoundedSessionManager::builder(100).event_id_key(key).build();
+    /// # drop(manager);
+    /// ```
+    pub fn event_id_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        let key = key.as_ref();
+        assert!(
+            key.len() >= 16,
+            "event_id_key must be at least 16 bytes (a random secret shared by the instances), \
+             got {}",
+            key.len()
+        );
+        self.event_id_key = Some(key.into());
         self
     }
 
@@ -86,6 +124,7 @@ impl BoundedSessionManagerBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, stores: &crate::store::RedisStores) -> Self {
         self.event_store = Some(stores.event_store());
+        self.event_store_is_redis = true;
         self.redis = Some(stores.clone());
         self
     }

@@ -23,9 +23,11 @@
 //! stream carries the requesting session's id: an id of another session
 //! replays nothing (rmcp answers an empty stream). A stateless
 //! resumption, which has no session, replays only stateless streams
-//! (`stateless`). An external store of one's own must therefore issue ids
-//! that begin with their stream's name, as these do.
+//! (`stateless`). An external store of one's own may issue any ids: those
+//! that do not begin with their stream's name are bound to it
+//! (`bound_ids`).
 
+mod bound_ids;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -38,6 +40,7 @@ mod stored_id;
 pub(crate) use self::redis::{Inner as RedisInner, SessionHost, refuses_restore};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisEventStore, RedisSessionStore, RedisStores, RedisStoresBuilder};
+pub(crate) use bound_ids::{BoundIds, IdKey, bound_stream};
 pub use memory::{MemoryEventStore, MemoryEventStoreBuilder};
 #[cfg(feature = "redis")]
 pub(crate) use session_id::is_session_id;

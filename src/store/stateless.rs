@@ -38,9 +38,13 @@ fn unstored_id(stream: &str) -> String {
     format!("{stream}#0-0")
 }
 
-/// Whether `event_id` may name an event of a session's stream.
+/// Whether `event_id` may name an event of a session's stream (a bound
+/// id's stream is before its tag; a store's own id may hold anything
+/// after it).
 fn names_a_session_stream(event_id: &str) -> bool {
-    event_id.contains(':')
+    super::bound_stream(event_id)
+        .unwrap_or(event_id)
+        .contains(':')
 }
 
 #[async_trait::async_trait]
