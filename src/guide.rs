@@ -10,6 +10,7 @@
 //! - [`observability`]: close reasons, the `on_close` hook, metrics;
 //! - [`replay`]: `Last-Event-ID`, shadow streams, backpressure, memory;
 //! - [`instances`]: several instances on Redis, `MemoryEventStore`;
+//! - [`deploys`]: draining an instance before it stops;
 //! - [`migrating`]: from `mcp-session`, and the alternatives compared;
 //! - [`internals`] and [`limits`];
 //! - [`correctness`]: what checks each guarantee.
@@ -31,6 +32,9 @@ pub mod replay {}
 
 #[doc = include_str!("../docs/guide/instances.md")]
 pub mod instances {}
+
+#[doc = include_str!("../docs/guide/deploys.md")]
+pub mod deploys {}
 
 #[doc = include_str!("../docs/guide/migrating.md")]
 pub mod migrating {}

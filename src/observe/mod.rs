@@ -58,8 +58,8 @@
 //! | `mcp_sessions_active` | gauge | none | sessions | live sessions after the latest creation or close |
 //! | `mcp_sessions_max` | gauge | none | sessions | the cap, `max_sessions` |
 //! | `mcp_sessions_created_total` | counter | none | sessions | sessions admitted |
-//! | `mcp_sessions_closed_total` | counter | `reason` | sessions | sessions ended, by why: `evicted`, `max_lifetime`, `closed`, `idle_timeout`, `init_timeout`, `handshake_abandoned`, `handler_ended` ([`CloseReason::label`]) |
-//! | `mcp_sessions_refused_total` | counter | `reason` | creations | creations refused, by why: `rate_limited`, `client_rate_limited`, `client_quota`, `at_capacity` |
+//! | `mcp_sessions_closed_total` | counter | `reason` | sessions | sessions ended, by why: `evicted`, `max_lifetime`, `closed`, `idle_timeout`, `init_timeout`, `handshake_abandoned`, `handler_ended`, `drained` ([`CloseReason::label`]) |
+//! | `mcp_sessions_refused_total` | counter | `reason` | creations | creations refused, by why: `rate_limited`, `client_rate_limited`, `client_quota`, `at_capacity`, `draining` |
 //! | `mcp_session_duration_seconds` | histogram | none | seconds | each ended session's lifetime, from admission to close |
 //!
 //! Each value goes to the recorder in force when it is reported (the global

@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | `mcp_requests_in_flight` | gauge | none | request units in flight |
 //! | `mcp_listen_streams` | gauge | none | listen streams open |
-//! | `mcp_requests_refused_total` | counter | `reason` | refusals: `request_quota`, `request_rate`, `at_capacity`, `listen_quota`, `listen_at_capacity` |
+//! | `mcp_requests_refused_total` | counter | `reason` | refusals: `request_quota`, `request_rate`, `at_capacity`, `listen_quota`, `listen_at_capacity`, `draining` |
 
 use crate::refusal::{Refusal, RequestRefusal};
 
