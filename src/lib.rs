@@ -135,54 +135,6 @@ pub use store::{MemoryEventStore, MemoryEventStoreBuilder, StoreError};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::{RedisEventStore, RedisSessionStore, RedisStores, RedisStoresBuilder};
 
-/// The concurrent core, exposed only to the loom models in `loom-tests/`
-/// (built with `--cfg mcp_bounded_session_loom`). Not part of the API.
-#[cfg(mcp_bounded_session_loom)]
-#[doc(hidden)]
-pub mod loom_api {
-    pub use crate::clients::ClientKey;
-    pub use crate::close_reason::CloseReason;
-    pub use crate::eviction::activity::{Activity, BeginError, Busy, Claim, Listening};
-    pub use crate::eviction::{AtCapacity, EvictionOrder, EvictionPolicy, Popped};
-    pub use crate::manager::admission::{Admitted, ClientSession, Clients, Membership, admit};
-    pub use crate::rate_limiter::{Grant, RateLimiter};
-    pub use crate::refusal::{Creation, RequestRefusal};
-    pub use crate::registry::{NoSlot, Registry, SessionStats, Slot, Stop};
-    pub use crate::requests::ListenAtQuota;
-    pub use crate::requests::table::{ListenUnit, RequestTable, RequestUnits};
-
-    /// A request table with these bounds (`None`: none) and no rate limit.
-    pub fn request_table(
-        max_in_flight: Option<usize>,
-        max_in_flight_per_client: Option<usize>,
-        max_listen: Option<usize>,
-        max_listen_per_client: Option<usize>,
-        listen_at_quota: ListenAtQuota,
-    ) -> std::sync::Arc<RequestTable> {
-        std::sync::Arc::new(RequestTable::new(&crate::requests::RequestLimits {
-            max_in_flight,
-            max_in_flight_per_client,
-            max_listen,
-            max_listen_per_client,
-            listen_at_quota,
-            ..Default::default()
-        }))
-    }
-
-    /// A per-client table with a quota of `max_sessions` sessions and, if
-    /// given, a rate limit of `.0` creations per window `.1`.
-    pub fn client_table(
-        max_sessions: Option<usize>,
-        rate: Option<(usize, std::time::Duration)>,
-    ) -> Clients {
-        Clients::new(crate::clients::limits::ClientLimits {
-            max_sessions,
-            rate,
-            ..Default::default()
-        })
-    }
-}
-
 /// Checks of internal pieces against simple models, for the fuzz targets in
 /// `fuzz/` (cargo-fuzz builds with `--cfg fuzzing`). Not part of the API.
 #[cfg(fuzzing)]

@@ -225,6 +225,7 @@ mod imp {
             self.queue.lock().len()
         }
         /// Runs `hook` at the next pop that finds the queue empty.
+        #[cfg(test)]
         pub(crate) fn on_next_empty_pop(&self, hook: EmptyPopHook) {
             *self.on_empty.lock().expect("hook lock") = Some(hook);
         }

@@ -433,3 +433,6 @@ impl<S: futures::Stream + Unpin> futures::Stream for TrackedStream<S> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(all(test, mcp_bounded_session_loom))]
+mod loom_tests;

@@ -158,7 +158,7 @@ impl EvictionQueue {
     }
 
     /// Runs `hook` in the thread whose next pop finds this queue empty.
-    #[cfg(mcp_bounded_session_loom)]
+    #[cfg(all(test, mcp_bounded_session_loom))]
     pub(crate) fn on_next_empty_pop(&self, hook: crate::sync::EmptyPopHook) {
         self.entries.on_next_empty_pop(hook);
     }
@@ -173,3 +173,6 @@ impl EvictionQueue {
         self.stale.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(all(test, mcp_bounded_session_loom))]
+mod loom_tests;

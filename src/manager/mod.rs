@@ -445,5 +445,7 @@ impl BoundedSessionManager {
     }
 }
 
+#[cfg(all(test, mcp_bounded_session_loom))]
+mod loom_tests;
 #[cfg(test)]
 mod tests;

@@ -115,7 +115,7 @@ impl GrantLog {
     }
 
     /// Grants logged, expired ones included until pruned.
-    #[cfg(any(test, mcp_bounded_session_loom))]
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.grants.len()
     }

@@ -33,6 +33,8 @@
 //! and never frees somebody else's grant.
 
 pub(crate) mod log;
+#[cfg(all(test, mcp_bounded_session_loom))]
+mod loom_tests;
 
 use std::time::Duration;
 
@@ -101,7 +103,7 @@ impl RateLimiter {
     }
 
     /// Grants currently remembered (expired ones may not be pruned yet).
-    #[cfg(any(test, mcp_bounded_session_loom))]
+    #[cfg(test)]
     pub fn granted_in_log(&self) -> usize {
         self.log.lock().len()
     }

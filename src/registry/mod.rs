@@ -159,7 +159,7 @@ impl<H: Stop> Registry<H> {
     /// # Panics
     ///
     /// Panics if `max_sessions` is 0 or above the semaphore's limit.
-    #[cfg(any(test, mcp_bounded_session_loom))]
+    #[cfg(test)]
     pub fn new(max_sessions: usize) -> Self {
         Self::with_policy(
             max_sessions,
@@ -232,7 +232,7 @@ impl<H: Stop> Registry<H> {
     /// Whether `id` is live: mapped and not claimed by a thread that is
     /// ending it (so that a close that found the session already claimed
     /// is, to every later lookup, a close that happened).
-    #[cfg(any(test, mcp_bounded_session_loom))]
+    #[cfg(test)]
     pub fn contains(&self, id: &SessionId) -> bool {
         self.contains_where(id, |_| true)
     }
@@ -501,7 +501,7 @@ impl<H: Stop> Registry<H> {
     }
 
     /// Creators waiting for a close in flight (for cancel-safety tests).
-    #[cfg(any(test, mcp_bounded_session_loom))]
+    #[cfg(test)]
     pub fn waiters(&self) -> usize {
         self.slots.waiters.load(Ordering::SeqCst)
     }
@@ -509,7 +509,7 @@ impl<H: Stop> Registry<H> {
     /// Runs `hook`, once, in the thread whose next pop finds the quiet tier
     /// empty: where a creator has found nothing to evict and not yet
     /// decided to refuse (a loom model acts there).
-    #[cfg(mcp_bounded_session_loom)]
+    #[cfg(all(test, mcp_bounded_session_loom))]
     pub fn on_next_empty_pop(&self, hook: impl FnOnce() + Send + 'static) {
         self.order.quiet.on_next_empty_pop(Box::new(hook));
     }
@@ -533,5 +533,9 @@ impl<H: Stop> Registry<H> {
     }
 }
 
+#[cfg(all(test, mcp_bounded_session_loom))]
+pub(crate) mod loom_support;
+#[cfg(all(test, mcp_bounded_session_loom))]
+mod loom_tests;
 #[cfg(test)]
 mod tests;

@@ -48,6 +48,8 @@ use crate::refusal::RequestRefusal;
 
 mod body;
 mod budget;
+#[cfg(all(test, mcp_bounded_session_loom))]
+mod loom_tests;
 #[cfg(feature = "metrics")]
 pub(crate) mod metrics;
 pub(crate) mod table;

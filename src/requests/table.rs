@@ -267,7 +267,7 @@ impl RequestTable {
 
     /// The shard `client`'s entry lives in (for tests that need two
     /// clients in different shards).
-    #[cfg(mcp_bounded_session_loom)]
+    #[cfg(all(test, mcp_bounded_session_loom))]
     pub fn shard_index(&self, client: &ClientKey) -> usize {
         self.shard_of(client).1
     }

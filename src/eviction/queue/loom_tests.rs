@@ -2,12 +2,11 @@
 //! (`max_sessions / 8`, at most 64): 0 in the models below a cap of 8, so
 //! compaction triggers as soon as stale entries outnumber live ones; 1 in
 //! the model at a cap of 8.
-#![cfg(mcp_bounded_session_loom)]
-
+use crate::close_reason::CloseReason;
+use crate::registry::Registry;
+use crate::registry::loom_support::{Probe, assert_conserved, create};
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{Probe, assert_conserved, create};
-use mcp_bounded_session::loom_api::{CloseReason, Registry};
 
 /// A compaction (below a cap of 8 the slack is 0: it runs as soon as stale
 /// entries outnumber current ones) racing an admission loses no live

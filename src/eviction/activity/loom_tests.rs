@@ -2,13 +2,13 @@
 //! least recently active idle session, the cap stays exact while sessions
 //! move in the order, and a creator facing only busy sessions is refused at
 //! once instead of waiting.
-#![cfg(mcp_bounded_session_loom)]
-
+use crate::close_reason::CloseReason;
+use crate::eviction::{AtCapacity, EvictionPolicy};
+use crate::registry::Registry;
+use crate::registry::loom_support::{Probe, activity_of, assert_conserved, create, try_create};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
-use loom_tests::{Probe, activity_of, assert_conserved, create, try_create};
-use mcp_bounded_session::loom_api::{AtCapacity, CloseReason, EvictionPolicy, Registry};
 
 /// A session with a request in flight is never evicted; a creator is
 /// refused only if the request was in flight when it looked.

@@ -1,33 +1,37 @@
-//! Loom models of `mcp-bounded-session`'s concurrent core live in `tests/`.
+//! What the loom models of the registry, the eviction order and the
+//! eviction queue share: sessions that count their stops and can hold
+//! their own close in flight, and the admission steps every model takes.
 //!
-//! Run them with the crate's loom stand-ins swapped in:
+//! The models live in a `loom_tests` module beside the module each checks
+//! (`src/**/loom_tests.rs`); they and this module exist only in test
+//! builds with `--cfg mcp_bounded_session_loom`. Run them as `.ci/run`
+//! does:
 //!
 //! ```text
 //! RUSTFLAGS="--cfg mcp_bounded_session_loom" LOOM_MAX_PREEMPTIONS=3 \
-//!     cargo test -p loom-tests --release
+//!     cargo test --lib --release loom_tests::
 //! ```
-//!
-//! Without that cfg the models compile to nothing.
-#![cfg(mcp_bounded_session_loom)]
 
 use std::sync::Arc as StdArc;
 
+use super::{Registry, SessionStats, Stop};
+use crate::close_reason::CloseReason;
+use crate::eviction::activity::Activity;
 use loom::sync::Arc;
 use loom::sync::Notify;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use mcp_bounded_session::loom_api::{Activity, CloseReason, Registry, SessionStats, Stop};
 
 /// A session that counts how often it was stopped, and may hold the close
 /// that removes it in flight (see [`Gate`]).
 #[derive(Debug, Clone)]
-pub struct Probe {
-    pub name: &'static str,
-    pub stops: Arc<AtomicUsize>,
+pub(crate) struct Probe {
+    pub(crate) name: &'static str,
+    pub(crate) stops: Arc<AtomicUsize>,
     gate: Option<Arc<Gate>>,
 }
 
 impl Probe {
-    pub fn new(name: &'static str) -> Self {
+    pub(crate) fn new(name: &'static str) -> Self {
         Self {
             name,
             stops: Arc::new(AtomicUsize::new(0)),
@@ -38,14 +42,14 @@ impl Probe {
     /// A session whose removal (close or eviction) stops at `gate` after
     /// it left the map and before its slot is free: a close held in
     /// flight, counted in `closing`, for as long as the model wants.
-    pub fn gated(name: &'static str, gate: Arc<Gate>) -> Self {
+    pub(crate) fn gated(name: &'static str, gate: Arc<Gate>) -> Self {
         Self {
             gate: Some(gate),
             ..Self::new(name)
         }
     }
 
-    pub fn stops(&self) -> usize {
+    pub(crate) fn stops(&self) -> usize {
         self.stops.load(Ordering::SeqCst)
     }
 }
@@ -65,13 +69,13 @@ impl Stop for Probe {
 
 /// Where a gated session's removal waits (see [`Probe::gated`]).
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     entered: Signal,
     released: Signal,
 }
 
 impl Gate {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             entered: Signal::new(),
             released: Signal::new(),
@@ -79,12 +83,12 @@ impl Gate {
     }
 
     /// Waits until the removal reached the gate.
-    pub fn wait_entered(&self) {
+    pub(crate) fn wait_entered(&self) {
         self.entered.wait();
     }
 
     /// Lets the removal go on.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         self.released.set();
     }
 }
@@ -93,26 +97,26 @@ impl Gate {
 /// wake-ups may be spurious, hence the flag) rather than spinning: loom
 /// explores far fewer schedules.
 #[derive(Debug)]
-pub struct Signal {
+pub(crate) struct Signal {
     set: AtomicBool,
     notify: Notify,
 }
 
 impl Signal {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             set: AtomicBool::new(false),
             notify: Notify::new(),
         }
     }
 
-    pub fn set(&self) {
+    pub(crate) fn set(&self) {
         self.set.store(true, Ordering::SeqCst);
         self.notify.notify();
     }
 
     /// Returns once [`Self::set`] ran (one waiting thread at a time).
-    pub fn wait(&self) {
+    pub(crate) fn wait(&self) {
         while !self.set.load(Ordering::SeqCst) {
             self.notify.wait();
         }
@@ -126,7 +130,7 @@ impl Default for Signal {
 }
 
 /// The standing of the live session `name`.
-pub fn activity_of(registry: &Registry<Probe>, name: &str) -> StdArc<Activity> {
+pub(crate) fn activity_of(registry: &Registry<Probe>, name: &str) -> StdArc<Activity> {
     registry
         .with_activity(&name.into(), |_, activity| activity.clone())
         .expect("live")
@@ -140,12 +144,12 @@ pub fn activity_of(registry: &Registry<Probe>, name: &str) -> StdArc<Activity> {
 ///
 /// Panics if nothing is evictable (every session busy): models that expect
 /// a refusal use `try_create`.
-pub fn create(registry: &Registry<Probe>, probe: Probe) -> u64 {
+pub(crate) fn create(registry: &Registry<Probe>, probe: Probe) -> u64 {
     try_create(registry, probe).expect("a slot: models call this with an idle session to evict")
 }
 
 /// [`create`], or `None` when the cap is full and no session is idle.
-pub fn try_create(registry: &Registry<Probe>, probe: Probe) -> Option<u64> {
+pub(crate) fn try_create(registry: &Registry<Probe>, probe: Probe) -> Option<u64> {
     let slot = loom::future::block_on(registry.acquire_slot())?;
     match registry.insert(slot, probe.name.into(), registry.draw_generation(), probe) {
         Ok(activity) => Some(activity.generation()),
@@ -155,6 +159,6 @@ pub fn try_create(registry: &Registry<Probe>, probe: Probe) -> Option<u64> {
 
 /// At rest, every slot is free or owned by exactly one mapped session, and
 /// the queue holds every live session plus the counted stale entries.
-pub fn assert_conserved(stats: SessionStats) {
+pub(crate) fn assert_conserved(stats: SessionStats) {
     assert!(stats.is_consistent(), "{stats:?}");
 }

@@ -1,12 +1,10 @@
 //! The rolling-window rate limiter under concurrent grants and roll-backs.
-#![cfg(mcp_bounded_session_loom)]
-
 use std::time::Duration;
 
+use super::RateLimiter;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use mcp_bounded_session::loom_api::RateLimiter;
 use tokio::time::Instant;
 
 /// Three concurrent creations in one window of a limit of 2: exactly two

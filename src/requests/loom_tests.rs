@@ -2,16 +2,34 @@
 //! under every interleaving loom explores: the global and per-client
 //! bounds hold at every instant, a unit is given back by every drop, and a
 //! listen stream's replacement touches only its own client's streams.
-#![cfg(mcp_bounded_session_loom)]
-
 use std::sync::Arc;
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use mcp_bounded_session::loom_api::{
-    ClientKey, ListenAtQuota, RequestRefusal, RequestTable, request_table,
-};
 use tokio::time::Instant;
+
+use super::table::RequestTable;
+use super::{ListenAtQuota, RequestLimits};
+use crate::clients::ClientKey;
+use crate::refusal::RequestRefusal;
+
+/// A request table with these bounds (`None`: none) and no rate limit.
+fn request_table(
+    max_in_flight: Option<usize>,
+    max_in_flight_per_client: Option<usize>,
+    max_listen: Option<usize>,
+    max_listen_per_client: Option<usize>,
+    listen_at_quota: ListenAtQuota,
+) -> Arc<RequestTable> {
+    Arc::new(RequestTable::new(&RequestLimits {
+        max_in_flight,
+        max_in_flight_per_client,
+        max_listen,
+        max_listen_per_client,
+        listen_at_quota,
+        ..Default::default()
+    }))
+}
 
 /// Admits one request of `client` at cost 1, counting it in `running` while
 /// it is held, and checks the global bound from inside.

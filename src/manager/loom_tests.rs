@@ -3,16 +3,26 @@
 //! admission path (`admit`, then `Admitted::insert`) with sessions that
 //! give their client's quota unit back when they leave the registry, as the
 //! manager's do.
-#![cfg(mcp_bounded_session_loom)]
-
 use std::time::Duration;
 
+use super::admission::{Clients, Membership, admit};
+use crate::clients::ClientKey;
+use crate::close_reason::CloseReason;
+use crate::rate_limiter::RateLimiter;
+use crate::refusal::Creation;
+use crate::registry::{Registry, Stop};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use mcp_bounded_session::loom_api::{
-    ClientKey, Clients, CloseReason, Creation, Membership, RateLimiter, Registry, Stop, admit,
-    client_table,
-};
+
+/// A per-client table with a quota of `max_sessions` sessions and, if
+/// given, a rate limit of `.0` creations per window `.1`.
+fn client_table(max_sessions: Option<usize>, rate: Option<(usize, Duration)>) -> Clients {
+    Clients::new(crate::clients::limits::ClientLimits {
+        max_sessions,
+        rate,
+        ..Default::default()
+    })
+}
 
 /// A session that counts its stops and holds its client's quota unit while
 /// it is in the registry.

@@ -4,13 +4,13 @@
 //! three-thread models to minutes, and known concurrency bugs need few
 //! preemptions to show; models with two threads are explored exhaustively
 //! within that bound.
-#![cfg(mcp_bounded_session_loom)]
-
+use super::Registry;
+use super::loom_support::{Gate, Probe, Signal, activity_of, assert_conserved, create, try_create};
+use crate::close_reason::CloseReason;
+use crate::eviction::{AtCapacity, EvictionPolicy};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::thread;
-use loom_tests::{Gate, Probe, Signal, activity_of, assert_conserved, create, try_create};
-use mcp_bounded_session::loom_api::{AtCapacity, CloseReason, EvictionPolicy, Registry};
 
 fn registry(cap: usize) -> Arc<Registry<Probe>> {
     Arc::new(Registry::new(cap))
