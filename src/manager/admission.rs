@@ -31,10 +31,11 @@
 //! free the unit for a moment: the racing creation took it, evicted
 //! another client's session for a slot, and the first creation was then
 //! refused with the victim's slot in hand: two sessions lost, one slot
-//! left empty. Loom model `clients::a_replacement_never_evicts_another_clients_session`.)
+//! left empty. Loom model
+//! `manager::loom_tests::a_replacement_never_evicts_another_clients_session`.)
 //!
 //! The code here is generic over the registry's session type so that the
-//! loom models in `loom-tests/` run exactly this path.
+//! loom models in `manager/loom_tests.rs` run exactly this path.
 
 use std::sync::Arc;
 
