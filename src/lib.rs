@@ -91,6 +91,8 @@
 //!   the request **budget**.
 
 #![warn(missing_docs)]
+// Internal items are `pub(crate)`: `pub` marks the API alone.
+#![warn(unreachable_pub)]
 // On docs.rs (which builds with `--cfg docsrs`), mark what a feature adds.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -54,7 +54,7 @@ use crate::sync::Mutex;
 /// Per-client quotas and rate limits over keys `K`, listing each key's
 /// live sessions `S` (see the module docs).
 #[derive(Debug)]
-pub struct ClientTable<K, S> {
+pub(crate) struct ClientTable<K, S> {
     settings: Settings,
     state: Mutex<State<K, S>>,
 }
@@ -116,7 +116,7 @@ impl<S> Entry for ClientEntry<S> {
 /// dropping it gives back exactly these.
 #[must_use = "dropping a Reservation gives back its grant and its quota unit"]
 #[derive(Debug)]
-pub struct Reservation<'a, K: Clone + Eq + Hash, S: Clone + Eq + Hash> {
+pub(crate) struct Reservation<'a, K: Clone + Eq + Hash, S: Clone + Eq + Hash> {
     table: &'a ClientTable<K, S>,
     key: K,
     ticket: Option<u64>,
@@ -205,7 +205,7 @@ impl<K: Clone + Eq + Hash, S: Clone + Eq + Hash> ClientTable<K, S> {
     }
 
     /// The live sessions listed for `key`, oldest admission first.
-    pub fn sessions_of(&self, key: &K) -> Vec<S> {
+    pub(crate) fn sessions_of(&self, key: &K) -> Vec<S> {
         let state = self.state.lock();
         state
             .busy(key)

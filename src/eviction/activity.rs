@@ -46,7 +46,7 @@ const BUSY_SHIFT: u32 = 48;
 const BUSY_ONE: u64 = 1 << BUSY_SHIFT;
 /// Requests in flight at once in one session; one more is refused. rmcp
 /// sessions allow a few hundred (`max_request_streams`), far below this.
-pub const MAX_BUSY: u64 = (1 << 14) - 1;
+pub(crate) const MAX_BUSY: u64 = (1 << 14) - 1;
 const BUSY_MASK: u64 = MAX_BUSY << BUSY_SHIFT;
 /// Low 48 bits: the current entry's number (wraps after 2^48 pushes, years
 /// at a million pushes a second; an entry would have to stay queued that
@@ -56,7 +56,7 @@ const NOT_QUEUED: u64 = 0;
 
 /// Why a request could not mark a session busy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BeginError {
+pub(crate) enum BeginError {
     /// The session was claimed (evicted or closing): it is gone.
     Gone,
     /// [`MAX_BUSY`] requests are already in flight.
@@ -65,7 +65,7 @@ pub enum BeginError {
 
 /// What an evictor's claim on a popped entry found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// The session was idle and this entry current: it is now claimed.
     Evicted,
     /// The session is busy; the entry is consumed and the session will
@@ -78,7 +78,7 @@ pub enum Claim {
 /// One session's standing; shared by its registry entry, its queue entries
 /// and the guards of its requests and streams.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     state: AtomicU64,
     /// Standalone (GET) streams open: a session holding one is evicted only
     /// after every session holding none.
@@ -110,33 +110,33 @@ impl Activity {
     }
 
     /// The session's id.
-    pub fn id(&self) -> &SessionId {
+    pub(crate) fn id(&self) -> &SessionId {
         &self.id
     }
 
     /// The registry's generation of this session.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
     /// Whether no request is in flight and the session is not claimed.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         let state = self.state.load(Ordering::Acquire);
         state & (BUSY_MASK | CLAIMED) == 0
     }
 
     /// Whether a standalone stream is open.
-    pub fn is_listening(&self) -> bool {
+    pub(crate) fn is_listening(&self) -> bool {
         self.listening.load(Ordering::Relaxed) > 0
     }
 
     /// When the session was last active (larger is more recent).
-    pub fn last_active(&self) -> u64 {
+    pub(crate) fn last_active(&self) -> u64 {
         self.last_active.load(Ordering::Relaxed)
     }
 
     /// Marks one more request in flight.
-    pub fn begin(self: &Arc<Self>) -> Result<Busy, BeginError> {
+    pub(crate) fn begin(self: &Arc<Self>) -> Result<Busy, BeginError> {
         let mut state = self.state.load(Ordering::Acquire);
         loop {
             if state & CLAIMED != 0 {
@@ -159,7 +159,7 @@ impl Activity {
 
     /// Activity without a request in flight afterwards (a notification, a
     /// stream opened or closed): the session moves as a request would.
-    pub fn touch(self: &Arc<Self>) {
+    pub(crate) fn touch(self: &Arc<Self>) {
         drop(self.begin());
     }
 
@@ -314,7 +314,7 @@ impl Activity {
     }
 
     /// Notes one more open standalone stream; the guard notes its end.
-    pub fn listen(self: &Arc<Self>) -> Listening {
+    pub(crate) fn listen(self: &Arc<Self>) -> Listening {
         self.listening.fetch_add(1, Ordering::Relaxed);
         Listening(Some(self.clone()))
     }
@@ -332,11 +332,11 @@ impl Activity {
 /// [`Busy::end`]).
 #[derive(Debug)]
 #[must_use = "dropping Busy ends the request at once"]
-pub struct Busy(Option<Arc<Activity>>);
+pub(crate) struct Busy(Option<Arc<Activity>>);
 
 impl Busy {
     /// Ends the request now (idempotent with the drop).
-    pub fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         if let Some(activity) = self.0.take() {
             activity.end();
         }
@@ -344,7 +344,7 @@ impl Busy {
 
     /// Ends a GET that opened a standalone stream: the stream is counted
     /// first, so the session moves to the tier of sessions holding one.
-    pub fn into_listening(mut self) -> Listening {
+    pub(crate) fn into_listening(mut self) -> Listening {
         let listening = match &self.0 {
             Some(activity) => activity.listen(),
             None => Listening(None),
@@ -363,11 +363,11 @@ impl Drop for Busy {
 /// An open standalone stream; its end moves the session to the tier of
 /// sessions without a stream (when it was the last).
 #[derive(Debug)]
-pub struct Listening(Option<Arc<Activity>>);
+pub(crate) struct Listening(Option<Arc<Activity>>);
 
 impl Listening {
     /// Notes the end of the stream now (idempotent with the drop).
-    pub fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         if let Some(activity) = self.0.take()
             && activity.listening.fetch_sub(1, Ordering::Relaxed) == 1
         {
@@ -385,7 +385,7 @@ impl Drop for Listening {
 /// A response stream that keeps its session busy (a request's stream) or
 /// listening (a standalone stream) until it ends or is dropped.
 #[derive(Debug)]
-pub struct TrackedStream<S> {
+pub(crate) struct TrackedStream<S> {
     inner: S,
     busy: Option<Busy>,
     listening: Option<Listening>,
@@ -393,7 +393,7 @@ pub struct TrackedStream<S> {
 
 impl<S> TrackedStream<S> {
     /// `inner`, keeping its session busy until it ends.
-    pub fn busy(inner: S, busy: Busy) -> Self {
+    pub(crate) fn busy(inner: S, busy: Busy) -> Self {
         Self {
             inner,
             busy: Some(busy),
@@ -402,7 +402,7 @@ impl<S> TrackedStream<S> {
     }
 
     /// `inner`, counted as one of its session's standalone streams.
-    pub fn listening(inner: S, listening: Listening) -> Self {
+    pub(crate) fn listening(inner: S, listening: Listening) -> Self {
         Self {
             inner,
             busy: None,

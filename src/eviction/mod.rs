@@ -83,7 +83,7 @@ pub enum AtCapacity {
 
 /// What one [`EvictionOrder::pop_next`] found.
 #[derive(Debug)]
-pub enum Popped {
+pub(crate) enum Popped {
     /// An idle session, now claimed by the caller (which must end it).
     Claimed(Arc<Activity>),
     /// A stale entry, or a busy session's (which re-queues when idle).
@@ -95,7 +95,7 @@ pub enum Popped {
 /// The eviction order of one registry: two tiers of queues and the clock
 /// that numbers their entries.
 #[derive(Debug)]
-pub struct EvictionOrder {
+pub(crate) struct EvictionOrder {
     pub(crate) policy: EvictionPolicy,
     /// Sessions with no open stream (every session, with `OldestCreated`).
     pub(crate) quiet: EvictionQueue,
@@ -113,7 +113,7 @@ pub struct EvictionOrder {
 
 impl EvictionOrder {
     /// The order for a registry of `max_sessions` slots.
-    pub fn new(policy: EvictionPolicy, max_sessions: usize) -> Self {
+    pub(crate) fn new(policy: EvictionPolicy, max_sessions: usize) -> Self {
         // Both tolerances derive from the cap, under loom too: below a cap
         // of 8 every move is exact and every excess of stale entries
         // compacts; a model at a cap of 8 runs the tolerant branches.
@@ -174,7 +174,7 @@ impl EvictionOrder {
     /// listening tier, and claims its session if it is idle and the entry
     /// current. One entry per call, so that the caller can look again for a
     /// free slot between entries (a close may be under way).
-    pub fn pop_next(&self) -> Popped {
+    pub(crate) fn pop_next(&self) -> Popped {
         for queue in [&self.quiet, &self.listening] {
             if let Some(entry) = queue.pop() {
                 return match entry.session.claim_popped(entry.seq) {
@@ -202,17 +202,17 @@ impl EvictionOrder {
     /// Entry numbers drawn so far: entries pushed (a number drawn in a
     /// swap that failed is retried, not wasted, so the count is exact but
     /// for the rare number skipped at a 48-bit wrap).
-    pub fn pushes(&self) -> u64 {
+    pub(crate) fn pushes(&self) -> u64 {
         self.clock.load(Ordering::Relaxed) - 1
     }
 
     /// Entries queued in both tiers, current and stale.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.quiet.queued() + self.listening.queued()
     }
 
     /// Stale entries counted in both tiers.
-    pub fn stale(&self) -> usize {
+    pub(crate) fn stale(&self) -> usize {
         self.quiet.stale() + self.listening.stale()
     }
 }

@@ -55,7 +55,7 @@ use crate::sync::{AtomicUsize, Fifo, Ordering, RwLock};
 /// Stale entries tolerated on top of one per current entry before
 /// compacting, at most: keeps a server with few sessions from compacting on
 /// every close. A registry uses [`compaction_slack`] of its cap.
-pub const COMPACTION_SLACK: usize = 64;
+pub(crate) const COMPACTION_SLACK: usize = 64;
 
 /// The slack of a registry of `max_sessions`: an eighth of the cap, at most
 /// [`COMPACTION_SLACK`]. Compaction stays amortised O(1) whatever the slack
@@ -63,22 +63,22 @@ pub const COMPACTION_SLACK: usize = 64;
 /// costs `2 * current + slack`); deriving it from the cap, as the recency
 /// tolerance is (see [`super::activity`]), means the same code runs at the
 /// small caps the loom models can explore: none below a cap of 8, one at 8.
-pub fn compaction_slack(max_sessions: usize) -> usize {
+pub(crate) fn compaction_slack(max_sessions: usize) -> usize {
     (max_sessions / 8).min(COMPACTION_SLACK)
 }
 
 /// One queued session, under the number of the push.
 #[derive(Debug, Clone)]
-pub struct QueueEntry {
+pub(crate) struct QueueEntry {
     /// Unique, increasing push number (the low 48 bits).
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// The session's standing, to tell a current entry from a stale one.
-    pub session: Arc<Activity>,
+    pub(crate) session: Arc<Activity>,
 }
 
 /// FIFO with lazy deletion and amortised compaction.
 #[derive(Debug)]
-pub struct EvictionQueue {
+pub(crate) struct EvictionQueue {
     entries: Fifo<QueueEntry>,
     stale: AtomicUsize,
     gate: RwLock<()>,
@@ -89,7 +89,7 @@ pub struct EvictionQueue {
 impl EvictionQueue {
     /// An empty queue that tolerates `slack` stale entries beyond one per
     /// current entry.
-    pub fn new(slack: usize) -> Self {
+    pub(crate) fn new(slack: usize) -> Self {
         Self {
             entries: Fifo::new(),
             stale: AtomicUsize::new(0),
@@ -100,38 +100,38 @@ impl EvictionQueue {
 
     /// Appends an entry. Its session must already be in the registry, so
     /// that an evictor popping it right away finds it.
-    pub fn push(&self, entry: QueueEntry) {
+    pub(crate) fn push(&self, entry: QueueEntry) {
         let _shared = self.gate.read();
         self.entries.push(entry);
     }
 
     /// Removes and returns the oldest entry, current or stale. A caller that
     /// finds it stale must call [`Self::popped_stale`].
-    pub fn pop(&self) -> Option<QueueEntry> {
+    pub(crate) fn pop(&self) -> Option<QueueEntry> {
         let _shared = self.gate.read();
         self.entries.pop()
     }
 
     /// Records that a popped entry was stale.
-    pub fn popped_stale(&self) {
+    pub(crate) fn popped_stale(&self) {
         self.stale.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Announces that an entry is about to become stale. Must precede the
     /// change (see the module docs).
-    pub fn will_leave_stale(&self) {
+    pub(crate) fn will_leave_stale(&self) {
         self.stale.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes back [`Self::will_leave_stale`] when the change did not happen.
-    pub fn left_nothing(&self) {
+    pub(crate) fn left_nothing(&self) {
         self.stale.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Compacts when stale entries exceed current ones plus the slack. Returns the number of stale entries dropped (0
     /// when another thread was already compacting or there was nothing to
     /// do).
-    pub fn compact_if_needed(&self) -> usize {
+    pub(crate) fn compact_if_needed(&self) -> usize {
         let stale = self.stale.load(Ordering::Relaxed);
         let current = self.entries.len().saturating_sub(stale);
         if stale <= current.saturating_add(self.slack) {
@@ -164,12 +164,12 @@ impl EvictionQueue {
     }
 
     /// Entries currently queued, current and stale.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.entries.len()
     }
 
     /// Stale entries currently counted.
-    pub fn stale(&self) -> usize {
+    pub(crate) fn stale(&self) -> usize {
         self.stale.load(Ordering::Relaxed)
     }
 }

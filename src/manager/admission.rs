@@ -51,10 +51,10 @@ use crate::registry::{Registry, Slot, Stop};
 
 /// One of a client's sessions, as the per-client table lists it: its id and
 /// generation (an id restored later is another session).
-pub type ClientSession = (SessionId, u64);
+pub(crate) type ClientSession = (SessionId, u64);
 
 /// The per-client table of a manager.
-pub type Clients = ClientTable<ClientKey, ClientSession>;
+pub(crate) type Clients = ClientTable<ClientKey, ClientSession>;
 
 /// How often a client at its quota chooses another victim when the chosen
 /// one turned busy or ended before it was claimed (each try is O(quota)).
@@ -63,7 +63,7 @@ const REPLACEMENT_TRIES: usize = 3;
 /// Everything one admission holds until the session is in the registry;
 /// dropping it gives everything back.
 #[derive(Debug)]
-pub struct Admitted<'a> {
+pub(crate) struct Admitted<'a> {
     slot: Slot<'a>,
     client: ClientKey,
     reservation: Option<Reservation<'a, ClientKey, ClientSession>>,
@@ -79,7 +79,7 @@ pub struct Admitted<'a> {
 /// Cancel safe: the only `.await` is the registry's wait for a close in
 /// flight, which evicts nothing; every grant taken before it is returned on
 /// drop.
-pub async fn admit<'a, H: Stop>(
+pub(crate) async fn admit<'a, H: Stop>(
     registry: &'a Registry<H>,
     limiter: Option<&'a RateLimiter>,
     clients: Option<&'a Clients>,
@@ -170,7 +170,7 @@ fn least_recently_active_idle<H: Stop>(
 
 impl<'a> Admitted<'a> {
     /// The client the session is admitted for.
-    pub fn client(&self) -> &ClientKey {
+    pub(crate) fn client(&self) -> &ClientKey {
         &self.client
     }
 
@@ -181,7 +181,7 @@ impl<'a> Admitted<'a> {
     /// (everything given back but the client's rate grant, the session
     /// dropped) if `id` is already live: a concurrent restore of the same
     /// id, or a random id drawn twice.
-    pub fn insert<H: Stop>(
+    pub(crate) fn insert<H: Stop>(
         self,
         registry: &'a Registry<H>,
         id: SessionId,
@@ -218,7 +218,7 @@ impl<'a> Admitted<'a> {
 /// as long as the session is in the registry: dropped with the registry's
 /// entry, it frees the client's quota unit.
 #[derive(Debug)]
-pub struct Membership {
+pub(crate) struct Membership {
     clients: Arc<Clients>,
     client: ClientKey,
     session: ClientSession,
@@ -226,7 +226,7 @@ pub struct Membership {
 
 impl Membership {
     /// `session`, listed under `client` in `clients`.
-    pub fn new(clients: Arc<Clients>, client: ClientKey, session: ClientSession) -> Self {
+    pub(crate) fn new(clients: Arc<Clients>, client: ClientKey, session: ClientSession) -> Self {
         Self {
             clients,
             client,

@@ -45,7 +45,7 @@ pub(crate) use log::{GrantLog, RateLimit};
 
 /// Rolling-window creation limiter.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     limit: RateLimit,
     log: Mutex<GrantLog>,
 }
@@ -53,7 +53,7 @@ pub struct RateLimiter {
 /// One reserved creation. Dropping it without [`Grant::commit`] returns it.
 #[must_use = "dropping a Grant returns it to the limiter"]
 #[derive(Debug)]
-pub struct Grant<'a> {
+pub(crate) struct Grant<'a> {
     limiter: &'a RateLimiter,
     ticket: u64,
     committed: bool,
@@ -63,7 +63,7 @@ impl RateLimiter {
     /// # Panics
     ///
     /// Panics if `max_creates` is 0 or `window` is zero.
-    pub fn new(max_creates: usize, window: Duration) -> Self {
+    pub(crate) fn new(max_creates: usize, window: Duration) -> Self {
         Self {
             limit: RateLimit::new(max_creates, window),
             log: Mutex::new(GrantLog::with_capacity(max_creates.min(4096))),
@@ -71,19 +71,19 @@ impl RateLimiter {
     }
 
     /// Panics with an actionable message unless the limit admits something.
-    pub fn validate(max_creates: usize, window: Duration) {
+    pub(crate) fn validate(max_creates: usize, window: Duration) {
         RateLimit::new(max_creates, window);
     }
 
     /// Reserves one creation, or says how long until one is possible.
-    pub fn try_acquire(&self) -> Result<Grant<'_>, Duration> {
+    pub(crate) fn try_acquire(&self) -> Result<Grant<'_>, Duration> {
         self.try_acquire_at(Instant::now())
     }
 
     /// [`Self::try_acquire`] at a given time. A `now` earlier than the newest
     /// grant (a clock read before a concurrent caller's) counts as that
     /// grant's time, which keeps the log sorted and only ever delays expiry.
-    pub fn try_acquire_at(&self, now: Instant) -> Result<Grant<'_>, Duration> {
+    pub(crate) fn try_acquire_at(&self, now: Instant) -> Result<Grant<'_>, Duration> {
         let ticket = self.log.lock().try_grant(self.limit, now)?;
         Ok(Grant {
             limiter: self,
@@ -93,7 +93,7 @@ impl RateLimiter {
     }
 
     /// How long until a creation would be granted (zero if it would be now).
-    pub fn retry_after(&self) -> Duration {
+    pub(crate) fn retry_after(&self) -> Duration {
         let now = Instant::now();
         self.log.lock().retry_after(self.limit, now)
     }
@@ -104,14 +104,14 @@ impl RateLimiter {
 
     /// Grants currently remembered (expired ones may not be pruned yet).
     #[cfg(test)]
-    pub fn granted_in_log(&self) -> usize {
+    pub(crate) fn granted_in_log(&self) -> usize {
         self.log.lock().len()
     }
 }
 
 impl Grant<'_> {
     /// Keeps the grant: the creation it reserved happened.
-    pub fn commit(mut self) {
+    pub(crate) fn commit(mut self) {
         self.committed = true;
     }
 }

@@ -67,7 +67,7 @@ pub enum Creation {
 
 /// Why request admission refused a request or a listen stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestRefusal {
+pub(crate) enum RequestRefusal {
     /// The client has its quota of units in flight.
     RequestQuota {
         /// The client's bound.

@@ -87,13 +87,13 @@ use crate::sync::{
 mod slots;
 mod stats;
 
-pub use self::slots::{NoSlot, Slot};
+pub(crate) use self::slots::{NoSlot, Slot};
 use self::slots::{Slots, WaiterGuard};
 pub use self::stats::SessionStats;
 
 /// What the registry keeps per session: something the request path clones
 /// out, and a way to end the session.
-pub trait Stop {
+pub(crate) trait Stop {
     /// Ends the session (its transport and SSE streams) for `reason`. Called once,
     /// right after the session left the map.
     fn stop(&self, reason: CloseReason);
@@ -122,7 +122,7 @@ struct SessionEntry<H> {
 }
 
 /// Live sessions, their slots and their eviction order.
-pub struct Registry<H> {
+pub(crate) struct Registry<H> {
     max_sessions: usize,
     at_capacity: AtCapacity,
     sessions: ConcurrentMap<SessionId, SessionEntry<H>>,
@@ -160,7 +160,7 @@ impl<H: Stop> Registry<H> {
     ///
     /// Panics if `max_sessions` is 0 or above the semaphore's limit.
     #[cfg(test)]
-    pub fn new(max_sessions: usize) -> Self {
+    pub(crate) fn new(max_sessions: usize) -> Self {
         Self::with_policy(
             max_sessions,
             EvictionPolicy::default(),
@@ -175,7 +175,7 @@ impl<H: Stop> Registry<H> {
     /// # Panics
     ///
     /// Panics if `max_sessions` is 0 or above the semaphore's limit.
-    pub fn with_policy(
+    pub(crate) fn with_policy(
         max_sessions: usize,
         policy: EvictionPolicy,
         at_capacity: AtCapacity,
@@ -200,7 +200,7 @@ impl<H: Stop> Registry<H> {
     }
 
     /// Panics with an actionable message unless `max_sessions` is a usable cap.
-    pub fn validate(max_sessions: usize) {
+    pub(crate) fn validate(max_sessions: usize) {
         assert!(max_sessions >= 1, "max_sessions must be at least 1, got 0");
         assert!(
             max_sessions <= Semaphore::MAX_PERMITS,
@@ -210,22 +210,22 @@ impl<H: Stop> Registry<H> {
     }
 
     /// The cap.
-    pub fn max_sessions(&self) -> usize {
+    pub(crate) fn max_sessions(&self) -> usize {
         self.max_sessions
     }
 
     /// The eviction policy.
-    pub fn policy(&self) -> EvictionPolicy {
+    pub(crate) fn policy(&self) -> EvictionPolicy {
         self.order.policy
     }
 
     /// What a creation does at the cap.
-    pub fn at_capacity(&self) -> AtCapacity {
+    pub(crate) fn at_capacity(&self) -> AtCapacity {
         self.at_capacity
     }
 
     /// Live sessions, without locking anything.
-    pub fn session_count(&self) -> usize {
+    pub(crate) fn session_count(&self) -> usize {
         self.session_count.load(Ordering::Relaxed)
     }
 
@@ -233,14 +233,14 @@ impl<H: Stop> Registry<H> {
     /// ending it (so that a close that found the session already claimed
     /// is, to every later lookup, a close that happened).
     #[cfg(test)]
-    pub fn contains(&self, id: &SessionId) -> bool {
+    pub(crate) fn contains(&self, id: &SessionId) -> bool {
         self.contains_where(id, |_| true)
     }
 
     /// Whether `id` is live (mapped, and not marked by a close that found it
     /// claimed by another thread, which removes it in a moment) and
     /// `accept` accepts its session, in one read of the map.
-    pub fn contains_where(&self, id: &SessionId, accept: impl FnOnce(&H) -> bool) -> bool {
+    pub(crate) fn contains_where(&self, id: &SessionId, accept: impl FnOnce(&H) -> bool) -> bool {
         self.sessions
             .with(id, |entry| {
                 !entry.ending.load(Ordering::Acquire) && accept(&entry.session)
@@ -250,12 +250,12 @@ impl<H: Stop> Registry<H> {
 
     /// Reads the live session `id` (typically clones a handle out); the map
     /// is not locked after `read` returns.
-    pub fn with_session<R>(&self, id: &SessionId, read: impl FnOnce(&H) -> R) -> Option<R> {
+    pub(crate) fn with_session<R>(&self, id: &SessionId, read: impl FnOnce(&H) -> R) -> Option<R> {
         self.sessions.with(id, |entry| read(&entry.session))
     }
 
     /// Reads the live session `id` and its standing in the eviction order.
-    pub fn with_activity<R>(
+    pub(crate) fn with_activity<R>(
         &self,
         id: &SessionId,
         read: impl FnOnce(&H, &Arc<Activity>) -> R,
@@ -272,7 +272,7 @@ impl<H: Stop> Registry<H> {
     ///
     /// Cancel safe: the only `.await` waits for a notification and holds
     /// nothing; the waiter count is restored on drop.
-    pub async fn acquire_slot(&self) -> Option<Slot<'_>> {
+    pub(crate) async fn acquire_slot(&self) -> Option<Slot<'_>> {
         loop {
             match self.try_acquire_slot() {
                 Ok(slot) => return Some(slot),
@@ -295,7 +295,7 @@ impl<H: Stop> Registry<H> {
 
     /// A free slot, else the slot of the next idle session in the eviction
     /// order, evicted.
-    pub fn try_acquire_slot(&self) -> Result<Slot<'_>, NoSlot> {
+    pub(crate) fn try_acquire_slot(&self) -> Result<Slot<'_>, NoSlot> {
         loop {
             // Read before trying the semaphore: reading 0 means every close
             // that removed its session has released its slot already.
@@ -337,7 +337,11 @@ impl<H: Stop> Registry<H> {
     /// the map: from then on the eviction is certain (only the claimer
     /// removes a session), so it may take over what the victim holds (its
     /// client's quota unit) before the victim's end gives it back to anyone.
-    pub fn evict_idle(&self, victim: &Arc<Activity>, claimed: impl FnOnce()) -> Option<Slot<'_>> {
+    pub(crate) fn evict_idle(
+        &self,
+        victim: &Arc<Activity>,
+        claimed: impl FnOnce(),
+    ) -> Option<Slot<'_>> {
         if !victim.claim(true) {
             return None;
         }
@@ -384,7 +388,7 @@ impl<H: Stop> Registry<H> {
 
     /// A fresh generation: it tells one life of an id from any other (a
     /// restore) and is given to [`Self::insert`].
-    pub fn draw_generation(&self) -> u64 {
+    pub(crate) fn draw_generation(&self) -> u64 {
         self.next_generation.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -393,7 +397,7 @@ impl<H: Stop> Registry<H> {
     /// returns its standing. Returns the slot and the session if `id`
     /// is already live (a concurrent restore), without touching the
     /// existing session.
-    pub fn insert<'a>(
+    pub(crate) fn insert<'a>(
         &'a self,
         slot: Slot<'a>,
         id: SessionId,
@@ -430,7 +434,12 @@ impl<H: Stop> Registry<H> {
 
     /// Removes the session (only generation `generation`, if given), ends it
     /// and frees its slot. Returns whether it was live.
-    pub fn close(&self, id: &SessionId, generation: Option<u64>, reason: CloseReason) -> bool {
+    pub(crate) fn close(
+        &self,
+        id: &SessionId,
+        generation: Option<u64>,
+        reason: CloseReason,
+    ) -> bool {
         // Unknown ids (a DELETE with garbage) touch no shared counter.
         if !self.sessions.contains_key(id) {
             return false;
@@ -502,7 +511,7 @@ impl<H: Stop> Registry<H> {
 
     /// Creators waiting for a close in flight (for cancel-safety tests).
     #[cfg(test)]
-    pub fn waiters(&self) -> usize {
+    pub(crate) fn waiters(&self) -> usize {
         self.slots.waiters.load(Ordering::SeqCst)
     }
 
@@ -510,7 +519,7 @@ impl<H: Stop> Registry<H> {
     /// empty: where a creator has found nothing to evict and not yet
     /// decided to refuse (a loom model acts there).
     #[cfg(all(test, mcp_bounded_session_loom))]
-    pub fn on_next_empty_pop(&self, hook: impl FnOnce() + Send + 'static) {
+    pub(crate) fn on_next_empty_pop(&self, hook: impl FnOnce() + Send + 'static) {
         self.order.quiet.on_next_empty_pop(Box::new(hook));
     }
 
@@ -520,7 +529,7 @@ impl<H: Stop> Registry<H> {
     }
 
     /// Reads every counter; see [`SessionStats`].
-    pub fn stats(&self) -> SessionStats {
+    pub(crate) fn stats(&self) -> SessionStats {
         SessionStats {
             max_sessions: self.max_sessions,
             session_count: self.session_count(),

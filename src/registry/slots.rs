@@ -8,7 +8,7 @@ use crate::sync::{AtomicUsize, Notify, Ordering, Semaphore, fence};
 /// while unwinding from a panic, gives the slot back to the semaphore.
 #[must_use = "dropping a Slot gives it back"]
 #[derive(Debug)]
-pub struct Slot<'a> {
+pub(crate) struct Slot<'a> {
     pub(super) slots: &'a Slots,
 }
 
@@ -34,7 +34,7 @@ impl Drop for Slot<'_> {
 
 /// Why no slot could be had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoSlot {
+pub(crate) enum NoSlot {
     /// Every slot is taken and nothing may be evicted: every session is
     /// busy, or the registry never evicts.
     Full,

@@ -124,7 +124,7 @@ impl Entry for Usage {
 
 /// Requests in flight and listen streams, globally and per client.
 #[derive(Debug)]
-pub struct RequestTable {
+pub(crate) struct RequestTable {
     shards: Box<[Arc<CachePadded<Shard>>]>,
     hasher: ShardHasher,
     next_stream: AtomicU64,
@@ -185,7 +185,7 @@ struct Limits {
 /// request until its response ends; dropping it gives them back.
 #[must_use = "dropping RequestUnits ends the request's admission"]
 #[derive(Debug)]
-pub struct RequestUnits {
+pub(crate) struct RequestUnits {
     shard: Arc<CachePadded<Shard>>,
     client: ClientKey,
     hash: u64,
@@ -200,7 +200,7 @@ pub struct RequestUnits {
 /// client took it over.
 #[must_use = "dropping a ListenUnit ends the stream's admission"]
 #[derive(Debug)]
-pub struct ListenUnit {
+pub(crate) struct ListenUnit {
     shard: Arc<CachePadded<Shard>>,
     client: ClientKey,
     hash: u64,
@@ -268,32 +268,32 @@ impl RequestTable {
     /// The shard `client`'s entry lives in (for tests that need two
     /// clients in different shards).
     #[cfg(all(test, mcp_bounded_session_loom))]
-    pub fn shard_index(&self, client: &ClientKey) -> usize {
+    pub(crate) fn shard_index(&self, client: &ClientKey) -> usize {
         self.shard_of(client).1
     }
 
     /// The time to admit and file entries at: now with a rate limit (its
     /// log is checked and pruned against it), else any time will do, and
     /// reading the clock is a good share of an admission and a release.
-    pub fn clock(&self) -> Instant {
+    pub(crate) fn clock(&self) -> Instant {
         self.counters.clock()
     }
 
     /// Units in flight now: counted with every shard's lock held, so the
     /// count is of one instant (the shards count their own).
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         let shards: Vec<_> = self.shards.iter().map(|shard| shard.state.lock()).collect();
         shards.iter().map(|state| state.in_use).sum()
     }
 
     /// Listen streams open now.
-    pub fn listening(&self) -> usize {
+    pub(crate) fn listening(&self) -> usize {
         self.counters.listening.load(Ordering::Acquire)
     }
 
     /// Admits a request of `client` costing `cost` units: its rate, its
     /// bound, then the global bound (see the module docs).
-    pub fn admit_request(
+    pub(crate) fn admit_request(
         &self,
         client: &ClientKey,
         cost: usize,
@@ -384,7 +384,7 @@ impl RequestTable {
     /// Admits a listen stream of `client`: a place of its own, else (at its
     /// quota, [`ListenAtQuota::ReplaceOldest`]) the place of its oldest
     /// stream, which is told to end.
-    pub fn admit_listen(
+    pub(crate) fn admit_listen(
         &self,
         client: &ClientKey,
         now: Instant,
@@ -549,7 +549,7 @@ impl Drop for RequestUnits {
 impl ListenUnit {
     /// Cancelled when a newer stream of the same client took this one's
     /// place: the stream should end.
-    pub fn replaced(&self) -> &CancellationToken {
+    pub(crate) fn replaced(&self) -> &CancellationToken {
         &self.replaced
     }
 }
