@@ -30,7 +30,7 @@ use crate::clients::forwarded::Unreadable;
 use crate::clients::key::KeyDerivation;
 use crate::drain::{Drain, Kind, Tracked};
 use crate::refusal::{Refusal, RequestRefusal};
-use crate::requests::{Held, RequestAdmission};
+use crate::requests::{Held, McpHeaders, RequestAdmission};
 
 /// What the layer knows of the request being served: who sent it (for
 /// per-client limits and bound sessions) and, once the manager recorded it,
@@ -209,16 +209,17 @@ where
         };
         // Counted in before it reads whether the instance drains (see
         // `drain`); held by the response's body from then on.
+        let headers = McpHeaders::of_post(&parts);
         let ticket = self
             .drain
             .as_deref()
-            .and_then(|drain| Some((drain, drain_kind(&parts)?)))
+            .and_then(|drain| Some((drain, drain_kind(&parts, headers.as_ref())?)))
             .map(|(drain, kind)| {
                 let ticket = drain.enter(kind);
                 (drain.is_draining(), ticket)
             });
         let ticket = match ticket {
-            Some((true, ticket)) if refused_while_draining(&parts, ticket.kind()) => {
+            Some((true, ticket)) if refused_while_draining(headers.as_ref(), ticket.kind()) => {
                 drop(ticket);
                 let refusal = RequestRefusal::Draining;
                 #[cfg(feature = "metrics")]
@@ -233,7 +234,7 @@ where
         let admitted = match self
             .requests
             .as_deref()
-            .map(|requests| requests.admit(&parts, &client))
+            .map(|requests| requests.admit(&parts, headers.as_ref(), &client))
             .transpose()
         {
             Ok(admitted) => admitted.flatten(),
@@ -296,11 +297,11 @@ where
 
 /// What a request is to the drain: `None` for one it neither waits for
 /// nor ends (a `DELETE`, whose answer is immediate).
-fn drain_kind(request: &http::request::Parts) -> Option<Kind> {
-    match request.method {
-        http::Method::GET => Some(Kind::Stream),
-        http::Method::POST if crate::requests::is_listen(request) => Some(Kind::Stream),
-        http::Method::POST => Some(Kind::Request),
+fn drain_kind(request: &http::request::Parts, headers: Option<&McpHeaders<'_>>) -> Option<Kind> {
+    match (&request.method, headers) {
+        (&http::Method::GET, _) => Some(Kind::Stream),
+        (_, Some(headers)) if headers.is_listen() => Some(Kind::Stream),
+        (_, Some(_)) => Some(Kind::Request),
         _ => None,
     }
 }
@@ -309,8 +310,8 @@ fn drain_kind(request: &http::request::Parts) -> Option<Kind> {
 /// would be ended at once), or a 2026-07-28 request (no state keeps it
 /// here). Other requests are for sessions: the manager serves those it
 /// holds and refuses to create or restore the others.
-fn refused_while_draining(request: &http::request::Parts, kind: Kind) -> bool {
-    kind == Kind::Stream || crate::requests::has_checked_headers(request)
+fn refused_while_draining(headers: Option<&McpHeaders<'_>>, kind: Kind) -> bool {
+    kind == Kind::Stream || headers.is_some_and(|headers| headers.checked)
 }
 
 /// Whether `response` is an SSE stream.

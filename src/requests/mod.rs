@@ -78,24 +78,46 @@ static NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
 /// `Mcp-Name` headers that rmcp checks against the body.
 const STANDARD_HEADERS_VERSION: &str = "2026-07-28";
 
-/// Whether `request` declares protocol 2026-07-28 or later, whose
-/// `Mcp-Method` and `Mcp-Name` headers rmcp checks against the body.
-pub(crate) fn has_checked_headers(request: &Parts) -> bool {
-    request
-        .headers
-        .get(&PROTOCOL_VERSION_HEADER)
-        .and_then(|version| version.to_str().ok())
-        .is_some_and(|version| version >= STANDARD_HEADERS_VERSION)
+/// What the layer reads of a `POST`'s MCP headers, once per request (the
+/// drain and admission both use it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct McpHeaders<'a> {
+    /// Whether the request declares protocol 2026-07-28 or later, whose
+    /// `Mcp-Method` and `Mcp-Name` headers rmcp checks against the body.
+    /// Below that, a client could label any request a listen stream, or
+    /// give it the name of a cheap tool: the headers are not believed.
+    pub(crate) checked: bool,
+    /// Its `Mcp-Method`, if checked.
+    pub(crate) method: Option<&'a str>,
 }
 
-/// Whether `request` opens a `subscriptions/listen` stream (believed only
-/// where rmcp checks the header: see [`has_checked_headers`]).
-pub(crate) fn is_listen(request: &Parts) -> bool {
-    has_checked_headers(request)
-        && request
-            .headers
-            .get(&METHOD_HEADER)
-            .is_some_and(|method| method == LISTEN_METHOD)
+impl<'a> McpHeaders<'a> {
+    /// The headers of `request` if it is a `POST` (the only requests
+    /// that carry MCP messages); `None` otherwise.
+    pub(crate) fn of_post(request: &'a Parts) -> Option<Self> {
+        (request.method == http::Method::POST).then(|| Self::read(request))
+    }
+
+    fn read(request: &'a Parts) -> Self {
+        let header = |name: &HeaderName| {
+            request
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        // rmcp compares the version strings the same way.
+        let checked = header(&PROTOCOL_VERSION_HEADER)
+            .is_some_and(|version| version >= STANDARD_HEADERS_VERSION);
+        Self {
+            checked,
+            method: checked.then(|| header(&METHOD_HEADER)).flatten(),
+        }
+    }
+
+    /// Whether the request opens a `subscriptions/listen` stream.
+    pub(crate) fn is_listen(&self) -> bool {
+        self.method == Some(LISTEN_METHOD)
+    }
 }
 
 /// What a client at its quota of listen streams gets when it opens one
@@ -266,40 +288,33 @@ impl RequestAdmission {
 
     /// Admits `request` of `client`, if it is one that holds anything
     /// here (see the module docs); `Ok(None)` for one that does not.
+    /// `headers` are the request's, read once by the layer (`None` for a
+    /// request that is not a `POST`).
     pub(crate) fn admit(
         &self,
         request: &Parts,
+        headers: Option<&McpHeaders<'_>>,
         client: &ClientKey,
     ) -> Result<Option<Admitted>, RequestRefusal> {
-        if request.method != http::Method::POST {
+        let Some(headers) = headers else {
             return Ok(None);
-        }
-        // Names parsed once, here, rather than at each lookup.
-        let header = |name: &HeaderName| {
-            request
-                .headers
-                .get(name)
-                .and_then(|value| value.to_str().ok())
         };
-        // `Mcp-Method` and `Mcp-Name` are believed only where rmcp checks
-        // them against the body: requests declaring protocol 2026-07-28 or
-        // later (rmcp compares the version strings the same way). Below
-        // that, a client could label any request a listen stream, or give
-        // it the name of a cheap tool.
-        let checked = header(&PROTOCOL_VERSION_HEADER)
-            .is_some_and(|version| version >= STANDARD_HEADERS_VERSION);
-        let header = |name: &HeaderName| if checked { header(name) } else { None };
-        let method = header(&METHOD_HEADER);
+        let method = headers.method;
         let now = self.table.clock();
-        if method == Some(LISTEN_METHOD) {
+        if headers.is_listen() {
             let unit = self.table.admit_listen(client, now)?;
             return Ok(Some(Admitted::Listen(unit)));
         }
         let cost = match &self.cost {
             Some(cost) => {
+                let name = headers
+                    .checked
+                    .then(|| request.headers.get(&NAME_HEADER))
+                    .flatten()
+                    .and_then(|value| value.to_str().ok());
                 let info = RequestInfo {
                     method,
-                    name: header(&NAME_HEADER),
+                    name,
                     client,
                 };
                 (cost.0)(&info) as usize

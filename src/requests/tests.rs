@@ -5,6 +5,15 @@ use tokio::time::Instant;
 use super::table::RequestTable;
 use super::*;
 
+/// Admits `request` as the layer does (its MCP headers read once).
+fn admit(
+    admission: &RequestAdmission,
+    request: &Parts,
+    client: &ClientKey,
+) -> Result<Option<Admitted>, RequestRefusal> {
+    admission.admit(request, McpHeaders::of_post(request).as_ref(), client)
+}
+
 fn limits(config: impl FnOnce(&mut RequestLimits)) -> RequestLimits {
     let mut limits = RequestLimits::default();
     config(&mut limits);
@@ -147,13 +156,11 @@ fn the_layer_counts_posts_and_tells_listen_streams_apart_by_their_header() {
     .unwrap();
     let a = client("a");
     let get = http::Request::get("/mcp").body(()).unwrap().into_parts().0;
-    assert!(admission.admit(&get, &a).unwrap().is_none());
-    let listen = admission
-        .admit(&post(Some("subscriptions/listen")), &a)
-        .unwrap();
+    assert!(admit(&admission, &get, &a).unwrap().is_none());
+    let listen = admit(&admission, &post(Some("subscriptions/listen")), &a).unwrap();
     assert!(matches!(listen, Some(Admitted::Listen(_))));
-    let call = admission.admit(&post(Some("tools/call")), &a).unwrap();
-    let legacy = admission.admit(&post(None), &a).unwrap();
+    let call = admit(&admission, &post(Some("tools/call")), &a).unwrap();
+    let legacy = admit(&admission, &post(None), &a).unwrap();
     assert!(matches!(call, Some(Admitted::Request(_))));
     assert!(matches!(legacy, Some(Admitted::Request(_))));
     // Before 2026-07-28 rmcp checks no header against the body: a session's
@@ -165,7 +172,7 @@ fn the_layer_counts_posts_and_tells_listen_streams_apart_by_their_header() {
         .unwrap()
         .into_parts()
         .0;
-    let posing = admission.admit(&posing, &a).unwrap();
+    let posing = admit(&admission, &posing, &a).unwrap();
     assert!(matches!(posing, Some(Admitted::Request(_))));
     drop(posing);
     assert_eq!((admission.in_flight(), admission.listen_streams()), (2, 1));
@@ -188,12 +195,12 @@ fn a_cost_is_what_the_users_function_says_within_the_smallest_bound() {
     }))
     .unwrap();
     let a = client("a");
-    let expensive = admission.admit(&post(Some("tools/call")), &a).unwrap();
+    let expensive = admit(&admission, &post(Some("tools/call")), &a).unwrap();
     assert_eq!(admission.in_flight(), 8, "clamped to the client's bound");
-    assert!(admission.admit(&post(Some("tools/list")), &a).is_err());
+    assert!(admit(&admission, &post(Some("tools/list")), &a).is_err());
     drop(expensive);
-    let _cheap = admission.admit(&post(Some("tools/list")), &a).unwrap();
-    let _legacy = admission.admit(&post(None), &a).unwrap();
+    let _cheap = admit(&admission, &post(Some("tools/list")), &a).unwrap();
+    let _legacy = admit(&admission, &post(None), &a).unwrap();
     assert_eq!(admission.in_flight(), 4, "a cost of 0 counts as 1");
 }
 
