@@ -4,6 +4,8 @@
 //! `AlreadyPresent` without admitting anything, so a refused restore never
 //! costs another session its place.
 
+mod common;
+
 use std::sync::Barrier;
 
 use mcp_bounded_session::{BoundedSessionManager, SessionConfig, SessionId, SessionTransport};
@@ -30,6 +32,7 @@ fn restore(
 
 #[test]
 fn concurrent_restores_of_one_id_evict_one_session_at_most() {
+    let _heavy = crate::common::load::heavy_blocking();
     let runtimes: Vec<_> = (0..2)
         .map(|_| {
             tokio::runtime::Builder::new_current_thread()

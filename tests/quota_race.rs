@@ -26,6 +26,7 @@ const ATTEMPTS: usize = 400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_at_its_quota_never_evicts_another_clients_session() {
+    let _heavy = crate::common::load::heavy().await;
     let evicted = Arc::new(Mutex::new(HashSet::<SessionId>::new()));
     let server = TestServer::start(
         BoundedSessionManagerBuilder::new(CAP)

@@ -26,6 +26,7 @@ async fn server_with_memory_store() -> TestServer {
 
 #[tokio::test]
 async fn a_cut_stateless_call_resumes_with_every_remaining_event_once() {
+    let _timed = crate::common::load::timed().await;
     const STEPS: u64 = 10;
     let server = server_with_memory_store().await;
     let client = server.client();

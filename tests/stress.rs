@@ -219,21 +219,25 @@ async fn stress(cap: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_at_a_cap_of_1() {
+    let _heavy = crate::common::load::heavy().await;
     stress(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_at_a_cap_of_8() {
+    let _heavy = crate::common::load::heavy().await;
     stress(8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_at_a_cap_of_1000() {
+    let _heavy = crate::common::load::heavy().await;
     stress(1_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_create_close_cycles_keep_memory_flat() {
+    let _heavy = crate::common::load::heavy().await;
     const CYCLES: usize = 1_000_000;
     const CAP: usize = 10_000;
     let manager = BoundedSessionManager::new(SessionConfig::default(), CAP);

@@ -5,6 +5,7 @@
 pub mod admission;
 #[path = "../../examples/server/handler.rs"]
 pub mod handler;
+pub mod load;
 pub mod mcp;
 #[cfg(feature = "redis")]
 pub mod redis_server;

@@ -27,6 +27,7 @@ async fn sleep_until(deadline: Instant) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_rate_is_exact_in_its_window() {
+    let _timed = crate::common::load::timed().await;
     const WINDOW: Duration = Duration::from_secs(2);
     // Grants and refusals land at least this far from a whole second of
     // the delays they are checked against: the slack a loaded machine has.

@@ -30,6 +30,7 @@ fn spawn_session_hold(client: &Client, session: &str, id: u64) -> JoinHandle<(St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_posts_count_and_its_standalone_stream_does_not() {
+    let _timed = crate::common::load::timed().await;
     const QUOTA: usize = 2;
     let (server, probe) = TestServer::start_admission(
         BoundedSessionManagerBuilder::new(100)
