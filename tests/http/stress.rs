@@ -3,7 +3,7 @@
 //! bounded time, while a sampler checks the cap; then the counters must
 //! agree, every session worker must have ended and the queue must be small.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -219,25 +219,25 @@ async fn stress(cap: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_at_a_cap_of_1() {
-    let _heavy = crate::common::load::heavy().await;
+    let _heavy = common::load::heavy().await;
     stress(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_at_a_cap_of_8() {
-    let _heavy = crate::common::load::heavy().await;
+    let _heavy = common::load::heavy().await;
     stress(8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_at_a_cap_of_1000() {
-    let _heavy = crate::common::load::heavy().await;
+    let _heavy = common::load::heavy().await;
     stress(1_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_create_close_cycles_keep_memory_flat() {
-    let _heavy = crate::common::load::heavy().await;
+    let _heavy = common::load::heavy().await;
     const CYCLES: usize = 1_000_000;
     const CAP: usize = 10_000;
     let manager = BoundedSessionManager::new(SessionConfig::default(), CAP);

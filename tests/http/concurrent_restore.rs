@@ -4,8 +4,6 @@
 //! `AlreadyPresent` without admitting anything, so a refused restore never
 //! costs another session its place.
 
-mod common;
-
 use std::sync::Barrier;
 
 use mcp_bounded_session::{BoundedSessionManager, SessionConfig, SessionId, SessionTransport};

@@ -2,7 +2,7 @@
 //! server's handler behind `BoundedSessionManager`: initialize, a tool call
 //! with progress, close.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

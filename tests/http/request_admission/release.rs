@@ -10,10 +10,10 @@ use mcp_bounded_session::BoundedSessionManagerBuilder;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use super::{TIMEOUT, addr, wait_in_flight};
 use crate::common::admission::{call, call_with_progress, result_text_of};
 use crate::common::mcp::STATELESS_VERSION;
 use crate::common::{Client, TestServer};
-use crate::{TIMEOUT, addr, wait_in_flight};
 
 /// The full soak is 100,000 requests with random disconnects
 /// (`REQUEST_SOAK=100000 cargo test --release --test request_admission

@@ -8,7 +8,7 @@ use mcp_bounded_session::BoundedSessionManagerBuilder;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::addr;
+use super::addr;
 use crate::common::admission::{assert_refused, call};
 use crate::common::{Client, TestServer};
 

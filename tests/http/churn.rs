@@ -2,7 +2,7 @@
 //! in creation order, the queue stays proportional to the live sessions,
 //! and the counters agree. (Churn below the cap: `tests/stress.rs`.)
 
-mod common;
+use crate::common;
 
 use common::assert_conserved;
 use mcp_bounded_session::{BoundedSessionManager, SessionConfig};

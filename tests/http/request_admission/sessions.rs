@@ -7,10 +7,10 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+use super::{LONG_MS, addr, wait_in_flight};
 use crate::common::admission::assert_refused;
 use crate::common::mcp::{session_header, tool_call_with_progress};
 use crate::common::{Client, TestServer, sse_messages, tools_list_body};
-use crate::{LONG_MS, addr, wait_in_flight};
 
 /// Starts a `hold` call in `session`; its status and body once answered.
 fn spawn_session_hold(client: &Client, session: &str, id: u64) -> JoinHandle<(StatusCode, String)> {
