@@ -237,7 +237,6 @@ async fn stress_at_a_cap_of_1000() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_create_close_cycles_keep_memory_flat() {
-    let _heavy = common::load::heavy().await;
     const CYCLES: usize = 1_000_000;
     const CAP: usize = 10_000;
     let manager = BoundedSessionManager::new(SessionConfig::default(), CAP);

@@ -198,7 +198,6 @@ async fn run(client: &Client, id: u64, path: Path, random: &mut Random) -> Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_way_a_request_ends_gives_its_units_back() {
-    let _heavy = crate::common::load::heavy().await;
     let (server, probe) = TestServer::start_admission(
         BoundedSessionManagerBuilder::new(100)
             .max_requests_in_flight(10_000)
