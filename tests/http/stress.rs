@@ -87,7 +87,7 @@ async fn stress(cap: usize) {
         move || {
             let (mut samples, mut max_seen) = (0u64, 0);
             while !done.load(Ordering::Relaxed) {
-                // The counter: see tests/cap.rs for why not the map's length.
+                // The counter: see tests/http/cap.rs for why not the map's length.
                 max_seen = max_seen.max(manager.session_count());
                 samples += 1;
             }
