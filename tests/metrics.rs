@@ -1,6 +1,6 @@
 //! The metrics a manager records over a scripted run, read from a test
-//! recorder (feature `metrics`; `.ci/run` runs it with the feature on).
-#![cfg(feature = "metrics")]
+//! recorder (the target requires feature `metrics`; `.ci/run` runs it with
+//! the feature on).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,7 @@
 pub mod admission;
 #[path = "../../examples/server/handler.rs"]
 pub mod handler;
+pub mod load;
 pub mod mcp;
 #[cfg(feature = "redis")]
 pub mod redis_server;
@@ -340,13 +341,23 @@ pub fn assert_conserved(manager: &BoundedSessionManager) {
 /// A `session created` / `session closed` tracing event, as recorded.
 #[derive(Debug, Clone, Default)]
 pub struct LifecycleEvent {
+    /// The thread that emitted it.
+    pub thread: Option<std::thread::ThreadId>,
     pub message: String,
     pub session_id: String,
     pub reason: Option<String>,
     pub duration_secs: Option<f64>,
 }
 
+/// The manager's lifecycle events come from this target.
+const LIFECYCLE_TARGET: &str = "mcp_bounded_session::registry";
+
 static EVENTS: std::sync::Mutex<Vec<LifecycleEvent>> = std::sync::Mutex::new(Vec::new());
+
+thread_local! {
+    /// Whether this thread's lifecycle events are recorded.
+    static RECORDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 struct Recorder;
 
@@ -371,17 +382,40 @@ impl tracing::field::Visit for LifecycleEvent {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
+    /// Every other event and span stays off: the subscriber is global,
+    /// and tests that record nothing pay nothing for it.
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if metadata.target() == LIFECYCLE_TARGET {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if event.metadata().target() != "mcp_bounded_session::registry" {
+        if event.metadata().target() != LIFECYCLE_TARGET || !RECORDING.with(std::cell::Cell::get) {
             return;
         }
-        let mut recorded = LifecycleEvent::default();
+        let mut recorded = LifecycleEvent {
+            thread: Some(std::thread::current().id()),
+            ..LifecycleEvent::default()
+        };
         event.record(&mut recorded);
         EVENTS.lock().unwrap().push(recorded);
     }
 }
 
-/// Installs the recorder (once per test binary).
+/// Records the lifecycle events emitted on this thread from now on.
+///
+/// libtest runs each test on a thread of its own, and a test on a
+/// current-thread runtime (`#[tokio::test]`) runs its server's tasks there
+/// too: the test's own sessions are recorded, and none of the tests running
+/// at once in the same binary (a million sessions of a stress test would
+/// pile up here). A test on a multi-thread runtime would miss the events
+/// of its worker threads, and its checks would fail, not pass.
 pub fn record_lifecycle_events() {
     use tracing_subscriber::layer::SubscriberExt;
     static INSTALLED: std::sync::Once = std::sync::Once::new();
@@ -389,6 +423,7 @@ pub fn record_lifecycle_events() {
         tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Recorder))
             .expect("no other global subscriber in this test binary");
     });
+    RECORDING.with(|recording| recording.set(true));
 }
 
 /// The recorded `session closed` reason of `session`, if it closed.
@@ -413,13 +448,15 @@ pub fn was_created(session: &str) -> bool {
         .any(|e| e.session_id == session && e.message == "session created")
 }
 
-/// Every session id with a recorded `session created`, oldest first.
+/// Every session id with a `session created` recorded on this thread
+/// (by this test), oldest first.
 pub fn created_sessions() -> Vec<String> {
+    let this_thread = Some(std::thread::current().id());
     EVENTS
         .lock()
         .unwrap()
         .iter()
-        .filter(|e| e.message == "session created")
+        .filter(|e| e.message == "session created" && e.thread == this_thread)
         .map(|e| e.session_id.clone())
         .collect()
 }

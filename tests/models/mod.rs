@@ -1,4 +1,4 @@
-//! Executable models shared by the property tests (`tests/properties.rs`,
+//! Executable models shared by the property tests (`tests/http/properties.rs`,
 //! run by `cargo test`) and the fuzz targets (`fuzz/`).
 #![allow(dead_code)]
 

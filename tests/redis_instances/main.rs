@@ -1,4 +1,3 @@
-#![cfg(feature = "redis")]
 //! Two real `examples/server` processes sharing one Redis (127.0.0.1:6379, or
 //! a test's private one) under a key prefix of the test's own: a session made on one instance is
 //! restored on the other, its streams replay there, a DELETE on one ends

@@ -1,4 +1,3 @@
-#![cfg(feature = "redis")]
 //! The Redis stores against a real Redis: the event store's ids, replays,
 //! trimming and TTLs through rmcp's traits; the session store's DELETE; and,
 //! through in-process servers, isolation between sessions, a Redis outage,

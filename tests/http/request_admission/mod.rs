@@ -7,9 +7,6 @@
 //! The handler ([`common::admission`]) counts its running `hold` calls, so
 //! a bound is checked where it matters: at the handlers.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod python_sdk;
 mod quotas;
 mod rate;
@@ -19,7 +16,7 @@ mod sessions;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::eventually;
+use crate::common::eventually;
 use mcp_bounded_session::BoundedSessionManager;
 
 /// Longest wait for a condition that holds at once on an idle machine.

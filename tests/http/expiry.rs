@@ -1,7 +1,7 @@
 //! Idle timeout, init timeout and maximum lifetime through real HTTP: an
 //! expired session answers 404 and its slot is free for a newcomer.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use rmcp::transport::streamable_http_server::session::SessionManager;
 
 #[tokio::test]
 async fn idle_sessions_free_their_slots_so_newcomers_evict_nobody() {
+    let _timed = common::load::timed().await;
     const CAP: usize = 4;
     record_lifecycle_events();
     let server = TestServer::start(
@@ -55,6 +56,7 @@ async fn idle_sessions_free_their_slots_so_newcomers_evict_nobody() {
 
 #[tokio::test]
 async fn idle_expiry_ends_the_open_sse_stream() {
+    let _timed = common::load::timed().await;
     let server = TestServer::start(
         BoundedSessionManagerBuilder::new(2)
             .idle_timeout(Duration::from_millis(300))
@@ -74,6 +76,7 @@ async fn idle_expiry_ends_the_open_sse_stream() {
 
 #[tokio::test]
 async fn activity_keeps_a_session_alive_past_the_idle_timeout() {
+    let _timed = common::load::timed().await;
     let server = TestServer::start(
         BoundedSessionManagerBuilder::new(2)
             .idle_timeout(Duration::from_millis(400))
@@ -90,6 +93,7 @@ async fn activity_keeps_a_session_alive_past_the_idle_timeout() {
 
 #[tokio::test]
 async fn max_lifetime_closes_active_sessions() {
+    let _timed = common::load::timed().await;
     record_lifecycle_events();
     let server = TestServer::start(
         BoundedSessionManagerBuilder::new(4)
@@ -126,6 +130,7 @@ async fn max_lifetime_closes_active_sessions() {
 
 #[tokio::test]
 async fn a_session_never_initialized_is_reclaimed_by_init_timeout() {
+    let _timed = common::load::timed().await;
     record_lifecycle_events();
     let mut config = SessionConfig::default();
     config.init_timeout = Some(Duration::from_millis(200));

@@ -1,7 +1,7 @@
 //! The cap through real HTTP: oldest-first eviction, exactness under a burst
 //! of concurrent `initialize` requests, DELETE freeing the slot.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +44,7 @@ async fn full_cap_evicts_the_oldest_session_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_initialize_burst_never_exceeds_the_cap() {
+    let _heavy = common::load::heavy().await;
     const CAP: usize = 8;
     const CLIENTS: usize = 64;
     let server = TestServer::start(BoundedSessionManagerBuilder::new(CAP).build()).await;

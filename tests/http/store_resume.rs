@@ -4,7 +4,7 @@
 //! an id that is no stored id is malformed, not another session's; a
 //! session that ended replays nothing.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,7 @@ const IDLE: Duration = Duration::from_millis(1_500);
 
 #[tokio::test]
 async fn resumes_through_an_event_store_keep_the_session_from_timing_out() {
+    let _timed = common::load::timed().await;
     let store = Arc::new(MemoryEventStore::default());
     let manager = BoundedSessionManager::builder(8)
         .event_store(store)

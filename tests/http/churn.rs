@@ -1,8 +1,8 @@
 //! Churn at the cap through the public `SessionManager` API: eviction stays
 //! in creation order, the queue stays proportional to the live sessions,
-//! and the counters agree. (Churn below the cap: `tests/stress.rs`.)
+//! and the counters agree. (Churn below the cap: `tests/http/stress.rs`.)
 
-mod common;
+use crate::common;
 
 use common::assert_conserved;
 use mcp_bounded_session::{BoundedSessionManager, SessionConfig};

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use mcp_bounded_session::BoundedSessionManagerBuilder;
 
+use super::{TIMEOUT, wait_in_flight};
 use crate::common::{TestServer, eventually};
-use crate::{TIMEOUT, wait_in_flight};
 
 const SCRIPT: &str = r#"
 import asyncio, logging, sys

@@ -1,7 +1,7 @@
 //! The fuzz targets' models, run on pseudo-random inputs by `cargo test`
 //! (the fuzzers in `fuzz/` explore the same models guided by coverage).
 
-mod models;
+use crate::models;
 
 /// xorshift64*: reproducible inputs without a dependency.
 struct Inputs(u64);

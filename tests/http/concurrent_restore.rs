@@ -30,6 +30,7 @@ fn restore(
 
 #[test]
 fn concurrent_restores_of_one_id_evict_one_session_at_most() {
+    let _heavy = crate::common::load::heavy_blocking();
     let runtimes: Vec<_> = (0..2)
         .map(|_| {
             tokio::runtime::Builder::new_current_thread()

@@ -10,13 +10,13 @@ use mcp_bounded_session::BoundedSessionManagerBuilder;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use super::{TIMEOUT, addr, wait_in_flight};
 use crate::common::admission::{call, call_with_progress, result_text_of};
 use crate::common::mcp::STATELESS_VERSION;
 use crate::common::{Client, TestServer};
-use crate::{TIMEOUT, addr, wait_in_flight};
 
 /// The full soak is 100,000 requests with random disconnects
-/// (`REQUEST_SOAK=100000 cargo test --release --test request_admission
+/// (`REQUEST_SOAK=100000 cargo test --release --test http
 /// every_way`: 960 s in a release build on 2 cores shared with other work,
 /// each path about 12,500 times, the units back to 0); by default 8 clients of 200 (1,600 requests, each path
 /// about 200 times), which run in about 15 s in a debug build on 2 cores

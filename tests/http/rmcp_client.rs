@@ -2,7 +2,7 @@
 //! server's handler behind `BoundedSessionManager`: initialize, a tool call
 //! with progress, close.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,7 +94,7 @@ async fn rmcp_client_initializes_calls_a_tool_with_progress_and_closes() -> anyh
     assert_eq!(progress, [1.0, 2.0, 3.0, 4.0, 5.0]);
 
     let created = created_sessions();
-    assert_eq!(created.len(), 1, "this binary's only test made one session");
+    assert_eq!(created.len(), 1, "this test made one session");
     client.cancel().await?;
     assert!(
         eventually(Duration::from_secs(5), || server.manager.session_count()

@@ -5,7 +5,7 @@
 //! ([`common::admission`]) records each `listen` that started and each
 //! that saw its cancellation. Each 127.0.0.x source address is a client.
 
-mod common;
+use crate::common;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -51,6 +51,7 @@ async fn wait_listening(manager: &BoundedSessionManager, streams: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_its_quota_a_client_replaces_its_own_oldest_stream() {
+    let _timed = common::load::timed().await;
     let (server, probe) = TestServer::start_admission(
         BoundedSessionManagerBuilder::new(100)
             .max_listen_streams(10)
@@ -101,6 +102,7 @@ async fn at_its_quota_a_client_replaces_its_own_oldest_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_its_quota_a_client_may_be_refused_instead() {
+    let _timed = common::load::timed().await;
     let (server, probe) = TestServer::start_admission(
         BoundedSessionManagerBuilder::new(100)
             .max_listen_streams_per_client(1)
@@ -129,6 +131,7 @@ async fn at_its_quota_a_client_may_be_refused_instead() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_global_bound_refuses_with_503() {
+    let _timed = common::load::timed().await;
     let (server, probe) = TestServer::start_admission(
         BoundedSessionManagerBuilder::new(100)
             .max_listen_streams(2)

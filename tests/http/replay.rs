@@ -1,7 +1,7 @@
 //! Replay of missed events through real HTTP: a cut request stream resumed
 //! with `Last-Event-ID`, and the standalone stream reconnecting.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -72,6 +72,7 @@ fn index(event: &SseEvent) -> u64 {
 
 #[tokio::test]
 async fn a_cut_tool_call_resumed_with_last_event_id_gets_every_remaining_event_once() {
+    let _timed = common::load::timed().await;
     let server = TestServer::start(Arc::new(BoundedSessionManager::new(
         SessionConfig::default(),
         8,
@@ -145,6 +146,7 @@ async fn a_cut_tool_call_resumed_with_last_event_id_gets_every_remaining_event_o
 
 #[tokio::test]
 async fn a_standalone_stream_reconnect_replays_the_missed_notifications() {
+    let _timed = common::load::timed().await;
     let server = TestServer::start(Arc::new(BoundedSessionManager::new(
         SessionConfig::default(),
         8,
@@ -198,6 +200,7 @@ async fn a_standalone_stream_reconnect_replays_the_missed_notifications() {
 
 #[tokio::test]
 async fn bad_ids_get_an_empty_stream_and_late_ones_what_is_kept() {
+    let _timed = common::load::timed().await;
     let manager = BoundedSessionManager::builder(8).replay_capacity(2).build();
     let server = TestServer::start(manager).await;
     let client = server.client();

@@ -1,6 +1,6 @@
 //! The creation rate limit through real HTTP.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 
 #[tokio::test]
 async fn refusal_is_429_evicts_nothing_and_lifts_after_the_window() {
+    let _timed = common::load::timed().await;
     const WINDOW: Duration = Duration::from_millis(1_500);
     // The cap is full after two sessions: a creation that got past the rate
     // limit would evict one of them.

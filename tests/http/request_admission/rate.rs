@@ -8,7 +8,7 @@ use mcp_bounded_session::BoundedSessionManagerBuilder;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::addr;
+use super::addr;
 use crate::common::admission::{assert_refused, call};
 use crate::common::{Client, TestServer};
 
@@ -27,6 +27,7 @@ async fn sleep_until(deadline: Instant) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_rate_is_exact_in_its_window() {
+    let _timed = crate::common::load::timed().await;
     const WINDOW: Duration = Duration::from_secs(2);
     // Grants and refusals land at least this far from a whole second of
     // the delays they are checked against: the slack a loaded machine has.

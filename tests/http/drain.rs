@@ -2,7 +2,7 @@
 //! what it lets finish, what it ends at once and what it cuts at the
 //! deadline.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,6 +82,7 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_lets_calls_in_flight_finish_refuses_new_work_and_ends_streams_at_once() {
+    let _timed = common::load::timed().await;
     let running = Arc::new(AtomicUsize::new(0));
     let (server, closes) = server(running.clone()).await;
     let client = server.client_from(loopback(1));
@@ -158,6 +159,7 @@ async fn a_drain_lets_calls_in_flight_finish_refuses_new_work_and_ends_streams_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_that_outlive_the_deadline_are_cancelled_at_it() {
+    let _timed = common::load::timed().await;
     let running = Arc::new(AtomicUsize::new(0));
     let (server, closes) = server(running.clone()).await;
     let client = server.client_from(loopback(3));
@@ -204,6 +206,7 @@ async fn calls_that_outlive_the_deadline_are_cancelled_at_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_with_nothing_in_flight_returns_at_once() {
+    let _timed = common::load::timed().await;
     let (server, _) = server(Arc::new(AtomicUsize::new(0))).await;
     let client = server.client_from(loopback(4));
     let session = client.initialize().await.unwrap();

@@ -3,7 +3,7 @@
 //! session restored on B replays what A stored, and no session replays
 //! another's events.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

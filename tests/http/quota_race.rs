@@ -3,7 +3,7 @@
 //! another client's, and leave no slot empty. Each loopback source address
 //! (127.0.0.x) is a distinct client.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -26,6 +26,7 @@ const ATTEMPTS: usize = 400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_at_its_quota_never_evicts_another_clients_session() {
+    let _heavy = common::load::heavy().await;
     let evicted = Arc::new(Mutex::new(HashSet::<SessionId>::new()));
     let server = TestServer::start(
         BoundedSessionManagerBuilder::new(CAP)

@@ -7,9 +7,9 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+use super::{LONG_MS, TIMEOUT, addr, wait_in_flight};
 use crate::common::admission::{assert_refused, call, result_text_of};
 use crate::common::{Client, TestServer, eventually};
-use crate::{LONG_MS, TIMEOUT, addr, wait_in_flight};
 
 /// Starts a `hold` call of `client` in a task; its status and body once
 /// answered.

@@ -2,7 +2,7 @@
 //! resume through a `MemoryEventStore` given to `stateless_event_store`,
 //! and never replay a session's events.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,7 @@ async fn server_with_memory_store() -> TestServer {
 
 #[tokio::test]
 async fn a_cut_stateless_call_resumes_with_every_remaining_event_once() {
+    let _timed = common::load::timed().await;
     const STEPS: u64 = 10;
     let server = server_with_memory_store().await;
     let client = server.client();

@@ -2,7 +2,7 @@
 //! the rate limit, and rmcp's late closing call for an evicted session's
 //! handler does not close the restored session.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,7 @@ fn config_with_store() -> StreamableHttpServerConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restored_session_survives_the_evicted_handlers_late_close() {
+    let _timed = common::load::timed().await;
     let closes: Arc<Mutex<Vec<(String, CloseReason)>>> = Arc::default();
     let manager = BoundedSessionManagerBuilder::new(2)
         .on_close({

@@ -1,7 +1,7 @@
 //! Malformed or unknown `Mcp-Session-Id` values get a 4xx, never a 500, and
 //! leave the manager untouched.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, assert_conserved, tools_list_body};
 use mcp_bounded_session::BoundedSessionManagerBuilder;

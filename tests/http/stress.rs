@@ -3,7 +3,7 @@
 //! bounded time, while a sampler checks the cap; then the counters must
 //! agree, every session worker must have ended and the queue must be small.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -87,7 +87,7 @@ async fn stress(cap: usize) {
         move || {
             let (mut samples, mut max_seen) = (0u64, 0);
             while !done.load(Ordering::Relaxed) {
-                // The counter: see tests/cap.rs for why not the map's length.
+                // The counter: see tests/http/cap.rs for why not the map's length.
                 max_seen = max_seen.max(manager.session_count());
                 samples += 1;
             }
@@ -219,16 +219,19 @@ async fn stress(cap: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_at_a_cap_of_1() {
+    let _heavy = common::load::heavy().await;
     stress(1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_at_a_cap_of_8() {
+    let _heavy = common::load::heavy().await;
     stress(8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_at_a_cap_of_1000() {
+    let _heavy = common::load::heavy().await;
     stress(1_000).await;
 }
 

@@ -7,10 +7,10 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+use super::{LONG_MS, addr, wait_in_flight};
 use crate::common::admission::assert_refused;
 use crate::common::mcp::{session_header, tool_call_with_progress};
 use crate::common::{Client, TestServer, sse_messages, tools_list_body};
-use crate::{LONG_MS, addr, wait_in_flight};
 
 /// Starts a `hold` call in `session`; its status and body once answered.
 fn spawn_session_hold(client: &Client, session: &str, id: u64) -> JoinHandle<(StatusCode, String)> {
@@ -30,6 +30,7 @@ fn spawn_session_hold(client: &Client, session: &str, id: u64) -> JoinHandle<(St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_posts_count_and_its_standalone_stream_does_not() {
+    let _timed = crate::common::load::timed().await;
     const QUOTA: usize = 2;
     let (server, probe) = TestServer::start_admission(
         BoundedSessionManagerBuilder::new(100)

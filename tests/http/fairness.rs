@@ -3,7 +3,7 @@
 //! `X-Forwarded-For`, sessions bound to their client, and the close hook.
 //! Each loopback source address (127.0.0.x) is a distinct client.
 
-mod common;
+use crate::common;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -114,6 +114,7 @@ fn retry_after(response: &reqwest::Response) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooder_never_displaces_active_clients() {
+    let _heavy = common::load::heavy().await;
     const CAP: usize = 30;
     const QUOTA: usize = 5;
     const ACTIVE: u8 = 20;
@@ -275,6 +276,7 @@ async fn a_flooder_never_displaces_active_clients() {
 
 #[tokio::test]
 async fn all_busy_is_503_until_one_goes_idle() {
+    let _timed = common::load::timed().await;
     let server = TestServer::start(BoundedSessionManagerBuilder::new(1).build()).await;
     let first_client = server.client_from(addr(2));
     let other = server.client_from(addr(3));
@@ -386,12 +388,14 @@ async fn per_client_rate_limit_spares_others_and_keeps_the_global_limit_exact() 
 
 #[tokio::test]
 async fn quota_replaces_the_clients_own_least_recently_active_idle_session() {
+    let _timed = common::load::timed().await;
     // A cap under 8: every activity re-queues its session.
     quota_replacement(7).await;
 }
 
 #[tokio::test]
 async fn quota_replaces_the_least_recently_active_at_a_larger_cap() {
+    let _timed = common::load::timed().await;
     // From a cap of 8 up, activity near the tail does not re-queue: the
     // choice among a client's own sessions must not depend on that.
     quota_replacement(20).await;
@@ -510,6 +514,7 @@ async fn a_bound_session_answers_only_its_client() {
 
 #[tokio::test]
 async fn on_close_sees_each_ended_session_with_its_reason() {
+    let _timed = common::load::timed().await;
     let seen: Arc<Mutex<Vec<(String, CloseReason)>>> = Arc::default();
     let server = TestServer::start(
         BoundedSessionManagerBuilder::new(2)

@@ -7,7 +7,7 @@
 //! session under the same key replaces the first (which then answers 404),
 //! one under another key leaves it alone.
 
-mod common;
+use crate::common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -255,48 +255,6 @@ async fn a_bare_socket_addr_wins_over_the_connections_address() {
     assert_eq!(server.manager.session_count(), 3);
 }
 
-/// Counts the bytes each thread allocates, to show that reading a
-/// forwarding header allocates nothing in proportion to its length.
-mod allocations {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    pub struct Counting;
-
-    thread_local! {
-        static ALLOCATED: Cell<usize> = const { Cell::new(0) };
-    }
-
-    // SAFETY: every call is passed on to `System` unchanged; the counter
-    // is a const-initialized thread local, which never allocates.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            ALLOCATED.with(|bytes| bytes.set(bytes.get() + layout.size()));
-            // SAFETY: the caller's contract, passed on.
-            unsafe { System.alloc(layout) }
-        }
-
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: the caller's contract, passed on.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            ALLOCATED.with(|bytes| bytes.set(bytes.get() + new_size));
-            // SAFETY: the caller's contract, passed on.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    /// Bytes this thread allocated so far.
-    pub fn allocated() -> usize {
-        ALLOCATED.with(Cell::get)
-    }
-}
-
-#[global_allocator]
-static COUNTING: allocations::Counting = allocations::Counting;
-
 /// An inner service that answers 200 at once, allocating the same for
 /// every request.
 #[derive(Clone)]
@@ -342,9 +300,9 @@ async fn a_long_forwarding_header_costs_no_allocation() {
         request
             .extensions_mut()
             .insert(SocketAddr::from(([10, 0, 0, 1], 4711)));
-        let before = allocations::allocated();
+        let before = crate::allocations::allocated();
         let response = service.call(request).await.unwrap();
-        cost.push(allocations::allocated() - before);
+        cost.push(crate::allocations::allocated() - before);
         assert_eq!(response.status(), StatusCode::OK);
     }
     assert_eq!(
