@@ -7,6 +7,10 @@ pub mod admission;
 pub mod handler;
 pub mod mcp;
 #[cfg(feature = "redis")]
+pub mod redis_backend;
+#[cfg(feature = "redis")]
+pub mod redis_cluster;
+#[cfg(feature = "redis")]
 pub mod redis_server;
 pub mod sse;
 
