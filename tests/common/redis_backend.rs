@@ -46,15 +46,22 @@ macro_rules! redis_test {
 /// Where a test's stores live.
 #[derive(Clone)]
 pub enum Backend {
-    /// The shared Redis on 127.0.0.1:6379, under the test's prefix.
-    Single,
+    /// The Redis at this URL (the shared one on 127.0.0.1:6379, or a
+    /// test's private one), under the test's prefix.
+    Single(String),
     /// A Redis Cluster (the shared one of the running tests).
     Cluster(Arc<RedisCluster>),
 }
 
 impl Backend {
+    /// The shared Redis.
     pub fn single() -> Self {
-        Self::Single
+        Self::Single(SHARED_URL.to_owned())
+    }
+
+    /// The Redis at `url`.
+    pub fn at(url: &str) -> Self {
+        Self::Single(url.to_owned())
     }
 
     pub fn cluster() -> Self {
@@ -68,7 +75,7 @@ impl Backend {
     /// The stores' builder for this Redis.
     pub fn builder(&self) -> RedisStoresBuilder {
         match self {
-            Self::Single => RedisStores::builder(SHARED_URL),
+            Self::Single(url) => RedisStores::builder(url.as_str()),
             Self::Cluster(cluster) => RedisStores::cluster_builder(cluster.urls()),
         }
     }
@@ -76,7 +83,7 @@ impl Backend {
     /// The example server's flags naming this Redis.
     pub fn server_flags(&self) -> Vec<String> {
         match self {
-            Self::Single => vec!["--redis".to_owned(), SHARED_URL.to_owned()],
+            Self::Single(url) => vec!["--redis".to_owned(), url.clone()],
             Self::Cluster(cluster) => {
                 vec!["--redis-cluster".to_owned(), cluster.urls().join(",")]
             }
@@ -86,15 +93,20 @@ impl Backend {
     /// The URL of every node to read keys from.
     fn node_urls(&self) -> Vec<String> {
         match self {
-            Self::Single => vec![SHARED_URL.to_owned()],
+            Self::Single(url) => vec![url.clone()],
             Self::Cluster(cluster) => cluster.primary_urls(),
         }
+    }
+
+    /// The URL of the Redis, or of the cluster's first node.
+    pub fn url(&self) -> String {
+        self.node_urls().remove(0)
     }
 
     /// A connection that sends each command to the node of its key.
     pub async fn connection(&self) -> TestConnection {
         match self {
-            Self::Single => TestConnection::Node(redis_server::connection(SHARED_URL).await),
+            Self::Single(url) => TestConnection::Node(redis_server::connection(url).await),
             Self::Cluster(cluster) => TestConnection::Cluster(
                 redis::cluster::ClusterClient::new(cluster.urls())
                     .unwrap()

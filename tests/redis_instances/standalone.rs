@@ -29,11 +29,11 @@ pub(crate) async fn announce(client: &crate::common::Client, session: &str, id: 
     );
 }
 
-/// The ids of the entries of `<prefix>stream:<stream>`, in list order.
+/// The ids of the entries of the stored `stream`, in list order.
 async fn stored_ids(url: &str, prefix: &str, stream: &str) -> Vec<String> {
     let mut connection = connection(url).await;
     let entries: Vec<String> = redis::cmd("LRANGE")
-        .arg(format!("{prefix}stream:{stream}"))
+        .arg(crate::common::redis_backend::key::stream(prefix, stream))
         .arg(0)
         .arg(-1)
         .query_async(&mut connection)

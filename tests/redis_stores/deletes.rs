@@ -32,9 +32,7 @@ crate::redis_test! {
 
         // Any node carries a cluster's publications.
         let subscribe_url = match backend {
-            crate::common::redis_backend::Backend::Single => {
-                crate::common::redis_server::SHARED_URL.to_owned()
-            }
+            crate::common::redis_backend::Backend::Single(url) => url.clone(),
             crate::common::redis_backend::Backend::Cluster(cluster) => cluster.urls()[2].clone(),
         };
         let client = redis::Client::open(subscribe_url).unwrap();
