@@ -162,6 +162,69 @@ impl RedisCluster {
         }
     }
 
+    /// `redis-cli -p <node's port> args...`, its output.
+    pub fn cli(&self, node: usize, args: &[&str]) -> String {
+        let port = self.ports[node].to_string();
+        let mut all = vec!["-p", port.as_str()];
+        all.extend_from_slice(args);
+        redis_cli(&all)
+    }
+
+    /// The node id of node `node`.
+    pub fn node_id(&self, node: usize) -> String {
+        self.cli(node, &["cluster", "myid"]).trim().to_owned()
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn keyslot(&self, key: &str) -> u16 {
+        let node = self.running_node();
+        self.cli(node, &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number")
+    }
+
+    /// The node that serves `slot` now, by `CLUSTER NODES` of a running
+    /// node.
+    pub fn owner(&self, slot: u16) -> usize {
+        let node = self.running_node();
+        let nodes = self.cli(node, &["cluster", "nodes"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 8 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                match (low.parse::<u16>(), high.parse::<u16>()) {
+                    (Ok(low), Ok(high)) => (low..=high).contains(&slot),
+                    _ => false,
+                }
+            });
+            if serves {
+                let port: u16 = fields[1]
+                    .split(['@', ':'])
+                    .nth(1)
+                    .and_then(|port| port.parse().ok())
+                    .expect("ip:port@bus");
+                return self
+                    .ports
+                    .iter()
+                    .position(|p| *p == port)
+                    .expect("a node of ours");
+            }
+        }
+        panic!("no node serves slot {slot}: {nodes}");
+    }
+
+    /// A node that is running.
+    fn running_node(&self) -> usize {
+        self.children
+            .iter()
+            .position(Option::is_some)
+            .expect("a running node")
+    }
+
     /// The shared three-primary cluster of the running tests: started by
     /// the first that asks, stopped when the last one holding it is done.
     pub fn shared() -> Arc<Self> {
