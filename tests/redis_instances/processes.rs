@@ -198,8 +198,7 @@ pub struct Pair {
     pub a: Instance,
     pub b: Instance,
     pub prefix: String,
-    /// The Redis both use (the first node of a cluster).
-    pub url: String,
+    /// The Redis both use.
     pub backend: Backend,
 }
 
@@ -230,7 +229,6 @@ impl Pair {
             a,
             b,
             prefix,
-            url: backend.url(),
             backend: backend.clone(),
         }
     }

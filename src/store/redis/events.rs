@@ -16,11 +16,12 @@
 //!   foreign one.
 //! - No id is issued twice, even by a Redis that lost writes: each entry
 //!   records the server that wrote it (the start of its `run_id`, new on
-//!   every restart, another on a replica), and a stream continues only on
-//!   that server. After a restart from an older snapshot, or a failover to
-//!   a replica, the next append starts a new generation, and a replay of
-//!   the old one is refused ([`StoreError::UnknownEvent`]): events after
-//!   its newest kept one may have been sent and lost.
+//!   every restart, another on a replica or another cluster node), and a
+//!   stream continues only on that server. After a restart from an older
+//!   snapshot, a failover to a replica, or its slot's migration to another
+//!   node, the next append starts a new generation, and a replay of the
+//!   old one is refused ([`StoreError::UnknownEvent`]): events after its
+//!   newest kept one may have been sent and lost.
 //! - Appending, trimming to the capacity (`LTRIM`, exact), refreshing the
 //!   TTL and indexing the stream under its session (scored by last use,
 //!   bounded in count) happen in one Lua script: atomic, one round trip,

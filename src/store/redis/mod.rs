@@ -50,10 +50,19 @@
 //! `MOVED` sends it to the new owner (and redis-rs learns the new slot
 //! map). These refusals come before a script runs, never halfway through
 //! (its keys are all declared), so sending again is safe; within a second
-//! of such retries a call fails as any call does (`connection`). A session
-//! whose slot stays split longer sees its calls fail: its events go out
-//! without ids, its upkeep waits for the next round; no other slot is
-//! held up.
+//! of such retries a call fails as any call does (`connection`). A script
+//! whose declared keys do not all exist (an append's void set, usually
+//! absent) cannot run anywhere while its slot is migrating (Redis answers
+//! `TRYAGAIN` on both nodes), so an append waits for the handover, which
+//! `redis-cli --cluster reshard` makes right after the slot's last key
+//! moved. A slot that stays split longer fails its calls: the events go
+//! out without ids, its sessions' upkeep waits for the next round; no
+//! other slot is held up. A stream's entries name the node that wrote
+//! them, and the scripts cannot tell a migrated list from one a lagging
+//! replica kept: a migrated stream goes on in a new generation, so a
+//! replay across the migration is refused ([`StoreError::UnknownEvent`])
+//! and the client starts the stream over; no id is issued twice. The
+//! session itself (its value, its index) moves intact.
 //!
 //! *A primary failing over to its replica* (or a single Redis restarting
 //! from a snapshot): writes the old primary acknowledged and had not yet
