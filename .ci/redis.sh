@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Makes sure the Redis tests can run: `redis-server` on the PATH (the fault
-# tests start private ones) and a Redis answering on 127.0.0.1:6379 (the
-# shared one). Installs the Debian package and starts a server, without
-# persistence, only when missing.
+# Makes sure the Redis tests can run: `redis-server` and `redis-cli` on the
+# PATH (the fault tests start private servers, the cluster tests a
+# three-primary Redis Cluster of their own) and a Redis answering on
+# 127.0.0.1:6379 (the shared one). Installs the Debian packages and starts
+# a server, without persistence, only when missing.
 set -euo pipefail
 
 answers() {
@@ -11,13 +12,19 @@ answers() {
     2>/dev/null | grep -q PONG
 }
 
-if ! command -v redis-server >/dev/null; then
-  echo "redis: installing redis-server (Debian package)"
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  # redis-server depends on redis-tools, which brings redis-cli.
+  echo "redis: installing redis-server and redis-tools (Debian packages)"
   sudo=()
   if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
   "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
+# The cluster tests start their own Redis Cluster with both; they fail,
+# never skip, without them.
+for tool in redis-server redis-cli; do
+  command -v "$tool" >/dev/null || { echo "redis: $tool is not on the PATH" >&2; exit 1; }
+done
 
 if answers; then
   echo "redis: a server answers on 127.0.0.1:6379"

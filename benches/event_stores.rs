@@ -139,20 +139,27 @@ async fn report_memory(stores: &RedisStores) {
         .store(session, &SessionState::new(params))
         .await
         .unwrap();
-    let session_bytes = memory_usage(&mut connection, &format!("{prefix}session:{session}")).await;
+    let session_bytes =
+        memory_usage(&mut connection, &format!("{prefix}{{{session}}}:session")).await;
     let events = stores.event_store();
-    let stream = format!("{session}:memory");
+    let suffix = "memory";
+    let stream = format!("{session}:{suffix}");
     let mut sizes = Vec::new();
     for count in 1..=64u32 {
         events.store_event(&stream, &progress(count)).await.unwrap();
         if [1, 16, 64].contains(&count) {
             sizes.push((
                 count,
-                memory_usage(&mut connection, &format!("{prefix}stream:{stream}")).await,
+                memory_usage(
+                    &mut connection,
+                    &format!("{prefix}{{{session}}}:stream:{suffix}"),
+                )
+                .await,
             ));
         }
     }
-    let index_bytes = memory_usage(&mut connection, &format!("{prefix}streams:{session}")).await;
+    let index_bytes =
+        memory_usage(&mut connection, &format!("{prefix}{{{session}}}:streams")).await;
     println!(
         "redis memory: session value {session_bytes} B (initialize params of a minimal client)"
     );

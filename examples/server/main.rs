@@ -8,6 +8,8 @@
 //! cargo run --release --example server -- --max-connections-per-client 16 --max-connections 5000
 //! cargo run --release --example server --features metrics    # adds GET /metrics
 //! cargo run --release --example server --features redis -- --redis redis://127.0.0.1:6379/
+//! cargo run --release --example server --features redis -- \
+//!     --redis-cluster redis://10.0.0.1:6379/,redis://10.0.0.2:6379/,redis://10.0.0.3:6379/
 //! ```
 
 mod connections;
@@ -108,20 +110,29 @@ async fn main() -> ExitCode {
         builder = builder.max_listen_streams_per_client(n);
     }
     let shutdown = CancellationToken::new();
-    // Only `--redis` changes it.
+    // Only `--redis` or `--redis-cluster` changes it.
     #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
     let mut config =
         StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
     #[cfg(feature = "redis")]
-    if let Some(url) = &options.redis {
-        let redis = mcp_bounded_session::RedisStores::builder(url.as_str())
-            .prefix(options.redis_prefix.as_str())
-            .connect()
-            .await;
+    let redis = match (&options.redis, &options.redis_cluster) {
+        (Some(url), _) => Some((
+            format!("--redis {url}"),
+            mcp_bounded_session::RedisStores::builder(url.as_str()),
+        )),
+        (_, Some(nodes)) => Some((
+            format!("--redis-cluster {}", nodes.join(",")),
+            mcp_bounded_session::RedisStores::cluster_builder(nodes.iter().cloned()),
+        )),
+        (None, None) => None,
+    };
+    #[cfg(feature = "redis")]
+    if let Some((flag, redis)) = redis {
+        let redis = redis.prefix(options.redis_prefix.as_str()).connect().await;
         let redis = match redis {
             Ok(redis) => redis,
             Err(error) => {
-                eprintln!("error: --redis {url}: {error}");
+                eprintln!("error: {flag}: {error}");
                 return ExitCode::from(2);
             }
         };

@@ -60,6 +60,8 @@ Usage: server [FLAGS]
   --redis URL                  share sessions and replays with every instance
                                given the same URL and prefix (needs
                                --features redis; default: none, one instance)
+  --redis-cluster URL,URL,...  the same through a Redis Cluster (or Valkey
+                               cluster): the URLs of some of its nodes
   --redis-prefix PREFIX        key prefix in Redis (default mcp:)
 
 The request and listen limits apply to every POST, with or without a
@@ -93,6 +95,8 @@ pub struct Options {
     pub max_connections_per_client: Option<usize>,
     pub drain_timeout: Duration,
     pub redis: Option<String>,
+    /// The nodes of `--redis-cluster`.
+    pub redis_cluster: Option<Vec<String>>,
     pub redis_prefix: String,
 }
 
@@ -116,6 +120,7 @@ pub fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, Stri
         max_connections_per_client: Some(64),
         drain_timeout: Duration::from_secs(25),
         redis: None,
+        redis_cluster: None,
         redis_prefix: "mcp:".to_owned(),
     };
     let mut args = args;
@@ -206,9 +211,29 @@ pub fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, Stri
             }
             "--redis" if cfg!(feature = "redis") => options.redis = Some(value),
             "--redis" => return Err("--redis needs the server built with --features redis".into()),
+            "--redis-cluster" if cfg!(feature = "redis") => {
+                let nodes: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|node| !node.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if nodes.is_empty() {
+                    return Err(format!(
+                        "--redis-cluster {value:?}: expected node URLs separated by commas"
+                    ));
+                }
+                options.redis_cluster = Some(nodes);
+            }
+            "--redis-cluster" => {
+                return Err("--redis-cluster needs the server built with --features redis".into());
+            }
             "--redis-prefix" => options.redis_prefix = value,
             other => return Err(format!("unknown flag {other}")),
         }
+    }
+    if options.redis.is_some() && options.redis_cluster.is_some() {
+        return Err("--redis and --redis-cluster: give one of them".into());
     }
     match (
         &options.forwarded_header,
@@ -301,7 +326,13 @@ pub fn settings_line(options: &Options) -> String {
         show_limit(options.max_connections),
         show_limit(options.max_connections_per_client),
         options.drain_timeout.as_secs(),
-    ) + &options.redis.as_ref().map_or(String::new(), |_| {
-        format!("; redis on (prefix {})", options.redis_prefix)
-    })
+    ) + &match (&options.redis, &options.redis_cluster) {
+        (Some(_), _) => format!("; redis on (prefix {})", options.redis_prefix),
+        (_, Some(nodes)) => format!(
+            "; redis cluster on ({} nodes given, prefix {})",
+            nodes.len(),
+            options.redis_prefix
+        ),
+        (None, None) => String::new(),
+    }
 }

@@ -10,7 +10,8 @@
 //!   store is configured for them too (see
 //!   [`BoundedSessionManagerBuilder`](crate::BoundedSessionManagerBuilder)).
 //! - `RedisEventStore` and `RedisSessionStore` (feature `redis`): several
-//!   instances share sessions and replays through one Redis.
+//!   instances share sessions and replays through one Redis or one Redis
+//!   Cluster.
 //!
 //! Both event stores issue ids of one format, `<stream>#<generation>-<sequence>`
 //! (`stored_id`): the id alone finds its stream, so a replay reads that
@@ -114,6 +115,12 @@ pub enum StoreError {
         /// The id's length in bytes.
         length: usize,
     },
+    /// A setting of the Redis stores' builder that cannot work: no node of
+    /// a cluster, a key prefix with `{` or `}` (it would change the keys'
+    /// hash tags), a TTL under a millisecond, a zero upkeep interval.
+    #[cfg(feature = "redis")]
+    #[error("invalid Redis store settings: {0}")]
+    InvalidConfig(String),
     /// Redis failed or could not be reached; the operation may not have
     /// happened.
     #[cfg(feature = "redis")]

@@ -8,6 +8,10 @@ pub mod handler;
 pub mod load;
 pub mod mcp;
 #[cfg(feature = "redis")]
+pub mod redis_backend;
+#[cfg(feature = "redis")]
+pub mod redis_cluster;
+#[cfg(feature = "redis")]
 pub mod redis_server;
 pub mod sse;
 

@@ -150,7 +150,7 @@ async fn a_sigterm_drains_an_instance_while_its_clients_go_on_at_the_other() {
 async fn a_call_past_the_drain_timeout_is_cut_and_the_instance_exits() {
     let mut pair = Pair::start_with(
         "drain_deadline",
-        crate::common::redis_server::SHARED_URL,
+        &crate::common::redis_backend::Backend::single(),
         &["--drain-timeout", "1"],
     );
     let caller = pair.a.client(loopback(32));

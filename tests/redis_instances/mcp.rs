@@ -7,11 +7,11 @@ use serde_json::Value;
 
 pub use crate::common::mcp::*;
 
-/// Waits until the last entry of the stored stream `<prefix>stream:<stream>`
-/// holds a JSON-RPC response (the request's result was stored).
+/// Waits until the last entry of the stored stream `stream` holds a
+/// JSON-RPC response (the request's result was stored).
 pub async fn wait_for_stored_result(prefix: &str, stream: &str) {
     let mut connection = connection(SHARED_URL).await;
-    let key = format!("{prefix}stream:{stream}");
+    let key = crate::common::redis_backend::key::stream(prefix, stream);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         // Entries are `<generation>-<sequence> <server> <retry> <message JSON>`.

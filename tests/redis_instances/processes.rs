@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::Client;
-use crate::common::redis_server::{SHARED_URL, clean, clean_blocking, unique_prefix};
+use crate::common::redis_backend::Backend;
+use crate::common::redis_server::unique_prefix;
 
 /// `target/debug/examples/server`, next to this test's `deps` directory.
 fn server_binary() -> PathBuf {
@@ -55,12 +56,14 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Starts the server on a free port with `--redis url` and `prefix`;
-    /// waits for its `MCP server listening on http://ADDR/mcp` line.
-    fn start(name: &'static str, url: &str, prefix: &str, extra: &[&str]) -> Self {
+    /// Starts the server on a free port on `backend` (`--redis URL` or
+    /// `--redis-cluster URLS`) and `prefix`; waits for its `MCP server
+    /// listening on http://ADDR/mcp` line.
+    fn start(name: &'static str, backend: &Backend, prefix: &str, extra: &[&str]) -> Self {
         let binary = server_binary();
         let mut child = Command::new(&binary)
-            .args(["--bind", "127.0.0.1:0", "--redis", url])
+            .args(["--bind", "127.0.0.1:0"])
+            .args(backend.server_flags())
             .args(["--redis-prefix", prefix])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -196,40 +199,45 @@ pub struct Pair {
     pub b: Instance,
     pub prefix: String,
     /// The Redis both use.
-    pub url: String,
+    pub backend: Backend,
 }
 
 impl Pair {
     /// A pair on the shared Redis.
     pub fn start(test: &str) -> Self {
-        Self::start_on(test, SHARED_URL)
+        Self::start_on_backend(test, &Backend::single())
     }
 
     /// A pair on the Redis at `url` (a test's private one, say).
     pub fn start_on(test: &str, url: &str) -> Self {
-        Self::start_with(test, url, &[])
+        Self::start_on_backend(test, &Backend::at(url))
     }
 
-    /// A pair on the Redis at `url`, A with the extra flags `a_flags`.
-    pub fn start_with(test: &str, url: &str, a_flags: &[&str]) -> Self {
+    /// A pair on `backend` (a single Redis or a cluster).
+    pub fn start_on_backend(test: &str, backend: &Backend) -> Self {
+        Self::start_with(test, backend, &[])
+    }
+
+    /// A pair on `backend`, A with the extra flags `a_flags`.
+    pub fn start_with(test: &str, backend: &Backend, a_flags: &[&str]) -> Self {
         let prefix = unique_prefix(test);
         // Started one after the other, but each takes a fraction of a
         // second; no need for threads.
-        let a = Instance::start("A", url, &prefix, a_flags);
-        let b = Instance::start("B", url, &prefix, &[]);
+        let a = Instance::start("A", backend, &prefix, a_flags);
+        let b = Instance::start("B", backend, &prefix, &[]);
         Self {
             a,
             b,
             prefix,
-            url: url.to_owned(),
+            backend: backend.clone(),
         }
     }
 
     /// Kills both servers, then removes the prefix's keys.
     pub async fn finish(self) {
-        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        let (backend, prefix) = (self.backend.clone(), self.prefix.clone());
         drop(self);
-        clean(&url, &prefix).await;
+        backend.clean(&prefix).await;
     }
 }
 
@@ -240,6 +248,6 @@ impl Drop for Pair {
         self.a.kill();
         self.b.kill();
         // Best effort: a failed test leaves no keys either.
-        clean_blocking(&self.url, &self.prefix);
+        self.backend.clean_blocking(&self.prefix);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::redis_server::{PrivateRedis, connection};
+use crate::common::redis_server::PrivateRedis;
 use crate::common::{SseReader, parse_event_id};
 use crate::mcp::{is_method, loopback, read_messages, result_text, tool_call};
 use crate::processes::Pair;
@@ -29,16 +29,20 @@ pub(crate) async fn announce(client: &crate::common::Client, session: &str, id: 
     );
 }
 
-/// The ids of the entries of `<prefix>stream:<stream>`, in list order.
-async fn stored_ids(url: &str, prefix: &str, stream: &str) -> Vec<String> {
-    let mut connection = connection(url).await;
-    let entries: Vec<String> = redis::cmd("LRANGE")
-        .arg(format!("{prefix}stream:{stream}"))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+/// The ids of the entries of the stored `stream`, in list order.
+async fn stored_ids(
+    backend: &crate::common::redis_backend::Backend,
+    prefix: &str,
+    stream: &str,
+) -> Vec<String> {
+    let entries: Vec<String> = backend
+        .query(
+            redis::cmd("LRANGE")
+                .arg(crate::common::redis_backend::key::stream(prefix, stream))
+                .arg(0)
+                .arg(-1),
+        )
+        .await;
     // Entries are `<generation>-<sequence> <server> <retry> <message JSON>`.
     entries
         .iter()
@@ -52,7 +56,19 @@ async fn stored_ids(url: &str, prefix: &str, stream: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_on_one_instance_receives_the_notifications_sent_on_another() {
     let redis = PrivateRedis::start();
-    let pair = Pair::start_on("relay", &redis.url());
+    relay_across_instances(Pair::start_on("relay", &redis.url())).await;
+    drop(redis);
+}
+
+/// The same on a Redis Cluster: the publication crosses the cluster bus
+/// from the node of the session's slot to the node A listens on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_get_on_one_instance_receives_the_notifications_sent_on_another() {
+    let backend = crate::common::redis_backend::Backend::cluster();
+    relay_across_instances(Pair::start_on_backend("relay_cluster", &backend)).await;
+}
+
+async fn relay_across_instances(pair: Pair) {
     let on_a = pair.a.client(loopback(2));
     let on_b = pair.b.client(loopback(2));
     let session = on_a.initialize().await.expect("initialize on A");
@@ -89,7 +105,7 @@ async fn a_get_on_one_instance_receives_the_notifications_sent_on_another() {
     for id in &ids {
         assert_eq!(parse_event_id(id).0, stream, "id {id}");
     }
-    let stored = stored_ids(&pair.url, &pair.prefix, &stream).await;
+    let stored = stored_ids(&pair.backend, &pair.prefix, &stream).await;
     assert_eq!(stored.len(), 5, "stored: {stored:?}");
     let mut sorted = ids.clone();
     sorted.sort_by_key(|id| stored.iter().position(|s| s == id));
@@ -114,7 +130,6 @@ async fn a_get_on_one_instance_receives_the_notifications_sent_on_another() {
     assert_eq!(from_b, [2, 3], "B's events out of order: {positions:?}");
     drop(reader);
     pair.finish().await;
-    drop(redis);
 }
 
 /// Announce calls at most (100 notifications each): a few MB, beyond what

@@ -5,10 +5,9 @@
 use std::time::Duration;
 
 use crate::common::eventually_async;
-use crate::common::redis_server::{PrivateRedis, SHARED_URL, clean, unique_prefix};
-use crate::helpers::{
-    exists, instance, message, pttl, session_id, session_state, store_error, stores,
-};
+use crate::common::redis_backend::key;
+use crate::common::redis_server::{PrivateRedis, unique_prefix};
+use crate::helpers::{exists, instance, message, session_id, session_state, store_error, stores};
 use mcp_bounded_session::{RedisStores, StoreError};
 
 async fn private_stores(redis: &PrivateRedis, prefix: &str) -> RedisStores {
@@ -72,34 +71,36 @@ async fn sessions_made_only_during_an_outage_are_written_when_redis_returns() {
     assert!(client.works(&session).await);
     redis.restart();
     let url = redis.url();
-    let key = format!("{prefix}session:{session}");
+    let key = key::session(&prefix, &session);
     assert!(
         eventually_async(Duration::from_secs(5), || exists(&url, &key)).await,
         "the session was never written after Redis came back"
     );
 }
 
-/// Every DELETE of a well-shaped id leaves a tombstone (Redis may have
-/// lost the value of a session an instance still holds): four TTLs for a
-/// session that existed, one for an id nobody here knew, never shortened
-/// by a later DELETE.
-#[tokio::test]
-async fn every_delete_leaves_a_tombstone_that_outlives_the_ttl_if_the_session_existed() {
-    let prefix = unique_prefix("tombstone");
-    let stores = stores(SHARED_URL, &prefix, Some(Duration::from_secs(10))).await;
-    let sessions = stores.session_store();
-    let (known, unknown) = (session_id(1), session_id(2));
-    sessions.store(&known, &session_state()).await.unwrap();
-    sessions.delete(&known).await.unwrap();
-    let ttl = pttl(SHARED_URL, &format!("{prefix}deleted:{known}")).await;
-    assert!(ttl > 10_000 && ttl <= 40_000, "tombstone PTTL {ttl}");
-    sessions.delete(&known).await.unwrap();
-    let again = pttl(SHARED_URL, &format!("{prefix}deleted:{known}")).await;
-    assert!(again > 10_000, "a second DELETE shortened it: {again}");
-    sessions.delete(&unknown).await.unwrap();
-    let ttl = pttl(SHARED_URL, &format!("{prefix}deleted:{unknown}")).await;
-    assert!(ttl > 5_000 && ttl <= 10_000, "tombstone PTTL {ttl}");
-    clean(SHARED_URL, &prefix).await;
+crate::redis_test! {
+    /// Every DELETE of a well-shaped id leaves a tombstone (Redis may have
+    /// lost the value of a session an instance still holds): four TTLs for a
+    /// session that existed, one for an id nobody here knew, never shortened
+    /// by a later DELETE.
+    #[tokio::test]
+    async fn every_delete_leaves_a_tombstone_that_outlives_the_ttl_if_the_session_existed(backend) {
+        let prefix = unique_prefix("tombstone");
+        let stores = stores(backend, &prefix, Some(Duration::from_secs(10))).await;
+        let sessions = stores.session_store();
+        let (known, unknown) = (session_id(1), session_id(2));
+        sessions.store(&known, &session_state()).await.unwrap();
+        sessions.delete(&known).await.unwrap();
+        let ttl = backend.pttl(&key::tombstone(&prefix, &known)).await;
+        assert!(ttl > 10_000 && ttl <= 40_000, "tombstone PTTL {ttl}");
+        sessions.delete(&known).await.unwrap();
+        let again = backend.pttl(&key::tombstone(&prefix, &known)).await;
+        assert!(again > 10_000, "a second DELETE shortened it: {again}");
+        sessions.delete(&unknown).await.unwrap();
+        let ttl = backend.pttl(&key::tombstone(&prefix, &unknown)).await;
+        assert!(ttl > 5_000 && ttl <= 10_000, "tombstone PTTL {ttl}");
+        backend.clean(&prefix).await;
+    }
 }
 
 /// Ids that cannot be this crate's (rmcp passes on any `Mcp-Session-Id`)
@@ -136,7 +137,7 @@ async fn ids_no_session_can_have_never_reach_the_store() {
     sessions.delete(&session_id(4)).await.unwrap();
     redis.restart();
     let url = redis.url();
-    let control = format!("{prefix}deleted:{}", session_id(4));
+    let control = key::tombstone(&prefix, &session_id(4));
     assert!(
         eventually_async(Duration::from_secs(5), || exists(&url, &control)).await,
         "the queued DELETE was not sent"
@@ -148,31 +149,33 @@ async fn ids_no_session_can_have_never_reach_the_store() {
     );
 }
 
-/// The listener and the upkeep end when the last clone of the stores is
-/// dropped.
-#[tokio::test]
-async fn the_background_tasks_end_with_the_stores() {
-    let metrics = tokio::runtime::Handle::current().metrics();
-    let before = metrics.num_alive_tasks();
-    let stores = stores(SHARED_URL, &unique_prefix("tasks"), None).await;
-    let clone = stores.clone();
-    // The listener and the upkeep, and redis-rs's connection tasks.
-    assert!(metrics.num_alive_tasks() >= before + 2);
-    drop(stores);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        metrics.num_alive_tasks() >= before + 2,
-        "a clone keeps them"
-    );
-    drop(clone);
-    assert!(
-        eventually_async(Duration::from_secs(2), || async {
-            metrics.num_alive_tasks() == before
-        })
-        .await,
-        "{} tasks left",
-        metrics.num_alive_tasks() - before
-    );
+crate::redis_test! {
+    /// The listener and the upkeep end when the last clone of the stores is
+    /// dropped.
+    #[tokio::test]
+    async fn the_background_tasks_end_with_the_stores(backend) {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        let stores = stores(backend, &unique_prefix("tasks"), None).await;
+        let clone = stores.clone();
+        // The listener and the upkeep, and redis-rs's connection tasks.
+        assert!(metrics.num_alive_tasks() >= before + 2);
+        drop(stores);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            metrics.num_alive_tasks() >= before + 2,
+            "a clone keeps them"
+        );
+        drop(clone);
+        assert!(
+            eventually_async(Duration::from_secs(2), || async {
+                metrics.num_alive_tasks() == before
+            })
+            .await,
+            "{} tasks left",
+            metrics.num_alive_tasks() - before
+        );
+    }
 }
 
 /// An error Redis answers with (out of memory under `noeviction`) is not
@@ -231,7 +234,7 @@ async fn a_session_unconfirmed_longer_than_a_tombstone_lives_is_not_written_back
     let client = server.client();
     let session = client.initialize().await.unwrap();
     let url = redis.url();
-    let key = format!("{prefix}session:{session}");
+    let key = key::session(&prefix, &session);
     assert!(exists(&url, &key).await);
     redis.stop();
     // Four TTLs are 800 ms.
@@ -262,7 +265,7 @@ async fn one_failing_queued_delete_does_not_hold_back_the_others() {
     let url = redis.url();
     let mut connection = crate::common::redis_server::connection(&url).await;
     let _: () = redis::cmd("SET")
-        .arg(format!("{prefix}streams:{failing}"))
+        .arg(key::index(&prefix, &failing))
         .arg("not a sorted set")
         .query_async(&mut connection)
         .await
@@ -275,7 +278,7 @@ async fn one_failing_queued_delete_does_not_hold_back_the_others() {
     sessions.delete(&failing).await.unwrap();
     sessions.delete(&fine).await.unwrap();
     redis.restart();
-    let tombstone = format!("{prefix}deleted:{fine}");
+    let tombstone = key::tombstone(&prefix, &fine);
     assert!(
         eventually_async(Duration::from_secs(5), || exists(&url, &tombstone)).await,
         "the DELETE queued after the failing one was never sent"

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::TestServer;
+use crate::common::redis_backend::Backend;
 use crate::common::redis_server::connection;
 use futures::StreamExt;
 use mcp_bounded_session::{BoundedSessionManager, RedisStores, StoreError};
@@ -13,8 +14,9 @@ use rmcp::transport::streamable_http_server::session::store::{EventStoreError, S
 use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage};
 use serde_json::{Value, json};
 
-pub async fn stores(url: &str, prefix: &str, ttl: Option<Duration>) -> RedisStores {
-    let mut builder = RedisStores::builder(url).prefix(prefix);
+/// Stores on `backend` under `prefix`.
+pub async fn stores(backend: &Backend, prefix: &str, ttl: Option<Duration>) -> RedisStores {
+    let mut builder = backend.builder().prefix(prefix);
     if let Some(ttl) = ttl {
         builder = builder.ttl(ttl);
     }
@@ -93,14 +95,6 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-pub async fn pttl(url: &str, key: &str) -> i64 {
-    redis::cmd("PTTL")
-        .arg(key)
-        .query_async(&mut connection(url).await)
-        .await
-        .unwrap()
-}
-
 pub async fn exists(url: &str, key: &str) -> bool {
     let n: i64 = redis::cmd("EXISTS")
         .arg(key)
@@ -110,12 +104,8 @@ pub async fn exists(url: &str, key: &str) -> bool {
     n == 1
 }
 
-pub async fn stream_len(url: &str, key: &str) -> i64 {
-    redis::cmd("LLEN")
-        .arg(key)
-        .query_async(&mut connection(url).await)
-        .await
-        .unwrap()
+pub async fn stream_len(backend: &Backend, key: &str) -> i64 {
+    backend.query(redis::cmd("LLEN").arg(key)).await
 }
 
 /// A server on a Redis-backed manager (one "instance").

@@ -97,7 +97,7 @@ async fn an_append_reported_failed_but_stored_is_never_replayed_as_new() {
     sleeper.await.unwrap();
     // Past the short circuit.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let key = format!("{prefix}stream:{stream}");
+    let key = crate::common::redis_backend::key::stream(&prefix, stream);
     let kept: Vec<String> = redis::cmd("LRANGE")
         .arg(&key)
         .arg(0)

@@ -11,6 +11,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cluster;
 mod deletes;
 mod faults;
 mod held;

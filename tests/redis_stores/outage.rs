@@ -4,9 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::common::redis_server::{
-    PrivateRedis, SHARED_URL, clean, connection, keys, unique_prefix,
-};
+use crate::common::redis_backend::key;
+use crate::common::redis_server::{PrivateRedis, keys, unique_prefix};
 use crate::common::{eventually_async, tools_list_body};
 use crate::helpers::{exists, instance};
 use mcp_bounded_session::RedisStores;
@@ -50,7 +49,7 @@ async fn sessions_survive_a_redis_outage_and_are_written_again() {
     let (stores_a, stores_b) = (connect().await, connect().await);
     let (a, b) = (instance(&stores_a, 16).await, instance(&stores_b, 16).await);
     let (client_a, client_b) = (a.client(), b.client());
-    let session_key = |id: &str| format!("{prefix}session:{id}");
+    let session_key = |id: &str| key::session(&prefix, id);
     let mut failures: Vec<String> = Vec::new();
     let mut check = |ok: bool, what: String| {
         eprintln!("[outage] {} {what}", if ok { "ok  " } else { "FAIL" });
@@ -127,7 +126,7 @@ async fn sessions_survive_a_redis_outage_and_are_written_again() {
             keys(&url, &prefix).await
         ),
     );
-    let tombstone = format!("{prefix}deleted:{s_del}");
+    let tombstone = key::tombstone(&prefix, &s_del);
     let tombstoned = eventually_async(Duration::from_secs(3), || exists(&url, &tombstone)).await;
     check(
         tombstoned,
@@ -166,54 +165,56 @@ async fn sessions_survive_a_redis_outage_and_are_written_again() {
     assert!(failures.is_empty(), "failed checks: {failures:#?}");
 }
 
-/// A session whose key is gone and whose tombstone is there (a DELETE
-/// published while this instance was not subscribed) is closed by the
-/// upkeep; one whose key is gone without a tombstone (Redis lost it) is
-/// written again and goes on.
-#[tokio::test]
-async fn the_upkeep_ends_sessions_deleted_elsewhere_and_rewrites_lost_ones() {
-    let prefix = unique_prefix("upkeep");
-    let stores = RedisStores::builder(SHARED_URL)
-        .prefix(prefix.as_str())
-        .ttl(Duration::from_secs(5))
-        .upkeep_interval(Duration::from_millis(100))
-        .connect()
-        .await
-        .unwrap();
-    let server = instance(&stores, 16).await;
-    let client = server.client();
-    let deleted = client.initialize().await.unwrap();
-    let lost = client.initialize().await.unwrap();
-    let session_key = |id: &str| format!("{prefix}session:{id}");
-    assert!(exists(SHARED_URL, &session_key(&deleted)).await);
-    assert!(client.works(&deleted).await && client.works(&lost).await);
+crate::redis_test! {
+    /// A session whose key is gone and whose tombstone is there (a DELETE
+    /// published while this instance was not subscribed) is closed by the
+    /// upkeep; one whose key is gone without a tombstone (Redis lost it) is
+    /// written again and goes on.
+    #[tokio::test]
+    async fn the_upkeep_ends_sessions_deleted_elsewhere_and_rewrites_lost_ones(backend) {
+        let prefix = unique_prefix("upkeep");
+        let stores = backend
+            .builder()
+            .prefix(prefix.as_str())
+            .ttl(Duration::from_secs(5))
+            .upkeep_interval(Duration::from_millis(100))
+            .connect()
+            .await
+            .unwrap();
+        let server = instance(&stores, 16).await;
+        let client = server.client();
+        let deleted = client.initialize().await.unwrap();
+        let lost = client.initialize().await.unwrap();
+        let session_key = |id: &str| key::session(&prefix, id);
+        assert!(backend.exists(&session_key(&deleted)).await);
+        assert!(client.works(&deleted).await && client.works(&lost).await);
 
-    let mut redis = connection(SHARED_URL).await;
-    let _: () = redis::pipe()
-        .cmd("DEL")
-        .arg(session_key(&deleted))
-        .arg(session_key(&lost))
-        .cmd("SET")
-        .arg(format!("{prefix}deleted:{deleted}"))
-        .arg("1")
-        .arg("PX")
-        .arg(5000)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+        // In two steps: the sessions' keys are in two slots.
+        backend.del(&session_key(&deleted)).await;
+        backend.del(&session_key(&lost)).await;
+        let _: () = backend
+            .query(
+                redis::cmd("SET")
+                    .arg(key::tombstone(&prefix, &deleted))
+                    .arg("1")
+                    .arg("PX")
+                    .arg(5000),
+            )
+            .await;
 
-    let closed = eventually_async(Duration::from_secs(2), || async {
-        client.status_of(&deleted).await == StatusCode::NOT_FOUND
-    })
-    .await;
-    assert!(closed, "the session with a tombstone was not closed");
-    let lost_key = session_key(&lost);
-    let rewritten =
-        eventually_async(Duration::from_secs(2), || exists(SHARED_URL, &lost_key)).await;
-    assert!(rewritten, "the lost session's key was not written again");
-    assert!(client.works(&lost).await);
-    assert!(!exists(SHARED_URL, &session_key(&deleted)).await);
-    drop(server);
-    drop(stores);
-    clean(SHARED_URL, &prefix).await;
+        let closed = eventually_async(Duration::from_secs(2), || async {
+            client.status_of(&deleted).await == StatusCode::NOT_FOUND
+        })
+        .await;
+        assert!(closed, "the session with a tombstone was not closed");
+        let lost_key = session_key(&lost);
+        let rewritten =
+            eventually_async(Duration::from_secs(2), || backend.exists(&lost_key)).await;
+        assert!(rewritten, "the lost session's key was not written again");
+        assert!(client.works(&lost).await);
+        assert!(!backend.exists(&session_key(&deleted)).await);
+        drop(server);
+        drop(stores);
+        backend.clean(&prefix).await;
+    }
 }

@@ -3,12 +3,16 @@
 //! between, then the recovery); and a short circuit, so that while Redis is
 //! away a request does not wait for it.
 //!
+//! The short circuit is kept per slot: a Redis Cluster whose one node
+//! cannot be reached still serves the slots of the others, so only calls
+//! for the slots seen failing skip it. A single Redis is one slot.
+//!
 //! An unreachable Redis fails every store call of every request; logging
 //! each would bury everything else in the log, and cost more than the
 //! requests. Failures and recoveries share one quiet period, so a path that
 //! keeps failing while others succeed cannot make the log flap either.
-//! After a failure, store calls fail at once for [`PROBE_INTERVAL`]; then
-//! the next call tries Redis again: a Redis that does not answer costs a
+//! After a failure, store calls for that slot fail at once for
+//! [`PROBE_INTERVAL`]; then the next call tries Redis again: a Redis that does not answer costs a
 //! request nothing but the event ids it cannot get, instead of a timeout
 //! per event.
 
@@ -23,24 +27,62 @@ const QUIET_PERIOD: Duration = Duration::from_secs(10);
 /// How long after a failure store calls skip Redis.
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ErrorLog {
     /// When the last line was written.
     last_line: Mutex<Option<Instant>>,
-    /// When Redis last failed.
-    last_failure: Mutex<Option<Instant>>,
     /// Failures since the last line.
     unreported: AtomicU64,
+    /// Whether the last call that reached or tried Redis failed.
     failing: AtomicBool,
+    /// When a call for each slot last failed, in ms since `epoch` plus
+    /// one; 0 if none did since its last success.
+    failures: Box<[AtomicU64]>,
+    epoch: Instant,
+}
+
+impl Default for ErrorLog {
+    /// For a single Redis: one slot.
+    fn default() -> Self {
+        Self::new(1)
+    }
 }
 
 impl ErrorLog {
-    /// Records a failure of `operation` that says Redis is unreachable
-    /// (store calls skip it for [`PROBE_INTERVAL`]); logs it unless a line
-    /// was written within [`QUIET_PERIOD`].
-    pub(crate) fn failed(&self, operation: &str, error: &dyn std::fmt::Display) {
+    /// A log whose short circuit keeps `slots` slots apart.
+    pub(crate) fn new(slots: usize) -> Self {
+        Self {
+            last_line: Mutex::new(None),
+            unreported: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            failures: (0..slots.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn stamp(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    fn slot(&self, slot: usize) -> &AtomicU64 {
+        &self.failures[slot % self.failures.len()]
+    }
+
+    /// Records a failure of `operation` on `slot` that says Redis is
+    /// unreachable (store calls for that slot skip it for
+    /// [`PROBE_INTERVAL`]); logs it unless a line was written within
+    /// [`QUIET_PERIOD`].
+    pub(crate) fn failed(&self, slot: usize, operation: &str, error: &dyn std::fmt::Display) {
+        self.slot(slot).store(self.stamp(), Ordering::Relaxed);
+        self.lost(operation, error);
+    }
+
+    /// Records a failure that concerns no slot (the pub/sub listener's):
+    /// logged as an outage, but no store call skips Redis for it.
+    pub(crate) fn lost(&self, operation: &str, error: &dyn std::fmt::Display) {
         self.failing.store(true, Ordering::Relaxed);
-        *self.last_failure.lock() = Some(Instant::now());
         self.refused(operation, error);
     }
 
@@ -64,10 +106,14 @@ impl ErrorLog {
         );
     }
 
-    /// Records a success; logs the recovery if the last call had failed
-    /// (unless a line was written within [`QUIET_PERIOD`]).
-    pub(crate) fn succeeded(&self) {
+    /// Records a success on `slot`; logs the recovery if the last call had
+    /// failed (unless a line was written within [`QUIET_PERIOD`]).
+    pub(crate) fn succeeded(&self, slot: usize) {
         // The common case, without a write to shared memory.
+        let failures = self.slot(slot);
+        if failures.load(Ordering::Relaxed) != 0 {
+            failures.store(0, Ordering::Relaxed);
+        }
         if !self.failing.load(Ordering::Relaxed) || !self.failing.swap(false, Ordering::Relaxed) {
             return;
         }
@@ -77,14 +123,13 @@ impl ErrorLog {
         }
     }
 
-    /// Whether Redis failed within [`PROBE_INTERVAL`] and has not answered
-    /// since: store calls then skip it.
-    pub(crate) fn recently_failed(&self) -> bool {
-        self.failing.load(Ordering::Relaxed)
-            && self
-                .last_failure
-                .lock()
-                .is_some_and(|at| at.elapsed() < PROBE_INTERVAL)
+    /// Whether a call for `slot` failed within [`PROBE_INTERVAL`] and none
+    /// succeeded since: store calls for it then skip Redis.
+    pub(crate) fn recently_failed(&self, slot: usize) -> bool {
+        let failed = self.slot(slot).load(Ordering::Relaxed);
+        failed != 0
+            && self.stamp().saturating_sub(failed)
+                < u64::try_from(PROBE_INTERVAL.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Claims the right to write a line now.
@@ -106,11 +151,11 @@ mod tests {
     async fn an_outage_writes_one_line_per_quiet_period() {
         let log = ErrorLog::default();
         for _ in 0..100 {
-            log.failed("op", &"down");
+            log.failed(0, "op", &"down");
         }
         assert_eq!(log.unreported.load(Ordering::Relaxed), 99);
         tokio::time::advance(QUIET_PERIOD).await;
-        log.failed("op", &"down");
+        log.failed(0, "op", &"down");
         assert_eq!(
             log.unreported.load(Ordering::Relaxed),
             0,
@@ -121,16 +166,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failures_between_successes_do_not_make_the_log_flap() {
         let log = ErrorLog::default();
-        log.failed("one path", &"down");
+        log.failed(0, "one path", &"down");
         for _ in 0..50 {
-            log.succeeded();
-            log.failed("one path", &"down");
+            log.succeeded(0);
+            log.failed(0, "one path", &"down");
         }
         // One line (the first failure); the recoveries and failures since
         // fell in its quiet period.
         assert_eq!(log.unreported.load(Ordering::Relaxed), 50);
         tokio::time::advance(QUIET_PERIOD).await;
-        log.succeeded();
+        log.succeeded(0);
         assert_eq!(
             log.unreported.load(Ordering::Relaxed),
             0,
@@ -142,16 +187,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn after_a_failure_calls_skip_redis_for_the_probe_interval() {
         let log = ErrorLog::default();
-        assert!(!log.recently_failed());
-        log.failed("op", &"down");
-        assert!(log.recently_failed());
+        assert!(!log.recently_failed(0));
+        log.failed(0, "op", &"down");
+        assert!(log.recently_failed(0));
         tokio::time::advance(PROBE_INTERVAL).await;
-        assert!(!log.recently_failed(), "the next call probes");
-        log.failed("op", &"still down");
-        assert!(log.recently_failed());
-        log.succeeded();
-        assert!(!log.recently_failed(), "an answer closes the circuit");
+        assert!(!log.recently_failed(0), "the next call probes");
+        log.failed(0, "op", &"still down");
+        assert!(log.recently_failed(0));
+        log.succeeded(0);
+        assert!(!log.recently_failed(0), "an answer closes the circuit");
         log.refused("op", &"OOM");
-        assert!(!log.recently_failed(), "an error Redis answered with");
+        assert!(!log.recently_failed(0), "an error Redis answered with");
+        log.lost("subscribe", &"down");
+        assert!(!log.recently_failed(0), "the listener's failures");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cluster_skips_only_the_slots_that_failed() {
+        let log = ErrorLog::new(16_384);
+        log.failed(7, "op", &"node down");
+        assert!(log.recently_failed(7));
+        assert!(!log.recently_failed(8), "another slot still tries Redis");
+        log.succeeded(8);
+        assert!(
+            log.recently_failed(7),
+            "a success elsewhere closes no other slot"
+        );
+        log.succeeded(7);
+        assert!(!log.recently_failed(7));
     }
 }

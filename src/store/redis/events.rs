@@ -16,15 +16,18 @@
 //!   foreign one.
 //! - No id is issued twice, even by a Redis that lost writes: each entry
 //!   records the server that wrote it (the start of its `run_id`, new on
-//!   every restart, another on a replica), and a stream continues only on
-//!   that server. After a restart from an older snapshot, or a failover to
-//!   a replica, the next append starts a new generation, and a replay of
-//!   the old one is refused ([`StoreError::UnknownEvent`]): events after
-//!   its newest kept one may have been sent and lost.
+//!   every restart, another on a replica or another cluster node), and a
+//!   stream continues only on that server. After a restart from an older
+//!   snapshot, a failover to a replica, or its slot's migration to another
+//!   node, the next append starts a new generation, and a replay of the
+//!   old one is refused ([`StoreError::UnknownEvent`]): events after its
+//!   newest kept one may have been sent and lost.
 //! - Appending, trimming to the capacity (`LTRIM`, exact), refreshing the
 //!   TTL and indexing the stream under its session (scored by last use,
 //!   bounded in count) happen in one Lua script: atomic, one round trip,
-//!   and no stream ever holds more than its capacity. The same script
+//!   and no stream ever holds more than its capacity. The script touches
+//!   only the keys it declares, all of the stream's slot: the streams the
+//!   index lets go are deleted by the caller right after. The same script
 //!   publishes an event stored on a session's standalone stream
 //!   (`relay`), so a stream's publications come in its id order, and only
 //!   events that were stored are published.
@@ -72,9 +75,9 @@ pub struct RedisEventStore {
 /// message JSON or "", retry (ms) or "-", the append's nonce, the most
 /// streams a session's index keeps, the channel to publish the entry on
 /// or "" (`relay`), the publication's head, then the nonces to settle
-/// (`unsettled`). Returns `<generation>-<sequence>`, or nil if the nonce
-/// was settled already (this append landed after its failure was
-/// reported: the client has the event, without an id).
+/// (`unsettled`). Returns `{<generation>-<sequence>, evicted...}`, or nil
+/// if the nonce was settled already (this append landed after its failure
+/// was reported: the client has the event, without an id).
 ///
 /// A stream continues only on the server that wrote it: one last written
 /// by another server (Redis restarted, from a snapshot older than the
@@ -88,9 +91,11 @@ pub struct RedisEventStore {
 /// one, so streams appended one after the other never tie, and the
 /// least recently used goes first) and keeps ARGV[6]: the
 /// standalone stream (`<id>:common`), however quiet, and the most recently
-/// used others. The ones beyond are removed with their events, so a
-/// session's index and streams stay bounded however many requests it
-/// makes.
+/// used others. The ones beyond leave the index and are returned
+/// (`evicted`): the script may not touch a key it did not declare, so the
+/// caller deletes them, events and all, right after (should that fail,
+/// they live out their TTL). So a session's index and streams stay
+/// bounded however many requests it makes.
 static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"
@@ -124,6 +129,7 @@ redis.call('RPUSH', KEYS[1], entry)
 if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], ARGV[8] .. ' ' .. entry) end
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local reply = {{id}}
 if #KEYS == 3 then
   local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
   redis.call('ZADD', KEYS[3], now_us, KEYS[1])
@@ -131,15 +137,15 @@ if #KEYS == 3 then
   if excess > 0 then
     for _, stream in ipairs(redis.call('ZRANGE', KEYS[3], 0, excess)) do
       if excess > 0 and string.sub(stream, -7) ~= ':common' then
-        redis.call('DEL', stream)
         redis.call('ZREM', KEYS[3], stream)
+        table.insert(reply, stream)
         excess = excess - 1
       end
     end
   end
   redis.call('PEXPIRE', KEYS[3], ARGV[2])
 end
-return id
+return reply
 "
     ))
 });
@@ -248,12 +254,32 @@ impl RedisEventStore {
             invocation.arg(settled);
         }
         let mut connection = inner.connection.clone();
-        let entry: Option<String> = inner
-            .call("store_event", invocation.invoke_async(&mut connection))
+        let slot = inner.stream_slot(stream);
+        let reply: Option<Vec<String>> = inner
+            .call(
+                "store_event",
+                slot,
+                invocation.invoke_async(&mut connection),
+            )
             .await?;
         // A fresh nonce is never settled before its own append.
-        let entry = entry.ok_or_else(|| StoreError::ReplayGap(format!("{stream}#?")))?;
+        let mut reply = reply
+            .filter(|reply| !reply.is_empty())
+            .ok_or_else(|| StoreError::ReplayGap(format!("{stream}#?")))?;
         pending.succeeded();
+        let entry = reply.remove(0);
+        if !reply.is_empty() {
+            // Streams the index let go (see APPEND): in this stream's slot.
+            let mut delete = redis::cmd("DEL");
+            delete.arg(&reply);
+            let _ = inner
+                .call(
+                    "drop evicted streams",
+                    slot,
+                    delete.query_async::<()>(&mut connection),
+                )
+                .await;
+        }
         Ok(format!("{stream}#{entry}"))
     }
 
@@ -268,6 +294,7 @@ impl RedisEventStore {
         let mut kept: Vec<String> = inner
             .call(
                 "replay_events_after",
+                inner.stream_slot(id.stream),
                 invocation.invoke_async(&mut connection),
             )
             .await?;

@@ -1,13 +1,14 @@
 //! The Redis stores (feature `redis`): sessions and replays shared by every
-//! instance that names the same Redis and key prefix.
+//! instance that names the same Redis, or the same Redis Cluster, and key
+//! prefix.
 //!
-//! [`RedisStores`] owns one multiplexed connection (redis-rs's
-//! `ConnectionManager`, which reconnects by itself) and two background
-//! tasks, and hands out the two rmcp stores that use them:
-//! [`RedisSessionStore`] (rmcp's `SessionStore`, for
-//! `StreamableHttpServerConfig::session_store`) and [`RedisEventStore`]
-//! (rmcp's `EventStore`, which the manager returns from `event_store()`).
-//! Key layout: `keys`.
+//! [`RedisStores`] owns one multiplexed connection (`connection`: redis-rs's
+//! `ConnectionManager` for a single Redis, its async cluster connection for
+//! a cluster; both reconnect by themselves) and two background tasks, and
+//! hands out the two rmcp stores that use them: [`RedisSessionStore`]
+//! (rmcp's `SessionStore`, for `StreamableHttpServerConfig::session_store`)
+//! and [`RedisEventStore`] (rmcp's `EventStore`, which the manager returns
+//! from `event_store()`). Key layout: `keys`.
 //!
 //! # Invariants kept here
 //!
@@ -32,8 +33,54 @@
 //! - Redis unreachable never ends a session on this instance: writes that
 //!   failed are retried by the upkeep until they land, and the log gets one
 //!   line per outage and quiet period (`error_log`). Only an unreachable
-//!   Redis (`is_outage`) makes calls skip it for a second; an error it
-//!   answers one call with fails that call only.
+//!   Redis (`is_outage`) makes calls skip it for a second, and only calls
+//!   for the slots that failed (a cluster's node down leaves the others in
+//!   use); an error it answers one call with fails that call only.
+//! - Every script and command touches the keys of one session, or of one
+//!   stateless stream, and names them all in `KEYS`: they share one hash
+//!   tag, so one slot (`keys`). The stores run unchanged on a single Redis,
+//!   a Redis Cluster or a Valkey cluster (Redis 7.0 or later, or Valkey).
+//!
+//! # On a Redis Cluster
+//!
+//! *A slot migrating* (resharding, `CLUSTER SETSLOT ... MIGRATING`): a call
+//! whose keys already left answers `ASK`, and goes to the importing node
+//! after `ASKING`; one whose keys are split between the two nodes answers
+//! `TRYAGAIN`, and is sent again after a short wait; once the slot moved,
+//! `MOVED` sends it to the new owner (and redis-rs learns the new slot
+//! map). These refusals come before a script runs, never halfway through
+//! (its keys are all declared), so sending again is safe; within a second
+//! of such retries a call fails as any call does (`connection`). A script
+//! whose declared keys do not all exist (an append's void set, usually
+//! absent) cannot run anywhere while its slot is migrating (Redis answers
+//! `TRYAGAIN` on both nodes), so an append waits for the handover, which
+//! `redis-cli --cluster reshard` makes right after the slot's last key
+//! moved. A slot that stays split longer fails its calls: the events go
+//! out without ids, its sessions' upkeep waits for the next round; no
+//! other slot is held up. A stream's entries name the node that wrote
+//! them, and the scripts cannot tell a migrated list from one a lagging
+//! replica kept: a migrated stream goes on in a new generation, so a
+//! replay across the migration is refused ([`StoreError::UnknownEvent`])
+//! and the client starts the stream over; no id is issued twice. The
+//! session itself (its value, its index) moves intact.
+//!
+//! *A primary failing over to its replica* (or a single Redis restarting
+//! from a snapshot): writes the old primary acknowledged and had not yet
+//! replicated are lost. What holds: no event id is issued twice (each
+//! entry names the server that wrote it, and the replica's `run_id`
+//! differs, so the next append starts a new generation); a replay across
+//! the failover is refused, never incomplete ([`StoreError::UnknownEvent`]:
+//! the client starts the stream over); a session an instance holds is
+//! written back by its upkeep if the replica lacks it. What weakens: a
+//! session created and not yet held anywhere else, a tombstone, or a
+//! settled nonce can be lost with the writes. A lost tombstone lets an
+//! instance that held the deleted session and missed the DELETE's
+//! publication write it back; a DELETE it heard over pub/sub still ended
+//! its copy (the publication crossed the cluster bus before the write was
+//! lost, or not at all). Until the cluster marks the primary failed, calls
+//! for its slots fail as in an outage (short circuit per slot, the upkeep
+//! goes on with the other slots); the pub/sub listener, if it was
+//! subscribed on that node, moves to the next node given (`deletions`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -41,7 +88,6 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use rmcp::transport::streamable_http_server::session::SessionId;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +96,8 @@ use crate::manager::BoundedSessionManager;
 
 pub(crate) use self::host::SessionHost;
 
+mod builder;
+mod connection;
 mod deletions;
 mod error_log;
 mod events;
@@ -61,9 +109,11 @@ mod sessions;
 mod unsettled;
 mod upkeep;
 
+pub use builder::RedisStoresBuilder;
 pub use events::RedisEventStore;
 pub use sessions::RedisSessionStore;
 
+use self::connection::Connection;
 use self::error_log::ErrorLog;
 use self::keys::Keys;
 
@@ -88,8 +138,12 @@ const TOMBSTONE_TTLS: u64 = 4;
 /// The shared state of the stores and their background tasks.
 #[derive(Debug)]
 pub(crate) struct Inner {
-    connection: ConnectionManager,
-    client: redis::Client,
+    connection: Connection,
+    /// The servers the pub/sub listener subscribes on, tried in turn: the
+    /// one Redis, or the cluster nodes given.
+    subscribers: Vec<redis::Client>,
+    /// Whether `connection` is a cluster's (keys then map to slots).
+    cluster: bool,
     keys: Keys,
     ttl_ms: AtomicU64,
     explicit_ttl: bool,
@@ -142,18 +196,38 @@ impl Inner {
         self.host().is_some()
     }
 
-    /// A store call: fails at once while Redis failed within the last
-    /// second (see `error_log`), else runs `call` and records its outcome.
-    /// The upkeep calls Redis directly: it is what probes an outage.
+    /// A store call on the keys of `slot`: fails at once while a call for
+    /// that slot failed within the last second (see `error_log`), else
+    /// runs `call` and records its outcome.
     async fn call<T>(
         &self,
         operation: &str,
+        slot: usize,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        if self.errors.recently_failed() {
+        if self.errors.recently_failed(slot) {
             return Err(StoreError::RedisUnavailable);
         }
-        self.observe(operation, call.await)
+        self.observe(operation, slot, call.await)
+    }
+
+    /// The slot of the keys of session `id` for the short circuit (one for
+    /// a single Redis).
+    fn session_slot(&self, id: &str) -> usize {
+        if self.cluster {
+            usize::from(keys::session_slot(id))
+        } else {
+            0
+        }
+    }
+
+    /// The slot of the keys of `stream`, likewise.
+    fn stream_slot(&self, stream: &str) -> usize {
+        if self.cluster {
+            usize::from(keys::stream_slot(stream))
+        } else {
+            0
+        }
     }
 
     fn stream_capacity(&self) -> usize {
@@ -174,17 +248,23 @@ impl Inner {
         }
     }
 
-    /// Records the outcome of a Redis call in the log; only a Redis that
-    /// cannot be reached makes the next calls skip it.
-    fn observe<T>(&self, operation: &str, result: redis::RedisResult<T>) -> Result<T, StoreError> {
+    /// Records the outcome of a Redis call on the keys of `slot` in the
+    /// log; only a Redis that cannot be reached makes the next calls for
+    /// that slot skip it.
+    fn observe<T>(
+        &self,
+        operation: &str,
+        slot: usize,
+        result: redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
         match result {
             Ok(value) => {
-                self.errors.succeeded();
+                self.errors.succeeded(slot);
                 Ok(value)
             }
             Err(error) => {
                 if is_outage(&error) {
-                    self.errors.failed(operation, &error);
+                    self.errors.failed(slot, operation, &error);
                 } else {
                     self.errors.refused(operation, &error);
                 }
@@ -195,10 +275,12 @@ impl Inner {
 }
 
 /// Whether `error` says Redis cannot serve calls now (unreachable, timed
-/// out, loading, a replica or a primary without its replicas): the short
-/// circuit's and the upkeep's cue to stop trying. An error Redis answered
-/// for one call (out of memory, a script's error, a wrong type) says
-/// nothing of the next calls.
+/// out, loading, a replica or a primary without its replicas, a cluster
+/// without a node for the slot): the short circuit's and the upkeep's cue
+/// to stop trying that slot. An error Redis answered for one call (out of
+/// memory, a script's error, a wrong type, `TRYAGAIN` or a redirect still
+/// there after the retries: one slot's keys mid-migration) says nothing of
+/// the next calls.
 pub(crate) fn is_outage(error: &redis::RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     error.is_io_error()
@@ -211,10 +293,10 @@ pub(crate) fn is_outage(error: &redis::RedisError) -> bool {
                 ServerErrorKind::BusyLoading
                     | ServerErrorKind::ReadOnly
                     | ServerErrorKind::MasterDown
-                    | ServerErrorKind::TryAgain
                     | ServerErrorKind::ClusterDown
             ) | ErrorKind::Client
                 | ErrorKind::AuthenticationFailed
+                | ErrorKind::ClusterConnectionNotFound
         )
         // A script running past its time limit blocks every call.
         || error.code() == Some("BUSY")
@@ -231,7 +313,9 @@ pub(crate) fn refuses_restore(manager: &BoundedSessionManager, id: &str) -> bool
 }
 
 /// The two Redis-backed rmcp stores of one deployment, sharing one
-/// connection, one key prefix and their upkeep.
+/// connection (to a single Redis, or to a Redis Cluster:
+/// [`cluster_builder`](Self::cluster_builder)), one key prefix and their
+/// upkeep.
 ///
 /// Give it to the manager's builder with
 /// [`redis`](crate::BoundedSessionManagerBuilder::redis) (which sets the
@@ -255,6 +339,13 @@ pub(crate) fn refuses_restore(manager: &BoundedSessionManager, id: &str) -> bool
 /// let mut config = StreamableHttpServerConfig::default();
 /// config.session_store = Some(redis.session_store());
 /// // StreamableHttpService::new(factory, manager, config)
+///
+/// // The same on a Redis Cluster: only the builder differs.
+/// let redis = RedisStores::cluster_builder(["redis://10.0.0.1:6379/", "redis://10.0.0.2:6379/"])
+///     .prefix("my-server:")
+///     .connect()
+///     .await?;
+/// # drop(redis);
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -262,46 +353,7 @@ pub struct RedisStores {
     inner: Arc<Inner>,
 }
 
-/// Settings of [`RedisStores`]; from [`RedisStores::builder`].
-///
-/// ```
-/// use std::time::Duration;
-/// use mcp_bounded_session::RedisStores;
-///
-/// let builder = RedisStores::builder("redis://127.0.0.1:6379/")
-///     .prefix("my-server:")
-///     .ttl(Duration::from_secs(15 * 60));
-/// // builder.connect().await? in a tokio runtime
-/// # drop(builder);
-/// ```
-#[derive(Debug, Clone)]
-#[must_use = "a builder does nothing until connect() is called"]
-pub struct RedisStoresBuilder {
-    url: String,
-    prefix: String,
-    ttl: Option<Duration>,
-    upkeep_interval: Option<Duration>,
-}
-
 impl RedisStores {
-    /// Settings for the Redis at `url` (`redis://host:port/db`, with
-    /// `rediss://` for TLS if redis-rs is built with a TLS feature).
-    ///
-    /// ```
-    /// use mcp_bounded_session::RedisStores;
-    ///
-    /// let builder = RedisStores::builder("redis://127.0.0.1:6379/").prefix("app:");
-    /// # drop(builder);
-    /// ```
-    pub fn builder(url: impl Into<String>) -> RedisStoresBuilder {
-        RedisStoresBuilder {
-            url: url.into(),
-            prefix: "mcp:".to_owned(),
-            ttl: None,
-            upkeep_interval: None,
-        }
-    }
-
     /// The rmcp `SessionStore`, for `StreamableHttpServerConfig::session_store`.
     /// Give the stores to the manager's builder too
     /// ([`redis`](crate::BoundedSessionManagerBuilder::redis)): without a
@@ -387,135 +439,6 @@ impl RedisStores {
                 .store(duration_ms(idle), Ordering::Relaxed);
         }
         self.inner.upkeep_now.notify_one();
-    }
-}
-
-impl RedisStoresBuilder {
-    /// The prefix of every key and channel name (default `mcp:`): one per
-    /// deployment sharing a Redis.
-    ///
-    /// ```
-    /// # use mcp_bounded_session::RedisStores;
-    /// let builder = RedisStores::builder("redis://127.0.0.1/").prefix("billing-mcp:");
-    /// # drop(builder);
-    /// ```
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// The TTL of every key (by default the manager's idle timeout, which
-    /// rmcp's `SessionConfig` sets to 5 minutes, else its maximum lifetime,
-    /// else 30 minutes; at most a year). A session's stored copy lives this
-    /// long after the last instance holding it let it go; a stream, this
-    /// long after its last write or replay; a DELETE's tombstone, four
-    /// times this long.
-    ///
-    /// # Panics
-    ///
-    /// Panics if `ttl` is under one millisecond.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use mcp_bounded_session::RedisStores;
-    /// let builder = RedisStores::builder("redis://127.0.0.1/").ttl(Duration::from_secs(600));
-    /// # drop(builder);
-    /// ```
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        assert!(
-            ttl >= Duration::from_millis(1),
-            "the TTL must be at least 1 ms"
-        );
-        self.ttl = Some(ttl);
-        self
-    }
-
-    /// How often the upkeep refreshes the TTLs of the sessions this
-    /// instance holds and retries failed writes (default: a quarter of the
-    /// TTL, between 100 ms and one minute). It also bounds how late a
-    /// DELETE published while this instance was not subscribed ends its
-    /// copy here.
-    ///
-    /// # Panics
-    ///
-    /// Panics if `interval` is zero.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use mcp_bounded_session::RedisStores;
-    /// let builder = RedisStores::builder("redis://127.0.0.1/")
-    ///     .upkeep_interval(Duration::from_secs(5));
-    /// # drop(builder);
-    /// ```
-    pub fn upkeep_interval(mut self, interval: Duration) -> Self {
-        assert!(!interval.is_zero(), "the upkeep interval must not be zero");
-        self.upkeep_interval = Some(interval);
-        self
-    }
-
-    /// Creates the stores and starts their background tasks. Redis need
-    /// not be up: the connection is made on first use and remade after
-    /// each failure.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Redis`] if `url` is not a Redis URL.
-    ///
-    /// # Panics
-    ///
-    /// Panics outside a tokio runtime.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: it does not suspend (it is async so that it runs in the
-    /// runtime its tasks are spawned on).
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), mcp_bounded_session::StoreError> {
-    /// let redis = mcp_bounded_session::RedisStores::builder("redis://127.0.0.1/")
-    ///     .connect()
-    ///     .await?;
-    /// # drop(redis); Ok(()) }
-    /// ```
-    pub async fn connect(self) -> Result<RedisStores, StoreError> {
-        let client = redis::Client::open(self.url.as_str())?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            // A call fails fast while Redis is away; the manager reconnects
-            // on the next one.
-            .set_number_of_retries(0);
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        let inner = Arc::new(Inner {
-            connection,
-            client,
-            keys: Keys::new(self.prefix),
-            ttl_ms: AtomicU64::new(duration_ms(self.ttl.unwrap_or(DEFAULT_TTL))),
-            explicit_ttl: self.ttl.is_some(),
-            stream_capacity: AtomicUsize::new(DEFAULT_STREAM_CAPACITY),
-            held: DashMap::new(),
-            pending_deletes: Mutex::new(hashlink::LinkedHashMap::new()),
-            host: Mutex::new(None),
-            instance: rmcp::transport::common::server_side_http::session_id().to_string(),
-            nonces: AtomicU64::new(0),
-            unsettled: Mutex::new(hashlink::LinkedHashMap::new()),
-            errors: ErrorLog::default(),
-            relay_drops: relay::Drops::default(),
-            upkeep_interval: self.upkeep_interval,
-            upkeep_now: Arc::new(tokio::sync::Notify::new()),
-            shutdown: CancellationToken::new(),
-        });
-        tokio::spawn(deletions::listen(
-            Arc::downgrade(&inner),
-            inner.shutdown.clone(),
-            inner.upkeep_now.clone(),
-        ));
-        tokio::spawn(upkeep::run(
-            Arc::downgrade(&inner),
-            inner.shutdown.clone(),
-            inner.upkeep_now.clone(),
-        ));
-        Ok(RedisStores { inner })
     }
 }
 

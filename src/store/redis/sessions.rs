@@ -6,7 +6,10 @@
 //! - A DELETE is never undone. It removes every key of the session (its
 //!   value, its streams and their index), leaves a tombstone and publishes
 //!   the id, in one Lua script: atomic, so no instance can see the value
-//!   gone without the tombstone there. The tombstone is written whether or
+//!   gone without the tombstone there. The script declares every key it
+//!   removes (a cluster requires it): it learns the streams from the
+//!   index, and runs again with them if the caller did not name them all
+//!   ([`DELETE`]). The tombstone is written whether or
 //!   not Redis still has the session's value: Redis may have lost it (an
 //!   eviction, an empty restart, a session made during an outage and not
 //!   written yet) while an instance still holds a copy, whose upkeep would
@@ -56,49 +59,88 @@ pub struct RedisSessionStore {
 }
 
 /// Deletes session ARGV[1]: KEYS[1] its value, KEYS[2] its tombstone,
-/// KEYS[3] its stream index. ARGV[2]: the tombstone's TTL (ms) for a
-/// session that existed; ARGV[3]: the channel to publish the id on;
-/// ARGV[4]: "1" if the deleting instance held the session; ARGV[5]: the
-/// tombstone's TTL (ms) otherwise. A session whose value is gone may still
-/// live on another instance (Redis lost the value), so every DELETE leaves
-/// a tombstone; one of an id nobody here knew lives shorter, since
-/// clients can send any (well-shaped) id. A tombstone is never shortened.
-/// It is written first: a Redis out of memory refuses the `SET` before
-/// anything was removed, so the script does all or nothing.
+/// KEYS[3] its stream index, KEYS[4..] its streams as the caller knows
+/// them. ARGV[2]: the tombstone's TTL (ms) for a session that existed;
+/// ARGV[3]: the channel to publish the id on; ARGV[4]: "1" if the deleting
+/// instance held the session; ARGV[5]: the tombstone's TTL (ms) otherwise;
+/// ARGV[6]: "1" to delete what is declared even if the index holds more.
+///
+/// A script may touch only the keys it declares (a cluster checks them
+/// before it runs), and only the index knows the session's streams: if it
+/// holds a stream not declared, the script changes nothing and returns
+/// `{'declare', streams...}`, the index, for the caller to come again
+/// with; else it deletes and returns `{'done'}`.
+///
+/// A session whose value is gone may still live on another instance
+/// (Redis lost the value), so every DELETE leaves a tombstone; one of an
+/// id nobody here knew lives shorter, since clients can send any
+/// (well-shaped) id. A tombstone is never shortened. It is written first:
+/// a Redis out of memory refuses the `SET` before anything was removed, so
+/// the script does all or nothing.
 static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local indexed = redis.call('ZRANGE', KEYS[3], 0, -1)
+if ARGV[6] ~= '1' then
+  local declared = {}
+  for i = 4, #KEYS do declared[KEYS[i]] = true end
+  for _, stream in ipairs(indexed) do
+    if not declared[stream] then
+      table.insert(indexed, 1, 'declare')
+      return indexed
+    end
+  end
+end
 local ttl = ARGV[5]
 if redis.call('EXISTS', KEYS[1]) == 1 or ARGV[4] == '1' then ttl = ARGV[2] end
 if redis.call('PTTL', KEYS[2]) < tonumber(ttl) then
   redis.call('SET', KEYS[2], '1', 'PX', ttl)
 end
-local streams = redis.call('ZRANGE', KEYS[3], 0, -1)
-for _, stream in ipairs(streams) do redis.call('DEL', stream) end
+for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('PUBLISH', ARGV[3], ARGV[1])
-return #streams
+return {'done'}
 ",
     )
 });
 
+/// Times the DELETE script is run with the streams its last run named;
+/// the last run deletes what it declares even if a stream was added
+/// meanwhile (that one then lives out its TTL). Streams are added by
+/// appends, so a second run almost always finds the index as the first
+/// returned it.
+const DELETE_RUNS: usize = 4;
+
 impl Inner {
-    /// Runs the DELETE script for `id`; `held`: whether this instance held
-    /// the session.
+    /// Runs the DELETE script for `id` (see [`DELETE`]); `held`: whether
+    /// this instance held the session.
     pub(super) async fn delete_everywhere(&self, id: &str, held: bool) -> redis::RedisResult<()> {
         let mut connection = self.connection.clone();
-        DELETE
-            .key(self.keys.session(id))
-            .key(self.keys.tombstone(id))
-            .key(self.keys.session_streams(id))
-            .arg(id)
-            .arg(self.tombstone_ttl_ms())
-            .arg(self.keys.deletions_channel())
-            .arg(if held { "1" } else { "0" })
-            .arg(self.ttl_ms())
-            .invoke_async::<i64>(&mut connection)
-            .await
-            .map(drop)
+        // The streams this instance's upkeep last saw, if it held the
+        // session: then one run is enough.
+        let mut streams = self.held_streams(id);
+        for run in 1..=DELETE_RUNS {
+            let mut invocation = DELETE.key(self.keys.session(id));
+            invocation
+                .key(self.keys.tombstone(id))
+                .key(self.keys.session_streams(id));
+            for stream in &*streams {
+                invocation.key(stream);
+            }
+            invocation
+                .arg(id)
+                .arg(self.tombstone_ttl_ms())
+                .arg(self.keys.deletions_channel())
+                .arg(if held { "1" } else { "0" })
+                .arg(self.ttl_ms())
+                .arg(if run == DELETE_RUNS { "1" } else { "0" });
+            let reply: Vec<String> = invocation.invoke_async(&mut connection).await?;
+            match reply.split_first() {
+                Some((status, indexed)) if status == "declare" => streams = indexed.into(),
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -115,6 +157,7 @@ impl RedisSessionStore {
         let json = inner
             .call(
                 "load session",
+                inner.session_slot(id),
                 get.query_async::<Option<String>>(&mut connection),
             )
             .await
@@ -146,7 +189,11 @@ impl RedisSessionStore {
             .arg("PX")
             .arg(inner.ttl_ms());
         let written = inner
-            .call("store session", set.query_async::<()>(&mut connection))
+            .call(
+                "store session",
+                inner.session_slot(id),
+                set.query_async::<()>(&mut connection),
+            )
             .await
             .is_ok();
         // Without a manager, nothing would ever forget the entry.
@@ -169,7 +216,11 @@ impl RedisSessionStore {
         // upkeep (which never writes a marked session back).
         let held = inner.mark_deleted(id);
         let deleted = inner
-            .call("delete session", inner.delete_everywhere(id, held))
+            .call(
+                "delete session",
+                inner.session_slot(id),
+                inner.delete_everywhere(id, held),
+            )
             .await
             .is_ok();
         if !deleted {

@@ -16,7 +16,7 @@
 //! store it after the failure was reported (a timed-out script runs
 //! anyway). Each append carries a nonce chosen before the call; a failed
 //! one's nonce is kept here until it is *settled*: added to the stream's
-//! void set (`<prefix>void:<stream>`, so an append that lands late is
+//! void set (its `void` key, `keys`: so an append that lands late is
 //! dropped, never numbered after events the client already has) together
 //! with a gap entry in the stream (so a replay from before it is refused:
 //! the client may or may not have got the unnumbered event). Settling
@@ -128,19 +128,23 @@ impl Inner {
         }
         let mut connection = self.connection.clone();
         let result = invocation.invoke_async::<i64>(&mut connection).await;
-        let result = self.observe("settle event appends", result).map(drop);
+        let slot = self.stream_slot(stream);
+        let result = self.observe("settle event appends", slot, result).map(drop);
         if result.is_err() {
             self.keep_unsettled(stream, nonces);
         }
         result
     }
 
-    /// The upkeep's part: settles every stream's nonces, until Redis fails.
-    pub(super) async fn settle_appends(&self) {
+    /// The upkeep's part: settles every stream's nonces, but those of the
+    /// slots `round` could not reach.
+    pub(super) async fn settle_appends(&self, round: &super::upkeep::Round) {
         let streams: Vec<String> = self.unsettled.lock().keys().cloned().collect();
         for stream in streams {
-            if self.settle(&stream).await.is_err() {
-                return;
+            let slot = self.stream_slot(&stream);
+            if !round.skips(slot) {
+                let result = self.settle(&stream).await;
+                round.record(slot, &result);
             }
         }
     }

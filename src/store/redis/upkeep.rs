@@ -11,9 +11,13 @@
 //!    registered anyway (the DELETE came between rmcp's `load` and its
 //!    `restore_session`);
 //! 2. refreshes the TTL of the others' values and of every stream in their
-//!    index (a Lua script per session, pipelined per batch): a stream lives
-//!    as long as its session, however quiet it is, and the index loses the
-//!    streams that expired anyway;
+//!    index (a Lua script per session, up to [`CONCURRENCY`] at once on the
+//!    multiplexed connection): a stream lives as long as its session,
+//!    however quiet it is, and the index loses the streams that expired
+//!    anyway. The script may touch only the keys it declares, so each held
+//!    session keeps the list of its streams the last round saw; the script
+//!    refreshes those and answers the index when it differs, and a stream
+//!    new since then is refreshed by a second run in the same round;
 //! 3. for each one whose key is gone (Redis lost it, or it was never
 //!    written because Redis was away, or a DELETE elsewhere removed it,
 //!    whether or not this instance heard of it over pub/sub): ends the
@@ -28,14 +32,20 @@
 //!    live sessions' keys expire);
 //! 5. settles the appends whose outcome is unknown (`events`).
 //!
-//! A round stops early only when Redis is unreachable (`is_outage`): an
-//! error of one session's script (out of memory, say) does not keep the
-//! others from being refreshed, nor the queued DELETEs from being sent.
+//! The upkeep calls Redis whatever the short circuit says: it is what
+//! probes an outage, and its first success lets the store calls through
+//! again. Redis unreachable (`is_outage`) for a slot skips that slot for
+//! the rest of the round: on a single Redis, every slot, so the round
+//! ends; on a cluster with one node down, only the sessions of the slots
+//! seen failing wait, the others are refreshed. An error of one
+//! session's script (out of memory, say) does not keep the others from
+//! being refreshed, nor the queued DELETEs from being sent.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
+use futures::StreamExt;
 use redis::Script;
 use rmcp::transport::streamable_http_server::session::SessionId;
 use tokio::sync::Notify;
@@ -46,8 +56,9 @@ use super::SessionHost;
 use super::{Inner, is_outage};
 use crate::store::StoreError;
 
-/// Sessions refreshed per pipelined round trip.
-const BATCH: usize = 512;
+/// Sessions refreshed at once (their scripts share the connection's
+/// round trips).
+const CONCURRENCY: usize = 256;
 /// DELETEs retried per round.
 const DELETES_PER_ROUND: usize = 256;
 /// DELETEs kept for a retry while Redis is away; beyond, the oldest of
@@ -69,20 +80,35 @@ return 0
 });
 
 /// Refreshes a held session: KEYS[1] its value, KEYS[2] its stream
-/// index; ARGV[1] the TTL (ms). Returns 1 if the value was there. Every
-/// stream in the index gets the TTL too; those already gone leave it.
+/// index, KEYS[3..] its streams as the caller knows them; ARGV[1] the TTL
+/// (ms). Returns `{'gone'}` if the value was not there; else refreshes
+/// every declared stream still in the index (those expired leave it) and
+/// returns `{'same'}`, or `{'changed', streams...}`, the index as it is
+/// now, if it differs from what was declared (a stream in it that was not
+/// declared is not refreshed: the caller declares it next time).
 static REFRESH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local alive = redis.call('PEXPIRE', KEYS[1], ARGV[1])
-if alive == 1 then
-  local streams = redis.call('ZRANGE', KEYS[2], 0, -1)
-  for _, stream in ipairs(streams) do
-    if redis.call('PEXPIRE', stream, ARGV[1]) == 0 then redis.call('ZREM', KEYS[2], stream) end
+if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return {'gone'} end
+local declared = {}
+for i = 3, #KEYS do declared[KEYS[i]] = true end
+local indexed = redis.call('ZRANGE', KEYS[2], 0, -1)
+local kept = {'changed'}
+local changed = #indexed ~= #KEYS - 2
+for _, stream in ipairs(indexed) do
+  if not declared[stream] then
+    changed = true
+    table.insert(kept, stream)
+  elseif redis.call('PEXPIRE', stream, ARGV[1]) == 1 then
+    table.insert(kept, stream)
+  else
+    redis.call('ZREM', KEYS[2], stream)
+    changed = true
   end
-  if #streams > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
 end
-return alive
+if #indexed > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+if changed then return kept end
+return {'same'}
 ",
     )
 });
@@ -101,6 +127,8 @@ pub(crate) struct Held {
     since: Instant,
     /// When Redis last confirmed its value (written, loaded or refreshed).
     confirmed: parking_lot::Mutex<Instant>,
+    /// The keys of its streams the last round found in its index.
+    streams: parking_lot::Mutex<Arc<[String]>>,
 }
 
 impl Held {
@@ -111,6 +139,7 @@ impl Held {
             deleted: AtomicBool::new(false),
             since: Instant::now(),
             confirmed: parking_lot::Mutex::new(Instant::now()),
+            streams: parking_lot::Mutex::new(Arc::from([])),
         }
     }
 }
@@ -123,6 +152,14 @@ impl Inner {
             .get(id)
             .map(|held| held.deleted.store(true, Ordering::Relaxed))
             .is_some()
+    }
+
+    /// The keys of the streams of `id` the upkeep last found, if this
+    /// instance holds it.
+    pub(super) fn held_streams(&self, id: &str) -> Arc<[String]> {
+        self.held
+            .get(id)
+            .map_or_else(|| Arc::from([]), |held| held.streams.lock().clone())
     }
 
     /// Whether a restore of `id` must be refused: DELETEd on this instance
@@ -166,31 +203,69 @@ pub(super) async fn run(inner: Weak<Inner>, shutdown: CancellationToken, now: Ar
         }
         let Some(inner) = inner.upgrade() else { return };
         if let Err(error) = round(&inner).await {
-            tracing::debug!(%error, "redis upkeep round stopped early; the next one goes on");
+            tracing::debug!(%error, "redis upkeep round skipped slots it could not reach; the next one tries them");
         }
     }
 }
 
+/// One round (module docs); an error if some slot could not be reached
+/// (what it skipped waits for the next round).
 pub(super) async fn round(inner: &Inner) -> Result<(), StoreError> {
+    let round = Round::default();
     if let Some(host) = inner.host() {
-        refresh_held(inner, &*host).await?;
+        refresh_held(inner, &*host, &round).await;
     }
-    retry_deletes(inner).await;
-    inner.settle_appends().await;
-    Ok(())
+    retry_deletes(inner, &round).await;
+    inner.settle_appends(&round).await;
+    if round.unreached.lock().is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::RedisUnavailable)
+    }
 }
 
-/// A failure that stops the round if Redis is unreachable; otherwise (an
-/// error of this one call) logged and passed over.
-fn tolerate<T>(result: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
+/// The slots a round found unreachable: it skips them from then on.
+#[derive(Default)]
+pub(super) struct Round {
+    unreached: parking_lot::Mutex<std::collections::HashSet<usize>>,
+}
+
+impl Round {
+    pub(super) fn skips(&self, slot: usize) -> bool {
+        self.unreached.lock().contains(&slot)
+    }
+
+    /// Records the outcome of a call on `slot`: an outage makes the round
+    /// skip the slot.
+    pub(super) fn record<T>(&self, slot: usize, result: &Result<T, StoreError>) {
+        if matches!(result, Err(StoreError::Redis(error)) if is_outage(error)) {
+            self.unreached.lock().insert(slot);
+        }
+    }
+}
+
+/// What became of one session's refresh.
+enum Refreshed {
+    /// Confirmed or written again (or found DELETEd), or an error of its
+    /// own, logged: the next round tries again.
+    Done,
+    /// Its slot could not be reached.
+    Unreached,
+}
+
+/// A failure that makes the session's slot unreached if Redis cannot be
+/// reached; otherwise (an error of this one call, logged by `observe`)
+/// `None`, and the round goes on.
+fn tolerate<T>(result: Result<T, StoreError>) -> Result<Option<T>, Refreshed> {
     match result {
         Ok(value) => Ok(Some(value)),
         Err(StoreError::Redis(error)) if !is_outage(&error) => Ok(None),
-        Err(error) => Err(error),
+        Err(_) => Err(Refreshed::Unreached),
     }
 }
 
-async fn refresh_held(inner: &Inner, host: &dyn SessionHost) -> Result<(), StoreError> {
+/// Steps 1 to 3 of a round.
+async fn refresh_held(inner: &Inner, host: &dyn SessionHost, round: &Round) {
     let grace = inner.upkeep_interval() * 2;
     let mut restored_after_delete = Vec::new();
     inner.held.retain(|id, held| {
@@ -228,101 +303,141 @@ async fn refresh_held(inner: &Inner, host: &dyn SessionHost) -> Result<(), Store
             )
         })
         .collect();
-    let mut connection = inner.connection.clone();
-    for batch in held.chunks(BATCH) {
-        let written: Vec<&SessionId> = batch
-            .iter()
-            .filter(|(_, _, written)| *written)
-            .map(|(id, _, _)| id)
-            .collect();
-        // redis-rs refuses an empty pipeline. Each session's outcome on its
-        // own: one session's error (a key of the wrong type, say) must not
-        // leave the others unrefreshed.
-        let refreshed: Vec<redis::RedisResult<i64>> = if written.is_empty() {
-            Vec::new()
-        } else {
-            let mut refresh = redis::pipe();
-            refresh.ignore_errors();
-            // Loaded in the same round trip: a Redis restarted empty (or
-            // after SCRIPT FLUSH) knows no script.
-            refresh.load_script(&REFRESH).ignore();
-            for id in &written {
-                let mut invocation = REFRESH.key(inner.keys.session(id));
-                invocation
-                    .key(inner.keys.session_streams(id))
-                    .arg(inner.ttl_ms());
-                refresh.invoke_script(&invocation);
+    futures::stream::iter(held)
+        .map(|(id, json, written)| async move {
+            let slot = inner.session_slot(&id);
+            if round.skips(slot) {
+                return;
             }
-            let result = inner.observe(
-                "refresh sessions",
-                refresh.query_async(&mut connection).await,
-            );
-            // Unknown outcomes count as gone: the rewrite below checks.
-            tolerate(result)?.unwrap_or_default()
-        };
-        let mut refreshed = refreshed.into_iter();
-        for (id, json, written) in batch {
-            let outcome = if *written { refreshed.next() } else { None };
-            if let Some(Err(error)) = &outcome {
-                inner.errors.refused("refresh session", error);
+            if let Refreshed::Unreached = refresh_one(inner, host, id, json, written, slot).await {
+                round.unreached.lock().insert(slot);
             }
-            if matches!(outcome, Some(Ok(1))) {
-                if let Some(held) = inner.held.get(id) {
-                    *held.confirmed.lock() = Instant::now();
-                }
-                continue;
-            }
-            let result = inner.observe(
-                "rewrite session",
-                REVIVE
-                    .key(inner.keys.session(id))
-                    .key(inner.keys.tombstone(id))
-                    .arg(&**json)
-                    .arg(inner.ttl_ms())
-                    .invoke_async::<i64>(&mut connection)
-                    .await,
-            );
-            match tolerate(result)? {
-                Some(1) => {
-                    inner.held.remove(id);
-                    host.close_deleted_elsewhere(id);
-                }
-                Some(_) => {
-                    if let Some(held) = inner.held.get(id) {
-                        held.written.store(true, Ordering::Relaxed);
-                        *held.confirmed.lock() = Instant::now();
-                    }
-                }
-                None => {}
-            }
-        }
-    }
-    Ok(())
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<()>()
+        .await;
 }
 
-async fn retry_deletes(inner: &Inner) {
+/// Steps 2 and 3 for one session.
+async fn refresh_one(
+    inner: &Inner,
+    host: &dyn SessionHost,
+    id: SessionId,
+    json: Arc<str>,
+    written: bool,
+    slot: usize,
+) -> Refreshed {
+    let alive = if written {
+        match refresh_value_and_streams(inner, &id, slot).await {
+            Ok(alive) => alive,
+            Err(unreached) => return unreached,
+        }
+    } else {
+        false
+    };
+    if alive {
+        if let Some(held) = inner.held.get(&id) {
+            *held.confirmed.lock() = Instant::now();
+        }
+        return Refreshed::Done;
+    }
+    let mut connection = inner.connection.clone();
+    let result = inner.observe(
+        "rewrite session",
+        slot,
+        REVIVE
+            .key(inner.keys.session(&id))
+            .key(inner.keys.tombstone(&id))
+            .arg(&*json)
+            .arg(inner.ttl_ms())
+            .invoke_async::<i64>(&mut connection)
+            .await,
+    );
+    match tolerate(result) {
+        Ok(Some(1)) => {
+            inner.held.remove(&id);
+            host.close_deleted_elsewhere(&id);
+        }
+        Ok(Some(_)) => {
+            if let Some(held) = inner.held.get(&id) {
+                held.written.store(true, Ordering::Relaxed);
+                *held.confirmed.lock() = Instant::now();
+            }
+        }
+        Ok(None) => {}
+        Err(unreached) => return unreached,
+    }
+    Refreshed::Done
+}
+
+/// Runs [`REFRESH`] for a held session (twice if its index holds streams
+/// the last round did not see); whether its value was there. An error of
+/// this one session counts as gone: the rewrite checks.
+async fn refresh_value_and_streams(
+    inner: &Inner,
+    id: &SessionId,
+    slot: usize,
+) -> Result<bool, Refreshed> {
+    let mut connection = inner.connection.clone();
+    let mut streams = inner.held_streams(id);
+    for _ in 0..2 {
+        let mut invocation = REFRESH.key(inner.keys.session(id));
+        invocation.key(inner.keys.session_streams(id));
+        for stream in &*streams {
+            invocation.key(stream);
+        }
+        invocation.arg(inner.ttl_ms());
+        let result = inner.observe(
+            "refresh session",
+            slot,
+            invocation
+                .invoke_async::<Vec<String>>(&mut connection)
+                .await,
+        );
+        let Some(reply) = tolerate(result)? else {
+            return Ok(false);
+        };
+        let Some((status, indexed)) = reply.split_first() else {
+            return Ok(false);
+        };
+        match status.as_str() {
+            "same" => return Ok(true),
+            "changed" => {
+                let unseen = indexed.iter().any(|stream| !streams.contains(stream));
+                streams = indexed.into();
+                if let Some(held) = inner.held.get(id) {
+                    *held.streams.lock() = streams.clone();
+                }
+                if !unseen {
+                    return Ok(true);
+                }
+            }
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Step 4.
+async fn retry_deletes(inner: &Inner, round: &Round) {
     let batch: Vec<(SessionId, bool)> = {
         let mut pending = inner.pending_deletes.lock();
         std::iter::from_fn(|| pending.pop_front())
             .take(DELETES_PER_ROUND)
             .collect()
     };
-    for (done, (id, held)) in batch.iter().enumerate() {
-        let deleted = inner.delete_everywhere(id, *held).await;
-        let outage = match inner.observe("delete session (retry)", deleted) {
-            Ok(()) => continue,
-            Err(StoreError::Redis(error)) => is_outage(&error),
-            Err(_) => false,
-        };
-        // Kept for the next round; the others are still tried unless Redis
-        // is unreachable.
-        if !outage {
-            inner.queue_delete(id.clone(), *held);
+    for (id, held) in batch {
+        let slot = inner.session_slot(&id);
+        // Kept for the next round; the others are still tried.
+        if round.skips(slot) {
+            inner.queue_delete(id, held);
             continue;
         }
-        for (id, held) in &batch[done..] {
-            inner.queue_delete(id.clone(), *held);
+        let deleted = inner.delete_everywhere(&id, held).await;
+        let result = inner.observe("delete session (retry)", slot, deleted);
+        round.record(slot, &result);
+        if result.is_err() {
+            inner.queue_delete(id, held);
         }
-        return;
     }
 }
