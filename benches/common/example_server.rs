@@ -1,7 +1,7 @@
 //! The example server (`examples/server`) as a child process, for the
-//! benches that measure it from outside (`flood`, `churn_memory`): built by
-//! cargo, started on a free loopback port, its session events read from its
-//! log.
+//! benches that measure it from outside (`flood`, `churn_memory`,
+//! `rolling_restart`): built by cargo, started on a free loopback port, its
+//! session events and drain summary read from its log.
 
 #![allow(dead_code, reason = "each bench uses its own part of it")]
 
@@ -27,6 +27,8 @@ pub fn bump(counts: &mut Counts, label: impl Into<String>) {
 pub struct ServerLog {
     pub created: u64,
     pub closed: Counts,
+    /// The line a drain ends with (`drained in ...`), once printed.
+    pub drain_summary: Option<String>,
 }
 
 /// Removes the ANSI colours the server's log writes even into a pipe.
@@ -49,7 +51,7 @@ fn strip_ansi(line: &str) -> String {
 }
 
 /// The server's stdout, line by line: its two start-up lines (sent on
-/// `ready`), then the session events.
+/// `ready`), then the session events and the drain summary.
 fn read_log(stdout: impl Read, ready: mpsc::Sender<(String, String)>, log: Arc<Mutex<ServerLog>>) {
     let mut stdout = BufReader::new(stdout);
     let mut raw = Vec::new();
@@ -78,6 +80,8 @@ fn read_log(stdout: impl Read, ready: mpsc::Sender<(String, String)>, log: Arc<M
                     .unwrap_or("no reason");
                 bump(&mut log.closed, reason);
             }
+        } else if line.starts_with("drained in ") {
+            log.lock().unwrap().drain_summary = Some(line);
         }
     }
 }
