@@ -51,8 +51,8 @@ impl fmt::Display for DrainSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "drained in {:.1} s: {} requests finished, {} cancelled at the deadline, \
-             {} streams ended, {} sessions closed ({} busy), {} store writes flushed, \
+            "drained in {:.1} s: requests: {} finished, {} cancelled at the deadline; \
+             streams ended: {}; sessions closed: {} ({} busy); store writes: {} flushed, \
              {} left",
             self.elapsed.as_secs_f64(),
             self.requests_finished,
