@@ -80,10 +80,14 @@ crate::redis_test! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_delete_between_load_and_restore_wins(backend) {
         let prefix = unique_prefix("delete_restore");
-        let (stores_a, stores_b) = (
-            fast_stores(backend, &prefix, Duration::from_secs(5)).await,
-            fast_stores(backend, &prefix, Duration::from_secs(5)).await,
-        );
+        // A session loaded here is kept for two upkeep intervals (a restore
+        // may still be registering it): 1 s rounds give the restore below
+        // 2 s, where 50 ms rounds gave it 100 ms, which a loaded machine
+        // overran (the restore was then admitted).
+        let paced = |prefix| {
+            stores_with(backend, prefix, Duration::from_secs(5), Duration::from_secs(1))
+        };
+        let (stores_a, stores_b) = (paced(&prefix).await, paced(&prefix).await);
         let (a, b) = (instance(&stores_a, 8).await, instance(&stores_b, 8).await);
         let session = a.client().initialize().await.unwrap();
         let id: mcp_bounded_session::SessionId = session.clone().into();

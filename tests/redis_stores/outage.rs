@@ -189,9 +189,10 @@ crate::redis_test! {
         assert!(backend.exists(&session_key(&deleted)).await);
         assert!(client.works(&deleted).await && client.works(&lost).await);
 
-        // In two steps: the sessions' keys are in two slots.
-        backend.del(&session_key(&deleted)).await;
-        backend.del(&session_key(&lost)).await;
+        // The tombstone first, as a DELETE leaves it (atomically with the
+        // key's removal): an upkeep round between the key's removal and a
+        // later tombstone would write the session back, rightly. Then the
+        // keys, in two steps: they are in two slots.
         let _: () = backend
             .query(
                 redis::cmd("SET")
@@ -201,6 +202,8 @@ crate::redis_test! {
                     .arg(20_000),
             )
             .await;
+        backend.del(&session_key(&deleted)).await;
+        backend.del(&session_key(&lost)).await;
 
         // Rounds come every 100 ms; the margin is for a loaded machine
         // (the cluster variant failed once at 2 s with other builds running).
