@@ -28,12 +28,38 @@ use std::time::Duration;
 use mcp_bounded_session::BoundedSessionManager;
 use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
+use rmcp::transport::streamable_http_server::session::{
+    SessionState, SessionStore, SessionStoreError,
+};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower_layer::Layer;
 
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
+
+/// rmcp's `SessionStore` in memory: the `initialize` parameters of every
+/// session, shared by the servers given it (a restore on another server
+/// replays them).
+#[derive(Default)]
+pub struct TestSessionStore(std::sync::Mutex<std::collections::HashMap<String, SessionState>>);
+
+#[async_trait::async_trait]
+impl SessionStore for TestSessionStore {
+    async fn load(&self, id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        Ok(self.0.lock().unwrap().get(id).cloned())
+    }
+
+    async fn store(&self, id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
+        self.0.lock().unwrap().insert(id.to_owned(), state.clone());
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), SessionStoreError> {
+        self.0.lock().unwrap().remove(id);
+        Ok(())
+    }
+}
 
 /// A running server; stopped when dropped.
 pub struct TestServer {

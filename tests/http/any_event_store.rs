@@ -5,17 +5,14 @@
 
 use crate::common;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use common::mcp::{session_header, tool_call_with_progress};
-use common::{TestServer, parse_events};
+use common::{TestServer, TestSessionStore, parse_events};
 use mcp_bounded_session::BoundedSessionManager;
 use reqwest::StatusCode;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
-use rmcp::transport::streamable_http_server::session::store::{
-    EventStoreError, EventStream, SessionState, SessionStore, SessionStoreError,
-};
+use rmcp::transport::streamable_http_server::session::store::{EventStoreError, EventStream};
 use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage};
 use serde_json::{Value, json};
 
@@ -58,30 +55,9 @@ impl EventStore for Numbered {
     }
 }
 
-/// Sessions' `initialize` parameters in memory, shared by the instances.
-#[derive(Default)]
-struct Sessions(Mutex<HashMap<String, SessionState>>);
-
-#[async_trait::async_trait]
-impl SessionStore for Sessions {
-    async fn load(&self, id: &str) -> Result<Option<SessionState>, SessionStoreError> {
-        Ok(self.0.lock().unwrap().get(id).cloned())
-    }
-
-    async fn store(&self, id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
-        self.0.lock().unwrap().insert(id.to_owned(), state.clone());
-        Ok(())
-    }
-
-    async fn delete(&self, id: &str) -> Result<(), SessionStoreError> {
-        self.0.lock().unwrap().remove(id);
-        Ok(())
-    }
-}
-
 const KEY: &str = "the fleet's event id key, shared";
 
-async fn instance(events: &Arc<Numbered>, sessions: &Arc<Sessions>) -> TestServer {
+async fn instance(events: &Arc<Numbered>, sessions: &Arc<TestSessionStore>) -> TestServer {
     let manager = BoundedSessionManager::builder(10)
         .event_store(events.clone())
         .event_id_key(KEY)
@@ -132,7 +108,10 @@ async fn replayed(client: &common::Client, session: &str, last: &str) -> Vec<Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_with_ids_of_its_own_replays_across_instances_and_never_across_sessions() {
-    let (events, sessions) = (Arc::new(Numbered::default()), Arc::new(Sessions::default()));
+    let (events, sessions) = (
+        Arc::new(Numbered::default()),
+        Arc::new(TestSessionStore::default()),
+    );
     let a = instance(&events, &sessions).await;
     let b = instance(&events, &sessions).await;
     let on_a = a.client();

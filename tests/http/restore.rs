@@ -4,7 +4,6 @@
 
 use crate::common;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,32 +13,11 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 use rmcp::transport::streamable_http_server::session::SessionManager;
-use rmcp::transport::streamable_http_server::session::{
-    SessionState, SessionStore, SessionStoreError,
-};
 use serde_json::json;
-
-#[derive(Default)]
-struct MemoryStore(Mutex<HashMap<String, SessionState>>);
-
-#[async_trait::async_trait]
-impl SessionStore for MemoryStore {
-    async fn load(&self, id: &str) -> Result<Option<SessionState>, SessionStoreError> {
-        Ok(self.0.lock().unwrap().get(id).cloned())
-    }
-    async fn store(&self, id: &str, state: &SessionState) -> Result<(), SessionStoreError> {
-        self.0.lock().unwrap().insert(id.to_owned(), state.clone());
-        Ok(())
-    }
-    async fn delete(&self, id: &str) -> Result<(), SessionStoreError> {
-        self.0.lock().unwrap().remove(id);
-        Ok(())
-    }
-}
 
 fn config_with_store() -> StreamableHttpServerConfig {
     let mut config = StreamableHttpServerConfig::default();
-    config.session_store = Some(Arc::new(MemoryStore::default()));
+    config.session_store = Some(Arc::new(common::TestSessionStore::default()));
     config
 }
 
