@@ -220,7 +220,7 @@ where
             });
         let ticket = match ticket {
             Some((true, ticket)) if refused_while_draining(headers.as_ref(), ticket.kind()) => {
-                drop(ticket);
+                ticket.refused();
                 let refusal = RequestRefusal::Draining;
                 #[cfg(feature = "metrics")]
                 crate::requests::metrics::refused(refusal);

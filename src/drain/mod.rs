@@ -58,6 +58,8 @@ pub(crate) enum Kind {
     Stream,
     /// Any other `POST`: waited for until the deadline.
     Request,
+    /// A ticket given back unused ([`Ticket::refused`]).
+    Refused,
 }
 
 /// The drain state a manager shares with its layer.
@@ -212,15 +214,27 @@ impl Ticket {
         match self.kind {
             Kind::Stream => self.shard.streams_ending.load(Ordering::Relaxed),
             Kind::Request => self.shard.requests_ending.load(Ordering::Relaxed),
+            Kind::Refused => false,
         }
     }
 
     /// The signal that ends this ticket's response.
     fn end_signal(&self) -> &CancellationToken {
         match self.kind {
-            Kind::Stream => &self.shard.streams_end,
+            Kind::Stream | Kind::Refused => &self.shard.streams_end,
             Kind::Request => &self.shard.requests_end,
         }
+    }
+
+    /// Gives the ticket back for a request the layer refused because the
+    /// instance drains: it was never let in, so it counts neither as
+    /// finished nor as cancelled.
+    pub(crate) fn refused(mut self) {
+        if self.kind == Kind::Request {
+            self.shard.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        // Counted out above; nothing left for `drop`.
+        self.kind = Kind::Refused;
     }
 
     /// Marks the response as ended by the drain.
@@ -257,6 +271,7 @@ impl Drop for Ticket {
                 }
                 shard.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
+            Kind::Refused => {}
         }
     }
 }

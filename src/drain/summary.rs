@@ -22,9 +22,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DrainSummary {
-    /// Requests in flight under the layer when the drain started, or let in
-    /// during it (for sessions held here), whose response ended before the
-    /// deadline.
+    /// Requests in flight under the layer when the drain started, or let
+    /// through during it (the layer refuses 2026-07-28 requests and new
+    /// streams at once; those are not counted), whose response ended before
+    /// the deadline.
     pub requests_finished: usize,
     /// Requests whose response the deadline cut.
     pub requests_cancelled: usize,

@@ -13,6 +13,16 @@ fn a_request_entered_before_the_drain_is_waited_for_and_counted_once() {
 }
 
 #[test]
+fn a_request_refused_while_draining_is_not_counted() {
+    let drain = Drain::new();
+    drain.start();
+    drain.enter(Kind::Request).refused();
+    drain.enter(Kind::Stream).refused();
+    assert_eq!(drain.in_flight(), 0);
+    assert_eq!(drain.counts(), (0, 0, 0));
+}
+
+#[test]
 fn a_request_that_ends_before_the_drain_is_not_counted() {
     let drain = Drain::new();
     drop(drain.enter(Kind::Request));
