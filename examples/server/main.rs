@@ -128,7 +128,11 @@ async fn main() -> ExitCode {
     };
     #[cfg(feature = "redis")]
     if let Some((flag, redis)) = redis {
-        let redis = redis.prefix(options.redis_prefix.as_str()).connect().await;
+        let mut redis = redis.prefix(options.redis_prefix.as_str());
+        if let Some(delay) = options.request_lost_after {
+            redis = redis.request_lost_after(delay);
+        }
+        let redis = redis.connect().await;
         let redis = match redis {
             Ok(redis) => redis,
             Err(error) => {

@@ -63,6 +63,9 @@ Usage: server [FLAGS]
   --redis-cluster URL,URL,...  the same through a Redis Cluster (or Valkey
                                cluster): the URLs of some of its nodes
   --redis-prefix PREFIX        key prefix in Redis (default mcp:)
+  --request-lost-after SECS    after a crash, how soon a client resuming one of
+                               this instance's unanswered requests on another
+                               instance hears it was lost (default 10)
 
 The request and listen limits apply to every POST, with or without a
 session (protocol 2026-07-28 has none); the connection limits apply as
@@ -98,6 +101,7 @@ pub struct Options {
     /// The nodes of `--redis-cluster`.
     pub redis_cluster: Option<Vec<String>>,
     pub redis_prefix: String,
+    pub request_lost_after: Option<Duration>,
 }
 
 pub fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -122,6 +126,7 @@ pub fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, Stri
         redis: None,
         redis_cluster: None,
         redis_prefix: "mcp:".to_owned(),
+        request_lost_after: None,
     };
     let mut args = args;
     while let Some(flag) = args.next() {
@@ -229,6 +234,16 @@ pub fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, Stri
                 return Err("--redis-cluster needs the server built with --features redis".into());
             }
             "--redis-prefix" => options.redis_prefix = value,
+            "--request-lost-after" => {
+                let secs = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|secs| *secs >= 0.1 && secs.is_finite())
+                    .ok_or_else(|| {
+                        format!("--request-lost-after {value}: expected seconds >= 0.1")
+                    })?;
+                options.request_lost_after = Some(Duration::from_secs_f64(secs));
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }

@@ -10,7 +10,7 @@ use crate::clients::key::KeyDerivation;
 use crate::clients::limits::ClientLimits;
 use crate::manager::BoundedSessionManager;
 use crate::manager::construct::Parts;
-use crate::store::{BoundIds, IdKey};
+use crate::store::{Appender, BoundIds, IdKey};
 
 impl BoundedSessionManagerBuilder {
     /// Builds the manager, ready to hand to `StreamableHttpService::new`.
@@ -67,12 +67,12 @@ impl BoundedSessionManagerBuilder {
             .map_or_else(IdKey::random, IdKey::new);
         let bind = |store| Arc::new(BoundIds::new(store, key.clone())) as Arc<dyn EventStore>;
         #[cfg(feature = "redis")]
-        let event_store = match self.event_store_is_redis {
-            true => self.event_store,
-            false => self.event_store.map(bind),
+        let event_store = match (&self.redis, self.event_store_is_redis) {
+            (Some(redis), true) => Some(Appender::redis(redis.events())),
+            _ => self.event_store.map(|store| Appender::any(bind(store))),
         };
         #[cfg(not(feature = "redis"))]
-        let event_store = self.event_store.map(bind);
+        let event_store = self.event_store.map(|store| Appender::any(bind(store)));
         Parts {
             max_sessions: self.max_sessions,
             replay_capacity: self.replay_capacity.unwrap_or(session.channel_capacity),

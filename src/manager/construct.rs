@@ -18,6 +18,7 @@ use crate::rate_limiter::RateLimiter;
 use crate::registry::Registry;
 use crate::requests::{RequestAdmission, RequestLimits};
 use crate::session::{LateCloseMarkers, SessionSettings};
+use crate::store::Appender;
 
 /// Everything a manager is made of, as the builder settled it.
 pub(crate) struct Parts {
@@ -25,7 +26,7 @@ pub(crate) struct Parts {
     pub(crate) session: SessionConfig,
     pub(crate) replay_capacity: usize,
     pub(crate) max_request_streams: usize,
-    pub(crate) event_store: Option<Arc<dyn EventStore>>,
+    pub(crate) event_store: Option<Appender>,
     /// For stateless streams; the store of every stream serves them too.
     pub(crate) stateless_event_store: Option<Arc<dyn EventStore>>,
     pub(crate) rate_limit: Option<(usize, Duration)>,
@@ -59,7 +60,10 @@ impl BoundedSessionManager {
             bind_to_client,
             requests,
         } = parts;
-        let stateless = event_store.clone().or(stateless_event_store);
+        let stateless = event_store
+            .as_ref()
+            .map(|store| store.store().clone())
+            .or(stateless_event_store);
         Self {
             registry: Arc::new(Registry::with_policy(
                 max_sessions,

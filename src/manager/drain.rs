@@ -121,6 +121,12 @@ impl BoundedSessionManager {
                 summary.sessions_busy_at_close += usize::from(busy);
             }
         }
+        // No session is left to answer a request: those cut are lost, and a
+        // client resuming one elsewhere hears so at once.
+        #[cfg(feature = "redis")]
+        if let Some(stores) = self.redis_stores().and_then(|stores| stores.upgrade()) {
+            stores.retire().await;
+        }
         // The cut responses count themselves as hyper drops them, which
         // the cut wakes it to do.
         let counted_by = Instant::now() + CUT_COUNTED;

@@ -222,6 +222,7 @@ impl SessionManager for BoundedSessionManager {
                 return Err(EventIdError::OtherSession.into());
             }
             let replay = store
+                .store()
                 .replay_events_after(&last_event_id)
                 .await
                 .map_err(TransportError::EventStore)?;

@@ -61,25 +61,23 @@ pub(crate) struct EventStream {
 
 impl EventStream {
     /// A stream whose first event gets index `first`; with an event store,
-    /// named `store_name` there (a request stream's default: the session id,
-    /// a colon and a fresh random suffix: the session's prefix is how a
-    /// resume tells its own streams from another session's).
+    /// named there, for a request stream, the session id, a colon and a
+    /// fresh random suffix (the session's prefix is how a resume tells its
+    /// own streams from another session's).
     pub(crate) fn new(
         http_request_id: Option<u64>,
         first: u64,
         settings: &SessionSettings,
         session: &SessionId,
-        store_name: Option<String>,
     ) -> Self {
         let retention = match &settings.event_store {
             None => Retention::Ring(ReplayBuffer::starting_at(settings.replay_capacity, first)),
             Some(_) => Retention::Store {
                 // The standalone stream's name in the store is rmcp's, and
                 // stable across restores of the session on any instance.
-                name: match (http_request_id, store_name) {
-                    (None, _) => format!("{session}:common"),
-                    (Some(_), Some(name)) => name,
-                    (Some(_), None) => store_name_for(session),
+                name: match http_request_id {
+                    None => format!("{session}:common"),
+                    Some(_) => store_name_for(session),
                 },
                 next: first,
                 recent: http_request_id
@@ -175,21 +173,16 @@ impl EventStream {
     }
 
     /// Connects a new request stream's first response, which starts with a
-    /// priming event if `retry` is set (SEP-1699): `stored_priming` when an
-    /// event store named it, else one of index 0.
+    /// priming event of index 0 if `retry` is set (SEP-1699; with an event
+    /// store, the session delivers it once the store named it).
     pub(crate) fn connect(
         &mut self,
         capacity: usize,
         retry: Option<Duration>,
-        stored_priming: Option<ServerSseMessage>,
     ) -> (SseResponse, Option<ConnectionRef>) {
         let (connection, response) = Connection::open(Vec::new(), 0, capacity, None);
         self.connection = Some(connection);
-        let priming = match (stored_priming, retry) {
-            (Some(priming), _) => Some(priming),
-            (None, Some(retry)) => Some(ServerSseMessage::priming(self.event_id(0), retry)),
-            (None, None) => None,
-        };
+        let priming = retry.map(|retry| ServerSseMessage::priming(self.event_id(0), retry));
         let full = priming.and_then(|priming| self.deliver((0, priming), capacity));
         (response, full)
     }

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::RequestId;
+use rmcp::transport::streamable_http_server::session::SessionId;
 use rmcp::transport::streamable_http_server::session::local::SessionConfig;
-use rmcp::transport::streamable_http_server::session::{EventStore, SessionId};
 
 mod connection;
 mod event_stream;
@@ -57,7 +57,7 @@ pub(crate) struct SessionSettings {
     pub(crate) session: SessionConfig,
     pub(crate) replay_capacity: usize,
     pub(crate) max_request_streams: usize,
-    pub(crate) event_store: Option<Arc<dyn EventStore>>,
+    pub(crate) event_store: Option<crate::store::Appender>,
 }
 
 impl SessionSettings {

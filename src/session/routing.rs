@@ -40,7 +40,7 @@ pub(crate) struct RequestStream {
     pub(crate) events: EventStream,
     /// The request's JSON-RPC id and progress token, routed to this stream
     /// until it completes.
-    request_id: RequestId,
+    pub(crate) request_id: RequestId,
     progress_token: Option<ProgressToken>,
     pub(crate) completed: bool,
 }
@@ -126,7 +126,6 @@ impl RequestRoutes {
         message: &ClientJsonRpcMessage,
         settings: &SessionSettings,
         session: &SessionId,
-        store_name: Option<String>,
     ) -> &mut RequestStream {
         let JsonRpcMessage::Request(request) = message else {
             unreachable!("check_new accepts only requests");
@@ -146,7 +145,6 @@ impl RequestRoutes {
                     crate::replay_buffer::FIRST_INDEX,
                     settings,
                     session,
-                    store_name,
                 ),
                 request_id: request.id.clone(),
                 progress_token,

@@ -61,7 +61,7 @@ pub(crate) struct Standalone {
 impl Standalone {
     pub(crate) fn new(first_index: u64, settings: &SessionSettings, session: &SessionId) -> Self {
         Self {
-            events: EventStream::new(None, first_index, settings, session, None),
+            events: EventStream::new(None, first_index, settings, session),
             last_response: None,
             delivered_before_first: first_index - 1,
             shadows: Vec::new(),

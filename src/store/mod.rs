@@ -28,6 +28,7 @@
 //! that do not begin with their stream's name are bound to it
 //! (`bound_ids`).
 
+mod appender;
 mod bound_ids;
 mod memory;
 #[cfg(feature = "redis")]
@@ -41,6 +42,7 @@ mod stored_id;
 pub(crate) use self::redis::{Inner as RedisInner, SessionHost, refuses_restore};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisEventStore, RedisSessionStore, RedisStores, RedisStoresBuilder};
+pub(crate) use appender::Appender;
 pub(crate) use bound_ids::{BoundIds, IdKey, bound_stream};
 pub use memory::{MemoryEventStore, MemoryEventStoreBuilder};
 #[cfg(feature = "redis")]

@@ -4,11 +4,15 @@ use std::time::Duration;
 
 use parking_lot::MutexGuard;
 use rmcp::model::{ClientJsonRpcMessage, ClientNotification, JsonRpcMessage, ServerJsonRpcMessage};
-use rmcp::transport::streamable_http_server::session::ServerSseMessage;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Phase, Routed, Shared, State};
+
+/// How long a request's priming event waits for another event of its
+/// session to be stored with, with a store that takes several per call
+/// (see `Shared::store_priming`).
+const PRIMING_DELAY: Duration = Duration::from_millis(50);
 use crate::close_reason::CloseReason;
 use crate::error::BoundedSessionError;
 use crate::event_id::EventId;
@@ -154,44 +158,53 @@ impl Shared {
         &self,
         request: ClientJsonRpcMessage,
     ) -> Result<SseResponse, BoundedSessionError> {
-        // With an event store, the priming event is stored before the
-        // stream opens (under a name drawn now), outside the lock.
-        let mut stored_priming = None;
-        if let Some(store) = &self.settings.event_store {
-            self.ready(true)
-                .await?
-                .routes
-                .check_new(&request, &self.settings)?;
-            if let Some(retry) = self.settings.session.sse_retry {
-                let name = crate::session::event_stream::store_name_for(&self.id);
-                let mut priming = ServerSseMessage::default();
-                priming.retry = Some(retry);
-                // Without the store, the priming event goes out without an
-                // id: the client still gets its answer, only not a resume.
-                match store.store_event(&name, &priming).await {
-                    Ok(id) => priming.event_id = Some(id),
-                    Err(error) => {
-                        tracing::debug!(session_id = %self.id, %error, "event store failed; priming event sent without an id");
-                    }
-                }
-                stored_priming = Some((name, priming));
-            }
-        }
         let mut state = self.ready(true).await?;
         state.routes.check_new(&request, &self.settings)?;
         let capacity = self.capacity();
-        let (name, priming) = stored_priming.unzip();
-        let stream = state.routes.open(&request, &self.settings, &self.id, name);
-        let (response, connection_over) =
-            stream
-                .events
-                .connect(capacity, self.settings.session.sse_retry, priming);
+        let retry = self.settings.session.sse_retry;
+        let store = self.settings.event_store.as_ref();
+        let stream = state.routes.open(&request, &self.settings, &self.id);
+        let http_request_id = stream.events.http_request_id;
+        // With an event store, the priming event gets its id from the store
+        // like any other: it is queued, not sent now.
+        let (response, connection_over) = stream
+            .events
+            .connect(capacity, retry.filter(|_| store.is_none()));
         debug_assert!(
             connection_over.is_none(),
             "a new queue has room for its priming event"
         );
+        let priming = match (store, retry, http_request_id) {
+            (Some(store), Some(retry), Some(http_request_id)) => Some((
+                state.queue_priming(http_request_id, retry),
+                store.max_events() > 1,
+            )),
+            _ => None,
+        };
         self.hand_to_handler(state, request);
+        if let Some((ticket, batched)) = priming {
+            self.store_priming(ticket, batched);
+        }
         Ok(response)
+    }
+
+    /// Stores a request's priming event off the request's path: at once
+    /// with a store that takes one event per call (the handler runs
+    /// meanwhile), else [`PRIMING_DELAY`] later unless another event of
+    /// the session took it along first (a quick call's answer does: one
+    /// round trip for both). Either way a long, silent call's client soon
+    /// has an id to resume from.
+    fn store_priming(&self, ticket: u64, batched: bool) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            if batched {
+                tokio::time::sleep(PRIMING_DELAY).await;
+            }
+            if let Some(shared) = me.upgrade() {
+                // Fails only if the session ended.
+                let _ = shared.store_through(ticket).await;
+            }
+        });
     }
 
     /// A client's notification or response, for the handler.

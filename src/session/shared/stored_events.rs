@@ -3,11 +3,14 @@
 //!
 //! # Invariant kept here
 //!
-//! Per session, events are stored and delivered in routing order, one at a
-//! time: storing is async, so routing only queues an event with a ticket,
-//! and whichever send holds the session's storing turn stores the queue's
-//! head, until its own ticket is done. The head leaves the queue only once
-//! stored: a send dropped while the store works leaves that event to the
+//! Per session, events are stored and delivered in routing order, one call
+//! to the store at a time: storing is async, so routing only queues an
+//! event with a ticket, and whichever send holds the session's storing turn
+//! stores the queue's head (with the events right after it bound for the
+//! same stream, as many as the store takes in one call: the Redis stores
+//! take several, so a tool call's priming event and its answer cost one
+//! round trip), until its own ticket is done. Events leave the queue only
+//! once stored: a send dropped while the store works leaves that event to the
 //! next sender, which stores it again (the store may then hold it twice; a
 //! client gets it once), rather than losing it. An ended session drops the
 //! queue. An event the store failed to keep still goes to the client, with
@@ -16,7 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::ServerJsonRpcMessage;
+use rmcp::model::{RequestId, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::ServerSseMessage;
 
 use super::{Shared, State};
@@ -31,6 +34,17 @@ pub(super) struct Unstored {
     route: Route,
     message: Option<Arc<ServerJsonRpcMessage>>,
     retry: Option<Duration>,
+    /// A request stream's priming event: delivered first, as event 0.
+    priming: bool,
+}
+
+/// The events one call to the store takes: the queue's head and the
+/// events after it bound for the same stream.
+struct Batch {
+    name: String,
+    /// The request the stream answers, if it is a request's.
+    request: Option<RequestId>,
+    events: Vec<Unstored>,
 }
 
 impl Shared {
@@ -43,59 +57,75 @@ impl Shared {
         };
         let mut own = Ok(());
         let mut full = None;
-        loop {
+        'turns: loop {
             let _turn = self.storing.lock().await;
-            let (next, name) = {
+            let batch = {
                 let mut state = self.state.lock();
                 if state.stored_through >= ticket {
                     break;
                 }
-                let Some(next) = state.unstored.front().cloned() else {
-                    // Ended: the queue was dropped.
-                    own = Err(TransportError::SessionEnded);
-                    break;
-                };
-                let name = state.store_name(next.route);
-                (next, name)
+                match state.next_batch(store.max_events()) {
+                    Some(batch) => batch,
+                    None => {
+                        // Ended: the queue was dropped.
+                        own = Err(TransportError::SessionEnded);
+                        break;
+                    }
+                }
             };
-            let mut event = ServerSseMessage::default();
-            event.message = next.message;
-            event.retry = next.retry;
-            let stored = store.store_event(&name, &event).await;
-            let mut state = self.state.lock();
-            match state.unstored.front() {
-                Some(head) if head.ticket == next.ticket => {
-                    state.unstored.pop_front();
-                }
-                // Ended while the store worked: the queue is gone.
-                _ => {
-                    own = Err(TransportError::SessionEnded);
-                    break;
-                }
-            }
-            state.stored_through = next.ticket;
-            // A store that failed (Redis away, say) costs the event its
-            // id, so it cannot be replayed, but the client still gets it:
-            // the session goes on without the store. The store logs its
-            // own failures.
-            match stored {
-                Ok(id) => event.event_id = Some(id),
+            let events: Vec<ServerSseMessage> = batch
+                .events
+                .iter()
+                .map(|unstored| {
+                    let mut event = ServerSseMessage::default();
+                    event.message = unstored.message.clone();
+                    event.retry = unstored.retry;
+                    event
+                })
+                .collect();
+            let stored = store
+                .append(&batch.name, &events, batch.request.as_ref())
+                .await;
+            // A store that failed (Redis away, say) costs the events their
+            // ids, so they cannot be replayed, but the client still gets
+            // them: the session goes on without the store. The store logs
+            // its own failures.
+            let ids = match stored {
+                Ok(ids) if ids.len() == events.len() => ids.into_iter().map(Some).collect(),
+                Ok(_) => vec![None; events.len()],
                 Err(error) => {
-                    tracing::debug!(session_id = %self.id, %error, "event store failed; event sent without an id");
+                    tracing::debug!(session_id = %self.id, %error, "event store failed; events sent without ids");
+                    vec![None; events.len()]
                 }
-            }
-            let queued = state.push_stored(next.route, event, self.capacity());
-            if next.ticket == ticket {
-                full = queued;
-            }
-            // Even if the store failed: the request is over either way, and
-            // its stream must end and its routes and count be released.
-            if let Route::Request {
-                http_request_id,
-                completes: true,
-            } = next.route
-            {
-                state.routes.complete(http_request_id, &self.settings);
+            };
+            let mut state = self.state.lock();
+            for ((next, mut event), id) in batch.events.into_iter().zip(events).zip(ids) {
+                match state.unstored.front() {
+                    Some(head) if head.ticket == next.ticket => {
+                        state.unstored.pop_front();
+                    }
+                    // Ended while the store worked: the queue is gone.
+                    _ => {
+                        own = Err(TransportError::SessionEnded);
+                        break 'turns;
+                    }
+                }
+                state.stored_through = next.ticket;
+                event.event_id = id;
+                let queued = state.push_stored(&next, event, self.capacity());
+                if next.ticket == ticket {
+                    full = queued;
+                }
+                // Even if the store failed: the request is over either
+                // way, and its stream must end and its routes and count be
+                // released.
+                if let Route::Request {
+                    http_request_id,
+                    completes: true,
+                } = next.route
+                {
+                    state.routes.complete(http_request_id, &self.settings);
+                }
             }
         }
         if let Some(full) = full {
@@ -140,6 +170,25 @@ impl State {
         message: Option<Arc<ServerJsonRpcMessage>>,
         retry: Option<Duration>,
     ) -> u64 {
+        self.queue_unstored(route, message, retry, false)
+    }
+
+    /// Queues request stream `http_request_id`'s priming event.
+    pub(super) fn queue_priming(&mut self, http_request_id: u64, retry: Duration) -> u64 {
+        let route = Route::Request {
+            http_request_id,
+            completes: false,
+        };
+        self.queue_unstored(route, None, Some(retry), true)
+    }
+
+    fn queue_unstored(
+        &mut self,
+        route: Route,
+        message: Option<Arc<ServerJsonRpcMessage>>,
+        retry: Option<Duration>,
+        priming: bool,
+    ) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.unstored.push_back(Unstored {
@@ -147,8 +196,40 @@ impl State {
             route,
             message,
             retry,
+            priming,
         });
         ticket
+    }
+
+    /// The queue's head and, up to `max` in all, the events right after it
+    /// bound for the same stream; `None` if the queue is empty (the
+    /// session ended).
+    fn next_batch(&mut self, max: usize) -> Option<Batch> {
+        let head = self.unstored.front()?.clone();
+        let name = self.store_name(head.route);
+        let request = match head.route {
+            Route::Request {
+                http_request_id, ..
+            } => self
+                .routes
+                .streams
+                .get(&http_request_id)
+                .filter(|request| !request.completed)
+                .map(|request| request.request_id.clone()),
+            Route::Standalone => None,
+        };
+        let mut events = vec![head];
+        for next in self.unstored.iter().skip(1).take(max.saturating_sub(1)) {
+            if !same_stream(next.route, events[0].route) {
+                break;
+            }
+            events.push(next.clone());
+        }
+        Some(Batch {
+            name,
+            request,
+            events,
+        })
     }
 
     /// The store name of `route`'s stream (the standalone one's if that
@@ -171,18 +252,42 @@ impl State {
 
     fn push_stored(
         &mut self,
-        route: Route,
+        unstored: &Unstored,
         event: ServerSseMessage,
         capacity: usize,
     ) -> Option<ConnectionRef> {
         if let Route::Request {
             http_request_id, ..
-        } = route
+        } = unstored.route
             && let Some(request) = self.routes.streams.get_mut(&http_request_id)
         {
+            if unstored.priming {
+                return request.events.deliver((0, event), capacity);
+            }
             return request.events.push_stored(event, capacity);
+        }
+        if unstored.priming {
+            // Its request's stream is gone: nothing to prime.
+            return None;
         }
         self.standalone.connect_shadow_if_needed(capacity);
         self.standalone.events.push_stored(event, capacity)
+    }
+}
+
+/// Whether two routes lead to the same stream (a request's last event goes
+/// where its others went).
+fn same_stream(a: Route, b: Route) -> bool {
+    match (a, b) {
+        (Route::Standalone, Route::Standalone) => true,
+        (
+            Route::Request {
+                http_request_id: a, ..
+            },
+            Route::Request {
+                http_request_id: b, ..
+            },
+        ) => a == b,
+        _ => false,
     }
 }

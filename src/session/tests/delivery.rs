@@ -14,7 +14,9 @@ fn both_modes(config: impl Fn(&mut SessionSettings)) -> [Arc<SessionSettings>; 2
         settings(&config),
         settings(|s| {
             config(s);
-            s.event_store = Some(Arc::new(MemoryEventStore::default()));
+            s.event_store = Some(crate::store::Appender::any(Arc::new(
+                MemoryEventStore::default(),
+            )));
         }),
     ]
 }

@@ -16,7 +16,7 @@ struct TestStore {
 }
 
 #[async_trait::async_trait]
-impl EventStore for TestStore {
+impl rmcp::transport::streamable_http_server::session::EventStore for TestStore {
     async fn store_event(
         &self,
         stream_id: &str,
@@ -50,7 +50,7 @@ impl EventStore for TestStore {
 /// most (so a test sees that a request's place was freed).
 async fn one_request_at_a_time(store: Arc<TestStore>) -> Session {
     session(settings(|s| {
-        s.event_store = Some(store);
+        s.event_store = Some(crate::store::Appender::any(store));
         s.max_request_streams = 1;
     }))
     .await
@@ -59,7 +59,10 @@ async fn one_request_at_a_time(store: Arc<TestStore>) -> Session {
 #[tokio::test]
 async fn with_an_event_store_the_store_names_and_keeps_the_events() {
     let store = Arc::new(TestStore::default());
-    let mut session = session(settings(|s| s.event_store = Some(store.clone()))).await;
+    let mut session = session(settings(|s| {
+        s.event_store = Some(crate::store::Appender::any(store.clone()))
+    }))
+    .await;
     let mut stream = session.request(call(1, Some("tok"))).await;
     session.handler.send(progress("tok", 1)).await.unwrap();
     session.handler.send(answer(1)).await.unwrap();
@@ -104,7 +107,10 @@ async fn a_priming_event_the_store_failed_on_goes_out_without_an_id() {
         fail_at: Some(1),
         ..TestStore::default()
     });
-    let mut session = session(settings(|s| s.event_store = Some(store.clone()))).await;
+    let mut session = session(settings(|s| {
+        s.event_store = Some(crate::store::Appender::any(store.clone()))
+    }))
+    .await;
     let mut stream = session.request(call(1, None)).await;
     assert_eq!(
         next(&mut stream).await.unwrap(),
@@ -117,8 +123,8 @@ async fn a_priming_event_the_store_failed_on_goes_out_without_an_id() {
 
 #[test]
 fn the_standalone_stream_keeps_rmcps_name_in_an_event_store() {
-    let store: Arc<dyn EventStore> = Arc::new(TestStore::default());
-    let settings = settings(|s| s.event_store = Some(store));
+    let store = Arc::new(TestStore::default());
+    let settings = settings(|s| s.event_store = Some(crate::store::Appender::any(store.clone())));
     let first = create("sid".into(), settings.clone(), Origin::Created);
     let restored = create("sid".into(), settings, Origin::Restored);
     let name = |handle: &SessionHandle| {

@@ -22,7 +22,8 @@ use super::connection::Nodes;
 use super::error_log::ErrorLog;
 use super::keys::{Keys, SLOTS};
 use super::{
-    DEFAULT_STREAM_CAPACITY, DEFAULT_TTL, Inner, RedisStores, deletions, duration_ms, relay, upkeep,
+    DEFAULT_STREAM_CAPACITY, DEFAULT_TTL, Inner, MAX_TTL, RedisStores, deletions, duration_ms,
+    events, relay, upkeep,
 };
 use crate::store::StoreError;
 
@@ -46,6 +47,7 @@ pub struct RedisStoresBuilder {
     prefix: String,
     ttl: Option<Duration>,
     upkeep_interval: Option<Duration>,
+    request_lost_after: Duration,
 }
 
 impl RedisStores {
@@ -99,6 +101,7 @@ impl RedisStoresBuilder {
             prefix: "mcp:".to_owned(),
             ttl: None,
             upkeep_interval: None,
+            request_lost_after: events::lost::DEFAULT_LOST_AFTER,
         }
     }
 
@@ -153,6 +156,29 @@ impl RedisStoresBuilder {
         self
     }
 
+    /// How soon after this instance stops without a drain (a crash) a
+    /// client resuming, on another instance, the stream of a request it
+    /// left unanswered learns that the request was lost: its stream then
+    /// ends with a JSON-RPC error for that request (code -32603, `data`
+    /// `{"reason": "request_lost"}`), and the client can send it again.
+    /// After a drain, at once. Default 10 s; at least 100 ms. The instance
+    /// writes a key with this TTL every third of it, so a shorter delay
+    /// costs more writes (one per third, per instance), and an instance
+    /// cut off from Redis for longer is taken for stopped.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mcp_bounded_session::RedisStores;
+    ///
+    /// let builder = RedisStores::builder("redis://127.0.0.1:6379/")
+    ///     .request_lost_after(Duration::from_secs(5));
+    /// # drop(builder);
+    /// ```
+    pub fn request_lost_after(mut self, delay: Duration) -> Self {
+        self.request_lost_after = delay;
+        self
+    }
+
     /// The settings' first fault, if any.
     fn check(&self) -> Result<(), StoreError> {
         let invalid = |what: String| Err(StoreError::InvalidConfig(what));
@@ -171,6 +197,13 @@ impl RedisStoresBuilder {
         {
             return invalid("the upkeep interval must not be zero".to_owned());
         }
+        if self.request_lost_after < Duration::from_millis(100) || self.request_lost_after > MAX_TTL
+        {
+            return invalid(format!(
+                "the request-lost delay must be between 100 ms and a year, not {:?}",
+                self.request_lost_after
+            ));
+        }
         Ok(())
     }
 
@@ -183,7 +216,8 @@ impl RedisStoresBuilder {
     /// [`StoreError::Redis`] if a URL is not a Redis URL (or the cluster's
     /// differ in credentials, database or TLS);
     /// [`StoreError::InvalidConfig`] for no cluster node, a prefix with
-    /// `{` or `}`, a TTL under a millisecond or a zero upkeep interval.
+    /// `{` or `}`, a TTL under a millisecond, a zero upkeep interval or a
+    /// request-lost delay under 100 ms.
     ///
     /// # Panics
     ///
@@ -228,7 +262,13 @@ impl RedisStoresBuilder {
             upkeep_interval: self.upkeep_interval,
             upkeep_now: Arc::new(tokio::sync::Notify::new()),
             shutdown: CancellationToken::new(),
+            lost_after: self.request_lost_after,
+            liveness: tokio::sync::Mutex::new(false),
         });
+        tokio::spawn(events::keep_alive(
+            Arc::downgrade(&inner),
+            inner.shutdown.clone(),
+        ));
         tokio::spawn(deletions::listen(
             Arc::downgrade(&inner),
             inner.shutdown.clone(),

@@ -9,8 +9,10 @@
 //! | `<prefix>{<id>}:deleted` | string | a DELETE happened (tombstone) | four times the TTL |
 //! | `<prefix>{<id>}:stream:<suffix>` | list | the events of the session's stream `<id>:<suffix>`, each `<generation>-<sequence> <server> <retry ms, -, or ! for a gap> <message JSON>` | TTL, refreshed on each write and, while an instance holds its session, by that instance's upkeep; trimmed to the replay capacity |
 //! | `<prefix>{<id>}:streams` | sorted set | the stream keys of session `<id>` (score: last append, µs), at most 128, the standalone one always among them | as its streams; removed by DELETE |
+//! | `<prefix>{<id>}:requests` | hash | the session's requests whose answer is not stored yet: field, their stream's suffix; value, `<instance> <request id JSON>` (`events::lost`) | as its streams; removed by DELETE |
 //! | `<prefix>{<id>}:void:<suffix>` | set | nonces of appends to `<id>:<suffix>` reported failed (`unsettled`) | TTL |
 //! | `<prefix>{<stream>}:stream`, `<prefix>{<stream>}:void` | list, set | the same for a stateless stream (protocol 2026-07-28, no session) | TTL |
+//! | `<prefix>{<instance>}:live` | string | instance `<instance>` runs (`events::lost`) | the request-lost delay, refreshed every third of it; removed when a drain ends |
 //!
 //! and two pub/sub channels: `<prefix>deleted`, carrying the id of each
 //! DELETEd session to every instance, and `<prefix>standalone`, carrying
@@ -24,10 +26,10 @@
 //!
 //! # Invariant kept here
 //!
-//! Every key of a session carries the session's hash tag `{<id>}`, and
-//! every key of a stateless stream its stream's `{<stream>}`: Redis
-//! Cluster hashes only the tag, so the keys one script or one command
-//! touches are always in one slot, on one node, and move together when the
+//! Every key of a session carries the session's hash tag `{<id>}`, every
+//! key of a stateless stream its stream's `{<stream>}`, and an instance's
+//! liveness key its instance's: Redis Cluster hashes only the tag, so the
+//! keys one script or one command touches are always in one slot, on one node, and move together when the
 //! slot migrates. A tag is the name as it is, unless it holds `{`, `}` or
 //! `%` (percent-escaped then) or is empty (`%`): an empty tag, or one cut
 //! short by a `}`, would hash the keys of one stream to different slots.
@@ -96,6 +98,25 @@ impl Keys {
         Some(self.session_streams(session))
     }
 
+    /// The unfinished requests of the session `stream` belongs to
+    /// (`events::lost`); only for a stream that belongs to a session.
+    pub(crate) fn requests_of(&self, stream: &str) -> String {
+        let session = stream
+            .split_once(':')
+            .map_or(stream, |(session, _)| session);
+        self.session_requests(session)
+    }
+
+    pub(crate) fn session_requests(&self, id: &str) -> String {
+        self.tagged(id, ":requests")
+    }
+
+    /// An instance's liveness key (`events::lost`), under the instance's
+    /// own tag.
+    pub(crate) fn live(&self, instance: &str) -> String {
+        self.tagged(instance, ":live")
+    }
+
     pub(crate) fn session_streams(&self, id: &str) -> String {
         self.tagged(id, ":streams")
     }
@@ -124,6 +145,17 @@ pub(crate) fn stream_slot(stream: &str) -> u16 {
             .split_once(':')
             .map_or(stream, |(session, _)| session),
     )
+}
+
+/// The Redis Cluster slot of `key`: of its hash tag, the text between its
+/// first `{` and the `}` after it, if not empty; else of the whole key.
+pub(crate) fn key_slot(key: &str) -> u16 {
+    let tag = key
+        .split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(tag, _)| tag)
+        .filter(|tag| !tag.is_empty());
+    slot(tag.unwrap_or(key).as_bytes())
 }
 
 /// Appends the tag text of `name`: itself, with `%`, `{` and `}`
@@ -182,6 +214,8 @@ mod tests {
         assert_eq!(keys.void(stateless), format!("app:{{{stateless}}}:void"));
         assert_eq!(keys.session("s1"), "app:{s1}:session");
         assert_eq!(keys.tombstone("s1"), "app:{s1}:deleted");
+        assert_eq!(keys.requests_of("s1:x9"), "app:{s1}:requests");
+        assert_eq!(keys.live("i1"), "app:{i1}:live");
         assert_eq!(keys.deletions_channel(), "app:deleted");
         assert_eq!(keys.standalone_channel(), "app:standalone");
     }
@@ -207,5 +241,9 @@ mod tests {
         let id = "0b7e1c2a-5f7e-4c1b-9d7e-1c2a5f7e4c1b";
         assert_eq!(stream_slot(&format!("{id}:common")), session_slot(id));
         assert_eq!(stream_slot(id), session_slot(id));
+        let keys = Keys::new("p:".into());
+        assert_eq!(key_slot(&keys.session(id)), session_slot(id));
+        assert_eq!(key_slot("foo"), 12_182);
+        assert_eq!(key_slot("{}foo"), slot(b"{}foo"));
     }
 }

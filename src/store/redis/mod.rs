@@ -110,6 +110,7 @@ mod unsettled;
 mod upkeep;
 
 pub use builder::RedisStoresBuilder;
+pub(crate) use events::MAX_EVENTS_PER_APPEND;
 pub use events::RedisEventStore;
 pub use sessions::RedisSessionStore;
 
@@ -169,6 +170,12 @@ pub(crate) struct Inner {
     upkeep_interval: Option<Duration>,
     upkeep_now: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
+    /// How long this instance's liveness key outlives its last refresh
+    /// (`events::lost`).
+    lost_after: Duration,
+    /// Whether a drain retired the liveness key; locked across each
+    /// write of it.
+    liveness: tokio::sync::Mutex<bool>,
 }
 
 impl Drop for Inner {
@@ -216,6 +223,15 @@ impl Inner {
     fn session_slot(&self, id: &str) -> usize {
         if self.cluster {
             usize::from(keys::session_slot(id))
+        } else {
+            0
+        }
+    }
+
+    /// The slot of `key`, likewise (a key of its own tag).
+    fn key_slot(&self, key: &str) -> usize {
+        if self.cluster {
+            usize::from(keys::key_slot(key))
         } else {
             0
         }
@@ -390,6 +406,13 @@ impl RedisStores {
         Arc::new(RedisEventStore {
             inner: self.inner.clone(),
         })
+    }
+
+    /// The event store, as a session appends to it.
+    pub(crate) fn events(&self) -> RedisEventStore {
+        RedisEventStore {
+            inner: self.inner.clone(),
+        }
     }
 
     /// The TTL given to every key.

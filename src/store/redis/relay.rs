@@ -47,7 +47,7 @@
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rmcp::transport::streamable_http_server::session::{ServerSseMessage, SessionId};
+use rmcp::transport::streamable_http_server::session::SessionId;
 use tokio::time::Instant;
 
 use super::Inner;
@@ -93,17 +93,13 @@ fn session_of(stream: &str) -> Option<&str> {
         .filter(|id| is_session_id(id))
 }
 
-/// The head of the publication of `event`, appended to `stream`, if
-/// other instances are to deliver it: events with a message on a session's
-/// standalone stream. (A message-less one is a `retry` hint for the
-/// response it was sent on, meaningless elsewhere.)
-pub(super) fn publication_head(
-    inner: &Inner,
-    stream: &str,
-    event: &ServerSseMessage,
-) -> Option<String> {
-    (event.message.is_some() && session_of(stream).is_some())
-        .then(|| format!("{} {stream}", inner.instance))
+/// The head of the publications of events appended to `stream`, if other
+/// instances are to deliver them: those of a session's standalone stream.
+/// The append script publishes only the events with a message (a
+/// message-less one is a `retry` hint for the response it was sent on,
+/// meaningless elsewhere).
+pub(super) fn publication_head(inner: &Inner, stream: &str) -> Option<String> {
+    session_of(stream).map(|_| format!("{} {stream}", inner.instance))
 }
 
 /// Hands a publication of another instance to this instance's copy of its

@@ -59,8 +59,8 @@ pub struct RedisSessionStore {
 }
 
 /// Deletes session ARGV[1]: KEYS[1] its value, KEYS[2] its tombstone,
-/// KEYS[3] its stream index, KEYS[4..] its streams as the caller knows
-/// them. ARGV[2]: the tombstone's TTL (ms) for a session that existed;
+/// KEYS[3] its stream index, KEYS[4] its unfinished requests
+/// (`events::lost`), KEYS[5..] its streams as the caller knows them. ARGV[2]: the tombstone's TTL (ms) for a session that existed;
 /// ARGV[3]: the channel to publish the id on; ARGV[4]: "1" if the deleting
 /// instance held the session; ARGV[5]: the tombstone's TTL (ms) otherwise;
 /// ARGV[6]: "1" to delete what is declared even if the index holds more.
@@ -83,7 +83,7 @@ static DELETE: LazyLock<Script> = LazyLock::new(|| {
 local indexed = redis.call('ZRANGE', KEYS[3], 0, -1)
 if ARGV[6] ~= '1' then
   local declared = {}
-  for i = 4, #KEYS do declared[KEYS[i]] = true end
+  for i = 5, #KEYS do declared[KEYS[i]] = true end
   for _, stream in ipairs(indexed) do
     if not declared[stream] then
       table.insert(indexed, 1, 'declare')
@@ -96,8 +96,8 @@ if redis.call('EXISTS', KEYS[1]) == 1 or ARGV[4] == '1' then ttl = ARGV[2] end
 if redis.call('PTTL', KEYS[2]) < tonumber(ttl) then
   redis.call('SET', KEYS[2], '1', 'PX', ttl)
 end
-for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
-redis.call('DEL', KEYS[1], KEYS[3])
+for i = 5, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
 redis.call('PUBLISH', ARGV[3], ARGV[1])
 return {'done'}
 ",
@@ -123,7 +123,8 @@ impl Inner {
             let mut invocation = DELETE.key(self.keys.session(id));
             invocation
                 .key(self.keys.tombstone(id))
-                .key(self.keys.session_streams(id));
+                .key(self.keys.session_streams(id))
+                .key(self.keys.session_requests(id));
             for stream in &*streams {
                 invocation.key(stream);
             }

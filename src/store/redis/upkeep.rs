@@ -80,9 +80,11 @@ return 0
 });
 
 /// Refreshes a held session: KEYS[1] its value, KEYS[2] its stream
-/// index, KEYS[3..] its streams as the caller knows them; ARGV[1] the TTL
+/// index, KEYS[3] its unfinished requests (`events::lost`), KEYS[4..] its
+/// streams as the caller knows them; ARGV[1] the TTL
 /// (ms). Returns `{'gone'}` if the value was not there; else refreshes
-/// every declared stream still in the index (those expired leave it) and
+/// every declared stream still in the index (those expired leave it, and
+/// their records the requests hash) and
 /// returns `{'same'}`, or `{'changed', streams...}`, the index as it is
 /// now, if it differs from what was declared (a stream in it that was not
 /// declared is not refreshed: the caller declares it next time).
@@ -91,10 +93,10 @@ static REFRESH: LazyLock<Script> = LazyLock::new(|| {
         r"
 if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return {'gone'} end
 local declared = {}
-for i = 3, #KEYS do declared[KEYS[i]] = true end
+for i = 4, #KEYS do declared[KEYS[i]] = true end
 local indexed = redis.call('ZRANGE', KEYS[2], 0, -1)
 local kept = {'changed'}
-local changed = #indexed ~= #KEYS - 2
+local changed = #indexed ~= #KEYS - 3
 for _, stream in ipairs(indexed) do
   if not declared[stream] then
     changed = true
@@ -103,10 +105,13 @@ for _, stream in ipairs(indexed) do
     table.insert(kept, stream)
   else
     redis.call('ZREM', KEYS[2], stream)
+    local suffix = string.match(stream, '}:stream:(.*)$')
+    if suffix then redis.call('HDEL', KEYS[3], suffix) end
     changed = true
   end
 end
 if #indexed > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
 if changed then return kept end
 return {'same'}
 ",
@@ -382,7 +387,9 @@ async fn refresh_value_and_streams(
     let mut streams = inner.held_streams(id);
     for _ in 0..2 {
         let mut invocation = REFRESH.key(inner.keys.session(id));
-        invocation.key(inner.keys.session_streams(id));
+        invocation
+            .key(inner.keys.session_streams(id))
+            .key(inner.keys.session_requests(id));
         for stream in &*streams {
             invocation.key(stream);
         }
