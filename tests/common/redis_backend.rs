@@ -127,6 +127,15 @@ impl Backend {
         keys
     }
 
+    /// The keys under `prefix` but the instances' liveness keys: those of
+    /// sessions and streams.
+    #[allow(dead_code)] // not every test target looks
+    pub async fn stored_keys(&self, prefix: &str) -> Vec<String> {
+        let mut keys = self.keys(prefix).await;
+        keys.retain(|key| !key::is_liveness(key));
+        keys
+    }
+
     /// Removes every key under `prefix` (at the end of a test): one `DEL`
     /// a key, on the node that has it (a cluster refuses one `DEL` across
     /// slots).
@@ -246,6 +255,11 @@ pub mod key {
     /// The prefix of every stream key of session `id`.
     pub fn streams_of(prefix: &str, id: &str) -> String {
         format!("{prefix}{{{id}}}:stream:")
+    }
+
+    /// Whether `key` is an instance's liveness key.
+    pub fn is_liveness(key: &str) -> bool {
+        key.ends_with(":live")
     }
 
     /// The hash tag of a key: what Redis Cluster hashes.

@@ -21,7 +21,7 @@ crate::redis_test! {
         assert!(on_a.works(&session).await);
         // Restored on B: both instances hold a copy now.
         assert!(on_b.works(&session).await, "B did not restore the session");
-        let before = backend.keys(&pair.prefix).await;
+        let before = backend.stored_keys(&pair.prefix).await;
         for key in [
             key::session(&pair.prefix, &session),
             key::index(&pair.prefix, &session),
@@ -71,11 +71,11 @@ crate::redis_test! {
         assert_eq!(on_b.status_of(&session).await, StatusCode::NOT_FOUND);
 
         let tombstone = key::tombstone(&pair.prefix, &session);
-        let after = backend.keys(&pair.prefix).await;
+        let after = backend.stored_keys(&pair.prefix).await;
         assert_eq!(after, vec![tombstone.clone()], "keys left after the DELETE");
         // Nor does anything come back later (an upkeep round, a late write).
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(backend.keys(&pair.prefix).await, vec![tombstone]);
+        assert_eq!(backend.stored_keys(&pair.prefix).await, vec![tombstone]);
         pair.finish().await;
     }
 }
@@ -117,7 +117,7 @@ crate::redis_test! {
         }
         assert_eq!(on_b.status_of(&session).await, StatusCode::NOT_FOUND);
         assert_eq!(
-            backend.keys(&pair.prefix).await,
+            backend.stored_keys(&pair.prefix).await,
             vec![key::tombstone(&pair.prefix, &session)]
         );
         pair.finish().await;

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 /// `echo` in `session` through `client`: answered without a new
 /// `initialize` (no `serverInfo` in the answer).
-async fn echo_works(client: &Client, session: &str, id: u64) {
+pub async fn echo_works(client: &Client, session: &str, id: u64) {
     let text = format!("call {id}");
     let response = client
         .post(Some(session_header(session)))
@@ -145,7 +145,8 @@ async fn a_sigterm_drains_an_instance_while_its_clients_go_on_at_the_other() {
 }
 
 /// A call that outlives A's drain timeout (1 s) is cut at it: its stream
-/// ends without an answer, and A exits 0 soon after.
+/// ends without an answer, and A exits 0 soon after; resumed on B, the
+/// call's stream ends at once with the error saying it was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_past_the_drain_timeout_is_cut_and_the_instance_exits() {
     let mut pair = Pair::start_with(
@@ -168,7 +169,7 @@ async fn a_call_past_the_drain_timeout_is_cut_and_the_instance_exits() {
         .unwrap();
     let mut long = SseReader::new(long);
     let progress = |m: &Value| is_method(m, "notifications/progress");
-    read_messages(&mut long, 1, progress).await;
+    let seen = read_messages(&mut long, 1, progress).await;
     let signalled = std::time::Instant::now();
     pair.a.terminate();
     let mut answered = false;
@@ -184,7 +185,21 @@ async fn a_call_past_the_drain_timeout_is_cut_and_the_instance_exits() {
         signalled.elapsed()
     );
     assert!(pair.a.logged("1 cancelled at the deadline"));
+    // A's drain deleted its liveness key: B's is the only one.
+    let live: Vec<String> = pair
+        .backend
+        .keys(&pair.prefix)
+        .await
+        .into_iter()
+        .filter(|key| crate::common::redis_backend::key::is_liveness(key))
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    // The cut call is lost: resumed on B, its stream says so at once.
+    let on_b = pair.b.client(loopback(32));
+    let (_, answer) = crate::lost::resume_once(&on_b, &session, &seen[0].0, 1).await;
+    let answer = answer.expect("the cut call's resume on B got no answer");
+    assert!(crate::lost::is_lost(&answer), "{answer}");
     // The session lives on in Redis: B serves it.
-    echo_works(&pair.b.client(loopback(32)), &session, 2).await;
+    echo_works(&on_b, &session, 2).await;
     pair.finish().await;
 }

@@ -13,6 +13,7 @@ mod common;
 
 mod deletes;
 mod drain;
+mod lost;
 mod mcp;
 mod processes;
 mod replay;

@@ -169,8 +169,8 @@ impl Instance {
         }
     }
 
-    /// Kills the process and waits for it.
-    fn kill(&mut self) {
+    /// Kills the process (SIGKILL: a crash) and waits for it.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

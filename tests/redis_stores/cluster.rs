@@ -213,7 +213,7 @@ async fn the_stores_go_on_while_a_sessions_slot_migrates() {
     // DELETE through the new owner removes every key of the session.
     sessions.delete(&id).await.unwrap();
     assert_eq!(
-        backend.keys(&prefix).await,
+        backend.stored_keys(&prefix).await,
         vec![key::tombstone(&prefix, &id)]
     );
 }

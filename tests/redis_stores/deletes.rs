@@ -27,7 +27,7 @@ crate::redis_test! {
             store(&events, &format!("{session}:req-7"), &message(2)).await;
         }
         let kept_id = store(&events, &format!("{other}:common"), &message(3)).await;
-        let before = backend.keys(&prefix).await;
+        let before = backend.stored_keys(&prefix).await;
         assert_eq!(before.len(), 12, "{before:?}");
 
         // Any node carries a cluster's publications.
@@ -43,7 +43,7 @@ crate::redis_test! {
         sessions.delete(id).await.unwrap();
 
         let tombstone = key::tombstone(&prefix, id);
-        let after = backend.keys(&prefix).await;
+        let after = backend.stored_keys(&prefix).await;
         let expected: Vec<String> = before
             .iter()
             .filter(|k| key::tag(k) != Some(id))
@@ -105,7 +105,7 @@ crate::redis_test! {
                     .arg(-1),
             )
             .await;
-        let live = backend.keys(&prefix).await;
+        let live = backend.stored_keys(&prefix).await;
         assert!(
             live.contains(&key::stream(&prefix, &early))
                 && live.contains(&key::stream(&prefix, &late)),
@@ -113,7 +113,7 @@ crate::redis_test! {
         );
 
         sessions.delete(id).await.unwrap();
-        let after = backend.keys(&prefix).await;
+        let after = backend.stored_keys(&prefix).await;
         drop(stores);
         backend.clean(&prefix).await;
         assert_eq!(

@@ -58,7 +58,7 @@ crate::redis_test! {
         .await;
         // Upkeep rounds later, nothing came back.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let left = backend.keys(&prefix).await;
+        let left = backend.stored_keys(&prefix).await;
         drop((a, b, stores_a, stores_b));
         backend.clean(&prefix).await;
         assert!(ended, "A's copy outlived the DELETE on B");
@@ -122,7 +122,7 @@ crate::redis_test! {
         assert!(client.works(&session).await);
         let stream_prefix = key::streams_of(&prefix, &session);
         let streams: Vec<String> = backend
-            .keys(&prefix)
+            .stored_keys(&prefix)
             .await
             .into_iter()
             .filter(|key| key.starts_with(&stream_prefix))

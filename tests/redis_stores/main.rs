@@ -21,5 +21,6 @@ mod isolation;
 mod local_end;
 mod lost_writes;
 mod outage;
+mod requests;
 mod trim;
 mod ttl;

@@ -140,7 +140,7 @@ crate::redis_test! {
             .query(redis::cmd("ZCARD").arg(key::index(&prefix, &session)))
             .await;
         let left: Vec<String> = backend
-            .keys(&prefix)
+            .stored_keys(&prefix)
             .await
             .into_iter()
             .filter(|k| k.starts_with(&key::streams_of(&prefix, &session)))

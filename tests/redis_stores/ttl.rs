@@ -23,7 +23,7 @@ crate::redis_test! {
         let first = store(&events, &format!("{id}:common"), &message(1)).await;
         store(&events, "stateless-stream", &message(1)).await;
 
-        let written = backend.keys(&prefix).await;
+        let written = backend.stored_keys(&prefix).await;
         let mut expected = vec![
             key::session(&prefix, id),
             key::stream(&prefix, "stateless-stream"),
@@ -49,7 +49,7 @@ crate::redis_test! {
         // Half a second after their last write, every key is gone.
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert!(!backend.exists(&key::session(&prefix, id)).await);
-        assert_eq!(backend.keys(&prefix).await, Vec::<String>::new());
+        assert_eq!(backend.stored_keys(&prefix).await, Vec::<String>::new());
         drop(stores);
         backend.clean(&prefix).await;
     }

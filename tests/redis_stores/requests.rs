@@ -1,0 +1,97 @@
+//! The record of a session's unanswered requests (what lets another
+//! instance tell a resuming client that a request was lost with its
+//! instance): written while a request's answer is not stored, gone with
+//! the answer, never written for a quick call, bounded, removed by DELETE.
+
+use std::time::Duration;
+
+use crate::common::SseReader;
+use crate::common::mcp::{
+    is_method, read_messages, session_header, tool_call, tool_call_with_progress,
+};
+use crate::common::redis_server::unique_prefix;
+use crate::helpers::{instance, stores};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The fields and values of session `id`'s requests hash.
+async fn records(
+    backend: &crate::common::redis_backend::Backend,
+    prefix: &str,
+    id: &str,
+) -> Vec<String> {
+    backend
+        .query(redis::cmd("HGETALL").arg(format!("{prefix}{{{id}}}:requests")))
+        .await
+}
+
+crate::redis_test! {
+    /// A quick `echo` writes no record (its priming event and answer are
+    /// stored in one append); a `count` of 12 steps of 100 ms is recorded,
+    /// under its stream, with its request id, while it runs, and its record
+    /// is gone once answered; a DELETE removes the hash.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_is_recorded_until_its_answer_is_stored(backend) {
+        let prefix = unique_prefix("requests");
+        let stores = stores(backend, &prefix, None).await;
+        let server = instance(&stores, 8).await;
+        let client = server.client();
+        let session = client.initialize().await.unwrap();
+
+        let (status, _) = client
+            .request(&session, tool_call(2, "echo", json!({ "text": "hi" })))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(records(backend, &prefix, &session).await, Vec::<String>::new());
+
+        let response = client
+            .post(Some(session_header(&session)))
+            .json(&tool_call_with_progress(
+                3,
+                "count",
+                json!({ "steps": 12, "delay_ms": 100 }),
+                "tok",
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut stream = SseReader::new(response);
+        let progress = |m: &Value| is_method(m, "notifications/progress");
+        let first = read_messages(&mut stream, 2, progress).await;
+        let record = records(backend, &prefix, &session).await;
+        assert_eq!(record.len(), 2, "one request recorded: {record:?}");
+        let (stream_name, _) = first[1].0.split_once('#').unwrap();
+        assert_eq!(
+            format!("{session}:{}", record[0]),
+            stream_name,
+            "recorded under its stream's suffix"
+        );
+        let (instance, id) = record[1].split_once(' ').unwrap();
+        assert!(!instance.is_empty());
+        assert_eq!(id, "3", "with its request id");
+
+        let answered = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = stream.next(Duration::from_secs(5)).await {
+                if event.message.is_some_and(|m| m["id"] == json!(3)) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(answered, Ok(true));
+        assert_eq!(
+            records(backend, &prefix, &session).await,
+            Vec::<String>::new(),
+            "answered: no record left"
+        );
+
+        assert!(client.delete(&session).await.is_success());
+        let key = format!("{prefix}{{{session}}}:requests");
+        assert!(!backend.exists(&key).await, "a DELETE removes the hash");
+        drop(server);
+        drop(stores);
+        backend.clean(&prefix).await;
+    }
+}
