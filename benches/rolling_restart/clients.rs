@@ -107,7 +107,9 @@ pub(crate) struct Answer {
     pub(crate) on: Instance,
     /// Its POST stream, or which resume.
     pub(crate) via: String,
-    pub(crate) result: bool,
+    /// `None` for a result; else the error's `data.reason`, or its
+    /// message.
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Default)]
@@ -161,7 +163,14 @@ pub(crate) async fn read_events(
                     at: Instant::now(),
                     on,
                     via: via.to_owned(),
-                    result: message["result"].is_object(),
+                    error: (!message["result"].is_object()).then(|| {
+                        let error = &message["error"];
+                        error["data"]["reason"]
+                            .as_str()
+                            .or(error["message"].as_str())
+                            .unwrap_or("malformed")
+                            .to_owned()
+                    }),
                 });
                 return Ending::Answered;
             }

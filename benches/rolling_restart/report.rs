@@ -123,10 +123,9 @@ pub(crate) fn print_report(report: &Report, secs: u64) {
         match &long.answer {
             Some(answer) => format!(
                 "{}, {} after the signal ({:.2} s after the call started), on {}, {}",
-                if answer.result {
-                    "yes"
-                } else {
-                    "yes (an error)"
+                match &answer.error {
+                    None => "yes".to_owned(),
+                    Some(error) => format!("yes, an error ({error})"),
                 },
                 since(at, answer.at),
                 long.started
