@@ -95,3 +95,60 @@ crate::redis_test! {
         backend.clean(&prefix).await;
     }
 }
+
+/// The scripts a Redis ran so far (`EVAL` and `EVALSHA`), from `INFO
+/// commandstats`.
+async fn scripts_run(url: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut crate::common::redis_server::connection(url).await)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// One round trip per tool call: on a Redis of the test's own (nothing
+/// else runs scripts there; the upkeep's round is a minute away), 20
+/// `echo` calls run 20 scripts, not 40: each call's priming event and
+/// answer are stored by one. (A call slower than the priming event's
+/// 50 ms wait, on a loaded machine, stores its priming event alone: a few
+/// are allowed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_costs_one_script() {
+    let redis = crate::common::redis_server::PrivateRedis::start();
+    let stores = mcp_bounded_session::RedisStores::builder(redis.url())
+        .prefix("calls:")
+        .connect()
+        .await
+        .unwrap();
+    let server = instance(&stores, 8).await;
+    let client = server.client();
+    let session = client.initialize().await.unwrap();
+    assert!(client.works(&session).await);
+    let before = scripts_run(&redis.url()).await;
+    for n in 0..20 {
+        let (status, messages) = client
+            .request(&session, tool_call(10 + n, "echo", json!({ "text": "hi" })))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            messages.iter().any(|m| m["id"] == json!(10 + n)),
+            "{messages:?}"
+        );
+    }
+    let scripts = scripts_run(&redis.url()).await - before;
+    assert!(
+        (20..=25).contains(&scripts),
+        "{scripts} scripts for 20 calls"
+    );
+}

@@ -7,9 +7,9 @@
 //! to the store at a time: storing is async, so routing only queues an
 //! event with a ticket, and whichever send holds the session's storing turn
 //! stores the queue's head (with the events right after it bound for the
-//! same stream, as many as the store takes in one call: the Redis stores
-//! take several, so a tool call's priming event and its answer cost one
-//! round trip), until its own ticket is done. Events leave the queue only
+//! same stream, up to its own, as many as the store takes in one call: the
+//! Redis stores take several, so a tool call's priming event and its
+//! answer cost one round trip), until its own ticket is done. Events leave the queue only
 //! once stored: a send dropped while the store works leaves that event to the
 //! next sender, which stores it again (the store may then hold it twice; a
 //! client gets it once), rather than losing it. An ended session drops the
@@ -64,7 +64,7 @@ impl Shared {
                 if state.stored_through >= ticket {
                     break;
                 }
-                match state.next_batch(store.max_events()) {
+                match state.next_batch(store.max_events(), ticket) {
                     Some(batch) => batch,
                     None => {
                         // Ended: the queue was dropped.
@@ -202,9 +202,10 @@ impl State {
     }
 
     /// The queue's head and, up to `max` in all, the events right after it
-    /// bound for the same stream; `None` if the queue is empty (the
-    /// session ended).
-    fn next_batch(&mut self, max: usize) -> Option<Batch> {
+    /// bound for the same stream, up to ticket `through` (a later event's
+    /// sender stores it, and waits for room in its client's queue if it
+    /// must); `None` if the queue is empty (the session ended).
+    fn next_batch(&mut self, max: usize, through: u64) -> Option<Batch> {
         let head = self.unstored.front()?.clone();
         let name = self.store_name(head.route);
         let request = match head.route {
@@ -220,7 +221,7 @@ impl State {
         };
         let mut events = vec![head];
         for next in self.unstored.iter().skip(1).take(max.saturating_sub(1)) {
-            if !same_stream(next.route, events[0].route) {
+            if next.ticket > through || !same_stream(next.route, events[0].route) {
                 break;
             }
             events.push(next.clone());
