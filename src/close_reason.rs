@@ -41,6 +41,10 @@ pub enum CloseReason {
     /// ([`BoundedSessionManager::drain`](crate::BoundedSessionManager::drain)):
     /// a session store, if any, keeps the session for another instance.
     Drained,
+    /// The session was idle for the manager's `park_after`: its live copy
+    /// ended, and its next request restores it from the session store
+    /// (see [`guide::parking`](crate::guide::parking)).
+    Parked,
 }
 
 impl CloseReason {
@@ -61,6 +65,7 @@ impl CloseReason {
             Self::HandshakeAbandoned => "HandshakeAbandoned",
             Self::HandlerEnded => "HandlerEnded",
             Self::Drained => "Drained",
+            Self::Parked => "Parked",
         }
     }
 
@@ -84,6 +89,7 @@ impl CloseReason {
             Self::HandshakeAbandoned => "handshake_abandoned",
             Self::HandlerEnded => "handler_ended",
             Self::Drained => "drained",
+            Self::Parked => "parked",
         }
     }
 }
@@ -98,7 +104,7 @@ impl fmt::Display for CloseReason {
 mod tests {
     use super::*;
 
-    const ALL: [CloseReason; 7] = [
+    const ALL: [CloseReason; 9] = [
         CloseReason::Evicted,
         CloseReason::MaxLifetime,
         CloseReason::Closed,
@@ -106,6 +112,8 @@ mod tests {
         CloseReason::InitTimeout,
         CloseReason::HandshakeAbandoned,
         CloseReason::HandlerEnded,
+        CloseReason::Drained,
+        CloseReason::Parked,
     ];
 
     /// The two spellings are written out by hand; this keeps them the same

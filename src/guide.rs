@@ -11,6 +11,8 @@
 //! - [`replay`]: `Last-Event-ID`, shadow streams, backpressure, memory;
 //! - [`instances`]: several instances on Redis, `MemoryEventStore`;
 //! - [`deploys`]: draining an instance before it stops;
+//! - [`parking`]: evicted and idle sessions kept in a few hundred bytes,
+//!   restored on their next request;
 //! - [`migrating`]: from `mcp-session`, and the alternatives compared;
 //! - [`internals`] and [`limits`];
 //! - [`correctness`]: what checks each guarantee.
@@ -35,6 +37,9 @@ pub mod instances {}
 
 #[doc = include_str!("../docs/guide/deploys.md")]
 pub mod deploys {}
+
+#[doc = include_str!("../docs/guide/parking.md")]
+pub mod parking {}
 
 #[doc = include_str!("../docs/guide/migrating.md")]
 pub mod migrating {}

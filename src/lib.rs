@@ -132,7 +132,10 @@ pub use replay_buffer::ReplayError;
 pub use requests::{ListenAtQuota, RequestInfo};
 pub use rmcp::transport::streamable_http_server::session::SessionId;
 pub use session::{SessionHandle, SessionTransport};
-pub use store::{MemoryEventStore, MemoryEventStoreBuilder, StoreError};
+pub use store::{
+    MemoryEventStore, MemoryEventStoreBuilder, MemorySessionStore, MemorySessionStoreBuilder,
+    StoreError,
+};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::{RedisEventStore, RedisSessionStore, RedisStores, RedisStoresBuilder};

@@ -110,8 +110,8 @@ async fn main() -> ExitCode {
         builder = builder.max_listen_streams_per_client(n);
     }
     let shutdown = CancellationToken::new();
-    // Only `--redis` or `--redis-cluster` changes it.
-    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    // `--redis`, `--redis-cluster` or parking in memory give it a session
+    // store.
     let mut config =
         StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
     #[cfg(feature = "redis")]
@@ -142,6 +142,20 @@ async fn main() -> ExitCode {
         };
         builder = builder.redis(&redis);
         config.session_store = Some(redis.session_store());
+    }
+    // Parking: in memory, unless Redis keeps the sessions.
+    let in_memory = options.redis.is_none() && options.redis_cluster.is_none();
+    if in_memory && (options.park_after.is_some() || options.max_parked.is_some()) {
+        let mut parked = mcp_bounded_session::MemorySessionStore::builder();
+        if let Some(max) = options.max_parked {
+            parked = parked.max_parked(max);
+        }
+        let parked = parked.build();
+        builder = builder.park_in(&parked);
+        config.session_store = Some(std::sync::Arc::new(parked));
+    }
+    if let Some(after) = options.park_after {
+        builder = builder.park_after(after);
     }
     let manager = builder.build();
 

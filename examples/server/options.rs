@@ -57,6 +57,12 @@ Usage: server [FLAGS]
                                may run before they are cancelled (default 25,
                                under Kubernetes' 30 s grace period); a second
                                signal stops at once
+  --park-after SECS|none       park a session idle this long: its live copy
+                               ends, its next request restores it (in memory,
+                               or in Redis with --redis; default none)
+  --max-parked N               sessions parked in memory at most, the least
+                               recently parked dropped beyond (default 100000;
+                               setting it parks evicted sessions too)
   --redis URL                  share sessions and replays with every instance
                                given the same URL and prefix (needs
                                --features redis; default: none, one instance)
@@ -97,6 +103,10 @@ pub struct Options {
     pub max_connections: Option<usize>,
     pub max_connections_per_client: Option<usize>,
     pub drain_timeout: Duration,
+    /// `--park-after`, if given.
+    pub park_after: Option<Duration>,
+    /// `--max-parked`, if given.
+    pub max_parked: Option<usize>,
     pub redis: Option<String>,
     /// The nodes of `--redis-cluster`.
     pub redis_cluster: Option<Vec<String>>,
@@ -127,6 +137,8 @@ pub fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, Stri
         redis_cluster: None,
         redis_prefix: "mcp:".to_owned(),
         request_lost_after: None,
+        park_after: None,
+        max_parked: None,
     };
     let mut args = args;
     while let Some(flag) = args.next() {
@@ -208,6 +220,29 @@ pub fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, Stri
                     }
                 };
             }
+            "--park-after" => {
+                options.park_after = match value.as_str() {
+                    "none" => None,
+                    _ => Some(
+                        value
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|secs| *secs > 0.0 && secs.is_finite())
+                            .map(Duration::from_secs_f64)
+                            .ok_or_else(|| {
+                                format!("--park-after {value}: expected seconds > 0 or none")
+                            })?,
+                    ),
+                };
+            }
+            "--max-parked" => {
+                let max: usize = value
+                    .parse()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| format!("--max-parked {value}: expected a number >= 1"))?;
+                options.max_parked = Some(max);
+            }
             "--drain-timeout" => {
                 options.drain_timeout = value
                     .parse::<u64>()
@@ -249,6 +284,16 @@ pub fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, Stri
     }
     if options.redis.is_some() && options.redis_cluster.is_some() {
         return Err("--redis and --redis-cluster: give one of them".into());
+    }
+    let redis = options.redis.is_some() || options.redis_cluster.is_some();
+    if redis && options.max_parked.is_some() {
+        return Err("--max-parked parks in memory; with Redis, sessions park in Redis".into());
+    }
+    if options
+        .park_after
+        .is_some_and(|after| after >= options.idle_timeout)
+    {
+        return Err("--park-after must be shorter than --idle-timeout".into());
     }
     match (
         &options.forwarded_header,

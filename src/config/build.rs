@@ -73,7 +73,13 @@ impl BoundedSessionManagerBuilder {
         };
         #[cfg(not(feature = "redis"))]
         let event_store = self.event_store.map(|store| Appender::any(bind(store)));
+        #[cfg(feature = "redis")]
+        let redis = self.redis.is_some();
+        #[cfg(not(feature = "redis"))]
+        let redis = false;
+        let parking = self.parking.into_parking(redis, session.keep_alive);
         Parts {
+            parking,
             max_sessions: self.max_sessions,
             replay_capacity: self.replay_capacity.unwrap_or(session.channel_capacity),
             session,

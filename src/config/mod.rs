@@ -19,6 +19,7 @@ use crate::rate_limiter::RateLimiter;
 use crate::session::SessionRegistry;
 
 mod build;
+mod parking;
 mod requests;
 mod stores;
 pub(crate) mod validate;
@@ -73,6 +74,7 @@ pub struct BoundedSessionManagerBuilder {
     client_key: Option<ClientKeyFn>,
     bind_sessions_to_client: bool,
     requests: crate::requests::RequestLimits,
+    parking: parking::ParkingSettings,
 }
 
 impl std::fmt::Debug for BoundedSessionManagerBuilder {
@@ -152,6 +154,7 @@ impl BoundedSessionManagerBuilder {
             client_key: None,
             bind_sessions_to_client: false,
             requests: crate::requests::RequestLimits::default(),
+            parking: parking::ParkingSettings::default(),
         }
     }
 

@@ -38,6 +38,7 @@ pub(crate) struct Parts {
     pub(crate) client_limits: Option<ClientLimits>,
     pub(crate) bind_to_client: bool,
     pub(crate) requests: RequestLimits,
+    pub(crate) parking: Option<Arc<crate::manager::parking::Parking>>,
 }
 
 impl BoundedSessionManager {
@@ -59,6 +60,7 @@ impl BoundedSessionManager {
             client_limits,
             bind_to_client,
             requests,
+            parking,
         } = parts;
         let stateless = event_store
             .as_ref()
@@ -77,6 +79,7 @@ impl BoundedSessionManager {
                 max_request_streams,
                 event_store,
                 session,
+                parking,
             }),
             rate_limiter: rate_limit.map(|(max, window)| RateLimiter::new(max, window)),
             max_lifetime,

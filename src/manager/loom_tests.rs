@@ -33,7 +33,7 @@ struct Member {
 }
 
 impl Stop for Member {
-    fn stop(&self, _reason: CloseReason) {
+    fn stop(&self, _reason: CloseReason, _generation: u64) {
         self.stops.fetch_add(1, Ordering::SeqCst);
     }
 

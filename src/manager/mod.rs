@@ -37,6 +37,7 @@ pub(crate) mod admission;
 mod compat;
 pub(crate) mod construct;
 mod drain;
+pub(crate) mod parking;
 mod session_manager;
 #[cfg(feature = "redis")]
 mod stores;

@@ -73,6 +73,17 @@ impl SessionManager for BoundedSessionManager {
             // it runs `initialize`, cannot close the entry itself.
             self.registry.close(id, None, CloseReason::InitTimeout);
         }
+        // With parking in memory: its entry, which rmcp fills with the
+        // session's state next.
+        if answered.is_ok()
+            && let Some(store) = self.memory_parking()
+            && let Some((generation, owner)) =
+                self.registry.with_activity(id, |session, activity| {
+                    (activity.generation(), session.owner.clone())
+                })
+        {
+            store.expect(id, generation, owner);
+        }
         answered.map_err(|error| refused(error, gone))
     }
 
@@ -105,6 +116,18 @@ impl SessionManager for BoundedSessionManager {
                 .registry
                 .with_session(id, |session| session.owner != client)
                 == Some(true)
+        {
+            http::record(Refusal::SessionGone);
+            return Err(LocalSessionManagerError::SessionNotFound(id.clone()).into());
+        }
+        // Likewise for a parked one: rmcp leaves it in the store.
+        if self.bind_to_client
+            && let Some(client) = http::request_client()
+            && let Some(store) = self.memory_parking()
+            && store
+                .inner
+                .parked_owner(id)
+                .is_some_and(|owner| owner != client)
         {
             http::record(Refusal::SessionGone);
             return Err(LocalSessionManagerError::SessionNotFound(id.clone()).into());
@@ -308,9 +331,28 @@ impl SessionManager for BoundedSessionManager {
                 }
             }
         }
+        // Parked in memory: taken out of the store's bound and deadline
+        // until admitted (given back if refused), and only by its owner
+        // when sessions are bound.
+        let pin = match self.memory_parking() {
+            Some(store) => Some(self.pin_parked(store, &id).await?),
+            None => None,
+        };
         let admitted = self.admission().await?;
-        Ok(match self.admit(admitted, id, Origin::Restored) {
-            Some(transport) => RestoreOutcome::Restored(transport),
+        Ok(match self.admit(admitted, id.clone(), Origin::Restored) {
+            Some(transport) => {
+                if let Some(pin) = pin
+                    && let Some(generation) = self
+                        .registry
+                        .with_activity(&id, |_, activity| activity.generation())
+                {
+                    pin.commit(generation);
+                    if let Some(parking) = &self.settings.parking {
+                        parking.restored(&id);
+                    }
+                }
+                RestoreOutcome::Restored(transport)
+            }
             // Only under a caller that restores outside rmcp's own
             // serialization, racing an insert: everything went back.
             None => RestoreOutcome::AlreadyPresent,
@@ -328,6 +370,42 @@ impl SessionManager for BoundedSessionManager {
 }
 
 impl BoundedSessionManager {
+    /// The in-memory store sessions are parked in, if any.
+    fn memory_parking(&self) -> Option<&crate::store::MemorySessionStore> {
+        self.settings.parking.as_ref()?.memory.as_ref()
+    }
+
+    /// Takes parked session `id` for its restore (see `parking`): waits
+    /// a few yields for a copy that is ending to be parked; refuses (as
+    /// unknown) one that is not parked, or was created by another client
+    /// when sessions are bound to their client.
+    async fn pin_parked(
+        &self,
+        store: &crate::store::MemorySessionStore,
+        id: &SessionId,
+    ) -> Result<crate::store::memory_sessions::Pin, BoundedSessionError> {
+        use crate::store::memory_sessions::NotParked;
+        let gone = || {
+            http::record(Refusal::SessionGone);
+            BoundedSessionError::from(LocalSessionManagerError::SessionNotFound(id.clone()))
+        };
+        let mut yields = 0;
+        let pin = loop {
+            match store.inner.pin(id) {
+                Ok(pin) => break pin,
+                Err(NotParked::Live) if yields < ENDING_YIELDS => {
+                    yields += 1;
+                    tokio::task::yield_now().await;
+                }
+                Err(_) => return Err(gone()),
+            }
+        };
+        if self.bind_to_client && *pin.owner() != http::current_client() {
+            return Err(gone());
+        }
+        Ok(pin)
+    }
+
     /// What ends session `id` at its handshake's deadline if its
     /// `initialize_session` future is dropped while the handler hangs in
     /// `initialize`; `None` without a deadline.

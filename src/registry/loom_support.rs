@@ -55,7 +55,7 @@ impl Probe {
 }
 
 impl Stop for Probe {
-    fn stop(&self, _reason: CloseReason) {
+    fn stop(&self, _reason: CloseReason, _generation: u64) {
         self.stops.fetch_add(1, Ordering::SeqCst);
     }
 

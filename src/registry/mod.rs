@@ -94,9 +94,10 @@ pub use self::stats::SessionStats;
 /// What the registry keeps per session: something the request path clones
 /// out, and a way to end the session.
 pub(crate) trait Stop {
-    /// Ends the session (its transport and SSE streams) for `reason`. Called once,
-    /// right after the session left the map.
-    fn stop(&self, reason: CloseReason);
+    /// Ends the session (its transport and SSE streams), admitted as
+    /// `generation`, for `reason`. Called once, right after the session
+    /// left the map.
+    fn stop(&self, reason: CloseReason, generation: u64);
 
     /// Gives up, as soon as the session left the map and before its slot
     /// is free, whatever must not outlive its place there (a client's
@@ -440,6 +441,24 @@ impl<H: Stop> Registry<H> {
         generation: Option<u64>,
         reason: CloseReason,
     ) -> bool {
+        self.remove_claimed(id, generation, reason, false)
+    }
+
+    /// Parks generation `generation` of session `id`: removes, ends and
+    /// frees it as [`Self::close`] does ([`CloseReason::Parked`]), only if
+    /// no request of it is in flight and no stream of it is open. Returns
+    /// whether it did.
+    pub(crate) fn park(&self, id: &SessionId, generation: u64) -> bool {
+        self.remove_claimed(id, Some(generation), CloseReason::Parked, true)
+    }
+
+    fn remove_claimed(
+        &self,
+        id: &SessionId,
+        generation: Option<u64>,
+        reason: CloseReason,
+        only_if_idle: bool,
+    ) -> bool {
         // Unknown ids (a DELETE with garbage) touch no shared counter.
         if !self.sessions.contains_key(id) {
             return false;
@@ -453,8 +472,15 @@ impl<H: Stop> Registry<H> {
                 if generation.is_some_and(|generation| entry.activity.generation() != generation) {
                     return None;
                 }
-                if entry.activity.claim(false) {
+                if only_if_idle && entry.activity.is_listening() {
+                    return None;
+                }
+                if entry.activity.claim(only_if_idle) {
                     return Some(entry.activity.clone());
+                }
+                if only_if_idle {
+                    // Busy: it stays.
+                    return None;
                 }
                 // Claimed by another thread, which is removing it.
                 entry.ending.store(true, Ordering::Release);
@@ -490,7 +516,7 @@ impl<H: Stop> Registry<H> {
         reason: CloseReason,
         live_after: usize,
     ) {
-        entry.session.stop(reason);
+        entry.session.stop(reason, entry.activity.generation());
         let lived = entry.created_at.elapsed();
         tracing::info!(
             session_id = %id,

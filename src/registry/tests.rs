@@ -7,7 +7,7 @@ use crate::eviction::queue::compaction_slack;
 use crate::eviction::{AtCapacity, EvictionPolicy};
 
 impl Stop for CancellationToken {
-    fn stop(&self, _reason: CloseReason) {
+    fn stop(&self, _reason: CloseReason, _generation: u64) {
         self.cancel();
     }
 }
@@ -361,7 +361,7 @@ async fn eviction_at_cap_pops_exactly_one_entry() {
 struct PanicsOnLeave;
 
 impl Stop for PanicsOnLeave {
-    fn stop(&self, _reason: CloseReason) {}
+    fn stop(&self, _reason: CloseReason, _generation: u64) {}
     fn left_registry(&mut self) {
         panic!("left_registry panicked");
     }

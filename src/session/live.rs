@@ -52,8 +52,13 @@ pub(crate) struct LiveSession {
 }
 
 impl Stop for LiveSession {
-    fn stop(&self, reason: CloseReason) {
-        self.handle.shared().end(reason);
+    fn stop(&self, reason: CloseReason, generation: u64) {
+        let shared = self.handle.shared();
+        shared.end(reason);
+        // With parking, the session store hears how this copy ended.
+        if let Some(parking) = &shared.settings.parking {
+            parking.closed(&shared.id, generation, reason, shared.idle_deadline());
+        }
     }
 
     fn left_registry(&mut self) {
@@ -168,6 +173,18 @@ impl Lease {
             self.registry.close(&self.id, Some(self.seq), reason);
             self.late_close_markers.record(self.id.clone());
         }
+    }
+
+    /// Parks the session ([`SessionRegistry::park`]) unless a request of
+    /// it is in flight or a stream of it open; whether it did (then the
+    /// lease is over).
+    pub(crate) fn park(&mut self) -> bool {
+        if self.ended || !self.registry.park(&self.id, self.seq) {
+            return false;
+        }
+        self.ended = true;
+        self.late_close_markers.record(self.id.clone());
+        true
     }
 }
 

@@ -58,6 +58,8 @@ pub(crate) struct SessionSettings {
     pub(crate) replay_capacity: usize,
     pub(crate) max_request_streams: usize,
     pub(crate) event_store: Option<crate::store::Appender>,
+    /// Where sessions are parked, if they are.
+    pub(crate) parking: Option<Arc<crate::manager::parking::Parking>>,
 }
 
 impl SessionSettings {

@@ -99,7 +99,7 @@ impl SessionTransport {
         match transport.check_deadlines(Instant::now()) {
             Deadline::CheckAt(first) => transport.timer.as_mut().reset(first),
             // Noticed at the first `receive`.
-            Deadline::Passed(_) => transport.timer.as_mut().reset(Instant::now()),
+            Deadline::Passed(_) | Deadline::Park => transport.timer.as_mut().reset(Instant::now()),
             Deadline::Never => {}
         }
         transport
@@ -154,6 +154,21 @@ impl SessionTransport {
                     tracing::debug!(session_id = %self.shared.id, %reason, "session reached a deadline");
                     self.end(reason);
                     return true;
+                }
+                Deadline::Park => {
+                    if self.lease.as_mut().is_some_and(Lease::park) {
+                        tracing::debug!(session_id = %self.shared.id, "idle session parked");
+                        return true;
+                    }
+                    // Busy or listening: look again a park interval later.
+                    let after = self
+                        .shared
+                        .settings
+                        .parking
+                        .as_ref()
+                        .and_then(|parking| parking.park_after)
+                        .unwrap_or(Duration::from_secs(1));
+                    self.timer.as_mut().reset(Instant::now() + after);
                 }
                 Deadline::CheckAt(at) => self.timer.as_mut().reset(at),
                 Deadline::Never => self.timer.as_mut().reset(far_future()),

@@ -31,6 +31,7 @@
 mod appender;
 mod bound_ids;
 mod memory;
+pub(crate) mod memory_sessions;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
@@ -45,6 +46,7 @@ pub use self::redis::{RedisEventStore, RedisSessionStore, RedisStores, RedisStor
 pub(crate) use appender::Appender;
 pub(crate) use bound_ids::{BoundIds, IdKey, bound_stream};
 pub use memory::{MemoryEventStore, MemoryEventStoreBuilder};
+pub use memory_sessions::{MemorySessionStore, MemorySessionStoreBuilder};
 #[cfg(feature = "redis")]
 pub(crate) use session_id::is_session_id;
 pub(crate) use stateless::StatelessStreams;

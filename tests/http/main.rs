@@ -36,6 +36,7 @@ mod drain;
 mod expiry;
 mod fairness;
 mod listen_streams;
+mod parking;
 mod properties;
 mod quota_race;
 mod rate_limit;

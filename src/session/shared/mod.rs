@@ -90,6 +90,8 @@ pub(crate) struct State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Deadline {
     Passed(CloseReason),
+    /// Idle for `park_after`: park it if nothing of it is in flight.
+    Park,
     CheckAt(Instant),
     Never,
 }
@@ -186,6 +188,13 @@ impl Shared {
         self.state.lock().last_activity = Instant::now();
     }
 
+    /// When the session's idle timeout ends it, counted from its last
+    /// activity; `None` without an idle timeout.
+    pub(crate) fn idle_deadline(&self) -> Option<Instant> {
+        let idle = self.settings.session.keep_alive?;
+        self.state.lock().last_activity.checked_add(idle)
+    }
+
     /// Whether the handshake is still under way (or not begun).
     pub(crate) fn handshake_pending(&self) -> bool {
         matches!(
@@ -202,10 +211,11 @@ impl Shared {
         }
     }
 
-    /// Whether the session timed out by `now`, else when to look again.
-    /// After the handshake: the idle timeout, counted from the last
-    /// message. Before: `init_timeout`, counted from creation; and, as the
-    /// handshake's end re-arms nothing, a look when the idle timeout would
+    /// Whether the session timed out by `now` (or is due to be parked),
+    /// else when to look again. After the handshake: the idle timeout and
+    /// `park_after`, counted from the last message. Before: `init_timeout`,
+    /// counted from creation; and, as the handshake's end re-arms nothing,
+    /// a look when the first of the idle timeout and `park_after` would
     /// run out, in case the handshake is done by then.
     pub(crate) fn timeout_check(&self, now: Instant) -> Deadline {
         let state = self.state.lock();
@@ -213,24 +223,39 @@ impl Shared {
         let idle_at = config
             .keep_alive
             .and_then(|idle| state.last_activity.checked_add(idle));
+        let park_after = self
+            .settings
+            .parking
+            .as_ref()
+            .and_then(|parking| parking.park_after);
         match state.phase {
-            Phase::Ready => match idle_at {
-                Some(at) if at <= now => Deadline::Passed(CloseReason::IdleTimeout),
-                Some(at) => Deadline::CheckAt(at),
-                None => Deadline::Never,
-            },
+            Phase::Ready => {
+                let park_at = park_after.and_then(|after| state.last_activity.checked_add(after));
+                match (idle_at, park_at) {
+                    (Some(at), _) if at <= now => Deadline::Passed(CloseReason::IdleTimeout),
+                    (_, Some(at)) if at <= now => Deadline::Park,
+                    (Some(idle), Some(park)) => Deadline::CheckAt(idle.min(park)),
+                    (Some(at), None) | (None, Some(at)) => Deadline::CheckAt(at),
+                    (None, None) => Deadline::Never,
+                }
+            }
             Phase::AwaitingInitialize | Phase::Initializing { .. } => {
                 let init_at = config
                     .init_timeout
                     .and_then(|timeout| self.created_at.checked_add(timeout));
-                // Not a deadline: a look once the idle timeout would have
-                // run out, in case the handshake is done by then (and
-                // again an idle timeout later if it is not).
-                let look_at = idle_at.zip(config.keep_alive).and_then(|(at, idle)| {
+                // Not a deadline: a look once the idle timeout (or
+                // `park_after`) would have run out, in case the handshake is
+                // done by then (and again as long later if it is not).
+                let every = match (config.keep_alive, park_after) {
+                    (Some(idle), Some(park)) => Some(idle.min(park)),
+                    (idle, park) => idle.or(park),
+                };
+                let look_at = every.and_then(|every| {
+                    let at = state.last_activity.checked_add(every)?;
                     if at > now {
                         Some(at)
                     } else {
-                        now.checked_add(idle)
+                        now.checked_add(every)
                     }
                 });
                 match (init_at, look_at) {

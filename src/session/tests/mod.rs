@@ -66,6 +66,7 @@ struct Session {
 
 fn settings(config: impl FnOnce(&mut SessionSettings)) -> Arc<SessionSettings> {
     let mut settings = SessionSettings {
+        parking: None,
         session: SessionConfig::default(),
         replay_capacity: 16,
         max_request_streams: 8,

@@ -1,0 +1,137 @@
+//! Parking: a session the manager lets go of while its client may come
+//! back (evicted, or idle for `park_after`) stays in a session store, and
+//! its next request restores it through rmcp's restore path instead of
+//! answering `404`.
+//!
+//! # Invariants kept here
+//!
+//! - A session is parked only when its live copy ended by eviction,
+//!   `park_after` or a drain; every other end (idle timeout, maximum
+//!   lifetime, DELETE, its handler stopping) forgets it: those are ends
+//!   for good.
+//! - `park_after` never parks a session with a request in flight or a
+//!   stream open (the registry claims it only if idle and not listening,
+//!   atomically with respect to a request beginning).
+//! - A restore takes the parked entry out of the store's bound and
+//!   deadline (`Pin`) before it is admitted, and gives it back if
+//!   refused: a refused restore (`429`, `503`) loses nothing, and the
+//!   client's next try can succeed. With sessions bound to their client,
+//!   only the client that created a parked session restores or DELETEs
+//!   it.
+//! - The hooks run after the store changed, outside its locks, and a
+//!   panicking hook is logged and changes nothing.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rmcp::transport::streamable_http_server::session::SessionId;
+use tokio::time::Instant;
+
+use crate::close_reason::CloseReason;
+use crate::store::MemorySessionStore;
+use crate::store::memory_sessions::Parked;
+
+/// The hook called with each parked session.
+pub(crate) type ParkHook = Arc<dyn Fn(&SessionId, CloseReason) + Send + Sync>;
+/// The hook called with each restored session.
+pub(crate) type RestoreHook = Arc<dyn Fn(&SessionId) + Send + Sync>;
+
+/// A manager's parking settings and store.
+pub(crate) struct Parking {
+    /// The in-memory store; `None` when the Redis stores keep parked
+    /// sessions (their key outlives the live copy by itself).
+    pub(crate) memory: Option<MemorySessionStore>,
+    pub(crate) park_after: Option<Duration>,
+    pub(crate) on_park: Option<ParkHook>,
+    pub(crate) on_restore: Option<RestoreHook>,
+    /// Whether the warning about a store rmcp was not given was logged.
+    warned_no_state: AtomicBool,
+}
+
+impl std::fmt::Debug for Parking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parking")
+            .field("memory", &self.memory.is_some())
+            .field("park_after", &self.park_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Parking {
+    pub(crate) fn new(
+        memory: Option<MemorySessionStore>,
+        park_after: Option<Duration>,
+        on_park: Option<ParkHook>,
+        on_restore: Option<RestoreHook>,
+    ) -> Self {
+        Self {
+            memory,
+            park_after,
+            on_park,
+            on_restore,
+            warned_no_state: AtomicBool::new(false),
+        }
+    }
+
+    /// Copy `generation` of session `id` ended for `reason`, idle until
+    /// `idle_deadline` at most: parked or forgotten (module docs).
+    pub(crate) fn closed(
+        &self,
+        id: &SessionId,
+        generation: u64,
+        reason: CloseReason,
+        idle_deadline: Option<Instant>,
+    ) {
+        let parks = matches!(
+            reason,
+            CloseReason::Evicted | CloseReason::Parked | CloseReason::Drained
+        );
+        let parked = match &self.memory {
+            Some(store) => match store.inner.closed(id, generation, parks, idle_deadline) {
+                Parked::Yes => true,
+                Parked::NotHere => false,
+                Parked::NoState => {
+                    if !self.warned_no_state.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            session_id = %id,
+                            "a session could not be parked: its state never reached the \
+                             MemorySessionStore (give the store to rmcp's \
+                             StreamableHttpServerConfig::session_store too)"
+                        );
+                    }
+                    false
+                }
+            },
+            // The Redis stores keep the session's key after its copy ends.
+            None => parks,
+        };
+        if parked {
+            tracing::debug!(session_id = %id, %reason, "session parked");
+            call_hook("on_park", id, || {
+                if let Some(hook) = &self.on_park {
+                    hook(id, reason);
+                }
+            });
+        }
+    }
+
+    /// A parked session was restored.
+    pub(crate) fn restored(&self, id: &SessionId) {
+        tracing::debug!(session_id = %id, "parked session restored");
+        call_hook("on_restore", id, || {
+            if let Some(hook) = &self.on_restore {
+                hook(id);
+            }
+        });
+    }
+}
+
+fn call_hook(name: &str, id: &SessionId, call: impl FnOnce()) {
+    // Unwind safety: the hook gets shared references only; the store's
+    // change is complete before it runs.
+    if panic::catch_unwind(AssertUnwindSafe(call)).is_err() {
+        tracing::error!(session_id = %id, hook = name, "a parking hook panicked");
+    }
+}
