@@ -394,5 +394,15 @@ pub fn settings_line(options: &Options) -> String {
             options.redis_prefix
         ),
         (None, None) => String::new(),
+    } + &match (options.max_parked, options.park_after) {
+        (None, None) => String::new(),
+        (max, after) => format!(
+            "; parking: max parked {}, park after {}",
+            max.map_or_else(|| "default".to_owned(), |max| max.to_string()),
+            after.map_or_else(
+                || "none".to_owned(),
+                |after| format!("{}s", after.as_secs_f64())
+            ),
+        ),
     }
 }

@@ -10,8 +10,11 @@
 //!   lifetime, DELETE, its handler stopping) forgets it: those are ends
 //!   for good.
 //! - `park_after` never parks a session with a request in flight or a
-//!   stream open (the registry claims it only if idle and not listening,
-//!   atomically with respect to a request beginning).
+//!   stream open: the registry claims it only if no request is in flight
+//!   (one word with the claim bit, `eviction::activity`), under the
+//!   session's lock and only if no `GET` response is open (a `GET` opens
+//!   its response under that lock while its request holds the session
+//!   busy; `Shared::claim_if_quiet`).
 //! - A restore takes the parked entry out of the store's bound and
 //!   deadline (`Pin`) before it is admitted, and gives it back if
 //!   refused: a refused restore (`429`, `503`) loses nothing, and the

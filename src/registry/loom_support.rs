@@ -28,6 +28,9 @@ pub(crate) struct Probe {
     pub(crate) name: &'static str,
     pub(crate) stops: Arc<AtomicUsize>,
     gate: Option<Arc<Gate>>,
+    /// Streams open, counted under a lock as the session's own lock
+    /// counts its responses.
+    pub(crate) streams: Arc<loom::sync::Mutex<usize>>,
 }
 
 impl Probe {
@@ -36,6 +39,7 @@ impl Probe {
             name,
             stops: Arc::new(AtomicUsize::new(0)),
             gate: None,
+            streams: Arc::new(loom::sync::Mutex::new(0)),
         }
     }
 
@@ -57,6 +61,11 @@ impl Probe {
 impl Stop for Probe {
     fn stop(&self, _reason: CloseReason, _generation: u64) {
         self.stops.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn claim_if_quiet(&self, claim: &mut dyn FnMut() -> bool) -> bool {
+        let streams = self.streams.lock().unwrap();
+        *streams == 0 && claim()
     }
 
     fn left_registry(&mut self) {

@@ -374,3 +374,52 @@ fn refuse_at_capacity_waits_for_a_close_in_flight_and_never_evicts() {
         assert_conserved(registry.stats());
     });
 }
+
+/// `park_after` racing a request that begins, and a GET that starts
+/// listening: the session is parked only if neither got in first, and a
+/// request or stream that began never sees its session parked under it
+/// (its `begin` fails instead, and it restores the session).
+#[test]
+fn park_never_takes_a_session_with_a_request_or_stream() {
+    loom::model(|| {
+        let registry = registry(2);
+        let session = Probe::new("session");
+        let generation = create(&registry, session.clone());
+        let activity = activity_of(&registry, "session");
+        let request = {
+            let activity = activity.clone();
+            thread::spawn(move || activity.begin().ok())
+        };
+        // A GET: busy, its response opened under the session's lock, then
+        // listening.
+        let listener = {
+            let (activity, streams) = (activity.clone(), session.streams.clone());
+            thread::spawn(move || {
+                activity.begin().ok().map(|busy| {
+                    *streams.lock().unwrap() += 1;
+                    busy.into_listening()
+                })
+            })
+        };
+        let parked = registry.park(&"session".into(), generation);
+        let request = request.join().unwrap();
+        let listener = listener.join().unwrap();
+        if parked {
+            assert!(
+                request.is_none() && listener.is_none(),
+                "parked under a request"
+            );
+            assert_eq!(session.stops(), 1);
+            assert!(!registry.contains(&"session".into()));
+        } else {
+            assert!(
+                request.is_some() || listener.is_some(),
+                "refused for nothing"
+            );
+            assert_eq!(session.stops(), 0);
+            assert!(registry.contains(&"session".into()));
+        }
+        drop((request, listener));
+        assert_conserved(registry.stats());
+    });
+}

@@ -99,6 +99,14 @@ pub(crate) trait Stop {
     /// left the map.
     fn stop(&self, reason: CloseReason, generation: u64);
 
+    /// Runs `claim` (the session's claim if no request is in flight) only
+    /// if no stream of the session is open, atomically with respect to one
+    /// opening: for parking, which must not take a session that holds a
+    /// stream. Returns whether it claimed.
+    fn claim_if_quiet(&self, claim: &mut dyn FnMut() -> bool) -> bool {
+        claim()
+    }
+
     /// Gives up, as soon as the session left the map and before its slot
     /// is free, whatever must not outlive its place there (a client's
     /// quota unit: a creation that sees the slot free must see the unit
@@ -472,15 +480,15 @@ impl<H: Stop> Registry<H> {
                 if generation.is_some_and(|generation| entry.activity.generation() != generation) {
                     return None;
                 }
-                if only_if_idle && entry.activity.is_listening() {
-                    return None;
-                }
-                if entry.activity.claim(only_if_idle) {
-                    return Some(entry.activity.clone());
-                }
                 if only_if_idle {
-                    // Busy: it stays.
-                    return None;
+                    // Busy, or holding a stream: it stays.
+                    let claimed = entry
+                        .session
+                        .claim_if_quiet(&mut || entry.activity.claim(true));
+                    return claimed.then(|| entry.activity.clone());
+                }
+                if entry.activity.claim(false) {
+                    return Some(entry.activity.clone());
                 }
                 // Claimed by another thread, which is removing it.
                 entry.ending.store(true, Ordering::Release);

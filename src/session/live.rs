@@ -61,6 +61,10 @@ impl Stop for LiveSession {
         }
     }
 
+    fn claim_if_quiet(&self, claim: &mut dyn FnMut() -> bool) -> bool {
+        self.handle.shared().claim_if_quiet(claim)
+    }
+
     fn left_registry(&mut self) {
         // Frees the client's quota unit now, before the slot.
         self.membership = None;

@@ -181,6 +181,15 @@ impl Standalone {
         self.shadows.clear();
     }
 
+    /// Whether a response (the standalone one, or a shadow) is open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.events.is_connected()
+            || self
+                .shadows
+                .iter()
+                .any(|shadow| shadow.connection.is_open())
+    }
+
     /// The responses open now: the standalone one and every shadow.
     pub(crate) fn responses(&self) -> Vec<ConnectionRef> {
         self.events

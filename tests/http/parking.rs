@@ -240,3 +240,88 @@ async fn a_refused_restore_loses_nothing() {
     assert_eq!(echo(&client, &parked, 2).await, StatusCode::OK);
     assert!(client.delete(&b).await.is_success());
 }
+
+/// rmcp's own client: its session, evicted at a cap of one by another
+/// client's `initialize`, is restored by its next call: the call is
+/// answered, the client never initialized again (one `initialize` in the
+/// restore hook's count: none from this client), and the id is the one it
+/// had (the restore hook saw it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmcp_clients_evicted_session_answers_its_next_call() -> anyhow::Result<()> {
+    use rmcp::ServiceExt;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::StreamableHttpClientTransport;
+
+    let _timed = common::load::timed().await;
+    let restored: Arc<Mutex<Vec<String>>> = Arc::default();
+    let parked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let store = MemorySessionStore::default();
+    let manager = BoundedSessionManager::builder(1)
+        .park_in(&store)
+        .on_park({
+            let parked = parked.clone();
+            move |id, _| parked.lock().unwrap().push(id.to_string())
+        })
+        .on_restore({
+            let restored = restored.clone();
+            move |id| restored.lock().unwrap().push(id.to_string())
+        })
+        .build();
+    let mut config = StreamableHttpServerConfig::default();
+    config.session_store = Some(Arc::new(store.clone()));
+    let server = TestServer::start_with(manager, config).await;
+    let client = ().serve(StreamableHttpClientTransport::from_uri(server.url.clone())).await?;
+    let echo = || {
+        CallToolRequestParams::new("echo")
+            .with_arguments(json!({ "text": "hello" }).as_object().unwrap().clone())
+    };
+    assert_eq!(
+        client.call_tool(echo()).await?.content[0]
+            .as_text()
+            .unwrap()
+            .text,
+        "hello"
+    );
+
+    // Another client's session takes the only slot.
+    let other = server.client_from(loopback(9));
+    other.initialize().await.unwrap();
+    assert!(eventually(Duration::from_secs(3), || store.parked() == 1).await);
+    let ours = parked.lock().unwrap()[0].clone();
+
+    let answer = client.call_tool(echo()).await?;
+    assert_eq!(answer.content[0].as_text().unwrap().text, "hello");
+    assert_eq!(
+        restored.lock().unwrap().as_slice(),
+        [ours],
+        "restored under its id"
+    );
+    client.cancel().await?;
+    Ok(())
+}
+
+/// A session whose client holds its `GET` stream open is not parked by
+/// `park_after`, however idle; once the `GET` is gone, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn park_after_leaves_a_session_with_an_open_stream_live() {
+    let _timed = common::load::timed().await;
+    let (server, store) = parking_server(10, |builder, _| {
+        builder
+            .idle_timeout(Duration::from_secs(60))
+            .park_after(Duration::from_millis(200))
+    })
+    .await;
+    let client = server.client_from(loopback(11));
+    let session = client.initialize().await.unwrap();
+    let get = client.open_standalone(&session).await;
+    assert_eq!(get.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(store.parked(), 0, "parked under its open GET");
+    assert_eq!(server.manager.session_count(), 1);
+    drop(get);
+    assert!(
+        eventually(Duration::from_secs(3), || store.parked() == 1).await,
+        "not parked once its GET closed"
+    );
+    assert_eq!(echo(&client, &session, 1).await, StatusCode::OK);
+}

@@ -188,6 +188,16 @@ impl Shared {
         self.state.lock().last_activity = Instant::now();
     }
 
+    /// Runs `claim` under the session's lock if no standalone response (or
+    /// shadow) is open: a `GET` opens its response under this lock, after
+    /// its request marked the session busy, so it either holds the
+    /// session busy when `claim` runs (which then fails) or finds it
+    /// claimed. Takes no other lock (see the module docs).
+    pub(crate) fn claim_if_quiet(&self, claim: &mut dyn FnMut() -> bool) -> bool {
+        let state = self.state.lock();
+        !state.standalone.is_open() && claim()
+    }
+
     /// When the session's idle timeout ends it, counted from its last
     /// activity; `None` without an idle timeout.
     pub(crate) fn idle_deadline(&self) -> Option<Instant> {
