@@ -325,3 +325,67 @@ async fn park_after_leaves_a_session_with_an_open_stream_live() {
     );
     assert_eq!(echo(&client, &session, 1).await, StatusCode::OK);
 }
+
+/// Eight requests at once for one parked session (rmcp serializes its
+/// restores of one id): all answered, one restore, one live copy, the cap
+/// held, the store empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_for_one_parked_session_restore_it_once() {
+    let _timed = common::load::timed().await;
+    let restores = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (server, store) = parking_server(10, |builder, _| {
+        let restores = restores.clone();
+        builder.on_restore(move |_| {
+            restores.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
+    })
+    .await;
+    let client = server.client_from(loopback(12));
+    let parked = client.initialize().await.unwrap();
+    client.initialize().await.unwrap();
+    client.initialize().await.unwrap();
+    assert_eq!(store.parked(), 1);
+    let calls: Vec<_> = (0..8)
+        .map(|n| {
+            let (client, parked) = (client.clone(), parked.clone());
+            tokio::spawn(async move { echo(&client, &parked, 100 + n).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(restores.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(server.manager.session_count(), 2);
+    assert_eq!(
+        store.parked(),
+        1,
+        "the restore parked the least recently active"
+    );
+}
+
+/// A client at its quota (one session): its parked session's restore
+/// replaces (parks) its own live one, never another client's; both come
+/// back in turn, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_at_the_clients_quota_parks_its_own_other_session() {
+    let _timed = common::load::timed().await;
+    let (server, store) = parking_server(10, |builder, _| {
+        builder
+            .max_sessions_per_client(1)
+            .idle_timeout(Duration::from_secs(60))
+            .park_after(Duration::from_millis(200))
+    })
+    .await;
+    let client = server.client_from(loopback(13));
+    let other = server.client_from(loopback(14));
+    let first = client.initialize().await.unwrap();
+    assert!(eventually(Duration::from_secs(3), || store.parked() == 1).await);
+    let second = client.initialize().await.unwrap();
+    let others = other.initialize().await.unwrap();
+    // Restoring the first replaces the second (the client's quota is one).
+    assert_eq!(echo(&client, &first, 1).await, StatusCode::OK);
+    assert_eq!(echo(&other, &others, 2).await, StatusCode::OK);
+    assert_eq!(echo(&client, &second, 3).await, StatusCode::OK);
+    assert_eq!(echo(&client, &first, 4).await, StatusCode::OK);
+    assert!(server.manager.session_count() <= 2);
+}
