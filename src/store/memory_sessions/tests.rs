@@ -163,7 +163,7 @@ fn concurrent_parks_never_exceed_the_bound() {
                 for n in 0..500 {
                     let n = t * 1_000 + n;
                     store.inner.expect(&id(n), 1, ClientKey::anonymous());
-                    store.inner.fill(&id(n), Arc::from(&b"{}"[..]));
+                    store.inner.fill(&id(n), b"{}");
                     store.inner.closed(&id(n), 1, true, None);
                     assert!(store.parked() <= 50);
                 }
@@ -175,4 +175,36 @@ fn concurrent_parks_never_exceed_the_bound() {
     }
     assert_eq!(store.parked(), 50);
     assert_eq!(store.inner.entries_len(), 50);
+}
+
+#[tokio::test]
+async fn identical_states_share_one_allocation() {
+    let store = MemorySessionStore::default();
+    live(&store, 1, 1).await;
+    live(&store, 2, 1).await;
+    let (a, b) = (
+        store.inner.state_of(&id(1)).unwrap(),
+        store.inner.state_of(&id(2)).unwrap(),
+    );
+    assert!(Arc::ptr_eq(&a, &b));
+}
+
+#[tokio::test]
+async fn restores_given_back_leave_the_order_bounded() {
+    let store = MemorySessionStore::builder().max_parked(10).build();
+    for n in 0..10 {
+        live(&store, n, 1).await;
+        park(&store, n, 1);
+    }
+    // Each pin leaves a stale slot, each give-back a new one.
+    for _ in 0..1_000 {
+        for n in 0..10 {
+            drop(store.inner.pin(&id(n)).unwrap());
+        }
+        assert!(store.inner.order_len() <= 2 * 10 + 64 + 1);
+    }
+    assert_eq!(store.parked(), 10);
+    for n in 0..10 {
+        assert!(store.load(&id(n)).await.unwrap().is_some());
+    }
 }
