@@ -2,7 +2,7 @@
 # Runs the official MCP conformance suite (@modelcontextprotocol/conformance,
 # pinned in .ci/conformance/package-lock.json) in `server` mode against
 # examples/conformance_server.rs, over every server scenario, pending ones
-# included, twice: as it is, and with parking on (sessions idle 50 ms are
+# included, twice: as it is, and with parking on (sessions idle 5 ms are
 # parked and restored). Fails if any check fails or warns, or if a scenario
 # did not run.
 #

@@ -121,7 +121,8 @@ impl BoundedSessionManagerBuilder {
     }
 
     /// Calls `hook` with every session parked, and why
-    /// ([`CloseReason::Evicted`] or [`CloseReason::Parked`]): the moment
+    /// ([`CloseReason::Evicted`], [`CloseReason::Parked`] or, closed by a
+    /// drain, [`CloseReason::Drained`]): the moment
     /// to save state the handler keeps in memory, which a restored session's
     /// fresh handler will not have. Runs synchronously where the session
     /// was let go of: keep it short.

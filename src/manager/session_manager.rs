@@ -83,6 +83,11 @@ impl SessionManager for BoundedSessionManager {
                 })
         {
             store.expect(id, generation, owner);
+            // Ended in between (a DELETE, its handler): its end found no
+            // entry to forget, so it is forgotten here.
+            if !self.holds_generation(id, generation) {
+                store.inner.closed(id, generation, false, None);
+            }
         }
         answered.map_err(|error| refused(error, gone))
     }
@@ -347,6 +352,14 @@ impl SessionManager for BoundedSessionManager {
                         .with_activity(&id, |_, activity| activity.generation())
                 {
                     pin.commit(generation);
+                    // Evicted before the commit (idle in its handshake, at
+                    // a full cap): its end found the entry still the
+                    // restore's and left it, so it is parked here.
+                    if !self.holds_generation(&id, generation)
+                        && let Some(store) = self.memory_parking()
+                    {
+                        store.inner.closed(&id, generation, true, None);
+                    }
                     if let Some(parking) = &self.settings.parking {
                         parking.restored(&id);
                     }
@@ -370,6 +383,13 @@ impl SessionManager for BoundedSessionManager {
 }
 
 impl BoundedSessionManager {
+    /// Whether the registry holds copy `generation` of `id`.
+    fn holds_generation(&self, id: &SessionId, generation: u64) -> bool {
+        self.registry
+            .with_activity(id, |_, activity| activity.generation() == generation)
+            == Some(true)
+    }
+
     /// The in-memory store sessions are parked in, if any.
     fn memory_parking(&self) -> Option<&crate::store::MemorySessionStore> {
         self.settings.parking.as_ref()?.memory.as_ref()

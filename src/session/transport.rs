@@ -160,7 +160,9 @@ impl SessionTransport {
                         tracing::debug!(session_id = %self.shared.id, "idle session parked");
                         return true;
                     }
-                    // Busy or listening: look again a park interval later.
+                    // Busy or listening: look again a park interval later,
+                    // or at the idle timeout or the maximum lifetime if
+                    // sooner.
                     let after = self
                         .shared
                         .settings
@@ -168,7 +170,11 @@ impl SessionTransport {
                         .as_ref()
                         .and_then(|parking| parking.park_after)
                         .unwrap_or(Duration::from_secs(1));
-                    self.timer.as_mut().reset(Instant::now() + after);
+                    let again = [self.shared.idle_deadline(), self.max_lifetime_at]
+                        .into_iter()
+                        .flatten()
+                        .fold(Instant::now() + after, Instant::min);
+                    self.timer.as_mut().reset(again);
                 }
                 Deadline::CheckAt(at) => self.timer.as_mut().reset(at),
                 Deadline::Never => self.timer.as_mut().reset(far_future()),

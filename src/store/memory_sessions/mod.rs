@@ -57,6 +57,9 @@ const DEFAULT_MAX_PARKED: usize = 100_000;
 /// How long a parked entry lives by default, at most (its session's idle
 /// deadline comes first if sooner).
 const DEFAULT_PARKED_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest TTL: a deadline is computed as now plus the TTL, which must
+/// not overflow the clock.
+const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// Where a [`BoundedSessionManager`](crate::BoundedSessionManager) parks the
 /// sessions it evicts or finds idle, in memory: give it to the manager's
@@ -177,7 +180,7 @@ impl MemorySessionStoreBuilder {
     ///
     /// # Panics
     ///
-    /// Panics if `ttl` is zero.
+    /// Panics if `ttl` is zero or longer than a year.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -187,7 +190,10 @@ impl MemorySessionStoreBuilder {
     /// # drop(store);
     /// ```
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        assert!(!ttl.is_zero(), "the parked sessions' TTL must not be zero");
+        assert!(
+            !ttl.is_zero() && ttl <= MAX_TTL,
+            "the parked sessions' TTL must be between 1 ns and a year, not {ttl:?}"
+        );
         self.ttl = ttl;
         self
     }

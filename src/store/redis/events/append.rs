@@ -181,9 +181,17 @@ impl RedisEventStore {
             (Some(field), Request::LostAnswer { expected }) => (field, String::new(), expected),
         };
         let nonce = inner.next_nonce();
-        let settling = inner.take_unsettled(stream);
-        // From here on, any way out but a success leaves a gap to settle.
-        let pending = Pending::new(inner.clone(), stream, &nonce, &settling);
+        // A lost request's answer is sent to no client unless the append
+        // succeeds, and lands at most once (it is conditional): a failed
+        // one leaves no gap, and settles nothing. Any other append, from
+        // here on, leaves a gap to settle unless it succeeds.
+        let lost_answer = matches!(request, Request::LostAnswer { .. });
+        let settling = match lost_answer {
+            true => Vec::new(),
+            false => inner.take_unsettled(stream),
+        };
+        let pending =
+            (!lost_answer).then(|| Pending::new(inner.clone(), stream, &nonce, &settling));
         let mut invocation = APPEND.key(inner.keys.stream(stream));
         invocation.key(inner.keys.void(stream));
         if let Some(index) = session_stream {
@@ -223,7 +231,9 @@ impl RedisEventStore {
             .await?;
         // A fresh nonce is never settled before its own append.
         let mut reply = reply.ok_or_else(|| StoreError::ReplayGap(format!("{stream}#?")))?;
-        pending.succeeded();
+        if let Some(pending) = pending {
+            pending.succeeded();
+        }
         if reply.is_empty() {
             return Ok(None);
         }

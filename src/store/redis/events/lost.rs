@@ -20,13 +20,15 @@
 //!   appends the "request lost" error for the recorded id as the stream's
 //!   last event, and replays it. The append is conditional on the record
 //!   still reading as it did (one script): an answer stored meanwhile, or
-//!   another replay's error, wins, and the stream never gets two answers.
+//!   another replay's error, wins, so two replays never both append it.
 //!
 //! A live instance is never taken for a lost one while Redis works: its
 //! key is written every third of its TTL. An instance cut off from Redis
 //! for longer than `request_lost_after` is taken for lost, and its
 //! requests' answers, if it gives them, come after the error (the client
-//! took the error and moved on).
+//! took the error and moved on). The liveness key is per `RedisStores`:
+//! managers sharing one set of stores in one process share it, and a
+//! drain of one retires it for all.
 //!
 //! [`request_lost_after`]: crate::RedisStoresBuilder::request_lost_after
 

@@ -133,8 +133,11 @@ impl EventStore for RedisEventStore {
 
     /// # Cancel safety
     ///
-    /// Cancel safe: it only reads (after recording, if this instance has
-    /// some, the gaps of appends that failed on the stream).
+    /// Cancel safe: it reads (after recording, if this instance has some,
+    /// the gaps of appends that failed on the stream), and writes only the
+    /// answer of a request lost with its instance, conditionally: dropped
+    /// while Redis works, that answer is stored or not, and the next
+    /// replay finds it, or appends it.
     async fn replay_events_after(
         &self,
         last_event_id: &str,

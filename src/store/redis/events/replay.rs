@@ -142,10 +142,16 @@ impl RedisEventStore {
         let mut events = after
             .map(|entry| entry.to_event(id.stream))
             .collect::<Result<Vec<_>, _>>()?;
-        if !record.is_empty()
-            && let Some(answer) = self.answer_if_lost(id.stream, &record).await?
-        {
-            events.push(answer);
+        if !record.is_empty() {
+            // Redis failing on this part costs the answer, not the replay:
+            // the next resume looks again.
+            match self.answer_if_lost(id.stream, &record).await {
+                Ok(Some(answer)) => events.push(answer),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::debug!(stream = id.stream, %error, "could not tell whether a request was lost");
+                }
+            }
         }
         Ok(events)
     }
