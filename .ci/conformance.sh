@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the official MCP conformance suite (@modelcontextprotocol/conformance,
 # pinned in .ci/conformance/package-lock.json) in `server` mode against
-# examples/conformance_server.rs, over every server scenario, pending ones
+# examples/conformance_server/, over every server scenario, pending ones
 # included, twice: as it is, and with parking on (sessions idle 5 ms are
 # parked and restored). Fails if any check fails or warns, or if a scenario
 # did not run.

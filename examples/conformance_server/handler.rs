@@ -1,44 +1,12 @@
-//! The server the official MCP conformance suite
-//! ([`@modelcontextprotocol/conformance`](https://github.com/modelcontextprotocol/conformance),
-//! `server` mode) runs against in CI: axum + rmcp's `StreamableHttpService` +
-//! `BoundedSessionManager`, wrapped in `BoundedSessionLayer` as a real
-//! deployment would be.
-//!
-//! It implements every tool, prompt, resource, resource template, completion
-//! and logging behaviour the suite's server scenarios call, with the names,
-//! arguments and contents the suite expects (they are fixed by the suite, not
-//! chosen here). `.ci/conformance.sh` builds it, starts it and runs the suite.
-//!
-//! ```text
-//! cargo run --example conformance_server -- --bind 127.0.0.1:3000
-//! npx @modelcontextprotocol/conformance server --url http://127.0.0.1:3000/mcp
-//! ```
-//!
-//! Once listening it prints one line, `listening on http://ADDR/mcp`, on
-//! stdout (`--bind 127.0.0.1:0` picks a free port); logs go to stderr.
-//!
-//! `test_reconnection` (scenario `server-sse-polling`, SEP-1699) closes its
-//! own request's SSE stream through `BoundedSessionManager::session` before
-//! it answers; the client resumes with `GET` and `Last-Event-ID` and gets the
-//! answer from the session's replay buffer.
-
-// The suite still exercises logging, sampling and `resources/subscribe`,
-// which rmcp marks deprecated (SEP-2577) but still serves.
-#![allow(
-    deprecated,
-    reason = "the conformance suite tests these legacy features"
-)]
+//! The conformance server's MCP handler: every tool, prompt, resource,
+//! resource template, completion and logging behaviour the suite's server
+//! scenarios call, with the names, arguments and contents the suite expects.
 
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
-use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mcp_bounded_session::{
-    BoundedSessionLayer, BoundedSessionManager, MemorySessionStore, SessionConfig,
-};
+use mcp_bounded_session::BoundedSessionManager;
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{
     CallToolResult, ClientResult, CompleteRequestParams, CompleteResult, CompletionInfo,
@@ -52,18 +20,12 @@ use rmcp::model::{
     ServerRequest, SetLevelRequestParams, SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
-use tower_layer::Layer;
 
-const USAGE: &str = "\
-Usage: conformance_server [--bind ADDR] [--park-after SECS]
+mod capabilities;
 
-  --bind ADDR         address to listen on (default 127.0.0.1:3000; port 0 picks a free port)
-  --park-after SECS   park sessions idle this long in a MemorySessionStore (their next
-                      request restores them with a fresh handler); default: no parking";
+use capabilities::severity;
 
 /// A 1x1 red PNG.
 const PNG_BASE64: &str =
@@ -95,7 +57,7 @@ struct ElicitationParams {
 
 /// The suite's server, one per session.
 #[derive(Debug, Clone)]
-struct ConformanceServer {
+pub struct ConformanceServer {
     #[expect(dead_code, reason = "read through the code #[tool_handler] generates")]
     tool_router: ToolRouter<Self>,
     /// To close a request's SSE stream from the server side.
@@ -107,7 +69,7 @@ struct ConformanceServer {
 }
 
 impl ConformanceServer {
-    fn new(sessions: Arc<BoundedSessionManager>) -> Self {
+    pub fn new(sessions: Arc<BoundedSessionManager>) -> Self {
         Self {
             tool_router: Self::tool_router(),
             sessions,
@@ -461,361 +423,4 @@ fn json_schema_2020_12_input() -> Arc<JsonObject> {
         serde_json::Value::Object(object) => Arc::new(object),
         _ => unreachable!("the schema literal is an object"),
     }
-}
-
-/// MCP's log levels, least severe first.
-fn severity(level: LoggingLevel) -> u8 {
-    match level {
-        LoggingLevel::Debug => 0,
-        LoggingLevel::Info => 1,
-        LoggingLevel::Notice => 2,
-        LoggingLevel::Warning => 3,
-        LoggingLevel::Error => 4,
-        LoggingLevel::Critical => 5,
-        LoggingLevel::Alert => 6,
-        LoggingLevel::Emergency => 7,
-    }
-}
-
-/// A string argument of a prompt, required.
-fn prompt_argument<'a>(
-    arguments: Option<&'a JsonObject>,
-    name: &str,
-) -> Result<&'a str, ErrorData> {
-    arguments
-        .and_then(|arguments| arguments.get(name))
-        .and_then(|value| value.as_str())
-        .ok_or_else(|| ErrorData::invalid_params(format!("missing argument `{name}`"), None))
-}
-
-#[tool_handler]
-impl ServerHandler for ConformanceServer {
-    fn get_info(&self) -> ServerConfig {
-        let capabilities = ServerCapabilities::builder()
-            .enable_logging()
-            .enable_completions()
-            .enable_prompts()
-            .enable_resources()
-            .enable_resources_subscribe()
-            .enable_tools()
-            .build();
-        ServerConfig::new(capabilities)
-            .with_server_info(Implementation::new(
-                "mcp-bounded-session-conformance",
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions("The server the MCP conformance suite runs against.")
-    }
-
-    async fn set_level(
-        &self,
-        request: SetLevelRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        *self.log_level.lock().expect("log level lock") = request.level;
-        Ok(())
-    }
-
-    async fn complete(
-        &self,
-        request: CompleteRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<CompleteResult, ErrorData> {
-        let candidates: &[&str] = match (&request.r#ref, request.argument.name.as_str()) {
-            (Reference::Prompt(prompt), "arg1" | "arg2")
-                if prompt.name == "test_prompt_with_arguments" =>
-            {
-                &["paris", "park", "party"]
-            }
-            (Reference::Resource(resource), "id") if resource.uri == TEMPLATE_URI => {
-                &["123", "456", "789"]
-            }
-            _ => &[],
-        };
-        let values = candidates
-            .iter()
-            .filter(|candidate| candidate.starts_with(&request.argument.value))
-            .map(|candidate| (*candidate).to_owned())
-            .collect();
-        let completion = CompletionInfo::new(values)
-            .map_err(|error| ErrorData::internal_error(format!("bad completion: {error}"), None))?;
-        Ok(CompleteResult::new(completion))
-    }
-
-    async fn list_prompts(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListPromptsResult, ErrorData> {
-        let required = |name: &str, description: &str| {
-            PromptArgument::new(name)
-                .with_description(description)
-                .with_required(true)
-        };
-        Ok(ListPromptsResult::with_all_items(vec![
-            Prompt::new(
-                "test_simple_prompt",
-                Some("A simple prompt without arguments"),
-                None,
-            ),
-            Prompt::new(
-                "test_prompt_with_arguments",
-                Some("A prompt with two required arguments"),
-                Some(vec![
-                    required("arg1", "First test argument"),
-                    required("arg2", "Second test argument"),
-                ]),
-            ),
-            Prompt::new(
-                "test_prompt_with_embedded_resource",
-                Some("A prompt that embeds a resource"),
-                Some(vec![required(
-                    "resourceUri",
-                    "URI of the resource to embed",
-                )]),
-            ),
-            Prompt::new(
-                "test_prompt_with_image",
-                Some("A prompt with an image"),
-                None,
-            ),
-        ]))
-    }
-
-    async fn get_prompt(
-        &self,
-        request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<GetPromptResponse, ErrorData> {
-        let arguments = request.arguments.as_ref();
-        let messages = match request.name.as_str() {
-            "test_simple_prompt" => vec![PromptMessage::new_text(
-                Role::User,
-                "This is a simple prompt for testing.",
-            )],
-            "test_prompt_with_arguments" => {
-                let arg1 = prompt_argument(arguments, "arg1")?;
-                let arg2 = prompt_argument(arguments, "arg2")?;
-                vec![PromptMessage::new_text(
-                    Role::User,
-                    format!("Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"),
-                )]
-            }
-            "test_prompt_with_embedded_resource" => {
-                let uri = prompt_argument(arguments, "resourceUri")?;
-                vec![
-                    PromptMessage::new(
-                        Role::User,
-                        ContentBlock::resource(ResourceContents::text(
-                            "Embedded resource content for testing.",
-                            uri,
-                        )),
-                    ),
-                    PromptMessage::new_text(
-                        Role::User,
-                        "Please process the embedded resource above.",
-                    ),
-                ]
-            }
-            "test_prompt_with_image" => vec![
-                PromptMessage::new(Role::User, ContentBlock::image(PNG_BASE64, "image/png")),
-                PromptMessage::new_text(Role::User, "Please analyze the image above."),
-            ],
-            other => {
-                return Err(ErrorData::invalid_params(
-                    format!("unknown prompt `{other}`"),
-                    None,
-                ));
-            }
-        };
-        Ok(GetPromptResult::new(messages).into())
-    }
-
-    async fn list_resources(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListResourcesResult, ErrorData> {
-        Ok(ListResourcesResult::with_all_items(vec![
-            Resource::new(STATIC_TEXT_URI, "static-text")
-                .with_description("A static text resource")
-                .with_mime_type("text/plain"),
-            Resource::new(STATIC_BINARY_URI, "static-binary")
-                .with_description("A static binary resource (a PNG image)")
-                .with_mime_type("image/png"),
-            Resource::new(WATCHED_URI, "watched-resource")
-                .with_description("A resource clients may subscribe to")
-                .with_mime_type("text/plain"),
-        ]))
-    }
-
-    async fn list_resource_templates(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(ListResourceTemplatesResult::with_all_items(vec![
-            ResourceTemplate::new(TEMPLATE_URI, "template-data")
-                .with_description("Data for the given id")
-                .with_mime_type("application/json"),
-        ]))
-    }
-
-    async fn read_resource(
-        &self,
-        request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ReadResourceResponse, ErrorData> {
-        let uri = request.uri;
-        let contents = match uri.as_str() {
-            STATIC_TEXT_URI => ResourceContents::text(
-                "This is the content of the static text resource.",
-                uri.as_str(),
-            ),
-            STATIC_BINARY_URI => {
-                ResourceContents::blob(PNG_BASE64, uri.as_str()).with_mime_type("image/png")
-            }
-            WATCHED_URI => ResourceContents::text("The watched resource's content.", uri.as_str()),
-            _ => {
-                let id = uri
-                    .strip_prefix("test://template/")
-                    .and_then(|rest| rest.strip_suffix("/data"))
-                    .filter(|id| !id.is_empty() && !id.contains('/'))
-                    .ok_or_else(|| {
-                        ErrorData::resource_not_found(
-                            format!("no resource `{uri}`"),
-                            Some(json!({"uri": uri})),
-                        )
-                    })?;
-                let data =
-                    json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")});
-                ResourceContents::text(data.to_string(), uri.as_str())
-                    .with_mime_type("application/json")
-            }
-        };
-        Ok(ReadResourceResult::new(vec![contents]).into())
-    }
-
-    async fn subscribe(
-        &self,
-        request: SubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        self.subscriptions
-            .lock()
-            .expect("subscriptions lock")
-            .insert(request.uri);
-        Ok(())
-    }
-
-    async fn unsubscribe(
-        &self,
-        request: UnsubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        self.subscriptions
-            .lock()
-            .expect("subscriptions lock")
-            .remove(&request.uri);
-        Ok(())
-    }
-}
-
-/// The address to listen on and `--park-after`; `None` for `--help`.
-type Args = (SocketAddr, Option<Duration>);
-
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut bind = SocketAddr::from(([127, 0, 0, 1], 3000));
-    let mut park_after = None;
-    while let Some(flag) = args.next() {
-        match flag.as_str() {
-            "--help" | "-h" => return Ok(None),
-            "--bind" => {
-                let value = args.next().ok_or("--bind needs a value")?;
-                bind = value
-                    .parse()
-                    .map_err(|e| format!("--bind {value}: {e} (expected e.g. 127.0.0.1:3000)"))?;
-            }
-            "--park-after" => {
-                let value = args.next().ok_or("--park-after needs a value")?;
-                let secs = value
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|secs| *secs > 0.0 && secs.is_finite())
-                    .ok_or_else(|| format!("--park-after {value}: expected seconds > 0"))?;
-                park_after = Some(Duration::from_secs_f64(secs));
-            }
-            other => return Err(format!("unknown flag {other}")),
-        }
-    }
-    Ok(Some((bind, park_after)))
-}
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    let (bind, park_after) = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("error: {message}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-
-    let shutdown = CancellationToken::new();
-    // The default configuration accepts only loopback `Host` headers, which
-    // is the DNS rebinding protection `dns-rebinding-protection` checks.
-    let mut config =
-        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
-    let manager = match park_after {
-        None => Arc::new(BoundedSessionManager::new(SessionConfig::default(), 1000)),
-        Some(after) => {
-            let parked = MemorySessionStore::default();
-            config.session_store = Some(Arc::new(parked.clone()));
-            BoundedSessionManager::builder(1000)
-                .park_in(&parked)
-                .park_after(after)
-                .build()
-        }
-    };
-    let sessions = manager.clone();
-    let service = StreamableHttpService::new(
-        move || Ok(ConformanceServer::new(sessions.clone())),
-        manager,
-        config,
-    );
-    let app =
-        axum::Router::new().nest_service("/mcp", BoundedSessionLayer::default().layer(service));
-
-    let listener = match tokio::net::TcpListener::bind(bind).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("error: cannot listen on {bind}: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let address = listener.local_addr().unwrap_or(bind);
-    println!("listening on http://{address}/mcp");
-
-    // With the peer address, as per-client limits key on it.
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        shutdown.cancel();
-    });
-    if let Err(error) = serve.await {
-        eprintln!("error: server failed: {error}");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
 }
