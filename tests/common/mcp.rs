@@ -196,3 +196,32 @@ pub fn assert_rest_of_count(messages: &[Value], steps: u64, id: u64, token: &str
         Some(format!("counted to {steps}").as_str())
     );
 }
+
+/// Starts `count` (`steps` steps, `delay_ms` apart, progress token
+/// `token`) as request `id` in `session`: its stream, and its first
+/// `progress_events` progress events (id, message).
+pub async fn start_count(
+    client: &Client,
+    session: &str,
+    id: u64,
+    (steps, delay_ms): (u64, u64),
+    token: &str,
+    progress_events: usize,
+) -> (SseReader, Vec<(String, Value)>) {
+    let response = client
+        .post(Some(session_header(session)))
+        .json(&tool_call_with_progress(
+            id,
+            "count",
+            json!({ "steps": steps, "delay_ms": delay_ms }),
+            token,
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = SseReader::new(response);
+    let progress = |m: &Value| is_method(m, "notifications/progress");
+    let first = read_messages(&mut stream, progress_events, progress).await;
+    (stream, first)
+}

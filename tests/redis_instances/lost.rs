@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::redis_backend::Backend;
 use crate::common::{Client, PROTOCOL_VERSION, SseReader};
-use crate::mcp::{is_method, loopback, read_messages, session_header, tool_call_with_progress};
+use crate::mcp::{loopback, start_count};
 use crate::processes::Pair;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -14,21 +14,7 @@ use serde_json::{Value, json};
 /// Starts `count` (`steps` of 250 ms) as request 7 in `session`; the
 /// stream, and the id of its first progress event.
 async fn long_call(client: &Client, session: &str, steps: u64) -> (SseReader, String) {
-    let response = client
-        .post(Some(session_header(session)))
-        .json(&tool_call_with_progress(
-            7,
-            "count",
-            json!({ "steps": steps, "delay_ms": 250 }),
-            "long",
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut stream = SseReader::new(response);
-    let progress = |m: &Value| is_method(m, "notifications/progress");
-    let first = read_messages(&mut stream, 1, progress).await;
+    let (stream, first) = start_count(client, session, 7, (steps, 250), "long", 1).await;
     (stream, first[0].0.clone())
 }
 

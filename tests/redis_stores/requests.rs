@@ -5,14 +5,11 @@
 
 use std::time::Duration;
 
-use crate::common::SseReader;
-use crate::common::mcp::{
-    is_method, read_messages, session_header, tool_call, tool_call_with_progress,
-};
+use crate::common::mcp::{start_count, tool_call};
 use crate::common::redis_server::unique_prefix;
 use crate::helpers::{instance, stores};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The fields and values of session `id`'s requests hash.
 async fn records(
@@ -44,21 +41,7 @@ crate::redis_test! {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(records(backend, &prefix, &session).await, Vec::<String>::new());
 
-        let response = client
-            .post(Some(session_header(&session)))
-            .json(&tool_call_with_progress(
-                3,
-                "count",
-                json!({ "steps": 12, "delay_ms": 100 }),
-                "tok",
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let mut stream = SseReader::new(response);
-        let progress = |m: &Value| is_method(m, "notifications/progress");
-        let first = read_messages(&mut stream, 2, progress).await;
+        let (mut stream, first) = start_count(&client, &session, 3, (12, 100), "tok", 2).await;
         let record = records(backend, &prefix, &session).await;
         assert_eq!(record.len(), 2, "one request recorded: {record:?}");
         let (stream_name, _) = first[1].0.split_once('#').unwrap();
