@@ -14,7 +14,7 @@
 //! the request's own future, so the record always belongs to this request.
 //! Without the layer, nothing is recorded and responses are rmcp's own.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -29,15 +29,33 @@ use crate::clients::ClientKey;
 use crate::clients::forwarded::Unreadable;
 use crate::clients::key::KeyDerivation;
 use crate::drain::{Drain, Kind, Tracked};
+use crate::eviction::activity::{Activity, Busy};
 use crate::refusal::{Refusal, RequestRefusal};
 use crate::requests::{Held, McpHeaders, RequestAdmission};
 
 /// What the layer knows of the request being served: who sent it (for
-/// per-client limits and bound sessions) and, once the manager recorded it,
-/// why it was refused.
+/// per-client limits and bound sessions), once the manager recorded it,
+/// why it was refused, and the session it is on its way to.
 struct RequestScope {
     refusal: Cell<Option<Refusal>>,
     client: ClientKey,
+    /// The request's session, marked busy from the moment rmcp found it
+    /// (`has_session`) or restored it: between that lookup and the call
+    /// that hands the request to the session, the session is neither idle
+    /// nor evictable, so `park_after` or an eviction cannot end it under
+    /// the request (which would answer `404` to a request for a session
+    /// that existed when it arrived).
+    held: RefCell<Option<Busy>>,
+}
+
+impl RequestScope {
+    fn new(client: ClientKey) -> Self {
+        Self {
+            refusal: Cell::new(None),
+            client,
+            held: RefCell::new(None),
+        }
+    }
 }
 
 tokio::task_local! {
@@ -62,6 +80,49 @@ pub(crate) fn current_client() -> ClientKey {
 /// [`BoundedSessionLayer`].
 pub(crate) fn record(refusal: Refusal) {
     let _ = REQUEST.try_with(|scope| scope.refusal.set(Some(refusal)));
+}
+
+/// Whether the current request runs under [`BoundedSessionLayer`], which
+/// can hold its session busy (`hold`).
+pub(crate) fn can_hold() -> bool {
+    REQUEST.try_with(|_| ()).is_ok()
+}
+
+/// Keeps the current request's session busy until the request's stream
+/// takes the mark over (`take_held`) or the layer answers; outside the
+/// layer, `busy` ends at once.
+pub(crate) fn hold(busy: Busy) {
+    let _ = REQUEST.try_with(move |scope| scope.held.replace(Some(busy)));
+}
+
+/// What the current request holds of `activity`'s session: `Some` when it
+/// holds it busy, as the mark itself if `take` (for a stream that keeps
+/// the session busy while it lasts), else as an empty mark (the held one
+/// stays until the layer answers); `None` when it holds nothing of it.
+pub(crate) fn held(activity: &Arc<Activity>, take: bool) -> Option<Busy> {
+    REQUEST
+        .try_with(|scope| {
+            let mut held = scope.held.borrow_mut();
+            if !held.as_ref().is_some_and(|busy| busy.is_of(activity)) {
+                return None;
+            }
+            Some(if take {
+                held.take().unwrap_or_else(Busy::none)
+            } else {
+                Busy::none()
+            })
+        })
+        .ok()
+        .flatten()
+}
+
+/// Runs `request` as the layer runs a request of an anonymous client (for
+/// the manager's unit tests).
+#[cfg(test)]
+pub(crate) async fn in_request<F: Future>(request: F) -> F::Output {
+    REQUEST
+        .scope(RequestScope::new(ClientKey::anonymous()), request)
+        .await
 }
 
 /// A tower layer for rmcp's `StreamableHttpService` that answers refusals by
@@ -247,10 +308,7 @@ where
         };
         let is_delete = parts.method == http::Method::DELETE;
         let inner = self.inner.call(Request::from_parts(parts, body));
-        let scope = RequestScope {
-            refusal: Cell::new(None),
-            client,
-        };
+        let scope = RequestScope::new(client);
         Box::pin(REQUEST.scope(scope, async move {
             let mut ticket = ticket;
             let mut response = match &ticket {
@@ -342,10 +400,7 @@ mod tests {
     use crate::refusal::Creation;
 
     fn scope() -> RequestScope {
-        RequestScope {
-            refusal: Cell::new(None),
-            client: ClientKey::anonymous(),
-        }
+        RequestScope::new(ClientKey::anonymous())
     }
 
     #[tokio::test]

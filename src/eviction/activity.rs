@@ -125,6 +125,12 @@ impl Activity {
         state & (BUSY_MASK | CLAIMED) == 0
     }
 
+    /// Whether a close or an eviction claimed the session: it is leaving
+    /// the registry, and no request can begin on it any more.
+    pub(crate) fn is_claimed(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CLAIMED != 0
+    }
+
     /// Whether a standalone stream is open.
     pub(crate) fn is_listening(&self) -> bool {
         self.listening.load(Ordering::Relaxed) > 0
@@ -335,6 +341,19 @@ impl Activity {
 pub(crate) struct Busy(Option<Arc<Activity>>);
 
 impl Busy {
+    /// Whether this marks a request of `activity`'s session.
+    pub(crate) fn is_of(&self, activity: &Arc<Activity>) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|own| Arc::ptr_eq(own, activity))
+    }
+
+    /// Marks nothing: for a step of a request whose session is already
+    /// marked busy by the request (see `http::hold`).
+    pub(crate) fn none() -> Self {
+        Self(None)
+    }
+
     /// Ends the request now (idempotent with the drop).
     pub(crate) fn end(&mut self) {
         if let Some(activity) = self.0.take() {

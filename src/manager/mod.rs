@@ -350,12 +350,32 @@ impl BoundedSessionManager {
     }
 
     /// The session's handle, with the session marked busy until the
-    /// returned guard ends. If it is gone, records `gone` for the HTTP
-    /// layer: the request raced the end of its session.
+    /// returned guard ends (an empty guard if the request already holds
+    /// it busy, see [`http::hold`]). If it is gone, records `gone` for the
+    /// HTTP layer: the request raced the end of its session.
     fn begin(
         &self,
         id: &SessionId,
         gone: Refusal,
+    ) -> Result<(SessionHandle, Busy), BoundedSessionError> {
+        self.begin_marked(id, gone, false)
+    }
+
+    /// [`Self::begin`] for a request's stream, which keeps its session busy
+    /// while it lasts: it takes over the request's held mark.
+    fn begin_stream(
+        &self,
+        id: &SessionId,
+        gone: Refusal,
+    ) -> Result<(SessionHandle, Busy), BoundedSessionError> {
+        self.begin_marked(id, gone, true)
+    }
+
+    fn begin_marked(
+        &self,
+        id: &SessionId,
+        gone: Refusal,
+        take_held: bool,
     ) -> Result<(SessionHandle, Busy), BoundedSessionError> {
         let not_found = || {
             http::record(gone);
@@ -369,6 +389,9 @@ impl BoundedSessionManager {
             })
             .flatten()
             .ok_or_else(not_found)?;
+        if let Some(busy) = http::held(&activity, take_held) {
+            return Ok((handle, busy));
+        }
         match activity.begin() {
             Ok(busy) => Ok((handle, busy)),
             Err(BeginError::Gone) => Err(not_found()),

@@ -14,7 +14,15 @@
 //!   (one word with the claim bit, `eviction::activity`), under the
 //!   session's lock and only if no `GET` response is open (a `GET` opens
 //!   its response under that lock while its request holds the session
-//!   busy; `Shared::claim_if_quiet`).
+//!   busy; `Shared::claim_if_quiet`). A request is in flight from the
+//!   moment rmcp finds its session (`has_session`) or restores it: under
+//!   the HTTP layer, the request holds the session busy until its stream
+//!   takes the mark over or the layer answers (`http::hold`), so the
+//!   session cannot be parked between rmcp's lookup and the request
+//!   reaching it (which would answer `404` for a session that was live).
+//! - A restore that finds the session's copy still ending (out of the
+//!   registry, not yet parked) waits for it to be parked, by time, not by
+//!   a number of yields: the ending thread may be preempted in between.
 //! - A restore takes the parked entry out of the store's bound and
 //!   deadline (`Pin`) before it is admitted, and gives it back if
 //!   refused: a refused restore (`429`, `503`) loses nothing, and the

@@ -18,6 +18,7 @@ use crate::EventIdError;
 use crate::close_reason::CloseReason;
 use crate::error::{BoundedSessionError, TransportError};
 use crate::event_id::EventId;
+use crate::eviction::activity::BeginError;
 use crate::eviction::activity::TrackedStream;
 use crate::http;
 use crate::refusal::Refusal;
@@ -92,13 +93,38 @@ impl SessionManager for BoundedSessionManager {
         answered.map_err(|error| refused(error, gone))
     }
 
+    /// Whether session `id` is live here (and its client's, when sessions
+    /// are bound); one that a close or eviction claimed is not. Under the
+    /// HTTP layer, a live session found here is held busy for the rest of
+    /// the request (see [`http::hold`]): what rmcp does with the request
+    /// next reaches it, however soon `park_after` or an eviction would
+    /// otherwise have ended it.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it never suspends.
     async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
-        Ok(self
+        let Some(activity) = self
             .registry
-            .contains_where(id, |session| self.is_owner(session)))
+            .with_activity(id, |session, activity| {
+                self.is_owner(session).then(|| activity.clone())
+            })
+            .flatten()
+        else {
+            return Ok(false);
+        };
+        if !http::can_hold() {
+            return Ok(!activity.is_claimed());
+        }
+        Ok(match activity.begin() {
+            Ok(busy) => {
+                http::hold(busy);
+                true
+            }
+            Err(BeginError::Gone) => false,
+            // Live: the request is refused when it reaches the session.
+            Err(BeginError::Saturated) => true,
+        })
     }
 
     /// Closes the session at once: removes it, frees its slot and ends it
@@ -157,7 +183,7 @@ impl SessionManager for BoundedSessionManager {
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let gone = Refusal::SessionGone;
-        let (handle, busy) = self.begin(id, gone)?;
+        let (handle, busy) = self.begin_stream(id, gone)?;
         let stream = handle
             .request(message)
             .await
@@ -196,7 +222,7 @@ impl SessionManager for BoundedSessionManager {
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         let gone = Refusal::SessionGone;
-        let (handle, busy) = self.begin(id, gone)?;
+        let (handle, busy) = self.begin_stream(id, gone)?;
         let stream = handle
             .standalone()
             .await
@@ -258,7 +284,7 @@ impl SessionManager for BoundedSessionManager {
         }
         let gone = Refusal::SessionGone;
         let last_seen = EventId::parse(&last_event_id)?;
-        let (handle, busy) = self.begin(id, gone)?;
+        let (handle, busy) = self.begin_stream(id, gone)?;
         let stream = handle
             .resume(last_seen)
             .await
@@ -307,32 +333,27 @@ impl SessionManager for BoundedSessionManager {
             http::record(Refusal::SessionGone);
             return Err(LocalSessionManagerError::SessionNotFound(id).into());
         }
-        let mut yields = 0;
+        let mut ending = EndingWait::new();
         loop {
-            match self
-                .registry
-                .with_session(&id, |session| self.is_owner(session))
-            {
+            match self.registry.with_activity(&id, |session, activity| {
+                (self.is_owner(session), activity.is_claimed())
+            }) {
                 None => break,
                 // Live, but bound to another client: as unknown as can be.
-                Some(false) => {
+                Some((false, _)) => {
                     http::record(Refusal::SessionGone);
                     return Err(LocalSessionManagerError::SessionNotFound(id).into());
                 }
-                Some(true) if self.registry.contains_where(&id, |_| true) => {
-                    return Ok(RestoreOutcome::AlreadyPresent);
-                }
-                // Still mapped after every yield: answered as present
-                // rather than admitted, which could evict a session for an
-                // insert that would fail.
-                Some(true) if yields == ENDING_YIELDS => {
-                    return Ok(RestoreOutcome::AlreadyPresent);
-                }
+                Some((true, false)) => return Ok(RestoreOutcome::AlreadyPresent),
                 // Claimed by a close that removes it in a moment, within
                 // one synchronous step of another thread.
-                Some(true) => {
-                    yields += 1;
-                    tokio::task::yield_now().await;
+                Some((true, true)) => {
+                    // Still mapped after the wait: answered as present
+                    // rather than admitted, which could evict a session
+                    // for an insert that would fail.
+                    if !ending.wait().await {
+                        return Ok(RestoreOutcome::AlreadyPresent);
+                    }
                 }
             }
         }
@@ -346,6 +367,14 @@ impl SessionManager for BoundedSessionManager {
         let admitted = self.admission().await?;
         Ok(match self.admit(admitted, id.clone(), Origin::Restored) {
             Some(transport) => {
+                // The request that restores it is on its way to it.
+                if http::can_hold()
+                    && let Some(Ok(busy)) = self
+                        .registry
+                        .with_activity(&id, |_, activity| activity.begin())
+                {
+                    http::hold(busy);
+                }
                 if let Some(pin) = pin
                     && let Some(generation) = self
                         .registry
@@ -396,7 +425,7 @@ impl BoundedSessionManager {
     }
 
     /// Takes parked session `id` for its restore (see `parking`): waits
-    /// a few yields for a copy that is ending to be parked; refuses (as
+    /// briefly for a copy that is ending to be parked (`EndingWait`); refuses (as
     /// unknown) one that is not parked, or was created by another client
     /// when sessions are bound to their client.
     async fn pin_parked(
@@ -409,14 +438,11 @@ impl BoundedSessionManager {
             http::record(Refusal::SessionGone);
             BoundedSessionError::from(LocalSessionManagerError::SessionNotFound(id.clone()))
         };
-        let mut yields = 0;
+        let mut ending = EndingWait::new();
         let pin = loop {
             match store.inner.pin(id) {
                 Ok(pin) => break pin,
-                Err(NotParked::Live) if yields < ENDING_YIELDS => {
-                    yields += 1;
-                    tokio::task::yield_now().await;
-                }
+                Err(NotParked::Live) if ending.wait().await => {}
                 Err(_) => return Err(gone()),
             }
         };
@@ -499,9 +525,43 @@ fn refused(error: BoundedSessionError, gone: Refusal) -> BoundedSessionError {
     error
 }
 
-/// How often a restore yields while a close removes the session it found
-/// (a few instructions on another thread) before it gives up on it.
-const ENDING_YIELDS: usize = 64;
+/// A restore's wait for a copy of its session that another thread is
+/// ending (removing it from the registry, then parking it): a few
+/// instructions, unless that thread is preempted in between, which on a
+/// loaded machine lasts a scheduler tick or more. So it first yields, then
+/// sleeps a millisecond at a time, and gives up after [`Self::LIMIT`] (a
+/// copy still ending by then is not being ended).
+struct EndingWait {
+    yields: u32,
+    since: Option<tokio::time::Instant>,
+}
+
+impl EndingWait {
+    const YIELDS: u32 = 64;
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn new() -> Self {
+        Self {
+            yields: 0,
+            since: None,
+        }
+    }
+
+    /// Waits a little; `false`, at once, once the limit is reached.
+    async fn wait(&mut self) -> bool {
+        if self.yields < Self::YIELDS {
+            self.yields += 1;
+            tokio::task::yield_now().await;
+            return true;
+        }
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= Self::LIMIT {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        true
+    }
+}
 
 /// An id being restored, listed in the manager's set until dropped.
 struct Restoring<'a> {

@@ -209,3 +209,98 @@ async fn a_restore_waits_out_a_close_in_flight_instead_of_answering_present() {
     assert_eq!(manager.session_count(), 1);
     assert!(manager.stats().is_consistent());
 }
+
+/// rmcp looks a session up (`has_session`), then hands it the request
+/// (`create_stream`): in between, `park_after` or an eviction must not end
+/// it, or a request for a live session would be answered `404`.
+#[tokio::test]
+async fn a_session_found_by_a_request_stays_until_the_request_reaches_it() {
+    let manager = BoundedSessionManager::new(SessionConfig::default(), 2);
+    let (id, _transport) = manager.create_session().await.unwrap();
+    let generation = manager
+        .registry
+        .with_activity(&id, |_, activity| activity.generation())
+        .unwrap();
+    let stream_busy = http::in_request(async {
+        assert!(manager.has_session(&id).await.unwrap());
+        assert!(
+            !manager.registry.park(&id, generation),
+            "parked between the lookup and the request"
+        );
+        // A step that is not the request's stream leaves the mark held.
+        let (_, step) = manager.begin(&id, Refusal::SessionGone).unwrap();
+        drop(step);
+        assert!(!manager.registry.park(&id, generation));
+        // The stream takes it over, and keeps it past the request's scope.
+        let (_, busy) = manager.begin_stream(&id, Refusal::SessionGone).unwrap();
+        busy
+    })
+    .await;
+    assert!(!manager.registry.park(&id, generation));
+    drop(stream_busy);
+    assert!(manager.registry.park(&id, generation), "quiet: it parks");
+    assert!(!manager.has_session(&id).await.unwrap());
+}
+
+/// A lookup outside the layer holds nothing, and a lookup that found the
+/// session claimed (leaving) says it is gone: rmcp then restores it.
+#[tokio::test]
+async fn a_lookup_outside_the_layer_holds_nothing() {
+    let manager = BoundedSessionManager::new(SessionConfig::default(), 2);
+    let (id, _transport) = manager.create_session().await.unwrap();
+    let generation = manager
+        .registry
+        .with_activity(&id, |_, activity| activity.generation())
+        .unwrap();
+    assert!(manager.has_session(&id).await.unwrap());
+    assert!(manager.registry.park(&id, generation));
+    assert!(!manager.has_session(&id).await.unwrap());
+    assert!(!http::in_request(manager.has_session(&id)).await.unwrap());
+}
+
+/// A restore that finds the session's copy still ending (out of the
+/// registry, not yet parked: the closing thread was preempted in between)
+/// waits for the park, however long the preemption lasts, up to a second.
+#[tokio::test(start_paused = true)]
+async fn a_restore_waits_for_a_copy_that_is_still_ending() {
+    use rmcp::transport::streamable_http_server::session::store::SessionStore;
+
+    let store = crate::store::MemorySessionStore::default();
+    let manager = BoundedSessionManager::builder(2).park_in(&store).build();
+    let id: SessionId = "0b7e1c2a-5f7e-4c1b-9d7e-000000000001".into();
+    let state = serde_json::from_value(serde_json::json!({
+        "initialize_params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": { "name": "test", "version": "1" }
+        }
+    }))
+    .unwrap();
+    // Copy 7 of it is live in the store, but no longer in the registry.
+    store.expect(&id, 7, crate::clients::ClientKey::anonymous());
+    store.store(&id, &state).await.unwrap();
+    let parking = {
+        let (store, id) = (store.clone(), id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            store.inner.closed(&id, 7, true, None)
+        })
+    };
+    let RestoreOutcome::Restored(_transport) = manager.restore_session(id.clone()).await.unwrap()
+    else {
+        panic!("expected a restore");
+    };
+    assert_eq!(
+        parking.await.unwrap(),
+        crate::store::memory_sessions::Parked::Yes
+    );
+    assert!(manager.has_session(&id).await.unwrap());
+
+    // A copy that never finishes ending is given up on after the limit.
+    let other: SessionId = "0b7e1c2a-5f7e-4c1b-9d7e-000000000002".into();
+    store.expect(&other, 3, crate::clients::ClientKey::anonymous());
+    store.store(&other, &state).await.unwrap();
+    let started = tokio::time::Instant::now();
+    assert!(manager.restore_session(other).await.is_err());
+    assert!(started.elapsed() >= Duration::from_secs(1));
+}
