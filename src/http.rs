@@ -30,6 +30,7 @@ use crate::clients::forwarded::Unreadable;
 use crate::clients::key::KeyDerivation;
 use crate::drain::{Drain, Kind, Tracked};
 use crate::eviction::activity::{Activity, Busy};
+use crate::manager::parking::Awaiting;
 use crate::refusal::{Refusal, RequestRefusal};
 use crate::requests::{Held, McpHeaders, RequestAdmission};
 
@@ -46,6 +47,10 @@ struct RequestScope {
     /// the request (which would answer `404` to a request for a session
     /// that existed when it arrived).
     held: RefCell<Option<Busy>>,
+    /// The session this request is on its way to, not live when rmcp
+    /// looked it up (restored by this request or another): listed so
+    /// that `park_after` leaves its restored copy to the request.
+    awaiting: RefCell<Option<Awaiting>>,
 }
 
 impl RequestScope {
@@ -54,6 +59,7 @@ impl RequestScope {
             refusal: Cell::new(None),
             client,
             held: RefCell::new(None),
+            awaiting: RefCell::new(None),
         }
     }
 }
@@ -93,6 +99,12 @@ pub(crate) fn can_hold() -> bool {
 /// layer, `busy` ends at once.
 pub(crate) fn hold(busy: Busy) {
     let _ = REQUEST.try_with(move |scope| scope.held.replace(Some(busy)));
+}
+
+/// Keeps `awaiting` for the rest of the current request; outside the
+/// layer, it ends at once.
+pub(crate) fn await_session(awaiting: Awaiting) {
+    let _ = REQUEST.try_with(move |scope| scope.awaiting.replace(Some(awaiting)));
 }
 
 /// What the current request holds of `activity`'s session: `Some` when it

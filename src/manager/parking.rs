@@ -20,6 +20,16 @@
 //!   takes the mark over or the layer answers (`http::hold`), so the
 //!   session cannot be parked between rmcp's lookup and the request
 //!   reaching it (which would answer `404` for a session that was live).
+//!   A request that finds its session not live (parked, or being parked)
+//!   either restores it or waits for another request's restore of it
+//!   (rmcp runs one restore of an id at a time), then reaches it: from its
+//!   lookup until it ends, it is listed as awaiting the session
+//!   (`Parking::awaiting`), and `park_after` does not park a session
+//!   awaited by a request (`Parking::is_awaited`, looked at when the park
+//!   claims the session). A waiter wakes when the restore is complete,
+//!   and may reach the session after the restoring request is done with
+//!   it: without the list, an idle restored copy could be parked again
+//!   in between.
 //! - A restore that finds the session's copy still ending (out of the
 //!   registry, not yet parked) waits for it to be parked, by time, not by
 //!   a number of yields: the ending thread may be preempted in between.
@@ -37,6 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use rmcp::transport::streamable_http_server::session::SessionId;
 use tokio::time::Instant;
 
@@ -59,6 +70,10 @@ pub(crate) struct Parking {
     pub(crate) on_restore: Option<RestoreHook>,
     /// Whether the warning about a store rmcp was not given was logged.
     warned_no_state: AtomicBool,
+    /// Requests on their way to each session that was not live when they
+    /// looked it up (module docs). Keyed by ids requests name, so hashed
+    /// with the standard library's keyed hasher.
+    awaited: Arc<DashMap<SessionId, usize>>,
 }
 
 impl std::fmt::Debug for Parking {
@@ -83,7 +98,23 @@ impl Parking {
             on_park,
             on_restore,
             warned_no_state: AtomicBool::new(false),
+            awaited: Arc::default(),
         }
+    }
+
+    /// Lists the current request as awaiting session `id` until the
+    /// returned guard drops.
+    pub(crate) fn awaiting(&self, id: &SessionId) -> Awaiting {
+        *self.awaited.entry(id.clone()).or_insert(0) += 1;
+        Awaiting {
+            awaited: self.awaited.clone(),
+            id: id.clone(),
+        }
+    }
+
+    /// Whether a request is on its way to session `id` (module docs).
+    pub(crate) fn is_awaited(&self, id: &SessionId) -> bool {
+        self.awaited.contains_key(id)
     }
 
     /// Copy `generation` of session `id` ended for `reason`, idle until
@@ -135,6 +166,23 @@ impl Parking {
             if let Some(hook) = &self.on_restore {
                 hook(id);
             }
+        });
+    }
+}
+
+/// A request listed as awaiting a session (see [`Parking::awaiting`]).
+pub(crate) struct Awaiting {
+    awaited: Arc<DashMap<SessionId, usize>>,
+    id: SessionId,
+}
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        // The entry goes with its last request: the list holds only ids
+        // requests are on their way to.
+        self.awaited.remove_if_mut(&self.id, |_, count| {
+            *count -= 1;
+            *count == 0
         });
     }
 }

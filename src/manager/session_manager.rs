@@ -98,33 +98,38 @@ impl SessionManager for BoundedSessionManager {
     /// HTTP layer, a live session found here is held busy for the rest of
     /// the request (see [`http::hold`]): what rmcp does with the request
     /// next reaches it, however soon `park_after` or an eviction would
-    /// otherwise have ended it.
+    /// otherwise have ended it; with parking, a session not live here is
+    /// listed as awaited by the request, which rmcp then restores or
+    /// waits for (see `parking`).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it never suspends.
     async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
-        let Some(activity) = self
+        let activity = self
             .registry
             .with_activity(id, |session, activity| {
                 self.is_owner(session).then(|| activity.clone())
             })
-            .flatten()
-        else {
-            return Ok(false);
-        };
+            .flatten();
         if !http::can_hold() {
-            return Ok(!activity.is_claimed());
+            return Ok(activity.is_some_and(|activity| !activity.is_claimed()));
         }
-        Ok(match activity.begin() {
-            Ok(busy) => {
+        let live = match activity.map(|activity| activity.begin()) {
+            Some(Ok(busy)) => {
                 http::hold(busy);
                 true
             }
-            Err(BeginError::Gone) => false,
+            None | Some(Err(BeginError::Gone)) => false,
             // Live: the request is refused when it reaches the session.
-            Err(BeginError::Saturated) => true,
-        })
+            Some(Err(BeginError::Saturated)) => true,
+        };
+        // Not live: rmcp restores it next (or waits for a restore of it
+        // under way), and the request then reaches it (see `parking`).
+        if !live && let Some(parking) = &self.settings.parking {
+            http::await_session(parking.awaiting(id));
+        }
+        Ok(live)
     }
 
     /// Closes the session at once: removes it, frees its slot and ends it

@@ -33,7 +33,7 @@ impl BoundedSessionManager {
 
 impl crate::store::SessionHost for BoundedSessionManager {
     fn holds_session(&self, id: &SessionId) -> bool {
-        self.registry.contains_where(id, |_| true)
+        self.registry.contains(id)
     }
 
     /// As a DELETE here would (`CloseReason::Closed`).

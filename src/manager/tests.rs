@@ -258,6 +258,57 @@ async fn a_lookup_outside_the_layer_holds_nothing() {
     assert!(!http::in_request(manager.has_session(&id)).await.unwrap());
 }
 
+/// Two requests for one parked session: one restores it, the other waits
+/// for that restore (rmcp runs one at a time) and reaches the session
+/// after the first is done with it. In between, `park_after` must leave
+/// the idle restored copy to the waiting request.
+#[tokio::test]
+async fn a_session_awaited_by_a_request_is_not_parked() {
+    use rmcp::transport::streamable_http_server::session::store::SessionStore;
+
+    let store = crate::store::MemorySessionStore::default();
+    let manager = Arc::new(
+        BoundedSessionManager::builder(2)
+            .park_in(&store)
+            .park_after(Duration::from_millis(1))
+            .build(),
+    );
+    let (id, _transport) = manager.create_session().await.unwrap();
+    let generation = |manager: &BoundedSessionManager| {
+        manager
+            .registry
+            .with_activity(&id, |_, activity| activity.generation())
+            .unwrap()
+    };
+    store.expect(
+        &id,
+        generation(&manager),
+        crate::clients::ClientKey::anonymous(),
+    );
+    store.store(&id, &state()).await.unwrap();
+    assert!(manager.registry.park(&id, generation(&manager)));
+
+    let _transport = http::in_request(async {
+        assert!(!manager.has_session(&id).await.unwrap(), "parked");
+        // Restored by another request, which is done with it at once.
+        let restoring = {
+            let (manager, id) = (manager.clone(), id.clone());
+            tokio::spawn(async move { manager.restore_session(id).await })
+        };
+        // Kept: its end would close the restored copy.
+        let RestoreOutcome::Restored(_transport) = restoring.await.unwrap().unwrap() else {
+            panic!("expected a restore");
+        };
+        assert!(
+            !manager.registry.park(&id, generation(&manager)),
+            "parked under the waiting request"
+        );
+        _transport
+    })
+    .await;
+    assert!(manager.registry.park(&id, generation(&manager)));
+}
+
 /// A restore that finds the session's copy still ending (out of the
 /// registry, not yet parked: the closing thread was preempted in between)
 /// waits for the park, however long the preemption lasts, up to a second.
@@ -268,14 +319,7 @@ async fn a_restore_waits_for_a_copy_that_is_still_ending() {
     let store = crate::store::MemorySessionStore::default();
     let manager = BoundedSessionManager::builder(2).park_in(&store).build();
     let id: SessionId = "0b7e1c2a-5f7e-4c1b-9d7e-000000000001".into();
-    let state = serde_json::from_value(serde_json::json!({
-        "initialize_params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": { "name": "test", "version": "1" }
-        }
-    }))
-    .unwrap();
+    let state = state();
     // Copy 7 of it is live in the store, but no longer in the registry.
     store.expect(&id, 7, crate::clients::ClientKey::anonymous());
     store.store(&id, &state).await.unwrap();
@@ -303,4 +347,16 @@ async fn a_restore_waits_for_a_copy_that_is_still_ending() {
     let started = tokio::time::Instant::now();
     assert!(manager.restore_session(other).await.is_err());
     assert!(started.elapsed() >= Duration::from_secs(1));
+}
+
+/// The state rmcp stores for a session (its `initialize` parameters).
+fn state() -> rmcp::transport::streamable_http_server::session::store::SessionState {
+    serde_json::from_value(serde_json::json!({
+        "initialize_params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": { "name": "test", "version": "1" }
+        }
+    }))
+    .unwrap()
 }

@@ -238,22 +238,14 @@ impl<H: Stop> Registry<H> {
         self.session_count.load(Ordering::Relaxed)
     }
 
-    /// Whether `id` is live: mapped and not claimed by a thread that is
-    /// ending it (so that a close that found the session already claimed
-    /// is, to every later lookup, a close that happened).
-    #[cfg(test)]
+    /// Whether `id` is live: mapped and not marked by a close that found it
+    /// claimed by another thread, which removes it in a moment (so that a
+    /// close that found the session already claimed is, to every later
+    /// lookup, a close that happened).
+    #[cfg(any(test, feature = "redis"))]
     pub(crate) fn contains(&self, id: &SessionId) -> bool {
-        self.contains_where(id, |_| true)
-    }
-
-    /// Whether `id` is live (mapped, and not marked by a close that found it
-    /// claimed by another thread, which removes it in a moment) and
-    /// `accept` accepts its session, in one read of the map.
-    pub(crate) fn contains_where(&self, id: &SessionId, accept: impl FnOnce(&H) -> bool) -> bool {
         self.sessions
-            .with(id, |entry| {
-                !entry.ending.load(Ordering::Acquire) && accept(&entry.session)
-            })
+            .with(id, |entry| !entry.ending.load(Ordering::Acquire))
             .unwrap_or(false)
     }
 

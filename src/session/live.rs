@@ -62,7 +62,14 @@ impl Stop for LiveSession {
     }
 
     fn claim_if_quiet(&self, claim: &mut dyn FnMut() -> bool) -> bool {
-        self.handle.shared().claim_if_quiet(claim)
+        let shared = self.handle.shared();
+        // A request on its way to it, from a lookup that found it parked.
+        if let Some(parking) = &shared.settings.parking
+            && parking.is_awaited(&shared.id)
+        {
+            return false;
+        }
+        shared.claim_if_quiet(claim)
     }
 
     fn left_registry(&mut self) {

@@ -389,3 +389,52 @@ async fn a_restore_at_the_clients_quota_parks_its_own_other_session() {
     assert_eq!(echo(&client, &first, 4).await, StatusCode::OK);
     assert!(server.manager.session_count() <= 2);
 }
+
+/// Sessions parked 1 ms after every request (the conformance suite's
+/// parking run): calls from several clients, two at a time per session,
+/// all answered, never `404`, however a park, a restore and rmcp's lookup
+/// of the next request interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_parked_after_every_request_answer_every_request() {
+    let _timed = common::load::timed().await;
+    let restores = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (server, _store) = parking_server(100, |builder, _| {
+        let restores = restores.clone();
+        builder
+            .park_after(Duration::from_millis(1))
+            .on_restore(move |_| {
+                restores.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+    })
+    .await;
+    let mut calls = Vec::new();
+    for n in 0..4u8 {
+        let client = server.client_from(loopback(20 + n));
+        let session = client.initialize().await.unwrap();
+        for lane in 0..2u64 {
+            let (client, session) = (client.clone(), session.clone());
+            calls.push(tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for call in 0..40u64 {
+                    statuses.push(echo(&client, &session, 1_000 * lane + call).await);
+                    if call % 4 == 0 {
+                        // Long enough to be parked before the next call.
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                }
+                statuses
+            }));
+        }
+    }
+    for call in calls {
+        let statuses = call.await.unwrap();
+        assert!(
+            statuses.iter().all(|status| *status == StatusCode::OK),
+            "{statuses:?}"
+        );
+    }
+    assert!(
+        restores.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "no session was parked and restored: the test checked nothing"
+    );
+}
