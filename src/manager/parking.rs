@@ -29,7 +29,10 @@
 //!   claims the session). A waiter wakes when the restore is complete,
 //!   and may reach the session after the restoring request is done with
 //!   it: without the list, an idle restored copy could be parked again
-//!   in between.
+//!   in between. And rmcp forgets a finished restore only in a task of
+//!   its own, after which a request for the id skips the lookup: a
+//!   restored copy stays live at least 100 ms (`RESTORED_STAYS`, in
+//!   `session::shared`) whatever `park_after`, so such a request finds it.
 //! - A restore that finds the session's copy still ending (out of the
 //!   registry, not yet parked) waits for it to be parked, by time, not by
 //!   a number of yields: the ending thread may be preempted in between.

@@ -239,3 +239,37 @@ async fn a_full_inbox_makes_the_next_client_message_wait_for_the_handler() {
         .unwrap()
         .unwrap();
 }
+
+/// `park_after` counts from the last message, but a restored copy stays
+/// at least `RESTORED_STAYS` (rmcp may still send a request straight to
+/// it, see there); a created one has no such floor.
+#[tokio::test(start_paused = true)]
+async fn a_restored_copy_is_not_parked_at_once() {
+    use super::super::shared::Deadline;
+    use tokio::time::Instant;
+
+    let parking = |s: &mut SessionSettings| {
+        s.parking = Some(Arc::new(crate::manager::parking::Parking::new(
+            None,
+            Some(Duration::from_millis(1)),
+            None,
+            None,
+        )));
+    };
+    let due = |session: &Session| {
+        matches!(
+            session.handle.shared().timeout_check(Instant::now()),
+            Deadline::Park
+        )
+    };
+    let created = session_from(settings(parking), Origin::Created).await;
+    let restored = session_from(settings(parking), Origin::Restored).await;
+    tokio::time::advance(Duration::from_millis(2)).await;
+    assert!(due(&created));
+    assert!(
+        !due(&restored),
+        "parked before rmcp is done with its restore"
+    );
+    tokio::time::advance(Duration::from_millis(100)).await;
+    assert!(due(&restored));
+}
