@@ -138,7 +138,7 @@ run_suite plain
 # Parking on: a session idle for 1 ms (between a scenario's requests, no
 # GET open) is parked and restored by its next request. The run must have
 # parked sessions (every scenario's, at its end); how many it restored
-# depends on the suite's timing (20 to 26 in three local runs, fewer on a
+# depends on the suite's timing (22 to 30 in fifteen local runs, fewer on a
 # loaded machine), so it is printed, not required: tests/http/parking.rs
 # checks restores.
 SUITE_RUST_LOG=warn,mcp_bounded_session::manager::parking=debug run_suite parking --park-after 0.001
