@@ -12,6 +12,10 @@
 //! `accept_message`, `create_standalone_stream`, `resume`) does one `DashMap`
 //! lookup and clones the session's handle out of it, so no map lock is held
 //! while it works on the session (whose own lock it takes only briefly).
+//! Behind the HTTP layer, `has_session` also marks the session busy for
+//! the request (one atomic update, see `http::hold`) and, with parking, a
+//! request for a session not live here is listed in the parking's map of
+//! awaited sessions until it ends (see `parking`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -389,7 +393,12 @@ impl BoundedSessionManager {
             })
             .flatten()
             .ok_or_else(not_found)?;
+        // A held mark keeps a park or an eviction away, not a close (a
+        // DELETE, a timeout): a claimed session is gone, held or not.
         if let Some(busy) = http::held(&activity, take_held) {
+            if activity.is_claimed() {
+                return Err(not_found());
+            }
             return Ok((handle, busy));
         }
         match activity.begin() {

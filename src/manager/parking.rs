@@ -14,25 +14,28 @@
 //!   (one word with the claim bit, `eviction::activity`), under the
 //!   session's lock and only if no `GET` response is open (a `GET` opens
 //!   its response under that lock while its request holds the session
-//!   busy; `Shared::claim_if_quiet`). A request is in flight from the
-//!   moment rmcp finds its session (`has_session`) or restores it: under
-//!   the HTTP layer, the request holds the session busy until its stream
+//!   busy; `Shared::claim_if_quiet`). Behind the HTTP layer, a request is
+//!   in flight from the moment rmcp finds its session (`has_session`) or
+//!   restores it: the request holds the session busy until its stream
 //!   takes the mark over or the layer answers (`http::hold`), so the
-//!   session cannot be parked between rmcp's lookup and the request
-//!   reaching it (which would answer `404` for a session that was live).
-//!   A request that finds its session not live (parked, or being parked)
-//!   either restores it or waits for another request's restore of it
-//!   (rmcp runs one restore of an id at a time), then reaches it: from its
-//!   lookup until it ends, it is listed as awaiting the session
+//!   session cannot be parked or evicted between rmcp's lookup and the
+//!   request reaching it (which would answer `404` for a session that was
+//!   live). A request that finds its session not live (parked, or being
+//!   parked) either restores it or waits for another request's restore of
+//!   it (rmcp runs one restore of an id at a time), then reaches it: from
+//!   its lookup until it ends, it is listed as awaiting the session
 //!   (`Parking::awaiting`), and `park_after` does not park a session
 //!   awaited by a request (`Parking::is_awaited`, looked at when the park
 //!   claims the session). A waiter wakes when the restore is complete,
 //!   and may reach the session after the restoring request is done with
-//!   it: without the list, an idle restored copy could be parked again
-//!   in between. And rmcp forgets a finished restore only in a task of
-//!   its own, after which a request for the id skips the lookup: a
-//!   restored copy stays live at least 100 ms (`RESTORED_STAYS`, in
-//!   `session::shared`) whatever `park_after`, so such a request finds it.
+//!   it: without the list, an idle restored copy could be parked again in
+//!   between. And rmcp forgets a finished restore only in a task of its
+//!   own, until which a request for the id is told the session was
+//!   restored without a restore of its own: a restored copy's
+//!   `park_after` is 100 ms at least (`RESTORED_STAYS`, in
+//!   `session::shared`), so such a request finds it. An eviction at a
+//!   full cap can still take an idle restored copy a waiter has not
+//!   reached (it is the most recently active session, so evicted last).
 //! - A restore that finds the session's copy still ending (out of the
 //!   registry, not yet parked) waits for it to be parked, by time, not by
 //!   a number of yields: the ending thread may be preempted in between.

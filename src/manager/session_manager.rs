@@ -65,7 +65,9 @@ impl SessionManager for BoundedSessionManager {
         message: ClientJsonRpcMessage,
     ) -> Result<ServerJsonRpcMessage, Self::Error> {
         let gone = Refusal::EvictedBeforeInitialized;
-        // Busy until the handshake is answered (or this future is dropped).
+        // Busy until the handshake is answered (or this future is dropped);
+        // a restore's request holds its copy busy longer, until the layer
+        // answers it.
         let (handle, _busy) = self.begin(id, gone)?;
         let _abandoned = self.handshake_deadline(id, &handle);
         let answered = handle.initialize(message).await;
@@ -96,7 +98,7 @@ impl SessionManager for BoundedSessionManager {
     /// Whether session `id` is live here (and its client's, when sessions
     /// are bound); one that a close or eviction claimed is not. Under the
     /// HTTP layer, a live session found here is held busy for the rest of
-    /// the request (see [`http::hold`]): what rmcp does with the request
+    /// the request (see `http::hold`): what rmcp does with the request
     /// next reaches it, however soon `park_after` or an eviction would
     /// otherwise have ended it; with parking, a session not live here is
     /// listed as awaited by the request, which rmcp then restores or
@@ -106,23 +108,27 @@ impl SessionManager for BoundedSessionManager {
     ///
     /// Cancel safe: it never suspends.
     async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
-        let activity = self
-            .registry
-            .with_activity(id, |session, activity| {
-                self.is_owner(session).then(|| activity.clone())
-            })
-            .flatten();
+        let found = self.registry.with_activity(id, |session, activity| {
+            self.is_owner(session).then(|| activity.clone())
+        });
         if !http::can_hold() {
-            return Ok(activity.is_some_and(|activity| !activity.is_claimed()));
+            return Ok(found
+                .flatten()
+                .is_some_and(|activity| !activity.is_claimed()));
         }
-        let live = match activity.map(|activity| activity.begin()) {
-            Some(Ok(busy)) => {
-                http::hold(busy);
-                true
-            }
-            None | Some(Err(BeginError::Gone)) => false,
-            // Live: the request is refused when it reaches the session.
-            Some(Err(BeginError::Saturated)) => true,
+        let live = match found {
+            // Another client's: unknown to this one, and nothing to await.
+            Some(None) => return Ok(false),
+            None => false,
+            Some(Some(activity)) => match activity.begin() {
+                Ok(busy) => {
+                    http::hold(busy);
+                    true
+                }
+                Err(BeginError::Gone) => false,
+                // Live: the request is refused when it reaches the session.
+                Err(BeginError::Saturated) => true,
+            },
         };
         // Not live: rmcp restores it next (or waits for a restore of it
         // under way), and the request then reaches it (see `parking`).
@@ -350,8 +356,9 @@ impl SessionManager for BoundedSessionManager {
                     return Err(LocalSessionManagerError::SessionNotFound(id).into());
                 }
                 Some((true, false)) => return Ok(RestoreOutcome::AlreadyPresent),
-                // Claimed by a close that removes it in a moment, within
-                // one synchronous step of another thread.
+                // Claimed by a close or a park that removes it in a
+                // moment, within one synchronous step of another thread
+                // (unless that thread is preempted: `EndingWait`).
                 Some((true, true)) => {
                     // Still mapped after the wait: answered as present
                     // rather than admitted, which could evict a session
@@ -387,8 +394,9 @@ impl SessionManager for BoundedSessionManager {
                 {
                     pin.commit(generation);
                     // Evicted before the commit (idle in its handshake, at
-                    // a full cap): its end found the entry still the
-                    // restore's and left it, so it is parked here.
+                    // a full cap; only outside the layer, which holds it
+                    // busy): its end found the entry still the restore's
+                    // and left it, so it is parked here.
                     if !self.holds_generation(&id, generation)
                         && let Some(store) = self.memory_parking()
                     {

@@ -242,20 +242,49 @@ async fn a_session_found_by_a_request_stays_until_the_request_reaches_it() {
     assert!(!manager.has_session(&id).await.unwrap());
 }
 
-/// A lookup outside the layer holds nothing, and a lookup that found the
-/// session claimed (leaving) says it is gone: rmcp then restores it.
+/// A lookup outside the layer holds nothing; a session claimed by a park
+/// or a close, still mapped while that close removes it, is gone to a
+/// lookup in or out of the layer (rmcp then restores it), and to a
+/// request that held it before the claim (a close does not wait for
+/// requests, as a park does).
 #[tokio::test]
-async fn a_lookup_outside_the_layer_holds_nothing() {
-    let manager = BoundedSessionManager::new(SessionConfig::default(), 2);
+async fn a_claimed_session_is_gone_to_lookups_and_to_held_requests() {
+    let store = crate::store::MemorySessionStore::default();
+    let manager = BoundedSessionManager::builder(2).park_in(&store).build();
     let (id, _transport) = manager.create_session().await.unwrap();
     let generation = manager
         .registry
         .with_activity(&id, |_, activity| activity.generation())
         .unwrap();
     assert!(manager.has_session(&id).await.unwrap());
-    assert!(manager.registry.park(&id, generation));
-    assert!(!manager.has_session(&id).await.unwrap());
-    assert!(!http::in_request(manager.has_session(&id)).await.unwrap());
+    assert!(
+        manager.registry.park(&id, generation),
+        "outside: nothing held"
+    );
+
+    let (other, _other_transport) = manager.create_session().await.unwrap();
+    let claim = || {
+        manager
+            .registry
+            .with_activity(&other, |_, activity| activity.claim(false))
+            .unwrap()
+    };
+    http::in_request(async {
+        assert!(manager.has_session(&other).await.unwrap());
+        // A DELETE's claim, the entry not removed yet.
+        assert!(claim());
+        assert!(
+            manager.begin_stream(&other, Refusal::SessionGone).is_err(),
+            "served by a closed session"
+        );
+        assert!(!manager.has_session(&other).await.unwrap());
+        let parking = manager.settings.parking.as_ref().unwrap();
+        assert!(parking.is_awaited(&other), "a lookup that found it gone");
+    })
+    .await;
+    assert!(!manager.has_session(&other).await.unwrap());
+    let parking = manager.settings.parking.as_ref().unwrap();
+    assert!(!parking.is_awaited(&other), "listed past its request");
 }
 
 /// Two requests for one parked session: one restores it, the other waits

@@ -96,13 +96,14 @@ pub(crate) enum Deadline {
     Never,
 }
 
-/// How long a restored copy stays live at least, whatever `park_after`.
-/// rmcp 3.11 forgets a finished restore in a task of its own: until that
-/// task runs, a request for the id is told the session was restored and
-/// goes straight to it, without looking it up, so a copy parked again in
-/// that window would answer it `404`. The task waits for a lock other
-/// requests take; this outlasts it on a loaded machine, and is nothing
-/// next to the `park_after` of a real server.
+/// The shortest `park_after` of a restored copy, counted from its last
+/// activity as `park_after` is (so from the end of its restore at the
+/// earliest). rmcp 3.11 forgets a finished restore in a task of its own:
+/// until that task runs, a request for the id is told the session was
+/// restored, without a restore of its own, and goes to it; a copy parked
+/// again in that window would answer it `404`. The task waits for a lock
+/// other requests take; this outlasts it on a loaded machine, and is
+/// nothing next to the `park_after` of a real server.
 const RESTORED_STAYS: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
@@ -249,15 +250,11 @@ impl Shared {
             .and_then(|parking| parking.park_after);
         match state.phase {
             Phase::Ready => {
-                let park_at = park_after
-                    .and_then(|after| state.last_activity.checked_add(after))
-                    .map(|at| match self.origin {
-                        Origin::Restored => self
-                            .created_at
-                            .checked_add(RESTORED_STAYS)
-                            .map_or(at, |stays| at.max(stays)),
-                        Origin::Created => at,
-                    });
+                let park_after = park_after.map(|after| match self.origin {
+                    Origin::Restored => after.max(RESTORED_STAYS),
+                    Origin::Created => after,
+                });
+                let park_at = park_after.and_then(|after| state.last_activity.checked_add(after));
                 match (idle_at, park_at) {
                     (Some(at), _) if at <= now => Deadline::Passed(CloseReason::IdleTimeout),
                     (_, Some(at)) if at <= now => Deadline::Park,

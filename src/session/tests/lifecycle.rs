@@ -240,9 +240,9 @@ async fn a_full_inbox_makes_the_next_client_message_wait_for_the_handler() {
         .unwrap();
 }
 
-/// `park_after` counts from the last message, but a restored copy stays
-/// at least `RESTORED_STAYS` (rmcp may still send a request straight to
-/// it, see there); a created one has no such floor.
+/// `park_after` counts from the last message, and a restored copy's is
+/// `RESTORED_STAYS` at least (rmcp may still send a request straight to
+/// it, see there); a created one's has no such floor.
 #[tokio::test(start_paused = true)]
 async fn a_restored_copy_is_not_parked_at_once() {
     use super::super::shared::Deadline;
