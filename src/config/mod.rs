@@ -447,7 +447,10 @@ impl BoundedSessionManagerBuilder {
     }
 
     /// Closes every session `duration` after its creation, whatever its
-    /// activity.
+    /// activity. With parking in a `MemorySessionStore`, the lifetime
+    /// counts from the creation across parks and restores: a parked
+    /// session is not restored past it. (A session parked in the Redis
+    /// stores, restored, counts it from its restore.)
     ///
     /// ```
     /// # use std::time::Duration;

@@ -447,14 +447,22 @@ impl BoundedSessionManager {
     /// gives everything back (and drops the session) if `id` is already
     /// live, except a client's rate grant (the race is a concurrent restore
     /// of the same id, or a random id drawn twice).
+    /// `lifetime_end`: a restored session's (its first copy's), else one
+    /// is counted from now.
     fn admit(
         &self,
         admitted: Admitted<'_>,
         id: SessionId,
         origin: Origin,
+        lifetime_end: Option<tokio::time::Instant>,
     ) -> Option<SessionTransport> {
         let owner = admitted.client().clone();
-        let handle = session::create(id.clone(), self.settings.clone(), origin);
+        // A lifetime too long to add to the clock never ends.
+        let lifetime_end = lifetime_end.or_else(|| {
+            self.max_lifetime
+                .and_then(|lifetime| tokio::time::Instant::now().checked_add(lifetime))
+        });
+        let handle = session::create(id.clone(), self.settings.clone(), origin, lifetime_end);
         let activity = admitted.insert(&self.registry, id.clone(), |listed| LiveSession {
             handle: handle.clone(),
             membership: listed
@@ -468,7 +476,7 @@ impl BoundedSessionManager {
             id,
             activity.generation(),
         );
-        Some(handle.transport(Some(lease), self.max_lifetime))
+        Some(handle.transport(Some(lease)))
     }
 
     /// Whether the current request's client may use `session` (always,

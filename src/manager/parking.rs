@@ -8,7 +8,10 @@
 //! - A session is parked only when its live copy ended by eviction,
 //!   `park_after` or a drain; every other end (idle timeout, maximum
 //!   lifetime, DELETE, its handler stopping) forgets it: those are ends
-//!   for good.
+//!   for good. A parked entry is restorable until the session's idle
+//!   deadline or the end of its lifetime, and a restored copy keeps its
+//!   first copy's lifetime end (the memory store keeps it with the
+//!   entry): parking cannot extend a lifetime.
 //! - `park_after` never parks a session with a request in flight or a
 //!   stream open: the registry claims it only if no request is in flight
 //!   (one word with the claim bit, `eviction::activity`), under the

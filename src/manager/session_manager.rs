@@ -42,7 +42,7 @@ impl SessionManager for BoundedSessionManager {
             let id = session_id();
             // A random 122-bit id that is already live would be returned
             // here; retrying is cheaper than a special error for it.
-            if let Some(transport) = self.admit(admitted, id.clone(), Origin::Created) {
+            if let Some(transport) = self.admit(admitted, id.clone(), Origin::Created, None) {
                 return Ok((id, transport));
             }
         }
@@ -85,7 +85,7 @@ impl SessionManager for BoundedSessionManager {
                     (activity.generation(), session.owner.clone())
                 })
         {
-            store.expect(id, generation, owner);
+            store.expect(id, generation, owner, handle.shared().lifetime_end);
             // Ended in between (a DELETE, its handler): its end found no
             // entry to forget, so it is forgotten here.
             if !self.holds_generation(id, generation) {
@@ -377,41 +377,46 @@ impl SessionManager for BoundedSessionManager {
             None => None,
         };
         let admitted = self.admission().await?;
-        Ok(match self.admit(admitted, id.clone(), Origin::Restored) {
-            Some(transport) => {
-                // The request that restores it is on its way to it.
-                if http::can_hold()
-                    && let Some(Ok(busy)) = self
-                        .registry
-                        .with_activity(&id, |_, activity| activity.begin())
-                {
-                    http::hold(busy);
-                }
-                if let Some(pin) = pin
-                    && let Some(generation) = self
-                        .registry
-                        .with_activity(&id, |_, activity| activity.generation())
-                {
-                    pin.commit(generation);
-                    // Evicted before the commit (idle in its handshake, at
-                    // a full cap; only outside the layer, which holds it
-                    // busy): its end found the entry still the restore's
-                    // and left it, so it is parked here.
-                    if !self.holds_generation(&id, generation)
-                        && let Some(store) = self.memory_parking()
+        // A parked session keeps its first copy's lifetime: parking and
+        // restoring it does not extend it.
+        let lifetime_end = pin.as_ref().and_then(|pin| pin.lifetime_end());
+        Ok(
+            match self.admit(admitted, id.clone(), Origin::Restored, lifetime_end) {
+                Some(transport) => {
+                    // The request that restores it is on its way to it.
+                    if http::can_hold()
+                        && let Some(Ok(busy)) = self
+                            .registry
+                            .with_activity(&id, |_, activity| activity.begin())
                     {
-                        store.inner.closed(&id, generation, true, None);
+                        http::hold(busy);
                     }
-                    if let Some(parking) = &self.settings.parking {
-                        parking.restored(&id);
+                    if let Some(pin) = pin
+                        && let Some(generation) = self
+                            .registry
+                            .with_activity(&id, |_, activity| activity.generation())
+                    {
+                        pin.commit(generation);
+                        // Evicted before the commit (idle in its handshake, at
+                        // a full cap; only outside the layer, which holds it
+                        // busy): its end found the entry still the restore's
+                        // and left it, so it is parked here.
+                        if !self.holds_generation(&id, generation)
+                            && let Some(store) = self.memory_parking()
+                        {
+                            store.inner.closed(&id, generation, true, None);
+                        }
+                        if let Some(parking) = &self.settings.parking {
+                            parking.restored(&id);
+                        }
                     }
+                    RestoreOutcome::Restored(transport)
                 }
-                RestoreOutcome::Restored(transport)
-            }
-            // Only under a caller that restores outside rmcp's own
-            // serialization, racing an insert: everything went back.
-            None => RestoreOutcome::AlreadyPresent,
-        })
+                // Only under a caller that restores outside rmcp's own
+                // serialization, racing an insert: everything went back.
+                None => RestoreOutcome::AlreadyPresent,
+            },
+        )
     }
 
     /// The store of every stream (the builder's `event_store` or `redis`),
@@ -474,10 +479,7 @@ impl BoundedSessionManager {
         handle: &SessionHandle,
     ) -> Option<HandshakeDeadline> {
         let shared = handle.shared();
-        let lifetime_at = self
-            .max_lifetime
-            .and_then(|lifetime| shared.created_at.checked_add(lifetime));
-        let at = match (shared.init_deadline(), lifetime_at) {
+        let at = match (shared.init_deadline(), shared.lifetime_end) {
             (Some(init), Some(lifetime)) => init.min(lifetime),
             (at, None) | (None, at) => at?,
         };

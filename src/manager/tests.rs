@@ -313,6 +313,7 @@ async fn a_session_awaited_by_a_request_is_not_parked() {
         &id,
         generation(&manager),
         crate::clients::ClientKey::anonymous(),
+        None,
     );
     store.store(&id, &state()).await.unwrap();
     assert!(manager.registry.park(&id, generation(&manager)));
@@ -350,7 +351,7 @@ async fn a_restore_waits_for_a_copy_that_is_still_ending() {
     let id: SessionId = "0b7e1c2a-5f7e-4c1b-9d7e-000000000001".into();
     let state = state();
     // Copy 7 of it is live in the store, but no longer in the registry.
-    store.expect(&id, 7, crate::clients::ClientKey::anonymous());
+    store.expect(&id, 7, crate::clients::ClientKey::anonymous(), None);
     store.store(&id, &state).await.unwrap();
     let parking = {
         let (store, id) = (store.clone(), id.clone());
@@ -371,7 +372,7 @@ async fn a_restore_waits_for_a_copy_that_is_still_ending() {
 
     // A copy that never finishes ending is given up on after the limit.
     let other: SessionId = "0b7e1c2a-5f7e-4c1b-9d7e-000000000002".into();
-    store.expect(&other, 3, crate::clients::ClientKey::anonymous());
+    store.expect(&other, 3, crate::clients::ClientKey::anonymous(), None);
     store.store(&other, &state).await.unwrap();
     let started = tokio::time::Instant::now();
     assert!(manager.restore_session(other).await.is_err());
@@ -388,4 +389,49 @@ fn state() -> rmcp::transport::streamable_http_server::session::store::SessionSt
         }
     }))
     .unwrap()
+}
+
+/// Parking does not extend a session's maximum lifetime: a restored copy
+/// ends when its first copy would have, and a session parked past that
+/// end is not restored.
+#[tokio::test(start_paused = true)]
+async fn parking_does_not_extend_the_maximum_lifetime() {
+    use rmcp::transport::streamable_http_server::session::store::SessionStore;
+
+    let store = crate::store::MemorySessionStore::default();
+    let manager = BoundedSessionManager::builder(2)
+        .park_in(&store)
+        .max_lifetime(Duration::from_secs(10))
+        .build();
+    let started = tokio::time::Instant::now();
+    let (id, _transport) = manager.create_session().await.unwrap();
+    let copy = |manager: &BoundedSessionManager| {
+        manager
+            .registry
+            .with_activity(&id, |session, activity| {
+                (activity.generation(), session.handle.shared().lifetime_end)
+            })
+            .unwrap()
+    };
+    let (generation, end) = copy(&manager);
+    assert_eq!(end, Some(started + Duration::from_secs(10)));
+    // Its handshake done (the manager expects its entry, rmcp fills it).
+    store.expect(&id, generation, crate::clients::ClientKey::anonymous(), end);
+    store.store(&id, &state()).await.unwrap();
+    assert!(manager.registry.park(&id, generation));
+
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let RestoreOutcome::Restored(_restored) = manager.restore_session(id.clone()).await.unwrap()
+    else {
+        panic!("expected a restore");
+    };
+    let (generation, restored_end) = copy(&manager);
+    assert_eq!(restored_end, end, "the restore extended the lifetime");
+    assert!(manager.registry.park(&id, generation));
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(
+        manager.restore_session(id.clone()).await.is_err(),
+        "restored past its lifetime"
+    );
 }

@@ -57,7 +57,7 @@ impl Stop for LiveSession {
         shared.end(reason);
         // With parking, the session store hears how this copy ended.
         if let Some(parking) = &shared.settings.parking {
-            parking.closed(&shared.id, generation, reason, shared.idle_deadline());
+            parking.closed(&shared.id, generation, reason, shared.restorable_until());
         }
     }
 

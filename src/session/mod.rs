@@ -28,6 +28,7 @@ use std::time::Duration;
 use rmcp::model::RequestId;
 use rmcp::transport::streamable_http_server::session::SessionId;
 use rmcp::transport::streamable_http_server::session::local::SessionConfig;
+use tokio::time::Instant;
 
 mod connection;
 mod event_stream;
@@ -113,25 +114,30 @@ fn first_index_after_restore() -> u64 {
 
 /// A new session: the handle the registry keeps, and the transport for
 /// rmcp's service (given its lease once the registry admitted it).
+/// `lifetime_end`: when its maximum lifetime ends, if it has one (a
+/// restored session's is its first copy's).
 pub(crate) fn create(
     id: SessionId,
     settings: Arc<SessionSettings>,
     origin: Origin,
+    lifetime_end: Option<Instant>,
 ) -> SessionHandle {
     let first_index = match origin {
         Origin::Created => crate::replay_buffer::FIRST_INDEX,
         Origin::Restored => first_index_after_restore(),
     };
-    SessionHandle::new(shared::Shared::new(id, settings, origin, first_index))
+    SessionHandle::new(shared::Shared::new(
+        id,
+        settings,
+        origin,
+        first_index,
+        lifetime_end,
+    ))
 }
 
 impl SessionHandle {
     /// The handler's side of this session.
-    pub(crate) fn transport(
-        &self,
-        lease: Option<Lease>,
-        max_lifetime: Option<Duration>,
-    ) -> SessionTransport {
-        SessionTransport::new(self.shared().clone(), lease, max_lifetime)
+    pub(crate) fn transport(&self, lease: Option<Lease>) -> SessionTransport {
+        SessionTransport::new(self.shared().clone(), lease)
     }
 }

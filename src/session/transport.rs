@@ -82,14 +82,8 @@ impl std::fmt::Debug for SessionTransport {
 }
 
 impl SessionTransport {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        lease: Option<Lease>,
-        max_lifetime: Option<Duration>,
-    ) -> Self {
-        // A lifetime too long to add to the clock never ends.
-        let max_lifetime_at =
-            max_lifetime.and_then(|lifetime| shared.created_at.checked_add(lifetime));
+    pub(crate) fn new(shared: Arc<Shared>, lease: Option<Lease>) -> Self {
+        let max_lifetime_at = shared.lifetime_end;
         let mut transport = Self {
             shared,
             lease,

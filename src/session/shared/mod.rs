@@ -119,6 +119,10 @@ pub(crate) struct Shared {
     storing: tokio::sync::Mutex<()>,
     me: Weak<Shared>,
     pub(crate) created_at: Instant,
+    /// When the maximum lifetime ends, if there is one: counted from the
+    /// session's first copy, so that parking and restoring it does not
+    /// extend it.
+    pub(crate) lifetime_end: Option<Instant>,
 }
 
 impl Shared {
@@ -127,6 +131,7 @@ impl Shared {
         settings: Arc<SessionSettings>,
         origin: Origin,
         first_index: u64,
+        lifetime_end: Option<Instant>,
     ) -> Arc<Self> {
         let now = Instant::now();
         Arc::new_cyclic(|me| Self {
@@ -153,6 +158,7 @@ impl Shared {
             storing: tokio::sync::Mutex::new(()),
             me: me.clone(),
             created_at: now,
+            lifetime_end,
         })
     }
 
@@ -213,6 +219,15 @@ impl Shared {
     pub(crate) fn idle_deadline(&self) -> Option<Instant> {
         let idle = self.settings.session.keep_alive?;
         self.state.lock().last_activity.checked_add(idle)
+    }
+
+    /// Until when the session may come back once its copy ended: its idle
+    /// deadline or the end of its lifetime, whichever comes first.
+    pub(crate) fn restorable_until(&self) -> Option<Instant> {
+        match (self.idle_deadline(), self.lifetime_end) {
+            (Some(idle), Some(end)) => Some(idle.min(end)),
+            (at, None) | (None, at) => at,
+        }
     }
 
     /// Whether the handshake is still under way (or not begun).

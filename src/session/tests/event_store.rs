@@ -125,8 +125,8 @@ async fn a_priming_event_the_store_failed_on_goes_out_without_an_id() {
 fn the_standalone_stream_keeps_rmcps_name_in_an_event_store() {
     let store = Arc::new(TestStore::default());
     let settings = settings(|s| s.event_store = Some(crate::store::Appender::any(store.clone())));
-    let first = create("sid".into(), settings.clone(), Origin::Created);
-    let restored = create("sid".into(), settings, Origin::Restored);
+    let first = create("sid".into(), settings.clone(), Origin::Created, None);
+    let restored = create("sid".into(), settings, Origin::Restored, None);
     let name = |handle: &SessionHandle| {
         let state = handle.shared().lock();
         state.standalone.events.store_name().map(str::to_owned)

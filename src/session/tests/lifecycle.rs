@@ -168,8 +168,13 @@ async fn a_handler_that_never_answers_initialize_times_out_like_a_silent_client(
 #[tokio::test(start_paused = true)]
 async fn deadlines_hold_even_for_a_client_that_keeps_the_inbox_full() {
     let lifetime = Duration::from_secs(60);
-    let handle = create("l".into(), settings(|_| {}), Origin::Created);
-    let mut handler = handle.transport(None, Some(lifetime));
+    let handle = create(
+        "l".into(),
+        settings(|_| {}),
+        Origin::Created,
+        Some(Instant::now() + lifetime),
+    );
+    let mut handler = handle.transport(None);
     let asking = {
         let handle = handle.clone();
         tokio::spawn(async move { handle.initialize(initialize_request()).await })

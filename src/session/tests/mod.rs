@@ -83,8 +83,8 @@ fn new_session(
     settings: Arc<SessionSettings>,
     origin: Origin,
 ) -> (SessionHandle, SessionTransport) {
-    let handle = create(id.into(), settings, origin);
-    let handler = handle.transport(None, None);
+    let handle = create(id.into(), settings, origin, None);
+    let handler = handle.transport(None);
     (handle, handler)
 }
 

@@ -42,6 +42,9 @@ struct Entry {
     state: Option<Arc<[u8]>>,
     owner: ClientKey,
     phase: Phase,
+    /// When the session's maximum lifetime ends, if it has one: a restore
+    /// gives its copy this end, so parking does not extend a lifetime.
+    lifetime_end: Option<Instant>,
 }
 
 /// The park order: parked entries, least recently parked first, with
@@ -148,9 +151,16 @@ impl Inner {
     }
 
     /// A live copy's entry after its handshake: a created session's, its
-    /// state to come from rmcp; a restored one's keeps the state and the
-    /// owner it had (rmcp stores nothing on a restore).
-    pub(crate) fn expect(&self, id: &SessionId, generation: u64, owner: ClientKey) {
+    /// state to come from rmcp; a restored one's keeps the state, the
+    /// owner and the lifetime end it had (rmcp stores nothing on a
+    /// restore).
+    pub(crate) fn expect(
+        &self,
+        id: &SessionId,
+        generation: u64,
+        owner: ClientKey,
+        lifetime_end: Option<Instant>,
+    ) {
         let Some(key) = key_of(id) else { return };
         let mut order = self.order.lock();
         match self.entries.get_mut(&key) {
@@ -167,6 +177,7 @@ impl Inner {
                         state: None,
                         owner,
                         phase: Phase::Live { generation },
+                        lifetime_end,
                     },
                 );
             }
@@ -348,12 +359,13 @@ impl Inner {
             return Err(NotParked::Gone);
         }
         entry.phase = Phase::Restoring { until };
-        let owner = entry.owner.clone();
+        let (owner, lifetime_end) = (entry.owner.clone(), entry.lifetime_end);
         drop(entry);
         Ok(Pin {
             store: self.clone(),
             key,
             owner,
+            lifetime_end,
             committed: false,
         })
     }
@@ -375,6 +387,7 @@ pub(crate) struct Pin {
     store: Arc<Inner>,
     key: u128,
     owner: ClientKey,
+    lifetime_end: Option<Instant>,
     committed: bool,
 }
 
@@ -382,6 +395,11 @@ impl Pin {
     /// The client that created the session.
     pub(crate) fn owner(&self) -> &ClientKey {
         &self.owner
+    }
+
+    /// When the session's maximum lifetime ends, if it has one.
+    pub(crate) fn lifetime_end(&self) -> Option<Instant> {
+        self.lifetime_end
     }
 
     /// The restore admitted copy `generation`: the entry is its.

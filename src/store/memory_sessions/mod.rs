@@ -253,7 +253,13 @@ impl SessionStore for MemorySessionStore {
 impl MemorySessionStore {
     /// For the manager: session `id`'s copy `generation`, of `owner`,
     /// completed its handshake; its state comes next, from rmcp.
-    pub(crate) fn expect(&self, id: &SessionId, generation: u64, owner: crate::clients::ClientKey) {
-        self.inner.expect(id, generation, owner);
+    pub(crate) fn expect(
+        &self,
+        id: &SessionId,
+        generation: u64,
+        owner: crate::clients::ClientKey,
+        lifetime_end: Option<tokio::time::Instant>,
+    ) {
+        self.inner.expect(id, generation, owner, lifetime_end);
     }
 }

@@ -24,7 +24,7 @@ fn state() -> SessionState {
 
 /// A live copy (`generation`) of `n` whose state rmcp stored.
 async fn live(store: &MemorySessionStore, n: u32, generation: u64) {
-    store.expect(&id(n), generation, ClientKey::anonymous());
+    store.expect(&id(n), generation, ClientKey::anonymous(), None);
     store.store(&id(n), &state()).await.unwrap();
 }
 
@@ -74,7 +74,7 @@ async fn only_the_copy_an_entry_names_parks_or_ends_it() {
 #[tokio::test]
 async fn a_state_rmcp_never_stored_parks_nothing() {
     let store = MemorySessionStore::default();
-    store.expect(&id(1), 1, ClientKey::anonymous());
+    store.expect(&id(1), 1, ClientKey::anonymous(), None);
     assert_eq!(park(&store, 1, 1), Parked::NoState);
     assert_eq!(store.inner.entries_len(), 0);
     // A state for an id no live copy expects is not kept.
@@ -162,7 +162,7 @@ fn concurrent_parks_never_exceed_the_bound() {
             std::thread::spawn(move || {
                 for n in 0..500 {
                     let n = t * 1_000 + n;
-                    store.inner.expect(&id(n), 1, ClientKey::anonymous());
+                    store.inner.expect(&id(n), 1, ClientKey::anonymous(), None);
                     store.inner.fill(&id(n), b"{}");
                     store.inner.closed(&id(n), 1, true, None);
                     assert!(store.parked() <= 50);
