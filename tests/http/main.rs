@@ -37,6 +37,7 @@ mod expiry;
 mod fairness;
 mod listen_streams;
 mod parking;
+mod parking_probe;
 mod properties;
 mod quota_race;
 mod rate_limit;
