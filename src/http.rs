@@ -351,6 +351,22 @@ where
             {
                 return Ok(refusal.response());
             }
+            // rmcp's own `404` for a request whose session is parked here:
+            // the restore it waited for (another request's) was refused,
+            // or had just been (rmcp keeps that outcome for the id a
+            // moment longer). The session is not gone; a retry restores it.
+            if response.status() == StatusCode::NOT_FOUND
+                && REQUEST.with(|scope| {
+                    scope.refusal.get().is_none()
+                        && scope
+                            .awaiting
+                            .borrow()
+                            .as_ref()
+                            .is_some_and(Awaiting::still_parked)
+                })
+            {
+                return Ok(Refusal::RestoreRefused.response());
+            }
             // Only a stream outlives this future: other responses are whole.
             let ticket = ticket.filter(|_| is_sse(&response));
             Ok(match (admitted, ticket) {

@@ -82,7 +82,7 @@ pub(crate) struct Parking {
     /// Requests on their way to each session that was not live when they
     /// looked it up (module docs). Keyed by ids requests name, so hashed
     /// with the standard library's keyed hasher.
-    awaited: Arc<DashMap<SessionId, usize>>,
+    awaited: DashMap<SessionId, usize>,
 }
 
 impl std::fmt::Debug for Parking {
@@ -107,16 +107,16 @@ impl Parking {
             on_park,
             on_restore,
             warned_no_state: AtomicBool::new(false),
-            awaited: Arc::default(),
+            awaited: DashMap::new(),
         }
     }
 
     /// Lists the current request as awaiting session `id` until the
     /// returned guard drops.
-    pub(crate) fn awaiting(&self, id: &SessionId) -> Awaiting {
+    pub(crate) fn awaiting(self: &Arc<Self>, id: &SessionId) -> Awaiting {
         *self.awaited.entry(id.clone()).or_insert(0) += 1;
         Awaiting {
-            awaited: self.awaited.clone(),
+            parking: self.clone(),
             id: id.clone(),
         }
     }
@@ -181,15 +181,29 @@ impl Parking {
 
 /// A request listed as awaiting a session (see [`Parking::awaiting`]).
 pub(crate) struct Awaiting {
-    awaited: Arc<DashMap<SessionId, usize>>,
+    parking: Arc<Parking>,
     id: SessionId,
+}
+
+impl Awaiting {
+    /// Whether the session is parked in the memory store (or being
+    /// restored), restorable: rmcp answered this request `404` only
+    /// because the restore it waited for was refused (see
+    /// `Refusal::RestoreRefused`). `false` with the Redis stores, which
+    /// this does not ask.
+    pub(crate) fn still_parked(&self) -> bool {
+        self.parking
+            .memory
+            .as_ref()
+            .is_some_and(|store| store.inner.is_restorable(&self.id))
+    }
 }
 
 impl Drop for Awaiting {
     fn drop(&mut self) {
         // The entry goes with its last request: the list holds only ids
         // requests are on their way to.
-        self.awaited.remove_if_mut(&self.id, |_, count| {
+        self.parking.awaited.remove_if_mut(&self.id, |_, count| {
             *count -= 1;
             *count == 0
         });

@@ -130,9 +130,24 @@ impl SessionManager for BoundedSessionManager {
                 Err(BeginError::Saturated) => true,
             },
         };
-        // Not live: rmcp restores it next (or waits for a restore of it
-        // under way), and the request then reaches it (see `parking`).
         if !live && let Some(parking) = &self.settings.parking {
+            // Parked by another client, with sessions bound: answered as
+            // present, so that rmcp goes straight to the session, which
+            // answers `404`, instead of trying a restore, whose refusal
+            // rmcp would pass on to the owner's requests for the id
+            // arriving meanwhile.
+            if self.bind_to_client
+                && let Some(store) = &parking.memory
+                && store
+                    .inner
+                    .parked_owner(id)
+                    .is_some_and(|owner| owner != http::current_client())
+            {
+                return Ok(true);
+            }
+            // Not live: rmcp restores it next (or waits for a restore of
+            // it under way), and the request then reaches it (see
+            // `parking`).
             http::await_session(parking.awaiting(id));
         }
         Ok(live)
@@ -396,7 +411,15 @@ impl SessionManager for BoundedSessionManager {
                             .registry
                             .with_activity(&id, |_, activity| activity.generation())
                     {
-                        pin.commit(generation);
+                        // Deleted while admitted (rmcp's DELETE closed the
+                        // live copy, found none yet, then removed the
+                        // entry): the DELETE wins.
+                        if !pin.commit(generation) {
+                            self.registry
+                                .close(&id, Some(generation), CloseReason::Closed);
+                            http::record(Refusal::SessionGone);
+                            return Err(LocalSessionManagerError::SessionNotFound(id).into());
+                        }
                         // Evicted before the commit (idle in its handshake, at
                         // a full cap; only outside the layer, which holds it
                         // busy): its end found the entry still the restore's

@@ -35,6 +35,10 @@ pub(crate) enum Refusal {
     EvictedBeforeInitialized,
     /// The session ended while the request was on its way to it.
     SessionGone,
+    /// The session is parked, and the restore this request waited for
+    /// (another request's, of the same session) was refused, or had just
+    /// been: the session is still restorable.
+    RestoreRefused,
     /// The session already has its limit of requests in flight.
     TooManyStreams,
     /// The request reuses the id of a request still in flight.
@@ -105,6 +109,7 @@ impl Refusal {
         match self {
             Self::Creation(Creation::AtCapacity | Creation::Draining)
             | Self::EvictedBeforeInitialized
+            | Self::RestoreRefused
             | Self::Request(RequestRefusal::Draining)
             | Self::Request(RequestRefusal::RequestsAtCapacity { .. })
             | Self::Request(RequestRefusal::ListenAtCapacity { .. }) => {
@@ -151,6 +156,7 @@ impl Refusal {
             }
             Self::EvictedBeforeInitialized => "evicted_before_initialized",
             Self::SessionGone => "session_gone",
+            Self::RestoreRefused => "restore_refused",
             Self::TooManyStreams => "too_many_streams",
             Self::DuplicateRequestId => "duplicate_request_id",
             Self::NotInitialized => "not_initialized",

@@ -92,6 +92,10 @@ impl Refusal {
                  finished; retry later"
             }
             Self::SessionGone => "Not Found: Session not found",
+            Self::RestoreRefused => {
+                "Service Unavailable: this session is parked and could not be restored just \
+                 now (the server is at its session cap, or busy); retry later"
+            }
             Self::TooManyStreams => {
                 "Too Many Requests: this session has its limit of requests in flight; \
                  wait for answers before sending more"

@@ -37,7 +37,7 @@ mod expiry;
 mod fairness;
 mod listen_streams;
 mod parking;
-mod parking_probe;
+mod parking_races;
 mod properties;
 mod quota_race;
 mod rate_limit;

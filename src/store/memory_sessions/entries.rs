@@ -370,6 +370,19 @@ impl Inner {
         })
     }
 
+    /// Whether `id` is parked and not past its deadline, or being
+    /// restored.
+    pub(crate) fn is_restorable(&self, id: &str) -> bool {
+        let Some(entry) = key_of(id).and_then(|key| self.entries.get(&key)) else {
+            return false;
+        };
+        match entry.phase {
+            Phase::Parked { until, .. } => Instant::now() < until,
+            Phase::Restoring { .. } => true,
+            Phase::Live { .. } => false,
+        }
+    }
+
     /// The client that created parked (or restoring) `id`.
     pub(crate) fn parked_owner(&self, id: &str) -> Option<ClientKey> {
         let entry = self.entries.get(&key_of(id)?)?;
@@ -402,14 +415,19 @@ impl Pin {
         self.lifetime_end
     }
 
-    /// The restore admitted copy `generation`: the entry is its.
-    pub(crate) fn commit(mut self, generation: u64) {
-        if let Some(mut entry) = self.store.entries.get_mut(&self.key)
-            && matches!(entry.phase, Phase::Restoring { .. })
-        {
-            entry.phase = Phase::Live { generation };
-        }
+    /// The restore admitted copy `generation`: the entry is its. `false`
+    /// if the entry is gone (a DELETE removed it while the restore was
+    /// admitting the copy): the copy must end.
+    #[must_use]
+    pub(crate) fn commit(mut self, generation: u64) -> bool {
         self.committed = true;
+        match self.store.entries.get_mut(&self.key) {
+            Some(mut entry) if matches!(entry.phase, Phase::Restoring { .. }) => {
+                entry.phase = Phase::Live { generation };
+                true
+            }
+            _ => false,
+        }
     }
 }
 

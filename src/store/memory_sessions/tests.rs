@@ -59,7 +59,7 @@ async fn only_the_copy_an_entry_names_parks_or_ends_it() {
     assert_eq!(park(&store, 1, 7), Parked::Yes);
     // Restored as copy 8; copy 7's late end changes nothing.
     let pin = store.inner.pin(&id(1)).unwrap();
-    pin.commit(8);
+    assert!(pin.commit(8));
     assert_eq!(store.inner.closed(&id(1), 7, false, None), Parked::NotHere);
     assert!(
         store.load(&id(1)).await.unwrap().is_some(),
@@ -207,4 +207,19 @@ async fn restores_given_back_leave_the_order_bounded() {
     for n in 0..10 {
         assert!(store.load(&id(n)).await.unwrap().is_some());
     }
+}
+
+/// A DELETE that removes a restoring entry (after the restore pinned it,
+/// before it committed) wins: the commit says so, and nothing comes back.
+#[tokio::test]
+async fn a_commit_after_a_delete_says_the_session_is_gone() {
+    let store = MemorySessionStore::default();
+    live(&store, 1, 1).await;
+    assert_eq!(park(&store, 1, 1), Parked::Yes);
+    let pin = store.inner.pin(&id(1)).unwrap();
+    store.delete(&id(1)).await.unwrap();
+    assert!(!pin.commit(2), "committed a deleted session");
+    assert!(store.load(&id(1)).await.unwrap().is_none());
+    assert_eq!(store.parked(), 0);
+    assert_eq!(store.inner.entries_len(), 0);
 }
