@@ -42,6 +42,7 @@ mod compat;
 pub(crate) mod construct;
 mod drain;
 pub(crate) mod parking;
+mod restoring;
 mod session_manager;
 #[cfg(feature = "redis")]
 mod stores;

@@ -20,8 +20,9 @@ use reqwest::StatusCode;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 use serde_json::json;
 
-/// A server whose manager (from `build`, given the store) parks in a
-/// fresh store of `max_parked` entries, the same store as rmcp's.
+/// A server of two slots whose manager (from `build`, given the store)
+/// parks in a fresh store of `max_parked` entries, the same store as
+/// rmcp's.
 async fn parking_server(
     max_parked: usize,
     build: impl FnOnce(
@@ -29,8 +30,20 @@ async fn parking_server(
         &MemorySessionStore,
     ) -> BoundedSessionManagerBuilder,
 ) -> (TestServer, MemorySessionStore) {
+    server_of(2, max_parked, build).await
+}
+
+/// [`parking_server`] of `cap` slots.
+pub(crate) async fn server_of(
+    cap: usize,
+    max_parked: usize,
+    build: impl FnOnce(
+        BoundedSessionManagerBuilder,
+        &MemorySessionStore,
+    ) -> BoundedSessionManagerBuilder,
+) -> (TestServer, MemorySessionStore) {
     let store = MemorySessionStore::builder().max_parked(max_parked).build();
-    let manager = build(BoundedSessionManager::builder(2), &store)
+    let manager = build(BoundedSessionManager::builder(cap), &store)
         .park_in(&store)
         .build();
     let mut config = StreamableHttpServerConfig::default();
@@ -38,13 +51,25 @@ async fn parking_server(
     (TestServer::start_with(manager, config).await, store)
 }
 
-fn loopback(n: u8) -> Ipv4Addr {
+pub(crate) fn loopback(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, n)
 }
 
-/// An `echo` call in `session`: its status and whether it was answered by
-/// the tool (not by a new `initialize`).
-async fn echo(client: &common::Client, session: &str, id: u64) -> StatusCode {
+/// An `echo` call in `session`: its status (a `200` checked to be the
+/// tool's answer, not a new `initialize`'s).
+pub(crate) async fn echo(client: &common::Client, session: &str, id: u64) -> StatusCode {
+    let (status, answered) = racing_echo(client, session, id).await;
+    assert!(status != StatusCode::OK || answered, "{id} not answered");
+    status
+}
+
+/// An `echo` call in `session` whose answer may be cut short (a DELETE
+/// racing it ends its stream): its status and whether the tool answered.
+pub(crate) async fn racing_echo(
+    client: &common::Client,
+    session: &str,
+    id: u64,
+) -> (StatusCode, bool) {
     let (status, messages) = client
         .request(
             session,
@@ -52,15 +77,10 @@ async fn echo(client: &common::Client, session: &str, id: u64) -> StatusCode {
                     "params": { "name": "echo", "arguments": { "text": "hi" } } }),
         )
         .await;
-    if status == StatusCode::OK {
-        assert!(
-            messages
-                .iter()
-                .any(|m| m["id"] == json!(id) && m["result"]["content"][0]["text"] == "hi"),
-            "{messages:?}"
-        );
-    }
-    status
+    let answered = messages
+        .iter()
+        .any(|m| m["id"] == json!(id) && m["result"]["content"][0]["text"] == "hi");
+    (status, answered)
 }
 
 /// A manager of two slots: the third session evicts the first, which is

@@ -47,7 +47,7 @@ use rmcp::transport::streamable_http_server::session::store::{
 
 mod entries;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use entries::Inner;
 pub(crate) use entries::{NotParked, Parked, Pin};

@@ -11,7 +11,8 @@ fn id(n: u32) -> SessionId {
     format!("0b7e1c2a-5f7e-4c1b-9d7e-{n:012}").into()
 }
 
-fn state() -> SessionState {
+/// The state rmcp stores for a minimal client's session.
+pub(crate) fn state() -> SessionState {
     serde_json::from_value(serde_json::json!({
         "initialize_params": {
             "protocolVersion": "2025-11-25",
