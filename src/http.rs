@@ -51,15 +51,21 @@ struct RequestScope {
     /// looked it up (restored by this request or another): listed so
     /// that `park_after` leaves its restored copy to the request.
     awaiting: RefCell<Option<Awaiting>>,
+    /// Whether the request is a `GET` with `Last-Event-ID`, which rmcp
+    /// answers with an empty `200` stream, not an error, when the session
+    /// refuses it: one refused as gone is answered `404` as any request
+    /// for a gone session.
+    resuming: bool,
 }
 
 impl RequestScope {
-    fn new(client: ClientKey) -> Self {
+    fn new(client: ClientKey, resuming: bool) -> Self {
         Self {
             refusal: Cell::new(None),
             client,
             held: RefCell::new(None),
             awaiting: RefCell::new(None),
+            resuming,
         }
     }
 }
@@ -133,7 +139,7 @@ pub(crate) fn held(activity: &Arc<Activity>, take: bool) -> Option<Busy> {
 #[cfg(test)]
 pub(crate) async fn in_request<F: Future>(request: F) -> F::Output {
     REQUEST
-        .scope(RequestScope::new(ClientKey::anonymous()), request)
+        .scope(RequestScope::new(ClientKey::anonymous(), false), request)
         .await
 }
 
@@ -145,6 +151,7 @@ pub(crate) async fn in_request<F: Future>(request: F) -> F::Output {
 /// |---|---|
 /// | session creation rate-limited | `429 Too Many Requests`, `Retry-After` |
 /// | the session ended while the request was in flight | `404 Not Found` |
+/// | with parking, the session is parked and the restore the request waited for was refused | `503 Service Unavailable`, `Retry-After: 1` |
 /// | the cap is full and every session is busy (or `AtCapacity::Refuse`) | `503 Service Unavailable`, `Retry-After: 1` |
 /// | the new session ended before its handshake finished | `503 Service Unavailable`, `Retry-After: 1` |
 /// | the session has its limit of requests in flight | `429 Too Many Requests`, `Retry-After: 1` |
@@ -319,8 +326,12 @@ where
             }
         };
         let is_delete = parts.method == http::Method::DELETE;
+        let resuming = parts.method == http::Method::GET
+            && parts
+                .headers
+                .contains_key(http::header::HeaderName::from_static("last-event-id"));
         let inner = self.inner.call(Request::from_parts(parts, body));
-        let scope = RequestScope::new(client);
+        let scope = RequestScope::new(client, resuming);
         Box::pin(REQUEST.scope(scope, async move {
             let mut ticket = ticket;
             let mut response = match &ticket {
@@ -346,26 +357,34 @@ where
             if is_delete && response.status() == StatusCode::ACCEPTED {
                 *response.status_mut() = StatusCode::OK;
             }
+            // A request whose session was not live when rmcp looked it up,
+            // answered as if the session were gone (rmcp's own `404`: the
+            // restore it waited for, another request's, was refused, or had
+            // just been, and rmcp keeps that outcome for the id a moment
+            // longer; or the copy it was told of ended before it reached
+            // it), while the session is still kept here: a retry finds it.
+            let (refusal, kept, resuming) = REQUEST.with(|scope| {
+                let kept = scope
+                    .awaiting
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|awaiting| awaiting.still_kept(&scope.client));
+                (scope.refusal.get(), kept, scope.resuming)
+            });
+            let refused_gone = refusal == Some(Refusal::SessionGone)
+                && (response.status() == StatusCode::INTERNAL_SERVER_ERROR || resuming);
+            let gone =
+                refused_gone || (response.status() == StatusCode::NOT_FOUND && refusal.is_none());
+            if gone && kept {
+                return Ok(Refusal::RestoreRefused.response());
+            }
+            if refused_gone {
+                return Ok(Refusal::SessionGone.response());
+            }
             if response.status() == StatusCode::INTERNAL_SERVER_ERROR
-                && let Some(refusal) = REQUEST.with(|scope| scope.refusal.get())
+                && let Some(refusal) = refusal
             {
                 return Ok(refusal.response());
-            }
-            // rmcp's own `404` for a request whose session is parked here:
-            // the restore it waited for (another request's) was refused,
-            // or had just been (rmcp keeps that outcome for the id a
-            // moment longer). The session is not gone; a retry restores it.
-            if response.status() == StatusCode::NOT_FOUND
-                && REQUEST.with(|scope| {
-                    scope.refusal.get().is_none()
-                        && scope
-                            .awaiting
-                            .borrow()
-                            .as_ref()
-                            .is_some_and(Awaiting::still_parked)
-                })
-            {
-                return Ok(Refusal::RestoreRefused.response());
             }
             // Only a stream outlives this future: other responses are whole.
             let ticket = ticket.filter(|_| is_sse(&response));
@@ -428,7 +447,7 @@ mod tests {
     use crate::refusal::Creation;
 
     fn scope() -> RequestScope {
-        RequestScope::new(ClientKey::anonymous())
+        RequestScope::new(ClientKey::anonymous(), false)
     }
 
     #[tokio::test]

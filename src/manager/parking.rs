@@ -113,11 +113,13 @@ impl Parking {
 
     /// Lists the current request as awaiting session `id` until the
     /// returned guard drops.
-    pub(crate) fn awaiting(self: &Arc<Self>, id: &SessionId) -> Awaiting {
+    /// `owner_only`: whether sessions are bound to their client.
+    pub(crate) fn awaiting(self: &Arc<Self>, id: &SessionId, owner_only: bool) -> Awaiting {
         *self.awaited.entry(id.clone()).or_insert(0) += 1;
         Awaiting {
             parking: self.clone(),
             id: id.clone(),
+            owner_only,
         }
     }
 
@@ -183,19 +185,23 @@ impl Parking {
 pub(crate) struct Awaiting {
     parking: Arc<Parking>,
     id: SessionId,
+    /// Whether sessions are bound to their client.
+    owner_only: bool,
 }
 
 impl Awaiting {
-    /// Whether the session is parked in the memory store (or being
-    /// restored), restorable: rmcp answered this request `404` only
-    /// because the restore it waited for was refused (see
-    /// `Refusal::RestoreRefused`). `false` with the Redis stores, which
-    /// this does not ask.
-    pub(crate) fn still_parked(&self) -> bool {
-        self.parking
-            .memory
-            .as_ref()
-            .is_some_and(|store| store.inner.is_restorable(&self.id))
+    /// Whether the memory store still keeps the session (parked and
+    /// restorable, being restored, or live again), for `client` when
+    /// sessions are bound to their client: a request answered as if the
+    /// session were gone then only waited for a restore that was refused
+    /// (see `Refusal::RestoreRefused`). `false` with the Redis stores,
+    /// which this does not ask.
+    pub(crate) fn still_kept(&self, client: &crate::clients::ClientKey) -> bool {
+        self.parking.memory.as_ref().is_some_and(|store| {
+            store
+                .inner
+                .is_kept_for(&self.id, self.owner_only.then_some(client))
+        })
     }
 }
 

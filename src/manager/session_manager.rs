@@ -148,7 +148,7 @@ impl SessionManager for BoundedSessionManager {
             // Not live: rmcp restores it next (or waits for a restore of
             // it under way), and the request then reaches it (see
             // `parking`).
-            http::await_session(parking.awaiting(id));
+            http::await_session(parking.awaiting(id, self.bind_to_client));
         }
         Ok(live)
     }
@@ -188,6 +188,16 @@ impl SessionManager for BoundedSessionManager {
         {
             http::record(Refusal::SessionGone);
             return Err(LocalSessionManagerError::SessionNotFound(id.clone()).into());
+        }
+        // A DELETE (rmcp's own closing call runs outside the layer)
+        // forgets a parked entry before it closes the live copy, which
+        // rmcp's DELETE otherwise does after: a restore that took the
+        // entry before then either finds it gone when it commits, or has
+        // its copy in the registry by now, closed just below.
+        if http::can_hold()
+            && let Some(store) = self.memory_parking()
+        {
+            store.inner.remove(id);
         }
         if !self.late_close_markers.take(id) {
             self.registry.close(id, None, CloseReason::Closed);
@@ -427,7 +437,7 @@ impl SessionManager for BoundedSessionManager {
                         if !self.holds_generation(&id, generation)
                             && let Some(store) = self.memory_parking()
                         {
-                            store.inner.closed(&id, generation, true, None);
+                            store.inner.closed(&id, generation, true, lifetime_end);
                         }
                         if let Some(parking) = &self.settings.parking {
                             parking.restored(&id);

@@ -379,3 +379,47 @@ async fn a_restore_waits_for_a_copy_that_is_still_ending() {
     assert!(manager.restore_session(other).await.is_err());
     assert!(started.elapsed() >= Duration::from_secs(1));
 }
+/// Parking does not extend a session's maximum lifetime: a restored copy
+/// ends when its first copy would have, and a session parked past that
+/// end is not restored.
+#[tokio::test(start_paused = true)]
+async fn parking_does_not_extend_the_maximum_lifetime() {
+    use rmcp::transport::streamable_http_server::session::store::SessionStore;
+
+    let store = crate::store::MemorySessionStore::default();
+    let manager = BoundedSessionManager::builder(2)
+        .park_in(&store)
+        .max_lifetime(Duration::from_secs(10))
+        .build();
+    let started = tokio::time::Instant::now();
+    let (id, _transport) = manager.create_session().await.unwrap();
+    let copy = |manager: &BoundedSessionManager| {
+        manager
+            .registry
+            .with_activity(&id, |session, activity| {
+                (activity.generation(), session.handle.shared().lifetime_end)
+            })
+            .unwrap()
+    };
+    let (generation, end) = copy(&manager);
+    assert_eq!(end, Some(started + Duration::from_secs(10)));
+    // Its handshake done (the manager expects its entry, rmcp fills it).
+    store.expect(&id, generation, crate::clients::ClientKey::anonymous(), end);
+    store.store(&id, &state()).await.unwrap();
+    assert!(manager.registry.park(&id, generation));
+
+    tokio::time::advance(Duration::from_secs(6)).await;
+    let RestoreOutcome::Restored(_restored) = manager.restore_session(id.clone()).await.unwrap()
+    else {
+        panic!("expected a restore");
+    };
+    let (generation, restored_end) = copy(&manager);
+    assert_eq!(restored_end, end, "the restore extended the lifetime");
+    assert!(manager.registry.park(&id, generation));
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(
+        manager.restore_session(id.clone()).await.is_err(),
+        "restored past its lifetime"
+    );
+}

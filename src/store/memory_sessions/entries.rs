@@ -252,7 +252,7 @@ impl Inner {
     }
 
     /// Forgets `id` whatever its phase.
-    pub(super) fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         let Some(key) = key_of(id) else { return };
         let mut order = self.order.lock();
         if let Some((_, entry)) = self.entries.remove(&key)
@@ -370,16 +370,18 @@ impl Inner {
         })
     }
 
-    /// Whether `id` is parked and not past its deadline, or being
-    /// restored.
-    pub(crate) fn is_restorable(&self, id: &str) -> bool {
+    /// Whether `id` is kept: parked and not past its deadline, being
+    /// restored, or live; and `owner`'s, if given.
+    pub(crate) fn is_kept_for(&self, id: &str, owner: Option<&ClientKey>) -> bool {
         let Some(entry) = key_of(id).and_then(|key| self.entries.get(&key)) else {
             return false;
         };
+        if owner.is_some_and(|owner| *owner != entry.owner) {
+            return false;
+        }
         match entry.phase {
             Phase::Parked { until, .. } => Instant::now() < until,
-            Phase::Restoring { .. } => true,
-            Phase::Live { .. } => false,
+            Phase::Restoring { .. } | Phase::Live { .. } => true,
         }
     }
 

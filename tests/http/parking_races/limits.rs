@@ -51,7 +51,8 @@ async fn a_restore_at_quota_never_parks_another_clients_session() {
 }
 
 /// Bound sessions: while another client floods a parked session's id
-/// (four requests at a time), its requests all answer 404 and restore
+/// (four requests at a time, of every kind: a call, a notification, a
+/// `GET`, a resume), its requests all answer 404 and restore
 /// nothing, and the owner's restores, each after its session was parked
 /// again by `park_after` (thirty times), all succeed: the flood neither takes the
 /// session nor denies it to its owner.
@@ -82,7 +83,22 @@ async fn another_clients_flood_neither_restores_nor_blocks_the_owner() {
             tokio::spawn(async move {
                 let mut statuses = Vec::new();
                 while !stop.load(Ordering::SeqCst) {
-                    statuses.push(other.status_of(&session).await);
+                    // Every kind of request: a call, a notification, a
+                    // `GET`, a resume.
+                    let status = match statuses.len() % 4 {
+                        0 => other.status_of(&session).await,
+                        1 => {
+                            let notification = json!({ "jsonrpc": "2.0",
+                                "method": "notifications/roots/list_changed" });
+                            other.request(&session, notification).await.0
+                        }
+                        2 => other.open_standalone(&session).await.status(),
+                        _ => other
+                            .resume(Some(&session), common::PROTOCOL_VERSION, "0/0")
+                            .await
+                            .status(),
+                    };
+                    statuses.push(status);
                 }
                 statuses
             })
