@@ -101,7 +101,7 @@ pub(crate) fn can_hold() -> bool {
 }
 
 /// Keeps the current request's session busy until the request's stream
-/// takes the mark over (`take_held`) or the layer answers; outside the
+/// takes the mark over (`held`) or the layer answers; outside the
 /// layer, `busy` ends at once.
 pub(crate) fn hold(busy: Busy) {
     let _ = REQUEST.try_with(move |scope| scope.held.replace(Some(busy)));
