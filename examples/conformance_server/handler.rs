@@ -97,15 +97,9 @@ impl ConformanceServer {
         message: impl Into<String>,
         schema: serde_json::Value,
     ) -> Result<String, ErrorData> {
-        if client
-            .peer_info()
-            .is_none_or(|info| info.capabilities.elicitation.is_none())
-        {
-            return Err(ErrorData::invalid_request(
-                "the client does not support elicitation",
-                None,
-            ));
-        }
+        require(client, "elicitation", |info| {
+            info.capabilities.elicitation.is_some()
+        })?;
         let requested_schema: ElicitationSchema = serde_json::from_value(schema)
             .map_err(|error| ErrorData::internal_error(format!("bad schema: {error}"), None))?;
         let request = ElicitRequest::new(ElicitRequestParams::FormElicitationParams {
@@ -230,15 +224,9 @@ impl ConformanceServer {
         Parameters(SamplingParams { prompt }): Parameters<SamplingParams>,
         client: Peer<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        if client
-            .peer_info()
-            .is_none_or(|info| info.capabilities.sampling.is_none())
-        {
-            return Err(ErrorData::invalid_request(
-                "the client does not support sampling",
-                None,
-            ));
-        }
+        require(&client, "sampling", |info| {
+            info.capabilities.sampling.is_some()
+        })?;
         let request = CreateMessageRequestParams::new(
             vec![SamplingMessage::new(
                 Role::User,
@@ -423,4 +411,20 @@ fn json_schema_2020_12_input() -> Arc<JsonObject> {
         serde_json::Value::Object(object) => Arc::new(object),
         _ => unreachable!("the schema literal is an object"),
     }
+}
+
+/// `Err` (invalid request) unless the client declared `capability`
+/// (`declared` reads its `initialize` parameters).
+fn require(
+    client: &Peer<RoleServer>,
+    capability: &str,
+    declared: impl FnOnce(&rmcp::model::InitializeRequestParams) -> bool,
+) -> Result<(), ErrorData> {
+    if client.peer_info().is_some_and(|info| declared(&info)) {
+        return Ok(());
+    }
+    Err(ErrorData::invalid_request(
+        format!("the client does not support {capability}"),
+        None,
+    ))
 }

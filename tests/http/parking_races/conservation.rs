@@ -184,14 +184,7 @@ async fn a_delete_racing_a_restore_ends_the_session() {
             "round {round}: deleted, still live"
         );
         assert!(client.delete(&other).await.is_success());
-        assert!(
-            eventually(Duration::from_secs(2), || server.manager.session_count()
-                == 0)
-            .await,
-            "round {round}: {} live",
-            server.manager.session_count()
-        );
-        assert_eq!(store.parked(), 0, "round {round}: left parked");
+        assert_nothing_left(&server, &store, round).await;
     }
     // The race was run both ways.
     assert!(
@@ -250,14 +243,20 @@ async fn deletes_racing_restores_in_parallel_end_every_session() {
         for other in others {
             assert!(client.delete(other).await.is_success());
         }
-        assert!(
-            eventually(Duration::from_secs(2), || server.manager.session_count()
-                == 0)
-            .await,
-            "round {round}: {} live",
-            server.manager.session_count()
-        );
-        assert_eq!(store.parked(), 0, "round {round}: left parked");
+        assert_nothing_left(&server, &store, round).await;
     }
     assert!(restored_any, "no restore ever won its race");
+}
+
+/// Once every session of round `round` is deleted: none live (the ends
+/// run on the runtime's workers), none parked.
+async fn assert_nothing_left(server: &TestServer, store: &MemorySessionStore, round: u64) {
+    assert!(
+        eventually(Duration::from_secs(2), || server.manager.session_count()
+            == 0)
+        .await,
+        "round {round}: {} live",
+        server.manager.session_count()
+    );
+    assert_eq!(store.parked(), 0, "round {round}: left parked");
 }
